@@ -1,0 +1,53 @@
+"""initlab: neural-network weight initialization — every scheme from the literature, applied
+correctly to whole PyTorch models, and the instruments to see why an init works or fails.
+
+Public entry points (imported lazily, so ``import initlab`` stays cheap):
+
+* :mod:`initlab.init` — drop-in for ``torch.nn.init`` (in place, ``generator=``);
+* :mod:`initlab.numpy_init` — the same schemes as pure NumPy samplers;
+* :func:`initlab.gain` — forward/backward gain of any elementwise activation;
+* :mod:`initlab.fans`, :mod:`initlab.schemes` — the math layer;
+* :func:`initlab.probe` — per-layer forward/backward statistics of a model;
+* :func:`initlab.init_model` — whole-model initialization with activation detection;
+* :func:`initlab.lsuv_`, :func:`initlab.pretrain_layerwise` — data-dependent inits;
+* :mod:`initlab.theory` — mean-field signal propagation (q*, chi_1, depth scales).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "fans", "gains", "schemes", "init", "numpy_init", "apply", "lsuv",
+    "pretrain", "theory", "data", "experiments", "report", "records", "errors",
+}
+_ATTRS = {
+    "gain": ("initlab.gains", "gain"),
+    "probe": ("initlab.probe", "probe"),
+    "ProbeResult": ("initlab.probe", "ProbeResult"),
+    "init_model": ("initlab.apply", "init_model"),
+    "InitPlan": ("initlab.apply", "InitPlan"),
+    "lsuv_": ("initlab.lsuv", "lsuv_"),
+    "LSUVResult": ("initlab.lsuv", "LSUVResult"),
+    "pretrain_layerwise": ("initlab.pretrain", "pretrain_layerwise"),
+    "PretrainResult": ("initlab.pretrain", "PretrainResult"),
+    "InitlabError": ("initlab.errors", "InitlabError"),
+}
+
+__all__ = sorted(_SUBMODULES | set(_ATTRS) | {"__version__"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ATTRS:
+        module, attr = _ATTRS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"initlab.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'initlab' has no attribute {name!r}")

@@ -1,0 +1,207 @@
+"""Fan-in, fan-out and receptive field of a weight, under an explicit layout.
+
+The fans of a weight are the number of connections one unit has: ``fan_in`` counts the inputs that
+feed one output unit, ``fan_out`` the outputs that one input unit feeds. Variance-preserving
+schemes (Glorot & Bengio 2010; He et al. 2015; LeCun et al. 1998) scale the weight variance by
+``1 / fan``, so a wrong fan is a wrong init.
+
+Layouts (``k`` is the kernel size, ``receptive_field = prod(k)``; ``g`` is ``groups``):
+
+============================  ==========================  ====================  ======================
+layout                        weight shape                fan_in                fan_out
+============================  ==========================  ====================  ======================
+``"torch"`` Linear            ``(out, in)``               ``in``                ``out``
+``"torch"`` ConvNd            ``(out, in/g, *k)``         ``in/g * rf``         ``out/g * rf``
+``"torch"`` ConvTransposeNd   ``(in, out/g, *k)``         ``in/g * rf``         ``out/g * rf``
+``"keras"`` / ``"jax"``       ``(*k, in/g, out)``         ``in/g * rf``         ``out/g * rf``
+============================  ==========================  ====================  ======================
+
+Differences from ``torch.nn.init._calculate_fan_in_and_fan_out``, which always reads
+``fan_in = shape[1] * rf`` and ``fan_out = shape[0] * rf``:
+
+* grouped and depthwise convolutions count only the connections a unit really has:
+  ``Conv2d(4, 4, 3, groups=4)`` (weight ``(4, 1, 3, 3)``) has fans ``(9, 9)``; torch says ``(9, 36)``;
+* transposed convolutions read the right dimensions: ``ConvTranspose2d(16, 64, 3)`` (weight
+  ``(16, 64, 3, 3)``) has ``fan_in = 16 * 9 = 144``; torch says ``64 * 9 = 576``;
+* packed weights (``chunks``) are split into the blocks that are really separate layers:
+  ``nn.MultiheadAttention(512, 8).in_proj_weight`` ``(1536, 512)`` is Q, K and V, three
+  ``(512, 512)`` maps (``chunks=3``); LSTM weights hold 4 gates, GRU weights 3.
+
+A 1-D weight has no fan in torch (it raises); Keras uses ``fan_in = fan_out = n``. Choose with
+``vector="raise"`` (default, torch) or ``vector="keras"``. A 0-D weight always raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from initlab.errors import InitlabError
+
+__all__ = ["Fans", "compute_fans", "fan_for_mode", "LAYOUTS", "MODES"]
+
+LAYOUTS: tuple[str, ...] = ("torch", "keras", "jax")
+MODES: tuple[str, ...] = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+
+
+@dataclass(frozen=True)
+class Fans:
+    """The fans of one (chunk of a) weight.
+
+    Attributes:
+        fan_in: inputs feeding one output unit (count of connections).
+        fan_out: outputs fed by one input unit.
+        receptive_field: product of the kernel sizes (1 for a dense weight).
+    """
+
+    fan_in: int
+    fan_out: int
+    receptive_field: int = 1
+
+    @property
+    def fan_avg(self) -> float:
+        """Arithmetic mean ``(fan_in + fan_out) / 2`` (Glorot & Bengio 2010)."""
+        return (self.fan_in + self.fan_out) / 2.0
+
+    @property
+    def fan_geo_avg(self) -> float:
+        """Geometric mean ``sqrt(fan_in * fan_out)``."""
+        return math.sqrt(self.fan_in * self.fan_out)
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= {minimum}")
+    return value
+
+
+def compute_fans(
+    shape: Sequence[int],
+    *,
+    layout: str = "torch",
+    groups: int = 1,
+    transposed: bool = False,
+    chunks: int = 1,
+    vector: str = "raise",
+) -> Fans:
+    """Fans of a weight of ``shape`` under ``layout`` (see the module table).
+
+    .. math::
+        \\mathrm{fan\\_in} = \\frac{c_{in}}{g}\\,\\prod k, \\qquad
+        \\mathrm{fan\\_out} = \\frac{c_{out}}{g}\\,\\prod k
+
+    Args:
+        shape: the weight's shape, a sequence of non-negative ints (``torch.Size`` works).
+        layout: ``"torch"`` — Linear ``(out, in)``, ConvNd ``(out, in/groups, *k)``, and with
+            ``transposed=True`` ConvTransposeNd ``(in, out/groups, *k)``; ``"keras"`` / ``"jax"`` —
+            ``(*k, in/groups, out)``.
+        groups: convolution groups ``g`` (``groups == in_channels`` for depthwise). For
+            ``"torch"`` it must divide ``shape[0]`` (out channels, or in channels if transposed);
+            for ``"keras"`` it must divide ``shape[-1]``.
+        transposed: the weight is a ``ConvTransposeNd`` weight in torch layout.
+        chunks: the weight packs this many equal blocks (QKV: 3, LSTM: 4, GRU: 3) along the output
+            axis (dim 0 in torch layout, the last axis in Keras layout); fans are per block.
+        vector: what a 1-D shape means: ``"raise"`` (torch) or ``"keras"`` (``fan_in = fan_out = n``).
+
+    Returns:
+        :class:`Fans` of one block.
+
+    Raises:
+        InitlabError: 0-D shape; 1-D shape with ``vector="raise"``; unknown ``layout`` or
+            ``vector``; ``groups`` or ``chunks`` not a positive int or not dividing the axis.
+
+    Example:
+        >>> compute_fans((4, 1, 3, 3), groups=4)          # depthwise Conv2d(4, 4, 3, groups=4)
+        Fans(fan_in=9, fan_out=9, receptive_field=9)
+        >>> compute_fans((16, 64, 3, 3), transposed=True).fan_in   # ConvTranspose2d(16, 64, 3)
+        144
+        >>> compute_fans((1536, 512), chunks=3)           # MultiheadAttention(512, 8) in_proj
+        Fans(fan_in=512, fan_out=512, receptive_field=1)
+        >>> compute_fans((3, 3, 16, 32), layout="keras")
+        Fans(fan_in=144, fan_out=288, receptive_field=9)
+    """
+    try:
+        dims = tuple(int(d) for d in shape)
+    except TypeError as exc:
+        raise InitlabError(f"shape={shape!r} is not a sequence of ints: pass e.g. (out, in)") from exc
+    for d in dims:
+        if d < 0:
+            raise InitlabError(f"shape={dims} has a negative dimension: dimensions must be >= 0")
+    if layout not in LAYOUTS:
+        raise InitlabError(f"layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
+    if vector not in ("raise", "keras"):
+        raise InitlabError(f"vector={vector!r} is unknown: use 'raise' (torch) or 'keras'")
+    groups = _check_int("groups", groups, 1)
+    chunks = _check_int("chunks", chunks, 1)
+
+    if len(dims) == 0:
+        raise InitlabError(
+            "fans are not defined for a 0-D (scalar) tensor: pass a weight with >= 1 dimension"
+        )
+    if len(dims) == 1:
+        if vector == "raise":
+            raise InitlabError(
+                f"fans are not defined for a 1-D tensor of shape {dims} (torch raises here): "
+                "pass vector='keras' to use fan_in = fan_out = n, or a weight with >= 2 dims"
+            )
+        n = dims[0]
+        if n % chunks:
+            raise InitlabError(f"chunks={chunks} does not divide the length {n} of shape {dims}")
+        return Fans(n // chunks, n // chunks, 1)
+
+    if layout == "torch":
+        rf = math.prod(dims[2:])
+        if transposed:  # (in, out/groups, *k)
+            if chunks != 1:
+                raise InitlabError("chunks is not supported for transposed weights: pass chunks=1")
+            if dims[0] % groups:
+                raise InitlabError(
+                    f"groups={groups} does not divide dim 0 (in_channels = {dims[0]}) of the "
+                    f"transposed weight {dims}: pass the module's own `groups`"
+                )
+            return Fans(dims[0] // groups * rf, dims[1] * rf, rf)
+        # (out, in/groups, *k), possibly `chunks` blocks stacked along dim 0
+        if dims[0] % chunks:
+            raise InitlabError(
+                f"chunks={chunks} does not divide dim 0 (= {dims[0]}) of shape {dims}: "
+                "packed weights stack equal blocks along dim 0"
+            )
+        block = dims[0] // chunks
+        if block % groups:
+            raise InitlabError(
+                f"groups={groups} does not divide the output channels (= {block}) of shape "
+                f"{dims}: pass the module's own `groups`"
+            )
+        return Fans(dims[1] * rf, block // groups * rf, rf)
+
+    # keras / jax: (*k, in/groups, out)
+    rf = math.prod(dims[:-2])
+    c_in, c_out = dims[-2], dims[-1]
+    if c_out % chunks:
+        raise InitlabError(
+            f"chunks={chunks} does not divide the last dim (= {c_out}) of shape {dims}: "
+            "in Keras layout packed blocks stack along the output axis"
+        )
+    c_out //= chunks
+    if c_out % groups:
+        raise InitlabError(f"groups={groups} does not divide the output dim (= {c_out}) of {dims}")
+    return Fans(c_in * rf, c_out // groups * rf, rf)
+
+
+def fan_for_mode(fans: Fans, mode: str) -> float:
+    """The fan that variance-scaling mode ``mode`` divides by.
+
+    ``"fan_in"`` preserves the forward variance (He et al. 2015, LeCun); ``"fan_out"`` the
+    backward variance; ``"fan_avg"`` is Glorot & Bengio's (2010) compromise
+    ``(fan_in + fan_out) / 2``; ``"fan_geo_avg"`` is ``sqrt(fan_in * fan_out)``.
+
+    Raises:
+        InitlabError: unknown ``mode``.
+
+    >>> fan_for_mode(Fans(100, 300), "fan_avg")
+    200.0
+    """
+    if mode not in MODES:
+        raise InitlabError(f"mode={mode!r} is unknown: use one of {', '.join(MODES)}")
+    return float(getattr(fans, mode))

@@ -1,0 +1,400 @@
+"""Initialization schemes as distribution specs: what to sample, not how.
+
+A *spec* is a small frozen dataclass (:class:`Normal`, :class:`Uniform`, :class:`TruncatedNormal`,
+:class:`Constant`, :class:`Orthogonal`, :class:`Identity`, :class:`Dirac`,
+:class:`DeltaOrthogonal`, :class:`Sparse`). The samplers in :mod:`initlab.init` (torch) and
+:mod:`initlab.numpy_init` (NumPy) realise specs; :mod:`initlab.apply` and :mod:`initlab.probe`
+read them to print and check the std a layer should have.
+
+All variance-preserving schemes are one core, :func:`variance_scaling` (the JAX / Keras
+``VarianceScaling`` initializer):
+
+.. math::
+    \\sigma^2 = \\text{scale} / n,\\quad
+    n \\in \\{fan_{in},\\ fan_{out},\\ (fan_{in}+fan_{out})/2,\\ \\sqrt{fan_{in} fan_{out}}\\}
+
+realised as ``N(0, sigma^2)``, ``U(-sqrt(3) sigma, sqrt(3) sigma)``, or a normal truncated to
+``[-2 s, 2 s]`` whose parent std ``s = sigma / 0.87962566103423978`` so that the truncated samples
+have std ``sigma``. Glorot/Xavier (Glorot & Bengio 2010), He/Kaiming (He et al. 2015) and LeCun
+(LeCun et al. 1998) are one-line specialisations with ``scale = gain**2``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scipy import stats
+
+from initlab.errors import InitlabError
+from initlab.fans import Fans, fan_for_mode
+
+__all__ = [
+    "TRUNCATED_NORMAL_STD_2",
+    "DISTRIBUTIONS",
+    "Spec",
+    "Normal",
+    "Uniform",
+    "TruncatedNormal",
+    "Constant",
+    "Orthogonal",
+    "Identity",
+    "Dirac",
+    "DeltaOrthogonal",
+    "Sparse",
+    "variance_scaling",
+    "glorot_normal",
+    "glorot_uniform",
+    "glorot_truncated_normal",
+    "he_normal",
+    "he_uniform",
+    "he_truncated_normal",
+    "lecun_normal",
+    "lecun_uniform",
+    "lecun_truncated_normal",
+    "xavier_normal",
+    "xavier_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "torch_default",
+    "NAMED_SCHEMES",
+    "named_spec",
+]
+
+#: Std of N(0, 1) truncated to [-2, 2]; dividing by it makes truncated samples have the target std.
+#: Computed, not pasted: ``scipy.stats.truncnorm(-2, 2).std() == 0.87962566103423978``.
+TRUNCATED_NORMAL_STD_2: float = float(stats.truncnorm.std(-2.0, 2.0))
+
+DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "truncated_normal")
+
+
+class Spec:
+    """Base of all specs. ``expected_std`` is the std of the sampled entries (``None`` when the
+    scheme is structural and has no single std); ``describe()`` is one short line for tables."""
+
+    @property
+    def expected_std(self) -> float | None:
+        return None
+
+    def describe(self) -> str:
+        return type(self).__name__.lower()
+
+
+@dataclass(frozen=True)
+class Normal(Spec):
+    """Entries i.i.d. ``N(mean, std^2)``."""
+
+    std: float
+    mean: float = 0.0
+
+    @property
+    def expected_std(self) -> float:
+        return self.std
+
+    def describe(self) -> str:
+        return f"normal(std={self.std:.4g})" if self.mean == 0 else (
+            f"normal(mean={self.mean:.4g}, std={self.std:.4g})"
+        )
+
+
+@dataclass(frozen=True)
+class Uniform(Spec):
+    """Entries i.i.d. ``U(low, high)``; std ``(high - low) / sqrt(12)``."""
+
+    low: float
+    high: float
+
+    @property
+    def bound(self) -> float:
+        """Half-width for a symmetric ``U(-bound, bound)``."""
+        return (self.high - self.low) / 2.0
+
+    @property
+    def expected_std(self) -> float:
+        return (self.high - self.low) / math.sqrt(12.0)
+
+    def describe(self) -> str:
+        if self.low == -self.high:
+            return f"uniform(bound={self.high:.4g})"
+        return f"uniform({self.low:.4g}, {self.high:.4g})"
+
+
+@dataclass(frozen=True)
+class TruncatedNormal(Spec):
+    """Entries from ``N(mean, std^2)`` (the *parent* std) truncated to absolute ``[a, b]``
+    (torch ``trunc_normal_`` semantics)."""
+
+    std: float
+    mean: float = 0.0
+    a: float = -2.0
+    b: float = 2.0
+
+    @property
+    def expected_std(self) -> float:
+        if self.std == 0:
+            return 0.0
+        alpha, beta = (self.a - self.mean) / self.std, (self.b - self.mean) / self.std
+        return self.std * float(stats.truncnorm.std(alpha, beta))
+
+    def describe(self) -> str:
+        return f"trunc_normal(std={self.std:.4g}, [{self.a:.4g}, {self.b:.4g}])"
+
+
+@dataclass(frozen=True)
+class Constant(Spec):
+    """Every entry equals ``value`` (zeros and ones included) — the symmetry problem."""
+
+    value: float
+
+    @property
+    def expected_std(self) -> float:
+        return 0.0
+
+    def describe(self) -> str:
+        return f"constant({self.value:.4g})"
+
+
+@dataclass(frozen=True)
+class Orthogonal(Spec):
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2013): ``W W^T = gain^2 I`` when
+    ``rows <= cols``, else ``W^T W = gain^2 I``; trailing dims are flattened."""
+
+    gain: float = 1.0
+
+    def describe(self) -> str:
+        return f"orthogonal(gain={self.gain:.4g})"
+
+
+@dataclass(frozen=True)
+class Identity(Spec):
+    """The identity matrix (times ``gain``) on a 2-D weight (``eye_``)."""
+
+    gain: float = 1.0
+
+    def describe(self) -> str:
+        return f"identity(gain={self.gain:.4g})"
+
+
+@dataclass(frozen=True)
+class Dirac(Spec):
+    """A conv weight that passes each input channel through (``dirac_``), per group."""
+
+    groups: int = 1
+
+    def describe(self) -> str:
+        return f"dirac(groups={self.groups})"
+
+
+@dataclass(frozen=True)
+class DeltaOrthogonal(Spec):
+    """Delta-orthogonal conv weight (Xiao et al. 2018): zero except the spatial centre, which is
+    an orthogonal ``(out, in)`` matrix times ``gain``."""
+
+    gain: float = 1.0
+
+    def describe(self) -> str:
+        return f"delta_orthogonal(gain={self.gain:.4g})"
+
+
+@dataclass(frozen=True)
+class Sparse(Spec):
+    """Each column has ``ceil(sparsity * rows)`` zeros, the rest ``N(0, std^2)``
+    (Martens 2010; torch ``sparse_``)."""
+
+    sparsity: float
+    std: float = 0.01
+
+    def describe(self) -> str:
+        return f"sparse(sparsity={self.sparsity:.3g}, std={self.std:.4g})"
+
+
+def variance_scaling(
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    *,
+    fans: Fans,
+) -> Spec:
+    """The one core of Glorot, He and LeCun: entries with variance ``scale / n``.
+
+    .. math::
+        \\sigma = \\sqrt{\\text{scale} / n},\\quad n = \\text{fan chosen by mode}
+
+    * ``"normal"`` → :class:`Normal` with std ``sigma``;
+    * ``"uniform"`` → :class:`Uniform` on ``[-sqrt(3) sigma, sqrt(3) sigma]``;
+    * ``"truncated_normal"`` → :class:`TruncatedNormal` with parent std
+      ``s = sigma / 0.87962566103423978`` cut at ``±2 s``, so the samples have std ``sigma``
+      (JAX / Keras ``VarianceScaling``).
+
+    Args:
+        scale: variance multiplier, ``> 0`` (``gain**2``; 2 for He/ReLU).
+        mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
+        distribution: ``"normal"``, ``"uniform"`` or ``"truncated_normal"``.
+        fans: the weight's :class:`~initlab.fans.Fans` (see :func:`initlab.fans.compute_fans`).
+
+    Returns:
+        A :class:`Spec`.
+
+    Raises:
+        InitlabError: ``scale <= 0`` or not finite, unknown ``mode`` or ``distribution``,
+            or a zero fan.
+
+    Source: Keras/JAX ``VarianceScaling``; Glorot & Bengio (2010); He et al. (2015).
+
+    >>> variance_scaling(2.0, "fan_in", "normal", fans=Fans(50, 50)).std
+    0.2
+    >>> round(variance_scaling(1.0, "fan_avg", "uniform", fans=Fans(100, 200)).high, 6)
+    0.141421
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise InitlabError(f"scale={scale!r} is invalid: pass a finite number > 0 (gain**2)")
+    if distribution not in DISTRIBUTIONS:
+        raise InitlabError(
+            f"distribution={distribution!r} is unknown: use one of {', '.join(DISTRIBUTIONS)}"
+        )
+    n = fan_for_mode(fans, mode)
+    if n <= 0:
+        raise InitlabError(
+            f"{mode} is 0 for fans {fans}: variance scaling needs a weight with connections"
+        )
+    sigma = math.sqrt(scale / n)
+    if distribution == "normal":
+        return Normal(std=sigma)
+    if distribution == "uniform":
+        bound = math.sqrt(3.0) * sigma
+        return Uniform(-bound, bound)
+    parent = sigma / TRUNCATED_NORMAL_STD_2
+    return TruncatedNormal(std=parent, a=-2.0 * parent, b=2.0 * parent)
+
+
+# ---- one-line specialisations -------------------------------------------------------------------
+
+
+def glorot_normal(fans: Fans, gain: float = 1.0) -> Spec:
+    """Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward neural
+    networks": ``std = gain * sqrt(2 / (fan_in + fan_out))`` (torch ``xavier_normal_``)."""
+    return variance_scaling(gain**2, "fan_avg", "normal", fans=fans)
+
+
+def glorot_uniform(fans: Fans, gain: float = 1.0) -> Spec:
+    """Glorot & Bengio (2010): ``bound = gain * sqrt(6 / (fan_in + fan_out))``
+    (torch ``xavier_uniform_``, Keras ``GlorotUniform``)."""
+    return variance_scaling(gain**2, "fan_avg", "uniform", fans=fans)
+
+
+def glorot_truncated_normal(fans: Fans, gain: float = 1.0) -> Spec:
+    """Glorot with a ±2-sigma truncated normal, as Keras ``GlorotNormal`` samples it."""
+    return variance_scaling(gain**2, "fan_avg", "truncated_normal", fans=fans)
+
+
+def he_normal(fans: Fans, gain: float = math.sqrt(2.0), mode: str = "fan_in") -> Spec:
+    """He et al. (2015), "Delving deep into rectifiers": ``std = gain / sqrt(fan)``, gain
+    ``sqrt(2)`` for ReLU (torch ``kaiming_normal_``)."""
+    return variance_scaling(gain**2, mode, "normal", fans=fans)
+
+
+def he_uniform(fans: Fans, gain: float = math.sqrt(2.0), mode: str = "fan_in") -> Spec:
+    """He et al. (2015): ``bound = gain * sqrt(3 / fan)`` (torch ``kaiming_uniform_``)."""
+    return variance_scaling(gain**2, mode, "uniform", fans=fans)
+
+
+def he_truncated_normal(fans: Fans, gain: float = math.sqrt(2.0), mode: str = "fan_in") -> Spec:
+    """He with a ±2-sigma truncated normal, as Keras ``HeNormal`` samples it."""
+    return variance_scaling(gain**2, mode, "truncated_normal", fans=fans)
+
+
+def lecun_normal(fans: Fans, gain: float = 1.0) -> Spec:
+    """LeCun et al. (1998), "Efficient BackProp": ``std = gain / sqrt(fan_in)``; with SELU it is
+    the self-normalising init (Klambauer et al. 2017)."""
+    return variance_scaling(gain**2, "fan_in", "normal", fans=fans)
+
+
+def lecun_uniform(fans: Fans, gain: float = 1.0) -> Spec:
+    """LeCun (1998): ``bound = gain * sqrt(3 / fan_in)``."""
+    return variance_scaling(gain**2, "fan_in", "uniform", fans=fans)
+
+
+def lecun_truncated_normal(fans: Fans, gain: float = 1.0) -> Spec:
+    """LeCun with a ±2-sigma truncated normal, as Keras ``LecunNormal`` samples it."""
+    return variance_scaling(gain**2, "fan_in", "truncated_normal", fans=fans)
+
+
+xavier_normal = glorot_normal
+xavier_uniform = glorot_uniform
+kaiming_normal = he_normal
+kaiming_uniform = he_uniform
+
+
+def torch_default(fans: Fans, gain: float = 1.0) -> Spec:
+    """What ``nn.Linear`` / ``nn.ConvNd`` ``reset_parameters`` do: ``kaiming_uniform_(a=sqrt(5))``,
+    i.e. ``bound = 1 / sqrt(fan_in)`` (``gain`` is ignored: torch's default does not use it)."""
+    del gain
+    return variance_scaling(1.0 / 3.0, "fan_in", "uniform", fans=fans)
+
+
+def _small(fans: Fans, gain: float = 1.0) -> Spec:
+    del fans, gain
+    return Normal(std=0.01)
+
+
+def _large(fans: Fans, gain: float = 1.0) -> Spec:
+    del fans, gain
+    return Normal(std=1.0)
+
+
+def _zeros(fans: Fans, gain: float = 1.0) -> Spec:
+    del fans, gain
+    return Constant(0.0)
+
+
+def _orthogonal(fans: Fans, gain: float = 1.0) -> Spec:
+    del fans
+    return Orthogonal(gain=gain)
+
+
+#: Scheme names accepted wherever a scheme is named (``init_model``, the CLI): name ->
+#: ``f(fans, gain) -> Spec``. ``gain`` is the activation's gain where the scheme uses one.
+NAMED_SCHEMES: dict[str, Callable[..., Spec]] = {
+    "glorot_normal": glorot_normal,
+    "glorot_uniform": glorot_uniform,
+    "glorot_truncated_normal": glorot_truncated_normal,
+    "xavier_normal": xavier_normal,
+    "xavier_uniform": xavier_uniform,
+    "he_normal": he_normal,
+    "he_uniform": he_uniform,
+    "he_truncated_normal": he_truncated_normal,
+    "kaiming_normal": kaiming_normal,
+    "kaiming_uniform": kaiming_uniform,
+    "lecun_normal": lecun_normal,
+    "lecun_uniform": lecun_uniform,
+    "lecun_truncated_normal": lecun_truncated_normal,
+    "orthogonal": _orthogonal,
+    "torch_default": torch_default,
+    "keras_default": glorot_uniform,
+    "small": _small,
+    "large": _large,
+    "zeros": _zeros,
+}
+
+
+def named_spec(name: str, fans: Fans, gain: float = 1.0) -> Spec:
+    """The spec of scheme ``name`` for a weight with ``fans`` and activation gain ``gain``.
+
+    ``"small"`` is ``0.01 * N(0, 1)`` and ``"large"`` is ``N(0, 1)`` (the classic failure cases);
+    ``"keras_default"`` is Glorot uniform; ``"torch_default"`` is ``U(±1/sqrt(fan_in))``.
+    For the He family ``gain`` replaces the ReLU gain ``sqrt(2)``.
+
+    Raises:
+        InitlabError: unknown ``name`` (the message lists the valid names).
+
+    >>> named_spec("he_normal", Fans(50, 50), gain=2 ** 0.5).std
+    0.2
+    """
+    try:
+        fn = NAMED_SCHEMES[name]
+    except KeyError:
+        raise InitlabError(
+            f"scheme {name!r} is unknown: use one of {', '.join(sorted(NAMED_SCHEMES))}"
+        ) from None
+    return fn(fans, gain)
