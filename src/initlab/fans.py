@@ -34,6 +34,7 @@ A 1-D weight has no fan in torch (it raises); Keras uses ``fan_in = fan_out = n`
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,9 +72,9 @@ class Fans:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= {minimum}")
-    return value
+    return int(value)
 
 
 def compute_fans(
@@ -123,7 +124,7 @@ def compute_fans(
     """
     try:
         dims = tuple(int(d) for d in shape)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InitlabError(f"shape={shape!r} is not a sequence of ints: pass e.g. (out, in)") from exc
     for d in dims:
         if d < 0:

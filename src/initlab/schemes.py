@@ -22,6 +22,7 @@ have std ``sigma``. Glorot/Xavier (Glorot & Bengio 2010), He/Kaiming (He et al. 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -247,7 +248,8 @@ def variance_scaling(
     >>> round(variance_scaling(1.0, "fan_avg", "uniform", fans=Fans(100, 200)).high, 6)
     0.141421
     """
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+    real = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
+    if not (real and math.isfinite(scale) and scale > 0):
         raise InitlabError(f"scale={scale!r} is invalid: pass a finite number > 0 (gain**2)")
     if distribution not in DISTRIBUTIONS:
         raise InitlabError(
