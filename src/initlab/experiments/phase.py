@@ -1,0 +1,473 @@
+"""The trainability phase diagram: does a deep plain network train, as a function of
+(sigma_w^2, depth), and does the mean-field depth scale ``6 xi_c`` predict where it stops?
+
+Two measurements, both as tidy records (no plotting here; :mod:`initlab.report.phase_report`
+draws them):
+
+1. **Trainability** (Schoenholz et al. 2017, Fig. 5-6): for every ``sigma_w2`` of a grid (the
+   critical value of :func:`initlab.theory.critical_point` is added) and every depth, an MLP
+   ``mlp(n_features, width, depth, n_classes, activation)`` with weights ``N(0, sigma_w2 /
+   fan_in)`` and biases ``N(0, sigma_b2)`` is trained by plain SGD for ``steps`` minibatch steps
+   on a real data set (:func:`initlab.data.load_dataset`), then scored on its test split. Next
+   to it, the theory's ``xi_c`` and ``6 xi_c`` on a fine ``sigma_w2`` grid.
+2. **Dynamical isometry** (Pennington et al. 2017): at the critical point, the singular values of
+   the input-output Jacobian ``J = D_L W_L ... D_1 W_1`` of a deep net (float64, exact via
+   ``torch.func.jacrev``) for Gaussian against orthogonal weights: their 10th, 50th and 90th
+   percentiles and the spread ``p90 / p10``.
+
+Stats (``experiment = "phase"``): ``test_accuracy``, ``train_loss``, ``diverged`` (scheme
+``"gaussian"``, extras ``sigma_w2, sigma_b2, depth, width, steps``); ``trainable_depth`` (the
+largest depth whose accuracy reaches ``chance + trainable_fraction * (best - chance)``, 0 if
+none); ``xi_c``, ``xi_q``, ``chi_1``, ``trainable_depth_theory`` (scheme ``"mean_field"``);
+``critical_sigma_w2`` (scheme ``"critical"``, extras ``q_star``); ``jac_sv_p10``, ``jac_sv_p50``,
+``jac_sv_p90``, ``jac_sv_spread``, ``jac_sv_mean_sq`` (scheme ``"gaussian"`` / ``"orthogonal"``,
+one per seed).
+
+Sources: S. S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep Information
+Propagation", ICLR 2017. J. Pennington, S. S. Schoenholz, S. Ganguli, "Resurrecting the sigmoid
+in deep learning through dynamical isometry: theory and practice", NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from initlab import theory
+from initlab.errors import InitlabError
+from initlab.models import mlp
+
+__all__ = ["PhaseConfig", "PhaseResult", "run_phase", "jacobian_singular_values", "init_gaussian_",
+           "init_orthogonal_"]
+
+EXPERIMENT = "phase"
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """What :func:`run_phase` measures. Defaults take about a minute on 2 cores.
+
+    Attributes:
+        activation: activation name (:data:`initlab.models.ACTIVATION_MODULES`); param its
+            parameter (leaky_relu slope, ...).
+        sigma_b2: bias variance of every layer. At ``0.05`` tanh is critical at
+            ``sigma_w2 ~ 1.76``, so ``sigma_w2 = 1`` is ordered, not critical.
+        sigma_w2s: weight variances (times fan_in) of the grid; ``include_critical`` adds the
+            critical one.
+        depths: numbers of hidden layers.
+        width: hidden width of the trained networks.
+        steps, batch_size, lr: plain SGD (no momentum, no weight decay).
+        dataset, data_dir, limit: passed to :func:`initlab.data.load_dataset` (``limit`` caps the
+            training examples).
+        seed: the run's seed; every cell derives its own from it (same seed, same bits).
+        trainable_fraction: a depth counts as trainable when its test accuracy reaches
+            ``chance + trainable_fraction * (best - chance)``, ``best`` over the whole grid.
+        theory_points: ``sigma_w2`` points of the ``6 xi_c`` curve (log-spaced over the grid).
+        jacobian_width, jacobian_depth, jacobian_seeds: the isometry measurement (square layers).
+        jacobian_sigma_b2: bias variance there (``None``: ``sigma_b2``).
+    """
+
+    activation: str = "tanh"
+    param: float | None = None
+    sigma_b2: float = 0.05
+    sigma_w2s: tuple[float, ...] = (0.5, 1.0, 1.4, 2.2, 3.0, 4.0, 6.0)
+    include_critical: bool = True
+    depths: tuple[int, ...] = (4, 8, 16, 24, 32, 48)
+    width: int = 48
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 0.1
+    dataset: str = "digits"
+    data_dir: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    trainable_fraction: float = 0.5
+    theory_points: int = 48
+    jacobian_width: int = 64
+    jacobian_depth: int = 16
+    jacobian_seeds: int = 3
+    jacobian_sigma_b2: float | None = None
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> PhaseConfig:
+        """A ~10 s configuration: sigma_w2 in {1, critical, 4}, depths {10, 20, 30}, 200 steps."""
+        base = cls(sigma_w2s=(1.0, 4.0), depths=(10, 20, 30), width=32, steps=200, theory_points=24,
+                   jacobian_width=32, jacobian_depth=16, jacobian_seeds=2)
+        return replace(base, **overrides)
+
+    def validate(self) -> PhaseConfig:
+        """Check every field; return ``self``.
+
+        Raises:
+            InitlabError: a bad value (named, with the fix).
+        """
+        def positive_ints(name: str, values: Sequence[Any]) -> None:
+            if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                 for v in values):
+                raise InitlabError(f"{name}={tuple(values)!r} is invalid: pass one or more integers >= 1")
+
+        positive_ints("depths", self.depths)
+        for name in ("width", "steps", "batch_size", "theory_points", "jacobian_width", "jacobian_depth",
+                     "jacobian_seeds"):
+            positive_ints(name, [getattr(self, name)])
+        if not self.sigma_w2s and not self.include_critical:
+            raise InitlabError("sigma_w2s is empty: pass at least one weight variance")
+        for w in self.sigma_w2s:
+            if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+                raise InitlabError(f"sigma_w2={w!r} is invalid: pass weight variances > 0")
+        for name in ("sigma_b2", "jacobian_sigma_b2"):
+            b = getattr(self, name)
+            if b is not None and not (isinstance(b, (int, float)) and math.isfinite(b) and b >= 0):
+                raise InitlabError(f"{name}={b!r} is invalid: pass a bias variance >= 0")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InitlabError(f"lr={self.lr!r} is invalid: pass a learning rate > 0")
+        if not 0.0 < self.trainable_fraction < 1.0:
+            raise InitlabError(
+                f"trainable_fraction={self.trainable_fraction!r} is invalid: pass a value in (0, 1)"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise TypeError(f"seed={self.seed!r} is invalid: pass an integer")
+        return self
+
+
+@dataclass
+class PhaseResult:
+    """Output of :func:`run_phase`.
+
+    Attributes:
+        config: the configuration that ran.
+        critical: the critical point used (:class:`initlab.theory.CriticalPoint`).
+        records: tidy records (see the module docstring).
+        dataset: name, sizes and source of the data.
+        timings: seconds for ``data``, ``theory``, ``training``, ``jacobian``, ``total``.
+    """
+
+    config: PhaseConfig
+    critical: theory.CriticalPoint
+    records: list[dict[str, Any]]
+    dataset: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def select(self, stat: str, scheme: str | None = None) -> list[dict[str, Any]]:
+        """Records with this ``stat`` (and ``scheme``, if given)."""
+        return [r for r in self.records if r["stat"] == stat and (scheme is None or r["scheme"] == scheme)]
+
+    def accuracy(self) -> dict[tuple[float, int], float]:
+        """``{(sigma_w2, depth): test accuracy}``."""
+        return {(r["sigma_w2"], r["depth"]): r["value"] for r in self.select("test_accuracy")}
+
+    def trainable_depth(self) -> dict[float, int]:
+        """Empirical trainable depth per ``sigma_w2`` (0: no depth of the grid trained)."""
+        return {r["sigma_w2"]: r["value"] for r in self.select("trainable_depth", "gaussian")}
+
+    def jacobian_spread(self) -> dict[str, float]:
+        """Median over seeds of ``p90 / p10`` of the Jacobian singular values, per weight kind."""
+        out: dict[str, list[float]] = {}
+        for r in self.select("jac_sv_spread"):
+            out.setdefault(r["scheme"], []).append(r["value"])
+        return {k: float(np.median(v)) for k, v in out.items()}
+
+    def config_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()}
+
+
+# ---- building blocks ---------------------------------------------------------------------------
+
+
+def _seed(seed: int, *keys: object) -> int:
+    """A stable per-cell seed (CRC-32 of the keys); independent of the grid's order."""
+    text = "\x1f".join(str(k) for k in keys).encode()
+    return (int(seed) * 1_000_003 + zlib.crc32(text)) % (2**63 - 1)
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def init_gaussian_(model: nn.Module, sigma_w2: float, sigma_b2: float, *,
+                   generator: torch.Generator) -> nn.Module:
+    """Mean-field init of every ``nn.Linear``: ``W ~ N(0, sigma_w2 / fan_in)``, ``b ~ N(0, sigma_b2)``.
+
+    .. math::
+        W_{ij} \\sim N(0, \\sigma_w^2 / fan_{in}),\\quad b_i \\sim N(0, \\sigma_b^2)
+
+    Raises:
+        InitlabError: a negative variance.
+
+    Source: Poole et al. 2016; Schoenholz et al. 2017.
+
+    >>> m = init_gaussian_(mlp(8, 8, 2), 1.0, 0.0, generator=torch.Generator().manual_seed(0))
+    >>> float(m.fc1.bias.detach().abs().max())
+    0.0
+    """
+    if not (sigma_w2 >= 0 and sigma_b2 >= 0):
+        raise InitlabError(f"sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r}: pass variances >= 0")
+    with torch.no_grad():
+        for lin in _linears(model):
+            lin.weight.normal_(0.0, math.sqrt(sigma_w2 / lin.in_features), generator=generator)
+            if lin.bias is not None:
+                if sigma_b2 > 0:
+                    lin.bias.normal_(0.0, math.sqrt(sigma_b2), generator=generator)
+                else:
+                    lin.bias.zero_()
+    return model
+
+
+def init_orthogonal_(model: nn.Module, sigma_w2: float, sigma_b2: float, *,
+                     generator: torch.Generator) -> nn.Module:
+    """Orthogonal weights scaled to ``sigma_w`` (``W W^T = sigma_w^2 I`` for square layers; entries
+    of variance ``sigma_w2 / fan_in``), biases ``N(0, sigma_b2)`` — Pennington et al. 2017.
+
+    .. math::
+        W = \\sigma_w Q,\\ Q^T Q = I,\\quad b_i \\sim N(0, \\sigma_b^2)
+
+    Raises:
+        InitlabError: a negative variance.
+
+    Source: Saxe et al. 2014; Pennington et al. 2017.
+
+    >>> m = init_orthogonal_(mlp(8, 8, 1), 2.0, 0.0, generator=torch.Generator().manual_seed(0))
+    >>> bool(torch.allclose(m.fc1.weight @ m.fc1.weight.T, 2.0 * torch.eye(8), atol=1e-5))
+    True
+    """
+    if not (sigma_w2 >= 0 and sigma_b2 >= 0):
+        raise InitlabError(f"sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r}: pass variances >= 0")
+    with torch.no_grad():
+        for lin in _linears(model):
+            # orthonormal rows (out <= in) have entry variance 1/in, orthonormal columns 1/out:
+            # the gain makes it sigma_w2 / fan_in either way
+            gain = math.sqrt(sigma_w2 * max(1.0, lin.out_features / lin.in_features))
+            nn.init.orthogonal_(lin.weight, gain=gain, generator=generator)
+            if lin.bias is not None:
+                if sigma_b2 > 0:
+                    lin.bias.normal_(0.0, math.sqrt(sigma_b2), generator=generator)
+                else:
+                    lin.bias.zero_()
+    return model
+
+
+def jacobian_singular_values(
+    activation: str,
+    critical: theory.CriticalPoint,
+    *,
+    weights: str = "orthogonal",
+    width: int = 64,
+    depth: int = 16,
+    param: float | None = None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Singular values of the input-output Jacobian of a deep square net at a critical point.
+
+    .. math::
+        J = \\frac{\\partial x^L}{\\partial x^0} = \\prod_{l=L}^{1} D_l W_l,\\qquad
+        D_l = \\mathrm{diag}(\\phi'(h^l))
+
+    The net is ``mlp(width, width, depth)`` (no head) in float64, initialised with
+    ``weights="gaussian"`` or ``"orthogonal"`` at ``critical.sigma_w2, critical.sigma_b2``; the
+    input is ``x^0 = phi(h^0)``, ``h^0 ~ N(0, q*)``, so every layer sits at the fixed point
+    (``q* = 1`` when it is undefined). ``J`` comes from ``torch.func.jacrev``.
+
+    Returns:
+        float64 tensor ``(width,)``, singular values in descending order.
+
+    Raises:
+        InitlabError: unknown ``weights`` or activation, bad sizes.
+
+    Source: Pennington, Schoenholz, Ganguli, "Resurrecting the sigmoid in deep learning through
+    dynamical isometry", 2017.
+
+    >>> cp = theory.critical_point("tanh", sigma_b2=0.0)
+    >>> s = jacobian_singular_values("tanh", cp, width=8, depth=4, generator=torch.Generator().manual_seed(0))
+    >>> s.shape, bool(torch.allclose(s, torch.ones(8, dtype=torch.float64)))
+    (torch.Size([8]), True)
+    """
+    if weights not in ("gaussian", "orthogonal"):
+        raise InitlabError(f"weights={weights!r} is invalid: use 'gaussian' or 'orthogonal'")
+    model = mlp(width, width, depth, None, activation).to(torch.float64)
+    init = init_orthogonal_ if weights == "orthogonal" else init_gaussian_
+    init(model, critical.sigma_w2, critical.sigma_b2, generator=generator)
+    q = critical.q_star if math.isfinite(critical.q_star) else 1.0
+    h0 = torch.randn(width, generator=generator, dtype=torch.float64) * math.sqrt(max(q, 0.0))
+    from initlab.models import activation_module
+
+    x0 = activation_module(activation, param)(h0).detach()
+    model.requires_grad_(False)  # only d(output)/d(input) is needed
+    jac = torch.func.jacrev(model)(x0)
+    return torch.linalg.svdvals(jac)
+
+
+def _load(config: PhaseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    try:
+        from initlab.data import load_dataset
+    except ImportError:  # pragma: no cover - only until initlab.data lands
+        load_dataset = None
+    if load_dataset is not None:
+        ds = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
+        info = {"name": ds.name, "n_train": int(ds.x_train.shape[0]), "n_test": int(ds.x_test.shape[0]),
+                "n_features": int(ds.n_features), "n_classes": int(ds.n_classes), "source": ds.source}
+        return ds.x_train.float(), ds.y_train.long(), ds.x_test.float(), ds.y_test.long(), info
+    if config.dataset != "digits":  # pragma: no cover
+        raise InitlabError(f"dataset={config.dataset!r} needs initlab.data: use 'digits'")
+    from sklearn.datasets import load_digits  # pragma: no cover
+
+    x, y = load_digits(return_X_y=True)  # pragma: no cover
+    perm = np.random.default_rng(config.seed).permutation(len(x))  # pragma: no cover
+    x, y = torch.tensor(x[perm], dtype=torch.float32), torch.tensor(y[perm])  # pragma: no cover
+    n = int(0.8 * len(x))  # pragma: no cover
+    mu, sd = x[:n].mean(0), x[:n].std(0).clamp_min(1e-6)  # pragma: no cover
+    info = {"name": "digits", "n_train": n, "n_test": len(x) - n, "n_features": 64, "n_classes": 10,
+            "source": "sklearn.datasets.load_digits"}  # pragma: no cover
+    return (x[:n] - mu) / sd, y[:n], (x[n:] - mu) / sd, y[n:], info  # pragma: no cover
+
+
+def _train_one(config: PhaseConfig, sigma_w2: float, depth: int, data: tuple, n_classes: int) -> dict:
+    xtr, ytr, xte, yte = data
+    gen = torch.Generator().manual_seed(_seed(config.seed, "train", f"{sigma_w2:.6g}", depth))
+    model = mlp(xtr.shape[1], config.width, depth, n_classes, config.activation)
+    init_gaussian_(model, sigma_w2, config.sigma_b2, generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr)
+    losses: list[float] = []
+    diverged = False
+    for _ in range(config.steps):
+        idx = torch.randint(0, xtr.shape[0], (config.batch_size,), generator=gen)
+        loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        logits = model(xte)
+        ok = torch.isfinite(logits).all(dim=1)
+        acc = float(((logits.argmax(dim=1) == yte) & ok).float().mean())
+    tail = losses[-10:]
+    return {"test_accuracy": acc, "train_loss": float(np.mean(tail)) if tail and not diverged else math.nan,
+            "diverged": float(diverged)}
+
+
+# ---- the experiment ------------------------------------------------------------------------------
+
+
+def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> PhaseResult:
+    """Run the trainability phase diagram and the Jacobian-spectrum comparison (module docstring).
+
+    .. math::
+        \\text{trainable iff } L \\lesssim 6\\, \\xi_c(\\sigma_w^2, \\sigma_b^2)
+
+    Args:
+        config: a :class:`PhaseConfig` (default: ``PhaseConfig()``).
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        a :class:`PhaseResult` with tidy records.
+
+    Raises:
+        InitlabError: a bad config value, an activation without a critical point at ``sigma_b2``.
+        DataError: the data set cannot be loaded.
+
+    Source: Schoenholz et al. 2017; Pennington et al. 2017.
+
+    >>> res = run_phase(PhaseConfig.quick(steps=5, depths=(2,), jacobian_seeds=1))  # doctest: +SKIP
+    >>> sorted(res.trainable_depth())  # doctest: +SKIP
+    [1.0, 1.7609546396067..., 4.0]
+    """
+    from tqdm.auto import tqdm
+
+    config = (config or PhaseConfig()).validate()
+    torch.set_flush_denormal(True)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    act, b2 = config.activation, float(config.sigma_b2)
+    from initlab.models import activation_module
+
+    activation_module(act, config.param)  # unknown names fail here, before any work
+
+    t0 = time.perf_counter()
+    critical = theory.critical_point(act, sigma_b2=b2, param=config.param)
+    sigma_w2s = sorted(set(float(w) for w in config.sigma_w2s)
+                       | ({critical.sigma_w2} if config.include_critical else set()))
+    lo, hi = min(sigma_w2s), max(sigma_w2s)
+    curve = sorted(set(np.geomspace(lo, hi, config.theory_points).tolist()) | set(sigma_w2s))
+    records: list[dict[str, Any]] = []
+
+    def rec(scheme: str | None, stat: str, value: Any, **extra: Any) -> None:
+        records.append({"experiment": EXPERIMENT, "scheme": scheme, "activation": act, "layer": None,
+                        "stat": stat, "value": float(value) if value is not None else None, "epoch": None,
+                        "seed": config.seed, **extra})
+
+    rec("critical", "critical_sigma_w2", critical.sigma_w2, sigma_w2=critical.sigma_w2, sigma_b2=b2,
+        q_star=critical.q_star, xi_q=critical.xi_q)
+    xi_c_at: dict[float, float] = {}
+    for w in curve:
+        mf = theory.mean_field(act, w, b2, param=config.param)
+        on_grid = w in sigma_w2s
+        for stat, value in (("xi_c", mf.xi_c), ("xi_q", mf.xi_q), ("chi_1", mf.chi_1),
+                            ("trainable_depth_theory", mf.trainable_depth)):
+            rec("mean_field", stat, value, sigma_w2=w, sigma_b2=b2, phase=mf.phase, on_grid=on_grid)
+        xi_c_at[w] = mf.xi_c
+    timings["theory"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    xtr, ytr, xte, yte, info = _load(config)
+    timings["data"] = time.perf_counter() - t0
+    n_classes = int(info["n_classes"])
+
+    cells = [(w, d) for w in sigma_w2s for d in sorted(set(config.depths))]
+    jac_b2 = b2 if config.jacobian_sigma_b2 is None else float(config.jacobian_sigma_b2)
+    bar = tqdm(total=len(cells) + 2 * config.jacobian_seeds, disable=not progress, desc="initlab phase",
+               unit="run", leave=False, file=None)
+    try:
+        t0 = time.perf_counter()
+        acc: dict[tuple[float, int], float] = {}
+        for w, d in cells:
+            bar.set_postfix_str(f"sigma_w2={w:.3g} depth={d}")
+            out = _train_one(config, w, d, (xtr, ytr, xte, yte), n_classes)
+            acc[(w, d)] = out["test_accuracy"]
+            extra = {"sigma_w2": w, "sigma_b2": b2, "depth": d, "width": config.width, "steps": config.steps,
+                     "critical": w == critical.sigma_w2}
+            for stat, value in out.items():
+                rec("gaussian", stat, value, **extra)
+            bar.update(1)
+        timings["training"] = time.perf_counter() - t0
+        chance = 1.0 / n_classes
+        best = max(acc.values())
+        threshold = chance + config.trainable_fraction * (best - chance)
+        for w in sigma_w2s:
+            ok = [d for (ww, d), a in acc.items() if ww == w and a >= threshold]
+            rec("gaussian", "trainable_depth", max(ok) if ok else 0, sigma_w2=w, sigma_b2=b2,
+                threshold=threshold, critical=w == critical.sigma_w2,
+                theory=theory.TRAINABLE_DEPTH_FACTOR * xi_c_at[w])
+
+        t0 = time.perf_counter()
+        jcp = critical if jac_b2 == b2 else theory.critical_point(act, sigma_b2=jac_b2, param=config.param)
+        for kind in ("gaussian", "orthogonal"):
+            for s in range(config.jacobian_seeds):
+                bar.set_postfix_str(f"jacobian {kind} seed {s}")
+                gen = torch.Generator().manual_seed(_seed(config.seed, "jacobian", kind, s))
+                sv = jacobian_singular_values(act, jcp, weights=kind, width=config.jacobian_width,
+                                              depth=config.jacobian_depth, param=config.param, generator=gen)
+                p10, p50, p90 = torch.quantile(sv, torch.tensor([0.1, 0.5, 0.9], dtype=sv.dtype)).tolist()
+                extra = {"sigma_w2": jcp.sigma_w2, "sigma_b2": jcp.sigma_b2, "depth": config.jacobian_depth,
+                         "width": config.jacobian_width, "jacobian_seed": s}
+                for stat, value in (("jac_sv_p10", p10), ("jac_sv_p50", p50), ("jac_sv_p90", p90),
+                                    ("jac_sv_spread", p90 / p10 if p10 > 0 else math.inf),
+                                    ("jac_sv_mean_sq", float((sv**2).mean()))):
+                    rec(kind, stat, value, **extra)
+                bar.update(1)
+        timings["jacobian"] = time.perf_counter() - t0
+    finally:
+        bar.close()
+    timings["total"] = time.perf_counter() - t_start
+    return PhaseResult(config=config, critical=critical, records=records, dataset=info, timings=timings)
+

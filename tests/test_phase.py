@@ -1,0 +1,189 @@
+"""Tests of the phase experiment (initlab.experiments.phase), its report and ``initlab phase``.
+
+All runs are seeded and CPU-only; the data set is scikit-learn's digits (bundled, offline).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from initlab import theory
+from initlab.cli import main
+from initlab.errors import InitlabError
+from initlab.experiments.phase import (
+    PhaseConfig,
+    init_gaussian_,
+    init_orthogonal_,
+    jacobian_singular_values,
+    run_phase,
+)
+from initlab.models import mlp
+from initlab.report.phase_report import MARKER, SCHEMA, is_phase_report_dir, write_phase_report
+
+TINY = dict(sigma_w2s=(1.0,), include_critical=False, depths=(2,), width=8, steps=5, theory_points=2,
+            jacobian_width=4, jacobian_depth=2, jacobian_seeds=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    return run_phase(PhaseConfig(**TINY))
+
+
+def test_quick_run_trains_deeper_at_criticality():
+    """sigma_b2 = 0.05 puts the edge of chaos at sigma_w2 ~ 1.76, so sigma_w2 = 1 is ordered (not
+    critical) and 4 chaotic; at depth 30 only the critical network still learns in 200 steps
+    (checked on seeds 0-4: critical 0.63-0.70 test accuracy, the others <= 0.39; threshold ~0.53)."""
+    config = PhaseConfig.quick(depths=(20, 30), theory_points=2, jacobian_seeds=1, jacobian_width=8,
+                               jacobian_depth=2)
+    assert config.sigma_b2 == 0.05 and set(config.sigma_w2s) == {1.0, 4.0}
+    res = run_phase(config)
+    crit = res.critical.sigma_w2
+    assert crit == pytest.approx(theory.critical_point("tanh", sigma_b2=0.05).sigma_w2)
+    assert theory.mean_field("tanh", 1.0, 0.05).phase == "ordered"
+    assert theory.mean_field("tanh", 4.0, 0.05).phase == "chaotic"
+    depth = res.trainable_depth()
+    assert set(depth) == {1.0, crit, 4.0}
+    assert depth[crit] > depth[1.0], depth
+    assert depth[crit] > depth[4.0], depth
+    # the theory agrees on the ordering: 6 xi_c is infinite at criticality, finite on both sides
+    theo = {r["sigma_w2"]: r["value"] for r in res.select("trainable_depth_theory")}
+    assert theo[crit] == math.inf and theo[1.0] < math.inf and theo[4.0] < math.inf
+    acc = res.accuracy()
+    assert len(acc) == 6 and all(0.0 <= a <= 1.0 for a in acc.values())
+
+
+def test_orthogonal_weights_give_a_tighter_jacobian_spectrum_at_criticality():
+    cp = theory.critical_point("tanh", sigma_b2=0.05)
+    for seed in range(3):
+        spread = {}
+        for kind in ("gaussian", "orthogonal"):
+            sv = jacobian_singular_values("tanh", cp, weights=kind, width=32, depth=16,
+                                          generator=torch.Generator().manual_seed(seed))
+            p10, p90 = torch.quantile(sv, torch.tensor([0.1, 0.9], dtype=sv.dtype)).tolist()
+            spread[kind] = p90 / p10
+        # Gaussian products spread by orders of magnitude more (Pennington et al. 2017)
+        assert spread["orthogonal"] * 100 < spread["gaussian"], spread
+
+
+def test_jacobian_is_the_product_of_layer_jacobians():
+    """jacrev's Jacobian against the explicit product D_L W_L ... D_1 W_1."""
+    cp = theory.critical_point("tanh", sigma_b2=0.05)
+    width, depth = 6, 3
+    gen = torch.Generator().manual_seed(7)
+    sv = jacobian_singular_values("tanh", cp, weights="gaussian", width=width, depth=depth, generator=gen)
+    gen = torch.Generator().manual_seed(7)  # replay the same draws
+    model = mlp(width, width, depth, None, "tanh").to(torch.float64)
+    init_gaussian_(model, cp.sigma_w2, cp.sigma_b2, generator=gen)
+    x = torch.tanh(torch.randn(width, generator=gen, dtype=torch.float64) * math.sqrt(cp.q_star))
+    jac = torch.eye(width, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(1, depth + 1):
+            lin = getattr(model, f"fc{i}")
+            h = lin(x)
+            jac = torch.diag(1 - torch.tanh(h) ** 2) @ lin.weight @ jac
+            x = torch.tanh(h)
+    torch.testing.assert_close(sv, torch.linalg.svdvals(jac), atol=1e-12, rtol=1e-10)
+
+
+def test_init_helpers_variances_and_orthogonality():
+    gen = torch.Generator().manual_seed(0)
+    model = mlp(256, 256, 1, None, "tanh")
+    init_gaussian_(model, 2.0, 0.5, generator=gen)
+    n = model.fc1.weight.numel()
+    std = float(model.fc1.weight.detach().std())
+    expected = math.sqrt(2.0 / 256)
+    assert abs(std - expected) < 5 * expected / math.sqrt(2 * n)  # 5 standard errors of a std
+    init_orthogonal_(model, 2.0, 0.0, generator=gen)
+    w = model.fc1.weight.double()
+    torch.testing.assert_close(w @ w.T, 2.0 * torch.eye(256, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert float(model.fc1.bias.detach().abs().max()) == 0.0
+    wide = mlp(4, 16, 1, None, "tanh")  # out > in: orthonormal columns, entries still var sigma_w2/fan_in
+    init_orthogonal_(wide, 1.0, 0.0, generator=gen)
+    w = wide.fc1.weight.double()
+    torch.testing.assert_close(w.T @ w, (16 / 4) * torch.eye(4, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_same_seed_same_bits(tiny_result):
+    again = run_phase(PhaseConfig(**TINY))
+    assert again.records == tiny_result.records
+    other = run_phase(PhaseConfig(**{**TINY, "seed": 1}))
+    losses = [r["value"] for r in tiny_result.select("train_loss")]
+    assert [r["value"] for r in other.select("train_loss")] != losses
+
+
+def test_records_are_tidy(tiny_result):
+    stats = {r["stat"] for r in tiny_result.records}
+    assert {"test_accuracy", "train_loss", "diverged", "trainable_depth", "xi_c", "xi_q", "chi_1",
+            "trainable_depth_theory", "critical_sigma_w2", "jac_sv_p10", "jac_sv_p50", "jac_sv_p90",
+            "jac_sv_spread", "jac_sv_mean_sq"} <= stats
+    for r in tiny_result.records:
+        assert r["experiment"] == "phase" and r["activation"] == "tanh" and r["seed"] == 0
+        assert {"scheme", "layer", "value", "epoch"} <= set(r)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"depths": (0,)}, "depths"),
+    ({"sigma_w2s": (-1.0,)}, "sigma_w2"),
+    ({"sigma_b2": -0.1}, "sigma_b2"),
+    ({"lr": 0.0}, "lr"),
+    ({"trainable_fraction": 1.5}, "trainable_fraction"),
+])
+def test_config_errors(bad, match):
+    with pytest.raises(InitlabError, match=match):
+        PhaseConfig(**bad).validate()
+
+
+def test_report_files_and_atomic_replace(tiny_result, tmp_path):
+    out = tmp_path / "rep"
+    write_phase_report(tiny_result.records, out, meta={"config": tiny_result.config_dict()})
+    assert is_phase_report_dir(out) and (out / MARKER).is_file()
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["schema"] == SCHEMA and len(doc["records"]) == len(tiny_result.records)
+    assert {f["file"] for f in doc["figures"]} == {"figures/phase_diagram.png", "figures/depth_scales.png",
+                                                    "figures/jacobian.png"}
+    for f in doc["figures"]:
+        assert (out / f["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert (out / "results.csv").read_text().startswith("experiment,scheme,activation,layer,stat,value")
+    # a phase report is replaced in place; no temporary directories are left behind
+    write_phase_report(tiny_result.records, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+    # anything else is refused unless forced
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an initlab phase report"):
+        write_phase_report(tiny_result.records, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+    write_phase_report(tiny_result.records, other, force=True)
+    assert is_phase_report_dir(other) and not (other / "notes.txt").exists()
+
+
+def test_cli_phase(tmp_path, capsys):
+    out = tmp_path / "phase"
+    args = ["phase", "--quick", "--depths", "2", "--steps", "5", "--sigma-w2", "1,4", "--width", "8",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "critical sigma_w2=1.761" in text and "<- critical" in text and "Jacobian" in text
+    assert is_phase_report_dir(out)
+
+
+def test_cli_phase_errors(tmp_path, capsys):
+    assert main(["phase", "--depths", "a,b", "--out", str(tmp_path / "x")]) == 2
+    assert "--depths" in capsys.readouterr().err
+    assert main(["phase", "--activation", "nope", "--quick", "--out", str(tmp_path / "y")]) == 2
+    assert "nope" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "f").write_text("x")
+    assert main(["phase", "--quick", "--out", str(busy)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["phase", "--activation", "relu", "--sigma-b2", "0.1", "--quick", "--out",
+                 str(tmp_path / "z"), "--no-progress"]) == 2
+    assert "homogeneous" in capsys.readouterr().err
