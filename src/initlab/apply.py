@@ -1,0 +1,1352 @@
+"""Whole-model initialization: :func:`init_model` picks the right scheme for every parameter and
+shows what it did in an :class:`InitPlan`.
+
+One traversal over ``(qualified name, module)`` (STYLE.md rule 7) gives every parameter exactly one
+owner module and one row of the plan:
+
+========================================  ============================================================
+module                                    what ``scheme="auto"`` does
+========================================  ============================================================
+``Linear``, ``Conv{1,2,3}d``,             weight by the activation that consumes the layer's output
+``ConvTranspose{1,2,3}d``                 (table below), with the true fans of
+                                          :func:`initlab.fans.compute_fans` (grouped, depthwise,
+                                          transposed); bias 0
+``MultiheadAttention``                    packed ``in_proj_weight`` per chunk (Q, K, V: ``chunks=3``):
+                                          Glorot normal, gain 1 — ``E = 512`` gives
+                                          ``std = sqrt(2 / 1024) = 0.0442``; separate
+                                          ``q/k/v_proj_weight`` each by its own fans; biases 0;
+                                          ``out_proj`` a Linear with gain 1
+``LSTM``, ``GRU``, ``RNN``                input weights per gate (LSTM 4, GRU 3, RNN 1 block):
+                                          Glorot normal, gain 1; recurrent weights orthogonal per
+                                          gate (``W_g W_g^T = I``, Saxe et al. 2013); projection
+                                          ``weight_hr`` Glorot normal; biases 0 except the LSTM
+                                          forget gate: ``bias_ih[f] = 1`` and ``bias_hh[f] = 0``
+                                          (torch adds the two, so the forget bias is exactly 1;
+                                          Jozefowicz et al. 2015)
+``Embedding``, ``EmbeddingBag``           ``N(0, embedding_std^2)`` (default 1), padding row 0
+``BatchNorm*``, ``LayerNorm``,            weight 1, bias 0
+``GroupNorm``, ``InstanceNorm*``,
+``RMSNorm``
+``PReLU``                                 its ``init`` slope (0.25 by default)
+anything else with its own parameters     left alone and listed in :attr:`InitPlan.skipped`
+========================================  ============================================================
+
+Activation -> scheme under ``"auto"`` (the gain ``g`` is :func:`initlab.gains.gain` with
+``criterion="forward"``, :math:`g = \\mathbb{E}[\\phi(z)^2]^{-1/2}`, :math:`z \\sim N(0, 1)`, so it
+exists for every activation, not only torch's list):
+
+* ReLU family (``relu``, ``leaky_relu``, ``prelu``, ``relu6``): He normal,
+  :math:`\\sigma = g / \\sqrt{fan_{in}}` (He et al. 2015);
+* ``selu``: LeCun normal, :math:`\\sigma = 1 / \\sqrt{fan_{in}}` (Klambauer et al. 2017);
+* everything else (``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``elu``, ``mish``, ...): Glorot normal
+  with the derived gain, :math:`\\sigma = g \\sqrt{2 / (fan_{in} + fan_{out})}` (Glorot & Bengio 2010);
+* no nonlinearity consumes the output (a classifier head, attention projections): Glorot normal,
+  gain 1.
+
+The gain is that of the nonlinearity that *consumes* the layer's output (torch's
+``calculate_gain`` convention), with one exception: a layer whose input no nonlinearity produced
+(the model's input, a norm layer's output, another layer's output; the plan's ``input_activation``
+is ``"linear"``) gets gain 1. The variance argument (He et al. 2015, sec. 2.2:
+:math:`\\mathrm{Var}[y_l] = fan_{in}\\,\\mathrm{Var}[w_l]\\,\\mathbb{E}[x_l^2]`) compensates the
+second moment of the activation that *feeds* the layer; in a chain of equal activations that is the
+consuming one, but the first layer sees standardised data (:math:`\\mathbb{E}[x^2] = 1`), and the
+consumer's gain there would start the chain off the fixed point (``q_1 = g^2``).
+
+For square hidden layers Glorot and He coincide, so a chain of equal layers keeps the
+pre-activation second moment at the fixed point ``q = 1`` of the variance map
+:math:`q \\mapsto g^2\\,\\mathbb{E}[\\phi(\\sqrt{q} z)^2]`. That fixed point attracts for tanh,
+sigmoid and SELU, is neutral for the ReLU family, and *repels* for GELU and SiLU (slope 1.14 and
+1.17 at ``q = 1``: :math:`\\mathbb{E}[\\phi(\\sqrt q z)^2]/q` grows with ``q``). No zero-bias
+variance-scaling init keeps a deep GELU/SiLU MLP's activation scale constant: finite-width
+fluctuations grow by ~1.14 per layer (depth 50, width 512: ×8 to ×18). Sigmoid is not zero-mean;
+the gain keeps the *second moment* :math:`\\mathbb{E}[\\phi(z)^2]` (mean included) at 1/g², which
+is what the next layer's pre-activation variance depends on for zero-mean weights
+(:math:`\\mathrm{Var}[\\sum_i w_i x_i] = fan_{in}\\,\\sigma_w^2\\,\\mathbb{E}[x^2]`), so its std is
+preserved too.
+
+Activation detection (the plan's ``found_by`` column says which one found each row):
+
+1. ``"fx"`` — :func:`torch.fx.symbolic_trace` with a tracer that traces through every container
+   (only modules without children, and MultiheadAttention / RNNs, are leaves). From each layer's
+   node the data flow is followed through *shape- and scale-free* nodes until a nonlinearity:
+   ``Dropout*``, ``Identity``, ``Flatten``, reshapes (``view``, ``reshape``, ``permute``,
+   ``transpose``, ``flatten``, ``contiguous``, ``squeeze``, ``chunk``, ``[...]``), residual
+   ``add``/``cat``, pooling (and ``mean``), and **norm layers** (``BatchNorm*``, ``LayerNorm``,
+   ``GroupNorm``, ``InstanceNorm*``, ``RMSNorm``). Norm layers re-standardise their input, so the
+   weight's scale cancels in the forward pass at init; following through them gives the usual
+   choice for ``conv -> bn -> relu`` (He, as torchvision does). The same walk *backwards* from
+   the layer finds its ``input_activation``; there a norm layer stops the walk (its output has
+   unit second moment: gain 1). Modules (``nn.ReLU``, ``nn.GELU``, ...),
+   functionals (``F.relu``, ``torch.tanh``, ``F.gelu(approximate="tanh")``, ``F.leaky_relu``
+   with its slope) and methods (``x.sigmoid()``, ``x.relu_()``) count as nonlinearities. A
+   product (gating), another layer, or any other op ends the search: gain 1.
+2. ``"hooks"`` — when tracing fails (data-dependent control flow, ...) and ``example_inputs`` is
+   given: one forward pass under :func:`torch.no_grad` that records leaf-module calls (forward
+   hooks) and top-level tensor functions (a :class:`torch.overrides.TorchFunctionMode`), linked by
+   tensor identity into the same data-flow graph. Buffers (BatchNorm running stats) and the
+   global RNG are restored.
+3. ``"module_order"`` — otherwise: the first activation module registered after the layer, skipping
+   the pass-through modules above. A guess: functional activations are invisible to it.
+4. ``"structure"`` — layers inside MultiheadAttention and the RNN gates (the module defines them).
+
+Named schemes (:data:`initlab.schemes.NAMED_SCHEMES`: ``he_normal``, ``glorot_uniform``,
+``lecun_normal``, ``orthogonal``, ``small``, ...) apply to every weight with the detected gain and
+zero biases; ``"torch_default"`` is exactly what each module's ``reset_parameters`` samples
+(Linear/Conv ``U(±1/sqrt(fan_in))`` with torch's own fans for weight and bias, RNNs
+``U(±1/sqrt(hidden))`` everywhere, MHA ``xavier_uniform_`` on the packed weight, Embedding
+``N(0, 1)``) but from ``generator``; ``"keras_default"`` is Keras's (Glorot uniform on the whole
+kernel, zero bias, recurrent orthogonal, unit forget bias, Embedding ``U(±0.05)``);
+``"critical"`` puts each layer at the edge of chaos of its activation,
+:func:`initlab.theory.critical_point`: weights :math:`N(0, \\sigma_w^2 / fan_{in})`, biases
+:math:`N(0, \\sigma_b^2)` (Poole et al. 2016; Schoenholz et al. 2017).
+
+``rules`` override the scheme for matching parameters: see :func:`init_model`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import math
+import re
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from initlab import schemes
+from initlab.errors import InitlabError
+from initlab.fans import Fans, compute_fans
+from initlab.records import records_to_json
+
+__all__ = [
+    "init_model",
+    "InitPlan",
+    "PlanRow",
+    "SCHEMES",
+    "RELU_FAMILY",
+    "residual_scaling_rule",
+    "detect_activations",
+    "load_factory",
+    "parse_shape",
+]
+
+#: Activations that get He (fan_in) under ``"auto"``.
+RELU_FAMILY: frozenset[str] = frozenset({"relu", "leaky_relu", "prelu", "rrelu", "relu6"})
+
+_EXTRA_SCHEMES = ("auto", "critical")
+
+#: Every scheme name :func:`init_model` accepts.
+SCHEMES: tuple[str, ...] = tuple(sorted(set(schemes.NAMED_SCHEMES) | set(_EXTRA_SCHEMES)))
+
+_LINEAR = (None, "linear", "identity")
+
+# ---- module classification ---------------------------------------------------------------------
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LAYER_TYPES = (nn.Linear, *_CONV, *_CONVT)
+_NORM_TYPES: tuple[type, ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+_ATOMIC = (nn.MultiheadAttention, nn.RNNBase, *_LAYER_TYPES)
+_PASS_MODULES: tuple[type, ...] = (
+    nn.modules.dropout._DropoutNd,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    *_NORM_TYPES,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+_PASS_FUNCTIONS = frozenset({
+    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+    "flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
+    "add", "radd", "iadd", "cat", "concat", "getitem", "chunk", "split", "unbind", "clone", "to",
+    "float", "type_as", "mean", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+})
+_NORM_FUNCTIONS = frozenset({"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"})
+_ACT_FUNCTIONS = frozenset({
+    "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus",
+    "softsign", "tanh", "sigmoid", "hardtanh", "hardsigmoid", "hardswish", "logsigmoid", "tanhshrink",
+    "rrelu", "prelu",
+})
+
+
+def _module_activation(m: nn.Module) -> tuple[str, float | None] | None:
+    """(name, param) of an activation module, else ``None``."""
+    table: list[tuple[type, Callable[[Any], tuple[str, float | None]]]] = [
+        (nn.ReLU, lambda m: ("relu", None)),
+        (nn.LeakyReLU, lambda m: ("leaky_relu", float(m.negative_slope))),
+        (nn.PReLU, lambda m: ("prelu", float(m.weight.detach().float().mean()))),
+        (nn.RReLU, lambda m: ("leaky_relu", (m.lower + m.upper) / 2.0)),
+        (nn.ReLU6, lambda m: ("relu6", None)),
+        (nn.ELU, lambda m: ("elu", float(m.alpha))),
+        (nn.CELU, lambda m: ("celu", float(m.alpha))),
+        (nn.SELU, lambda m: ("selu", None)),
+        (nn.GELU, lambda m: ("gelu_tanh" if m.approximate == "tanh" else "gelu", None)),
+        (nn.SiLU, lambda m: ("silu", None)),
+        (nn.Mish, lambda m: ("mish", None)),
+        (nn.Softplus, lambda m: ("softplus", float(m.beta))),
+        (nn.Softsign, lambda m: ("softsign", None)),
+        (nn.Tanh, lambda m: ("tanh", None)),
+        (nn.Sigmoid, lambda m: ("sigmoid", None)),
+        (nn.Hardtanh, lambda m: ("hardtanh", float(m.max_val)) if m.min_val == -m.max_val
+         else ("hardtanh", None)),
+        (nn.Hardsigmoid, lambda m: ("hardsigmoid", None)),
+        (nn.Hardswish, lambda m: ("hardswish", None)),
+        (nn.LogSigmoid, lambda m: ("logsigmoid", None)),
+        (nn.Tanhshrink, lambda m: ("tanhshrink", None)),
+    ]
+    for cls, fn in table:  # ReLU6 subclasses Hardtanh: it comes first
+        if isinstance(m, cls):
+            return fn(m)
+    return None
+
+
+def _fn_name(target: Any) -> str:
+    """Canonical name of a function / method target: ``F.relu_`` and ``Tensor.__iadd__`` ->
+    ``relu`` and ``iadd``."""
+    name = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+    if name.endswith("_") and not name.startswith("_"):
+        name = name[:-1]
+    return name
+
+
+def _fn_param(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, float | None]:
+    """Activation name and parameter for a functional call."""
+    def arg(i: int, key: str, default: Any) -> Any:
+        if key in kwargs:
+            return kwargs[key]
+        return args[i] if len(args) > i else default
+
+    try:
+        if name == "leaky_relu":
+            return name, float(arg(1, "negative_slope", 0.01))
+        if name in ("elu", "celu"):
+            return name, float(arg(1, "alpha", 1.0))
+        if name == "gelu":
+            return ("gelu_tanh" if arg(1, "approximate", "none") == "tanh" else "gelu"), None
+        if name == "softplus":
+            return name, float(arg(1, "beta", 1.0))
+        if name == "hardtanh":
+            lo, hi = float(arg(1, "min_val", -1.0)), float(arg(2, "max_val", 1.0))
+            return name, (hi if lo == -hi else None)
+        if name == "rrelu":
+            return "leaky_relu", (float(arg(1, "lower", 1 / 8)) + float(arg(2, "upper", 1 / 3))) / 2
+        if name == "prelu":
+            w = arg(1, "weight", None)
+            return "prelu", (float(w.detach().float().mean()) if isinstance(w, torch.Tensor) else None)
+    except (TypeError, ValueError):  # a Proxy or tensor where a number was expected
+        return name, None
+    return name, None
+
+
+# ---- activation detection ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Found:
+    activation: str  # "linear" when nothing consumes the output
+    param: float | None
+    found_by: str
+    via: tuple[str, ...] = ()
+    input_activation: str = "linear"  # the nonlinearity that produced the layer's input
+
+
+class _Graph:
+    """A small data-flow graph: nodes with a kind and their consumers."""
+
+    def __init__(self) -> None:
+        # ("layer", qualname) | ("act", name, param) | ("pass" | "norm", label) | ("other",)
+        self.kind: list[tuple] = []
+        self.users: list[list[int]] = []
+        self.inputs: list[list[int]] = []
+
+    def add(self, kind: tuple) -> int:
+        self.kind.append(kind)
+        self.users.append([])
+        self.inputs.append([])
+        return len(self.kind) - 1
+
+    def edge(self, src: int, dst: int) -> None:
+        if dst not in self.users[src]:
+            self.users[src].append(dst)
+            self.inputs[dst].append(src)
+
+    def producer(self, start: int) -> str:
+        """BFS back from ``start`` through pass-through nodes to the nonlinearity that produced
+        its input; a norm layer (which re-standardises), a layer, the model input or any other
+        op means "linear"."""
+        seen = {start}
+        queue: deque[int] = deque(self.inputs[start])
+        while queue:
+            node = queue.popleft()
+            if node in seen:
+                continue
+            seen.add(node)
+            kind = self.kind[node]
+            if kind[0] == "act":
+                return kind[1]
+            if kind[0] == "pass":
+                queue.extend(self.inputs[node])
+        return "linear"
+
+    def consumer(self, start: int) -> tuple[str, float | None, tuple[str, ...]]:
+        """BFS from ``start`` through pass-through nodes to the first nonlinearity."""
+        seen = {start}
+        queue: deque[tuple[int, tuple[str, ...]]] = deque((u, ()) for u in self.users[start])
+        while queue:
+            node, via = queue.popleft()
+            if node in seen:
+                continue
+            seen.add(node)
+            kind = self.kind[node]
+            if kind[0] == "act":
+                return kind[1], kind[2], via
+            if kind[0] in ("pass", "norm"):
+                queue.extend((u, (*via, kind[1])) for u in self.users[node])
+        return "linear", None, ()
+
+
+def _classify_module(m: nn.Module, qualname: str) -> tuple:
+    if isinstance(m, _LAYER_TYPES):
+        return ("layer", qualname)
+    act = _module_activation(m)
+    if act is not None:
+        return ("act", act[0], act[1])
+    if isinstance(m, _NORM_TYPES):
+        return ("norm", qualname)
+    if isinstance(m, _PASS_MODULES):
+        return ("pass", qualname)
+    return ("other",)
+
+
+def _classify_function(target: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple:
+    name = _fn_name(target)
+    if name in _ACT_FUNCTIONS:
+        act, param = _fn_param(name, args, kwargs)
+        return ("act", act, param)
+    if name in _NORM_FUNCTIONS:
+        return ("norm", name)
+    if name in _PASS_FUNCTIONS:
+        return ("pass", name)
+    return ("other",)
+
+
+class _LeafTracer(torch.fx.Tracer):
+    """Traces through every container, torch's own included; leaves are childless modules and the
+    structured ones (MultiheadAttention, RNNs, Linear/Conv)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _ATOMIC) or next(iter(m.children()), None) is None
+
+
+def _detect_fx(model: nn.Module) -> dict[str, _Found]:
+    # Optional forward arguments (masks, flags) are traced with their defaults: ``mask=None``
+    # stays ``None`` instead of becoming a Proxy that torch's own checks cannot branch on.
+    try:
+        sig = inspect.signature(model.forward)
+        concrete = {
+            k: v.default for k, v in sig.parameters.items()
+            if v.default is not inspect.Parameter.empty
+            and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)
+        }
+    except (TypeError, ValueError):
+        concrete = {}
+    graph = _LeafTracer().trace(model, concrete_args=concrete or None)
+    modules = dict(model.named_modules())
+    g = _Graph()
+    index: dict[torch.fx.Node, int] = {}
+    layers: dict[str, list[int]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            kind = _classify_module(modules[node.target], node.target)
+        elif node.op in ("call_function", "call_method"):
+            kind = _classify_function(node.target, node.args, node.kwargs)
+        else:
+            kind = ("other",)
+        index[node] = g.add(kind)
+        if kind[0] == "layer":
+            layers.setdefault(kind[1], []).append(index[node])
+    for node in graph.nodes:
+        for src in node.all_input_nodes:
+            g.edge(index[src], index[node])
+    return _resolve_layers(g, layers, "fx")
+
+
+def _resolve_layers(g: _Graph, layers: dict[str, list[int]], how: str) -> dict[str, _Found]:
+    found: dict[str, _Found] = {}
+    for name, nodes in layers.items():
+        results = [g.consumer(i) for i in nodes]  # a module called several times: first with an act
+        act, param, via = next((r for r in results if r[0] != "linear"), results[0])
+        found[name] = _Found(act, param, how, via, g.producer(nodes[0]))
+    return found
+
+
+def _flatten_tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _flatten_tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _flatten_tensors(o)]
+    return []
+
+
+class _Recorder(TorchFunctionMode):
+    """Records top-level tensor functions (not those inside a leaf module) into a graph."""
+
+    def __init__(self, g: _Graph, producer: dict[int, int], keep: list[Any]) -> None:
+        super().__init__()
+        self.g, self.producer, self.keep = g, producer, keep
+        self.depth = 0
+
+    def link(self, kind: tuple, inputs: Any, outputs: Any) -> int | None:
+        outs = _flatten_tensors(outputs)
+        if not outs:
+            return None
+        node = self.g.add(kind)
+        for t in _flatten_tensors(inputs):
+            src = self.producer.get(id(t))
+            if src is not None:
+                self.g.edge(src, node)
+        for t in outs:
+            self.producer[id(t)] = node
+        self.keep.append((inputs, outputs))  # keep ids unique while the graph is built
+        return node
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth == 0:
+            self.link(_classify_function(func, args, kwargs), (args, kwargs), out)
+        return out
+
+
+def _detect_hooks(model: nn.Module, example_inputs: Any) -> dict[str, _Found]:
+    g = _Graph()
+    producer: dict[int, int] = {}
+    keep: list[Any] = []
+    rec = _Recorder(g, producer, keep)
+    layers: dict[str, list[int]] = {}
+    handles = []
+
+    def pre(_m, _args):
+        rec.depth += 1
+
+    def make_post(qualname: str, m: nn.Module):
+        def post(_m, args, output):
+            rec.depth -= 1
+            if rec.depth == 0:
+                node = rec.link(_classify_module(m, qualname), args, output)
+                if node is not None and g.kind[node][0] == "layer":
+                    layers.setdefault(qualname, []).append(node)
+        return post
+
+    for qualname, m in model.named_modules():
+        if qualname and (isinstance(m, _ATOMIC) or next(iter(m.children()), None) is None):
+            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.register_forward_hook(make_post(qualname, m)))
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    cuda = sorted({t.device.index or 0 for t in model.parameters() if t.device.type == "cuda"})
+    try:  # fork_rng: a dropout in train mode must not advance the caller's global RNG
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), rec:
+            if isinstance(example_inputs, dict):
+                model(**example_inputs)
+            elif isinstance(example_inputs, (tuple, list)):
+                model(*example_inputs)
+            else:
+                model(example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                if k in buffers:
+                    b.copy_(buffers[k])
+    return _resolve_layers(g, layers, "hooks")
+
+
+def _detect_order(model: nn.Module) -> dict[str, _Found]:
+    leaves = [
+        (q, m) for q, m in model.named_modules()
+        if q and (isinstance(m, _ATOMIC) or next(iter(m.children()), None) is None)
+    ]
+    found: dict[str, _Found] = {}
+    for i, (q, m) in enumerate(leaves):
+        if not isinstance(m, _LAYER_TYPES):
+            continue
+        act: tuple[str, float | None] = ("linear", None)
+        via: list[str] = []
+        for q2, m2 in leaves[i + 1:]:
+            kind = _classify_module(m2, q2)
+            if kind[0] == "act":
+                act = (kind[1], kind[2])
+                break
+            if kind[0] not in ("pass", "norm"):
+                break
+            via.append(q2)
+        before = "linear"
+        for q2, m2 in reversed(leaves[:i]):
+            kind = _classify_module(m2, q2)
+            if kind[0] == "act":
+                before = kind[1]
+            if kind[0] != "pass":
+                break
+        found[q] = _Found(act[0], act[1], "module_order", tuple(via) if act[0] != "linear" else (), before)
+    return found
+
+
+def detect_activations(
+    model: nn.Module, example_inputs: Any = None
+) -> tuple[dict[str, tuple[str, float | None, str]], str, str | None]:
+    """Find, for every Linear / Conv / ConvTranspose of ``model``, the nonlinearity that consumes
+    its output (see the module docstring for what is followed through).
+
+    Args:
+        model: any ``nn.Module``; nothing in it is changed.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs, used
+            by the hook fallback when symbolic tracing fails.
+
+    Returns:
+        ``(found, method, why)``: ``found`` maps the layer's qualified name to
+        ``(activation, param, found_by)`` (``"linear"`` when nothing consumes the output);
+        ``method`` is the detection that ran (``"fx"``, ``"hooks"`` or ``"module_order"``);
+        ``why`` says why an earlier method was not used (``None`` for fx).
+
+    Example:
+        >>> from initlab.models import mlp
+        >>> found, method, _ = detect_activations(mlp(4, 8, 2, 3, "tanh"))
+        >>> found["fc1"], found["out"][0], method
+        (('tanh', None, 'fx'), 'linear', 'fx')
+    """
+    found, method, why = _detect(model, example_inputs)
+    return {k: (v.activation, v.param, v.found_by) for k, v in found.items()}, method, why
+
+
+def _detect(model: nn.Module, example_inputs: Any) -> tuple[dict[str, _Found], str, str | None]:
+    order = _detect_order(model)
+    if isinstance(model, _ATOMIC):  # a single layer / MHA / RNN: nothing to trace
+        if isinstance(model, _LAYER_TYPES):
+            order[""] = _Found("linear", None, "structure")
+        return order, "structure", None
+    try:
+        found = _detect_fx(model)
+        method, why = "fx", None
+    except Exception as exc:  # tracing fails in many ways: control flow, unsupported ops, ...
+        why = f"fx: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        found = {}
+        method = "module_order"
+        if example_inputs is not None:
+            try:
+                found = _detect_hooks(model, example_inputs)
+                method = "hooks"
+            except Exception as exc2:  # the user's forward failed on the example inputs
+                msg = str(exc2).strip().splitlines()[0] if str(exc2).strip() else ""
+                why += f"; hooks: {type(exc2).__name__}: {msg}"
+        else:
+            why += "; hooks: no example_inputs"
+    for name, f in order.items():  # layers the traced forward never reached
+        found.setdefault(name, f)
+    return found, method, why
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanRow:
+    """One parameter of the plan.
+
+    Attributes:
+        name: qualified parameter name (``"layer1.0.conv1.weight"``).
+        module: qualified name of the owning module; module_type its class name.
+        shape: the parameter's shape.
+        fan_in, fan_out: fans of one block (per chunk for packed weights), ``None`` for vectors.
+        chunks: number of blocks a packed weight is split into (QKV 3, LSTM 4, GRU 3).
+        activation: the nonlinearity consuming the layer's output (``"linear"`` when none);
+            found_by: how it was found (``"fx"``, ``"hooks"``, ``"module_order"``, ``"structure"``,
+            ``"-"`` for parameters that do not need one).
+        gain: the gain used; scheme: the scheme's name; spec: what is sampled, per block.
+        std: std of the entries (for orthogonal blocks ``gain / sqrt(max(rows, cols))``);
+            bound: half-width of a uniform or truncated normal, else ``None``.
+        rule: the rule that decided this row (``None`` when the scheme did); note: free text.
+        applied: whether the parameter was written.
+    """
+
+    name: str
+    module: str
+    module_type: str
+    shape: tuple[int, ...]
+    fan_in: int | None = None
+    fan_out: int | None = None
+    chunks: int = 1
+    activation: str | None = None
+    found_by: str = "-"
+    input_activation: str | None = None
+    gain: float | None = None
+    scheme: str = ""
+    spec: str = ""
+    std: float | None = None
+    bound: float | None = None
+    rule: str | None = None
+    note: str = ""
+    applied: bool = False
+    _fills: list = field(default_factory=list, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a plain dict (JSON-ready)."""
+        return {
+            "name": self.name, "module": self.module, "module_type": self.module_type,
+            "shape": list(self.shape), "fan_in": self.fan_in, "fan_out": self.fan_out,
+            "chunks": self.chunks, "activation": self.activation, "found_by": self.found_by,
+            "input_activation": self.input_activation,
+            "gain": self.gain, "scheme": self.scheme, "spec": self.spec, "std": self.std,
+            "bound": self.bound, "rule": self.rule, "note": self.note, "applied": self.applied,
+        }
+
+
+@dataclass
+class InitPlan:
+    """What :func:`init_model` did (or, with ``dry_run=True``, would do): one row per parameter.
+
+    Attributes:
+        scheme: the scheme asked for.
+        rows: list of :class:`PlanRow`, in ``named_modules`` order.
+        skipped: modules with their own parameters that no handler knows, left alone:
+            dicts ``{"module", "type", "params"}``.
+        detection: the activation detection that ran (``"fx"``, ``"hooks"``, ``"module_order"``);
+            detection_note: why an earlier method was not used.
+        applied: ``False`` for a dry run.
+    """
+
+    scheme: str
+    rows: list[PlanRow]
+    skipped: list[dict[str, Any]]
+    detection: str
+    detection_note: str | None = None
+    applied: bool = False
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> PlanRow:
+        """The row of parameter ``name``.
+
+        Raises:
+            KeyError: no such parameter (the message lists a few names).
+        """
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no parameter {name!r} in the plan: have {', '.join(r.name for r in self.rows[:8])}")
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Tidy records (:mod:`initlab.records`): per row ``std``, ``fan_in``, ``fan_out`` and
+        ``gain`` (those that are defined), with the row's other fields as extras."""
+        out = []
+        for r in self.rows:
+            for stat in ("std", "bound", "fan_in", "fan_out", "gain"):
+                value = getattr(r, stat)
+                if value is None:
+                    continue
+                out.append({
+                    "experiment": "init_plan", "scheme": r.scheme, "activation": r.activation,
+                    "layer": r.name, "stat": stat, "value": value, "epoch": None, "seed": None,
+                    "module_type": r.module_type, "found_by": r.found_by, "rule": r.rule,
+                })
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The plan as JSON: ``{"scheme", "detection", "detection_note", "applied", "rows",
+        "skipped"}``; NaN becomes ``null``."""
+        rows = json.loads(records_to_json([r.as_dict() for r in self.rows]))
+        return json.dumps({
+            "scheme": self.scheme, "detection": self.detection, "detection_note": self.detection_note,
+            "applied": self.applied, "rows": rows, "skipped": self.skipped,
+        }, indent=indent)
+
+    def table(self) -> str:
+        """A fixed-width text table, one line per parameter, then the skipped modules."""
+        def fmt(x: Any) -> str:
+            if x is None:
+                return "-"
+            if isinstance(x, float):
+                return f"{x:.4g}"
+            return str(x)
+
+        head = ("parameter", "shape", "fan_in", "fan_out", "input", "activation", "found", "gain",
+                "scheme", "spec", "std", "bound", "rule")
+        body = []
+        for r in self.rows:
+            fans_in = fmt(r.fan_in) + (f"x{r.chunks}" if r.chunks > 1 and r.fan_in else "")
+            body.append((
+                r.name, "x".join(map(str, r.shape)) or "()", fans_in, fmt(r.fan_out),
+                fmt(r.input_activation), fmt(r.activation), r.found_by, fmt(r.gain), r.scheme, r.spec,
+                fmt(r.std), fmt(r.bound), fmt(r.rule),
+            ))
+        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+        lines = [
+            f"init plan: scheme={self.scheme}  detection={self.detection}"
+            + (f" ({self.detection_note})" if self.detection_note else "")
+            + ("" if self.applied else "  [dry run: nothing written]"),
+            "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
+            "  ".join("-" * w for w in widths),
+        ]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
+        for s in self.skipped:
+            lines.append(f"skipped (unknown module, left alone): {s['module']} ({s['type']}): "
+                         + ", ".join(s["params"]))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+# ---- specs ---------------------------------------------------------------------------------------
+
+
+def _spec_std_bound(
+    spec: schemes.Spec, shape: Sequence[int], chunks: int
+) -> tuple[float | None, float | None]:
+    if isinstance(spec, schemes.Uniform):
+        return spec.expected_std, spec.bound
+    if isinstance(spec, schemes.TruncatedNormal):
+        return spec.expected_std, (spec.b - spec.a) / 2.0
+    if isinstance(spec, schemes.Orthogonal) and len(shape) >= 2:
+        rows = shape[0] // chunks
+        cols = math.prod(shape[1:])
+        return spec.gain / math.sqrt(max(rows, cols)), None
+    return spec.expected_std, None
+
+
+class _Context:
+    """Everything a handler needs: scheme, gains, detection, generator."""
+
+    def __init__(self, scheme: str, found: dict[str, _Found], embedding_std: float) -> None:
+        self.scheme = scheme
+        self.found = found
+        self.embedding_std = embedding_std
+        self._gains: dict[tuple[str, float | None], float] = {}
+        self._critical: dict[tuple[str, float | None], Any] = {}
+
+    def gain(self, act: str | None, param: float | None) -> float:
+        if act in _LINEAR:
+            return 1.0
+        key = (act, param)
+        if key not in self._gains:
+            from initlab.gains import gain
+
+            try:
+                self._gains[key] = float(gain(act, "forward", param))
+            except InitlabError:
+                self._gains[key] = float(gain(act, "forward"))
+        return self._gains[key]
+
+    def critical(self, act: str | None, param: float | None):
+        key = (act or "linear", param)
+        if key not in self._critical:
+            from initlab.theory import critical_point
+
+            try:
+                self._critical[key] = critical_point(key[0], param=param)
+            except InitlabError:
+                self._critical[key] = critical_point(key[0])
+        return self._critical[key]
+
+    def weight_spec(
+        self, fans: Fans, act: str | None, param: float | None, unit_input: bool = False
+    ) -> tuple[str, schemes.Spec, float]:
+        """(scheme label, spec, gain) for a weight block under the context's scheme; with
+        ``unit_input`` (no nonlinearity produced the layer's input) the gain is 1."""
+        if self.scheme == "critical":
+            cp = self.critical(act, param)
+            return "critical", schemes.Normal(cp.sigma_w / math.sqrt(fans.fan_in)), cp.sigma_w
+        g = 1.0 if unit_input else self.gain(act, param)
+        if self.scheme == "auto":
+            if act in RELU_FAMILY:
+                return "he_normal", schemes.he_normal(fans, g), g
+            if act == "selu":
+                return "lecun_normal", schemes.lecun_normal(fans, 1.0), 1.0
+            return "glorot_normal", schemes.glorot_normal(fans, g), g
+        return self.scheme, schemes.named_spec(self.scheme, fans, g), g
+
+    def bias_spec(self, act: str | None, param: float | None) -> tuple[str, schemes.Spec]:
+        if self.scheme == "critical":
+            cp = self.critical(act, param)
+            return "critical", (schemes.Normal(cp.sigma_b) if cp.sigma_b2 > 0 else schemes.Constant(0.0))
+        return "zeros", schemes.Constant(0.0)
+
+
+def _torch_fans(shape: Sequence[int]) -> Fans:
+    """torch's ``_calculate_fan_in_and_fan_out``: ``(shape[1] * rf, shape[0] * rf)``."""
+    rf = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return Fans(shape[1] * rf, shape[0] * rf, rf)
+
+
+def _set(row: PlanRow, label: str, spec: schemes.Spec, chunks: int = 1, gain: float | None = None) -> None:
+    row.scheme = label
+    row.spec = spec.describe()
+    row.gain = gain
+    row.std, row.bound = _spec_std_bound(spec, row.shape, chunks)
+    row._fills = [(None, spec, chunks)]
+
+
+def _row(name: str, p: torch.Tensor, qualname: str, m: nn.Module) -> PlanRow:
+    return PlanRow(name=name, module=qualname, module_type=type(m).__name__, shape=tuple(p.shape))
+
+
+def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool) -> list[PlanRow]:
+    rows = []
+    transposed = isinstance(m, _CONVT)
+    groups = getattr(m, "groups", 1)
+    f = ctx.found.get(q, _Found("linear", None, "structure" if mha_out else "module_order"))
+    if mha_out:
+        f = _Found("linear", None, "structure")
+    fans = compute_fans(tuple(m.weight.shape), groups=groups, transposed=transposed)
+    tfans = _torch_fans(tuple(m.weight.shape))
+    for pname, p in m.named_parameters(recurse=False):
+        row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+        row.activation, row.found_by = f.activation, f.found_by
+        row.input_activation = f.input_activation
+        row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
+        if f.via:
+            row.note = "via " + ", ".join(f.via)
+        if pname == "weight":
+            if ctx.scheme == "torch_default":
+                _set(row, "torch_default", schemes.torch_default(tfans))
+                row.note = "torch fans"
+            elif ctx.scheme == "keras_default":
+                _set(row, "keras_default", schemes.glorot_uniform(tfans))
+            else:
+                unit = f.input_activation in _LINEAR
+                label, spec, g = ctx.weight_spec(fans, f.activation, f.param, unit_input=unit)
+                _set(row, label, spec, gain=g)
+                if unit and f.activation not in _LINEAR and ctx.scheme != "critical":
+                    row.note = "; ".join(filter(None, [row.note, "input not from a nonlinearity: gain 1"]))
+        elif pname == "bias":
+            if ctx.scheme == "torch_default":
+                spec = schemes.Constant(0.0) if mha_out else (
+                    schemes.Uniform(-1 / math.sqrt(tfans.fan_in), 1 / math.sqrt(tfans.fan_in))
+                    if tfans.fan_in > 0 else schemes.Constant(0.0))
+                _set(row, "torch_default", spec)
+            else:
+                label, spec = ctx.bias_spec(f.activation, f.param)
+                _set(row, label, spec)
+        rows.append(row)
+    return rows
+
+
+def _handle_mha(ctx: _Context, q: str, m: nn.MultiheadAttention) -> list[PlanRow]:
+    rows = []
+    for pname, p in m.named_parameters(recurse=False):
+        row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+        row.activation, row.found_by = "linear", "structure"
+        if pname == "in_proj_weight":
+            fans = compute_fans(tuple(p.shape), chunks=3)
+            row.fan_in, row.fan_out, row.chunks = fans.fan_in, fans.fan_out, 3
+            if ctx.scheme == "torch_default":
+                _set(row, "torch_default", schemes.glorot_uniform(_torch_fans(tuple(p.shape))))
+                row.note = "xavier_uniform_ on the packed weight, as torch"
+            elif ctx.scheme == "keras_default":
+                _set(row, "keras_default", schemes.glorot_uniform(fans), chunks=3)
+            else:
+                label, spec, g = ctx.weight_spec(fans, "linear", None)
+                _set(row, label, spec, chunks=3, gain=g)
+                row.note = "per chunk (Q, K, V)"
+        elif pname in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            fans = compute_fans(tuple(p.shape))
+            row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
+            if ctx.scheme in ("torch_default", "keras_default"):
+                _set(row, ctx.scheme, schemes.glorot_uniform(fans))
+            else:
+                label, spec, g = ctx.weight_spec(fans, "linear", None)
+                _set(row, label, spec, gain=g)
+        elif pname in ("bias_k", "bias_v"):
+            fans = _torch_fans(tuple(p.shape))
+            _set(row, "glorot_normal", schemes.glorot_normal(fans))
+            row.note = "as torch (xavier_normal_)"
+        else:  # in_proj_bias
+            row.chunks = 3 if pname == "in_proj_bias" else 1
+            if ctx.scheme == "critical":
+                label, spec = ctx.bias_spec("linear", None)
+            else:
+                label, spec = "zeros", schemes.Constant(0.0)
+            _set(row, label if ctx.scheme not in ("torch_default", "keras_default") else ctx.scheme, spec)
+        rows.append(row)
+    return rows
+
+
+_GATES = {"LSTM": ("i", "f", "g", "o"), "GRU": ("r", "z", "n"), "RNN": ("h",)}
+
+
+def _handle_rnn(ctx: _Context, q: str, m: nn.RNNBase) -> list[PlanRow]:
+    rows = []
+    gates = _GATES.get(m.mode.split("_")[0] if m.mode.startswith("RNN") else m.mode, ("h",))
+    k = len(gates)
+    hidden = m.hidden_size
+    for pname, p in m.named_parameters(recurse=False):
+        row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+        row.found_by = "structure"
+        row.activation = "gates " + ",".join(gates) if k > 1 else getattr(m, "nonlinearity", "tanh")
+        if ctx.scheme == "torch_default":
+            b = 1.0 / math.sqrt(hidden) if hidden > 0 else 0.0
+            _set(row, "torch_default", schemes.Uniform(-b, b))
+            rows.append(row)
+            continue
+        if pname.startswith("weight_hr"):  # LSTM projection (proj, hidden)
+            fans = compute_fans(tuple(p.shape))
+            row.fan_in, row.fan_out, row.activation = fans.fan_in, fans.fan_out, "linear"
+            if ctx.scheme == "keras_default":
+                _set(row, "keras_default", schemes.glorot_uniform(fans))
+            else:
+                label, spec, g = ctx.weight_spec(fans, "linear", None)
+                _set(row, label, spec, gain=g)
+        elif pname.startswith("weight_"):
+            recurrent = pname.startswith("weight_hh")
+            if ctx.scheme == "keras_default":  # Keras: the whole packed kernel
+                fans = _torch_fans(tuple(p.shape))
+                row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
+                spec = schemes.Orthogonal(1.0) if recurrent else schemes.glorot_uniform(fans)
+                _set(row, "keras_default", spec)
+                row.note = "whole packed kernel, as Keras"
+            else:
+                fans = compute_fans(tuple(p.shape), chunks=k)
+                row.fan_in, row.fan_out, row.chunks = fans.fan_in, fans.fan_out, k
+                if recurrent and ctx.scheme == "auto":
+                    _set(row, "orthogonal", schemes.Orthogonal(1.0), chunks=k, gain=1.0)
+                else:
+                    label, spec, g = ctx.weight_spec(fans, "linear", None)
+                    _set(row, label, spec, chunks=k, gain=g)
+                row.note = "per gate" + (" (recurrent)" if recurrent else " (input)")
+        else:  # biases
+            row.chunks = k
+            forget = m.mode == "LSTM" and ctx.scheme in ("auto", "keras_default")
+            if ctx.scheme == "critical":
+                label, spec = ctx.bias_spec("linear", None)
+            else:
+                label = "zeros" if ctx.scheme != "keras_default" else "keras_default"
+                spec = schemes.Constant(0.0)
+            _set(row, label, spec)
+            if forget and pname.startswith("bias_ih"):
+                row._fills.append((slice(hidden, 2 * hidden), schemes.Constant(1.0), 1))
+                row.spec = "constant(0), forget gate constant(1)"
+                row.note = "forget-gate bias 1 (bias_ih + bias_hh = 1)"
+            elif forget:
+                row.note = "forget-gate bias 0 here (bias_ih carries the 1)"
+        rows.append(row)
+    return rows
+
+
+def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
+    """Embedding, norm layers, PReLU; ``None`` when ``m`` is none of them."""
+    rows = []
+    params = list(m.named_parameters(recurse=False))
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+        for pname, p in params:
+            row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+            if ctx.scheme == "keras_default":
+                _set(row, "keras_default", schemes.Uniform(-0.05, 0.05))
+            elif ctx.scheme == "torch_default":
+                _set(row, "torch_default", schemes.Normal(1.0))
+            else:
+                _set(row, "embedding", schemes.Normal(ctx.embedding_std))
+            if getattr(m, "padding_idx", None) is not None:
+                row._fills.append((slice(m.padding_idx, m.padding_idx + 1), schemes.Constant(0.0), 1))
+                row.note = f"padding row {m.padding_idx} zero"
+            rows.append(row)
+        return rows
+    if isinstance(m, _NORM_TYPES):
+        for pname, p in params:
+            row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+            value = 1.0 if pname == "weight" else 0.0
+            _set(row, "ones" if value else "zeros", schemes.Constant(value))
+            rows.append(row)
+        return rows
+    if isinstance(m, nn.PReLU):
+        for pname, p in params:
+            row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+            _set(row, "prelu_init", schemes.Constant(float(getattr(m, "init", 0.25))))
+            rows.append(row)
+        return rows
+    return None
+
+
+# ---- rules ---------------------------------------------------------------------------------------
+
+def _describe_rule(i: int, pattern: Any, target: Any) -> str:
+    pat = pattern.__name__ if isinstance(pattern, type) else (
+        pattern.pattern if isinstance(pattern, re.Pattern) else str(pattern))
+    if isinstance(target, str):
+        tgt = target
+    elif isinstance(target, schemes.Spec):
+        tgt = target.describe()
+    else:
+        tgt = getattr(target, "__name__", type(target).__name__)
+    return f"#{i} {pat} -> {tgt}"
+
+
+def _check_rules(rules: Iterable[Any] | None) -> list[tuple[Any, Any]]:
+    if rules is None:
+        return []
+    if isinstance(rules, dict):
+        rules = list(rules.items())
+    out = []
+    for i, rule in enumerate(rules):
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
+            raise InitlabError(
+                f"rules[{i}]={rule!r} is not a (pattern, target) pair: pass e.g. (r'head\\.', 'zeros')"
+            )
+        pattern, target = rule
+        if isinstance(pattern, str):
+            try:
+                pattern = re.compile(pattern)
+            except re.error as exc:
+                raise InitlabError(f"rules[{i}] pattern {rule[0]!r} is not a valid regex: {exc}") from None
+        elif not (isinstance(pattern, re.Pattern)
+                  or (isinstance(pattern, type) and issubclass(pattern, nn.Module))):
+            raise InitlabError(
+                f"rules[{i}] pattern {pattern!r} must be a regex on the parameter name or an nn.Module type"
+            )
+        if isinstance(target, str):
+            if target not in SCHEMES:
+                raise InitlabError(
+                    f"rules[{i}] scheme {target!r} is unknown: use one of {', '.join(SCHEMES)}"
+                )
+        elif not (isinstance(target, schemes.Spec) or callable(target)):
+            raise InitlabError(
+                f"rules[{i}] target {target!r} must be a scheme name, an initlab.schemes Spec or a "
+                "callable(tensor, generator)"
+            )
+        out.append((pattern, target))
+    return out
+
+
+def _match(rules: list[tuple[Any, Any]], name: str, module: nn.Module) -> tuple[int, Any] | None:
+    for i, (pattern, target) in enumerate(rules):
+        if isinstance(pattern, type):
+            if isinstance(module, pattern):
+                return i, target
+        elif pattern.search(name):
+            return i, target
+    return None
+
+
+def residual_scaling_rule(
+    n_layers: int, pattern: str = r"c_proj\.weight$", std: float = 0.02
+) -> tuple[str, schemes.Normal]:
+    """The GPT-2 rule: residual output projections ``N(0, (std / sqrt(2 n_layers))^2)``.
+
+    .. math::
+        \\sigma = \\frac{0.02}{\\sqrt{2 L}}
+
+    Each of the ``L`` blocks adds two residual branches (attention, MLP) to the stream; scaling
+    their output projections by ``1/sqrt(2L)`` keeps the stream's variance from growing with depth
+    (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"; nanoGPT's
+    ``_init_weights``).
+
+    Args:
+        n_layers: number of transformer blocks ``L`` (>= 1).
+        pattern: regex on the qualified parameter name (GPT-2 / nanoGPT: ``c_proj.weight``; torch's
+            ``nn.TransformerEncoderLayer``: ``r"(self_attn\\.out_proj|linear2)\\.weight$"``).
+        std: the base std (GPT-2: 0.02).
+
+    Returns:
+        A ``(pattern, Normal)`` rule for :func:`init_model`'s ``rules``.
+
+    Raises:
+        InitlabError: ``n_layers < 1`` or ``std <= 0``.
+
+    >>> residual_scaling_rule(12)
+    ('c_proj\\\\.weight$', Normal(std=0.004082482904638631, mean=0.0))
+    """
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise InitlabError(f"n_layers={n_layers!r} is invalid: pass the number of blocks, an int >= 1")
+    if not (isinstance(std, (int, float)) and std > 0):
+        raise InitlabError(f"std={std!r} is invalid: pass a number > 0")
+    return pattern, schemes.Normal(std / math.sqrt(2 * n_layers))
+
+
+def _handle(ctx: _Context, q: str, m: nn.Module, mha_out: bool) -> list[PlanRow] | None:
+    """The rows of the parameters ``m`` owns under ``ctx``; ``None`` for an unknown module."""
+    if isinstance(m, _LAYER_TYPES):
+        return _handle_layer(ctx, q, m, mha_out)
+    if isinstance(m, nn.MultiheadAttention):
+        return _handle_mha(ctx, q, m)
+    if isinstance(m, nn.RNNBase):
+        return _handle_rnn(ctx, q, m)
+    return _handle_simple(ctx, q, m)
+
+
+_FANLESS = ("zeros", "small", "large")
+
+
+def _apply_rule(
+    ctx: _Context, row: PlanRow, m: nn.Module, mha_out: bool, i: int, pattern: Any, target: Any
+) -> None:
+    """Override ``row`` by rule ``i``. A scheme name gives the row exactly what ``init_model``
+    would give it under that scheme (weights by the scheme, biases zero, gates per chunk, ...);
+    ``"zeros"``, ``"small"``, ``"large"`` apply to any parameter, norm layers included."""
+    label = _describe_rule(i, pattern, target)
+    if isinstance(target, schemes.Spec):
+        _set(row, "rule", target, chunks=row.chunks if row.fan_in is not None else 1)
+    elif isinstance(target, str) and target in _FANLESS:
+        _set(row, target, schemes.named_spec(target, Fans(1, 1), 1.0))
+    elif isinstance(target, str):
+        sub = _Context(target, ctx.found, ctx.embedding_std)
+        sub._gains, sub._critical = ctx._gains, ctx._critical
+        sub_rows = _handle(sub, row.module, m, mha_out)
+        if sub_rows is None:  # an unknown module: the scheme on the raw tensor, gain 1
+            if row.fan_in is None:
+                raise InitlabError(
+                    f"rule {label} names scheme {target!r} for {row.name} of shape {row.shape}, which "
+                    f"has no fans: use one of {', '.join(_FANLESS)}, a Spec, or a callable"
+                )
+            if target in ("auto", "critical"):
+                _, spec, g = sub.weight_spec(Fans(row.fan_in, row.fan_out), "linear", None)
+            else:
+                spec, g = schemes.named_spec(target, Fans(row.fan_in, row.fan_out), 1.0), 1.0
+            _set(row, target, spec, gain=g)
+        else:
+            new = next(r for r in sub_rows if r.name == row.name)
+            for attr in ("scheme", "spec", "gain", "std", "bound", "chunks", "note", "_fills"):
+                setattr(row, attr, getattr(new, attr))
+    else:
+        row.scheme = getattr(target, "__name__", "callable")
+        row.spec = f"callable {row.scheme}"
+        row.std = row.bound = row.gain = None
+        row._fills = [(None, target, 0)]
+    row.rule = label
+
+
+# ---- init_model ----------------------------------------------------------------------------------
+
+
+def init_model(
+    model: nn.Module,
+    scheme: str = "auto",
+    *,
+    example_inputs: Any = None,
+    rules: Sequence[tuple[Any, Any]] | None = None,
+    generator: torch.Generator | None = None,
+    dry_run: bool = False,
+    embedding_std: float = 1.0,
+) -> InitPlan:
+    """Initialize every parameter of ``model`` in place with the scheme its layer needs, and
+    return the plan (see the module docstring for the per-module table and the detection).
+
+    .. math::
+        \\text{auto:}\\quad \\sigma_W = \\begin{cases}
+            g_\\phi / \\sqrt{fan_{in}} & \\phi \\in \\text{ReLU family (He)} \\\\
+            1 / \\sqrt{fan_{in}} & \\phi = \\text{SELU (LeCun)} \\\\
+            g_\\phi \\sqrt{2 / (fan_{in} + fan_{out})} & \\text{otherwise (Glorot)}
+        \\end{cases},\\qquad g_\\phi = \\mathbb{E}[\\phi(z)^2]^{-1/2},\\ g_{\\text{none}} = 1
+
+    Args:
+        model: the ``nn.Module``; its parameters are written in place (not with ``dry_run``).
+        scheme: ``"auto"``, ``"critical"`` or a name of :data:`initlab.schemes.NAMED_SCHEMES`
+            (``"he_normal"``, ``"glorot_uniform"``, ``"orthogonal"``, ``"torch_default"``,
+            ``"keras_default"``, ...); every weight gets it with its detected gain.
+        example_inputs: inputs for one forward pass (a tensor, a tuple of positional inputs, or a
+            dict of keyword inputs), used only when symbolic tracing fails.
+        rules: ordered ``(pattern, target)`` pairs (or a dict); the first whose pattern matches a
+            parameter decides it. ``pattern``: a regex searched in the qualified parameter name
+            (``r"^head\\."``) or an ``nn.Module`` subclass (matches the parameters it owns).
+            ``target``: a scheme name (with the row's fans and gain), an
+            :mod:`initlab.schemes` Spec (e.g. ``Constant(0.0)``, or :func:`residual_scaling_rule`),
+            or ``callable(tensor, generator)`` that fills the tensor in place. Rules also reach
+            parameters of modules the plan does not know.
+        generator: ``torch.Generator`` for every draw (parameters are filled in plan order, so
+            one seed gives identical bits); ``None`` uses torch's global generator, like
+            ``torch.nn.init``.
+        dry_run: return the plan and write nothing (every parameter stays bit-identical).
+        embedding_std: std of ``Embedding`` weights under ``"auto"`` and the named schemes.
+
+    Returns:
+        :class:`InitPlan`, one row per parameter (tied parameters: one row, noted).
+
+    Raises:
+        InitlabError: unknown ``scheme`` (the message lists the valid names); a malformed rule;
+            a rule naming a fan-based scheme for a parameter without fans.
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Source: Glorot & Bengio (2010); He et al. (2015), "Delving deep into rectifiers"; LeCun et al.
+    (1998); Klambauer et al. (2017); Saxe et al. (2013); Jozefowicz et al. (2015).
+
+    Example:
+        >>> from initlab.models import mlp
+        >>> net = mlp(784, 256, 2, 10, "relu")
+        >>> plan = init_model(net, generator=torch.Generator().manual_seed(0))
+        >>> plan["fc2.weight"].scheme, round(plan["fc2.weight"].std, 4), plan["fc2.weight"].found_by
+        ('he_normal', 0.0884, 'fx')
+        >>> plan["out.weight"].activation, plan["out.bias"].scheme
+        ('linear', 'zeros')
+        >>> print(plan.table())  # doctest: +SKIP
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"init_model: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise InitlabError(f"scheme {scheme!r} is unknown: use one of {', '.join(SCHEMES)}")
+    if not (isinstance(embedding_std, (int, float)) and embedding_std >= 0):
+        raise InitlabError(f"embedding_std={embedding_std!r} is invalid: pass a number >= 0")
+    checked_rules = _check_rules(rules)
+    found, method, why = _detect(model, example_inputs)
+    ctx = _Context(scheme, found, float(embedding_std))
+
+    mha_out = {
+        f"{q}.out_proj" if q else "out_proj"
+        for q, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+    }
+    rows: list[PlanRow] = []
+    skipped: list[dict[str, Any]] = []
+    seen: dict[int, str] = {}
+    for q, m in model.named_modules():
+        own = list(m.named_parameters(recurse=False))
+        if not own:
+            continue
+        fresh = []
+        for pname, p in own:
+            full = f"{q}.{pname}" if q else pname
+            if id(p) in seen:
+                rows.append(PlanRow(name=full, module=q, module_type=type(m).__name__, shape=tuple(p.shape),
+                                    scheme="tied", spec="tied", note=f"tied to {seen[id(p)]}: not re-drawn"))
+            else:
+                seen[id(p)] = full
+                fresh.append((pname, p))
+        if not fresh:
+            continue
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for _, p in fresh):
+            skipped.append({"module": q, "type": type(m).__name__, "params": [n for n, _ in fresh],
+                            "why": "lazy module not materialised: run a forward first"})
+            continue
+        mrows = _handle(ctx, q, m, q in mha_out)
+        if mrows is None:  # unknown: only rules may touch it
+            mrows = []
+            unknown = []
+            for pname, p in fresh:
+                full = f"{q}.{pname}" if q else pname
+                if _match(checked_rules, full, m) is not None:
+                    row = _row(full, p, q, m)
+                    if p.dim() >= 2:
+                        fans = compute_fans(tuple(p.shape))
+                        row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
+                    mrows.append(row)
+                else:
+                    unknown.append(pname)
+            if unknown:
+                skipped.append({"module": q, "type": type(m).__name__, "params": unknown,
+                                "why": "no handler for this module type"})
+        fresh_names = {(f"{q}.{n}" if q else n) for n, _ in fresh}
+        mrows = [r for r in mrows if r.name in fresh_names]
+        for row in mrows:
+            hit = _match(checked_rules, row.name, m)
+            if hit is not None:
+                _apply_rule(ctx, row, m, q in mha_out, hit[0], *checked_rules[hit[0]])
+        rows.extend(mrows)
+
+    plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why)
+    if dry_run:
+        return plan
+    params = dict(model.named_parameters(remove_duplicate=False))
+    from initlab.init import apply_spec_
+
+    with torch.no_grad():
+        for row in rows:
+            if not row._fills:
+                continue
+            p = params[row.name]
+            for sl, spec, chunks in row._fills:
+                view = p if sl is None else p[sl]
+                if isinstance(spec, schemes.Spec):
+                    apply_spec_(view, spec, generator=generator, chunks=max(chunks, 1))
+                else:
+                    spec(view, generator)
+            row.applied = True
+    plan.applied = True
+    return plan
+
+
+# ---- CLI helpers ---------------------------------------------------------------------------------
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``"1,3,32,32"`` (or ``"1x3x32x32"``) into a shape tuple.
+
+    Raises:
+        InitlabError: empty text, a non-integer or a non-positive dimension.
+
+    >>> parse_shape("1,3,32,32")
+    (1, 3, 32, 32)
+    """
+    text_s = str(text).strip()
+    parts = [s.strip() for s in text_s.split("," if "," in text_s else "x")]
+    try:
+        dims = tuple(int(s) for s in parts)
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise InitlabError(f"--input-shape {text!r} is invalid: pass positive integers, e.g. 1,3,32,32")
+    return dims
+
+
+def load_factory(target: str) -> Callable[[], nn.Module]:
+    """Load ``"path/to/file.py:build_model"``: import the file by path and return the function.
+
+    Raises:
+        InitlabError: no ``:`` in ``target``; the function is missing or not callable.
+        FileNotFoundError: the file does not exist.
+
+    >>> load_factory("no_colon")
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: 'no_colon' is not FILE.py:FUNCTION: pass e.g. model.py:build_model
+    """
+    path_s, sep, fn_name = str(target).rpartition(":")
+    if not sep or not path_s or not fn_name:
+        raise InitlabError(f"{target!r} is not FILE.py:FUNCTION: pass e.g. model.py:build_model")
+    path = Path(path_s)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist: pass the path of a .py file")
+    mod_name = f"_initlab_plan_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise InitlabError(f"cannot import {str(path)!r}: pass a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(mod_name, None)
+        raise
+    fn = getattr(module, fn_name, None)
+    if fn is None or not callable(fn):
+        have = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        raise InitlabError(
+            f"{str(path)!r} has no function {fn_name!r}: use one of {', '.join(have) or '(none)'}"
+        )
+    return fn
+
