@@ -79,7 +79,8 @@ def expected_standardised(x_train_raw: np.ndarray, x_raw: np.ndarray, pixel_scal
     tr = x_train_raw.reshape(len(x_train_raw), -1).astype(np.float64) / pixel_scale
     x = x_raw.reshape(len(x_raw), -1).astype(np.float64) / pixel_scale
     mean, std = tr.mean(axis=0), tr.std(axis=0)
-    return (x - mean) / np.where(std >= CONSTANT_FEATURE_STD, std, 1.0)
+    floor = np.maximum(CONSTANT_FEATURE_STD * np.abs(tr).max(axis=0), np.finfo(np.float32).tiny)
+    return (x - mean) / np.where(std > floor, std, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,3 +463,134 @@ def test_fashion_mnist_from_debian_package():
     assert len(ds.y_train) == 1000 and ds.y_train.bincount().tolist() == [100] * 10
     assert len(ds.y_test) == 10000  # the official t10k split, not cut by limit
     assert str(system) in ds.source
+
+
+# ----------------------------------------------------------------------------------------------
+# hostile and careless inputs (review): each was a crash, a silent corruption or a wrong message
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("test_hw", [(5, 4), (3, 3)], ids=["same-pixel-count", "fewer-pixels"])
+def test_idx_test_images_of_another_size(tmp_path, test_hw):
+    x_tr, y_tr, _, y_te = make_idx_arrays()
+    x_te = np.zeros((len(y_te), *test_hw), np.uint8)
+    write_idx_set(tmp_path, gz=False, arrays=(x_tr, y_tr, x_te, y_te))
+    h, w = test_hw
+    with pytest.raises(DataError, match=rf"t10k-images-idx3-ubyte: images are {h}x{w} but the training "
+                                        rf"images \(.*train-images-idx3-ubyte\) are 4x5"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+def test_idx_file_with_no_examples(tmp_path, which):
+    x_tr, y_tr, x_te, y_te = make_idx_arrays()
+    if which == "train":
+        x_tr, y_tr = x_tr[:0], y_tr[:0]
+    else:
+        x_te, y_te = x_te[:0], y_te[:0]
+    write_idx_set(tmp_path, gz=False, arrays=(x_tr, y_tr, x_te, y_te))
+    stem = "train" if which == "train" else "t10k"
+    with pytest.raises(DataError, match=rf"{stem}-images-idx3-ubyte.*holds no images"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_no_features_is_a_data_error(tmp_path):
+    x_tr, y_tr, x_te, y_te = make_idx_arrays()
+    write_idx_set(tmp_path / "idx", gz=False, arrays=(x_tr[:, :0, :0], y_tr, x_te[:, :0, :0], y_te))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.*0x0 images: no features"):
+        load_dataset("mnist", data_dir=tmp_path / "idx")
+    np.savez(tmp_path / "nofeat.npz", X=np.zeros((10, 0)), y=np.arange(10) % 2)
+    with pytest.raises(DataError, match=r"nofeat\.npz: array X has shape \(10, 0\): no features"):
+        load_dataset(tmp_path / "nofeat.npz")
+
+
+def test_npz_with_no_examples(tmp_path):
+    np.savez(tmp_path / "empty.npz", X=np.zeros((0, 3)), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match=r"empty\.npz: array X has shape \(0, 3\): no examples"):
+        load_dataset(tmp_path / "empty.npz")
+
+
+def test_npy_file_named_npz(tmp_path):
+    with open(tmp_path / "plain.npz", "wb") as fh:  # np.save content under a .npz name
+        np.save(fh, np.ones((5, 3)))
+    with pytest.raises(DataError, match=r"plain\.npz: not a readable \.npz file .*a single \.npy array"):
+        load_dataset(tmp_path / "plain.npz")
+
+
+def test_directory_named_like_a_file(tmp_path):
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(DataError, match=r"data\.csv is a directory, not a \.csv file"):
+        load_dataset(tmp_path / "data.csv")
+
+
+@pytest.mark.parametrize("fmt", ["npz", "csv"])
+def test_values_beyond_float32_are_a_data_error(tmp_path, fmt):
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    x[5, 1] = 1e39  # finite in float64, inf in float32
+    y = np.arange(20) % 2
+    if fmt == "npz":
+        np.savez(tmp_path / "big.npz", X=x, y=y)
+    else:
+        rows = ["a,b,label"] + [f"{float(r[0])!r},{float(r[1])!r},{lab}" for r, lab in zip(x, y, strict=True)]
+        (tmp_path / "big.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"big\.(npz|csv).*1 features are beyond the float32 range \(first: "
+                                        r"1e\+39 in example 5, feature 1\)"):
+        load_dataset(tmp_path / f"big.{fmt}")
+
+
+def test_small_scale_feature_is_standardised_not_treated_as_constant(tmp_path):
+    # a feature measured in small units (std ~ 3e-7 < CONSTANT_FEATURE_STD) still varies: the
+    # docstring promises training features of std 1, or 0 only when constant
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.normal(0.0, 3e-7, 400), rng.normal(5.0, 2.0, 400), np.full(400, 2.5)])
+    np.savez(tmp_path / "small.npz", X=x, y=np.arange(400) % 2)
+    ds = load_dataset(tmp_path / "small.npz")
+    std = ds.x_train.double().std(dim=0, unbiased=False)
+    np.testing.assert_allclose(std.numpy(), [1.0, 1.0, 0.0], atol=1e-4, rtol=0)
+    # a std float32 cannot hold as a normal number (subnormal features) counts as constant, never NaN
+    x = np.column_stack([rng.choice([0.0, 1.4e-45], 400), rng.normal(size=400), rng.normal(size=400) * 1e-39])
+    np.savez(tmp_path / "subnormal.npz", X=x, y=np.arange(400) % 2)
+    ds = load_dataset(tmp_path / "subnormal.npz")
+    assert torch.isfinite(ds.x_train).all() and torch.isfinite(ds.x_test).all()
+    assert ds.feature_scale[0] == 1.0 and ds.feature_scale[2] == 1.0
+
+
+@pytest.mark.parametrize("fmt", ["npz", "csv"])
+def test_integer_labels_too_large_for_float64_are_not_merged(tmp_path, fmt):
+    # 2**53 and 2**53 + 1 are one float64; 1e19 overflows int64: both silently merged classes
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    if fmt == "npz":
+        np.savez(tmp_path / "ids.npz", X=x, y=np.array([1e19, 2e19] * 10))
+    else:
+        labels = [2**53 + i % 2 for i in range(20)]
+        rows = ["a,b,label"] + [f"{r[0]},{r[1]},{lab}" for r, lab in zip(x, labels, strict=True)]
+        (tmp_path / "ids.csv").write_text("\n".join(rows) + "\n")
+    try:
+        ds = load_dataset(tmp_path / f"ids.{fmt}")
+    except DataError as exc:
+        assert "too large" in str(exc)
+    else:
+        assert ds.n_classes == 2
+
+
+def test_gzip_bomb_is_not_decompressed_whole(tmp_path):
+    # a label file whose header announces 4 labels, followed by 64 MiB of zeros inside the gzip
+    # stream: the loader must stop reading after the data the header announces
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(idx_bytes(np.arange(4, dtype=np.uint8)))
+        zeros = bytes(1 << 20)
+        for _ in range(64):
+            fh.write(zeros)
+    assert path.stat().st_size < (1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"bomb-idx1-ubyte\.gz: corrupt IDX file: .*bytes after the 4 "
+                                            r"elements"):
+            read_idx(path, expected_magic=IDX_LABELS_MAGIC)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * (1 << 20), f"peak {peak / 2**20:.0f} MiB while reading a 4-byte label file"

@@ -67,8 +67,10 @@ IDX_IMAGES_MAGIC = 0x00000803
 #: Default share of the examples held out for testing when a data set has no official test split.
 DEFAULT_TEST_FRACTION = 0.2
 
-#: A training standard deviation below this (in the units after pixel scaling) marks a constant
-#: feature, which is centred but not divided (scale 1), so it is 0 on the training set.
+#: A feature whose training standard deviation is at most this share of its largest training
+#: magnitude ``max_i |x_ij|`` is constant up to float32 rounding: it is centred but not divided
+#: (scale 1), so it is 0 on the training set. Relative, so features in small units still scale;
+#: a std below float32's smallest normal number (~1.2e-38) also counts as constant.
 CONSTANT_FEATURE_STD = 1e-6
 
 # IDX type byte -> big-endian NumPy dtype (the IDX format, LeCun et al.).
@@ -228,7 +230,9 @@ def parse_idx(data: bytes, *, source: str = "<bytes>", expected_magic: int | Non
 def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> np.ndarray:
     """Read an IDX file, gzip-compressed or raw (detected from the content, not the name).
 
-    See :func:`parse_idx` for the format and the checks.
+    See :func:`parse_idx` for the format and the checks. The file is streamed and read no further
+    than its header announces (plus up to 1 MiB to detect extra bytes), so memory stays bounded by
+    the announced data even for a gzip bomb or an endless device.
 
     Args:
         path: the file (e.g. ``train-images-idx3-ubyte.gz`` or ``train-images-idx3-ubyte``).
@@ -250,21 +254,73 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        fh = open(path, "rb")  # noqa: SIM115 -- closed by the `with` below
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
+    with fh:
         try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            raise DataError(
-                f"{path}: truncated gzip file (the compressed stream ends early); download the file again"
-            ) from None
-        except (OSError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt gzip file ({exc}); download the file again") from None
+            is_gzip = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            if not is_gzip:
+                raw, capped = _read_idx_stream(fh, expected_magic)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+        if is_gzip:
+            try:
+                raw, capped = _read_idx_stream(gzip.GzipFile(fileobj=fh, mode="rb"), expected_magic)
+            except EOFError:
+                raise DataError(
+                    f"{path}: truncated gzip file (the compressed stream ends early); download the file again"
+                ) from None
+            except (OSError, zlib.error) as exc:
+                raise DataError(f"{path}: corrupt gzip file ({exc}); download the file again") from None
+    if capped:
+        dims = struct.unpack(f">{raw[3]}I", raw[4 : 4 + 4 * raw[3]])
+        raise DataError(
+            f"{path}: corrupt IDX file: more than {_READ_CHUNK} bytes after the "
+            f"{' x '.join(str(d) for d in dims)} elements the header announces; download the file again"
+        )
     return parse_idx(raw, source=str(path), expected_magic=expected_magic)
+
+
+#: Read size of :func:`read_idx`; also how far it looks past the data the header announces.
+_READ_CHUNK = 1 << 20
+
+
+def _read_at_most(fh, n: int) -> bytearray:
+    """Up to ``n`` bytes of ``fh`` in chunks: never allocates more than what the stream holds."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = fh.read(min(_READ_CHUNK, n - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _read_idx_stream(fh, expected_magic: int | None) -> tuple[bytearray, bool]:
+    """Read an IDX stream no further than its header announces, plus up to :data:`_READ_CHUNK`
+    bytes to detect extra data (so a gzip bomb is never decompressed whole). Returns the bytes for
+    :func:`parse_idx`, which reports every problem, and whether the extra bytes hit the cap."""
+    raw = _read_at_most(fh, 4)
+    if len(raw) < 4:
+        return raw, False
+    (magic,) = struct.unpack(">I", raw)
+    type_code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    if (expected_magic is not None and magic != expected_magic) or magic >> 16 != 0 or (
+        type_code not in _IDX_DTYPES or ndim == 0
+    ):
+        return raw, False
+    raw += _read_at_most(fh, 4 * ndim)
+    if len(raw) < 4 + 4 * ndim:
+        return raw, False
+    dims = struct.unpack(f">{ndim}I", raw[4:])
+    raw += _read_at_most(fh, np.dtype(_IDX_DTYPES[type_code]).itemsize * math.prod(dims))
+    extra = _read_at_most(fh, _READ_CHUNK)
+    raw += extra
+    return raw, len(extra) == _READ_CHUNK
 
 
 def _magic_meaning(magic: int) -> str:
@@ -329,7 +385,7 @@ def _load_idx_dataset(name: str, data_dir: Path | None):
             stacklevel=3,
         )
         source = f"{chosen['train_images']}, {chosen['train_labels']} (test split held out)"
-        return x_tr, y_tr, None, None, source
+        return x_tr.reshape(len(x_tr), -1), y_tr, None, None, source
     if te_img is None or te_lab is None:
         if te_img is None:
             have, lack = te_lab, _IDX_STEMS["test_images"]
@@ -346,10 +402,11 @@ def _load_idx_dataset(name: str, data_dir: Path | None):
             f"({chosen['train_images']}) are {x_tr.shape[1]}x{x_tr.shape[2]}"
         )
     source = ", ".join(str(p) for p in (chosen["train_images"], chosen["train_labels"], te_img, te_lab))
-    return x_tr, y_tr, x_te, y_te, source
+    return x_tr.reshape(len(x_tr), -1), y_tr, x_te.reshape(len(x_te), -1), y_te, source
 
 
 def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, rows, cols) images and (N,) labels of one IDX pair, checked against each other."""
     images = read_idx(images_path, expected_magic=IDX_IMAGES_MAGIC)
     labels = read_idx(labels_path, expected_magic=IDX_LABELS_MAGIC)
     if images.shape[0] != labels.shape[0]:
@@ -357,7 +414,13 @@ def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np
             f"image/label count mismatch: {images_path} has {images.shape[0]} images but {labels_path} "
             f"has {labels.shape[0]} labels; the two files must come from the same release"
         )
-    return images.reshape(images.shape[0], -1), labels
+    if images.shape[0] == 0:
+        raise DataError(f"{images_path}: the file holds no images (its header says 0); download it again")
+    if images.shape[1] * images.shape[2] == 0:
+        raise DataError(
+            f"{images_path}: {images.shape[1]}x{images.shape[2]} images: no features; download it again"
+        )
+    return images, labels
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,7 +458,14 @@ def _load_digits():
 
 def _load_npz(path: Path):
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{path}: not a readable .npz file (it holds a single .npy array of shape "
+                f"{getattr(loaded, 'shape', '?')}, not the named arrays X and y); write it with "
+                f"np.savez(path, X=X, y=y)"
+            )
+        with loaded as npz:
             keys = list(npz.keys())
             xkey = next((k for k in ("X", "x") if k in keys), None)
             ykey = next((k for k in ("y", "Y") if k in keys), None)
@@ -421,6 +491,9 @@ def _load_npz(path: Path):
             f"{path}: array X has shape {x.shape}; expected (N, features) or (N, ...) -- "
             f"for a single feature use X.reshape(-1, 1)"
         )
+    if x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
+        what = "no examples" if x.shape[0] == 0 else "no features"
+        raise DataError(f"{path}: array X has shape {x.shape}: {what}; a data set needs both")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -513,6 +586,13 @@ def _labels_from_array(y: np.ndarray, where: str) -> np.ndarray:
         if bad.any():
             raise DataError(f"{where} holds {int(bad.sum())} NaN/inf labels (first at index "
                             f"{int(np.argmax(bad))}); remove or fix those examples")
+        if y.size and np.abs(y).max() >= 2.0**53:
+            val = y[np.argmax(np.abs(y) >= 2.0**53)].item()
+            raise DataError(
+                f"{where} holds the label {val!r}, too large to be an exact class label (|label| >= 2**53 "
+                f"is rounded in float64, so distinct labels would merge); map the labels to small "
+                f"integers or class names"
+            )
         if not np.all(y == np.round(y)):
             val = y[np.argmax(y != np.round(y))].item()
             raise DataError(
@@ -611,18 +691,20 @@ def _stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np
     return rng.permutation(np.concatenate(parts)).astype(np.int64)
 
 
-def _column_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and (population) std in float64, two passes, in row chunks (low memory)."""
+def _column_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column mean, (population) std and max |x| in float64, two passes, in row chunks."""
     n = x.shape[0]
     total = np.zeros(x.shape[1], dtype=np.float64)
+    max_abs = np.zeros(x.shape[1], dtype=np.float64)
     for s in range(0, n, chunk):
         total += x[s : s + chunk].sum(axis=0, dtype=np.float64)
+        np.maximum(max_abs, np.abs(x[s : s + chunk]).max(axis=0), out=max_abs)
     mean = total / n
     sq = np.zeros(x.shape[1], dtype=np.float64)
     for s in range(0, n, chunk):
         d = x[s : s + chunk].astype(np.float64) - mean
         sq += np.einsum("ij,ij->j", d, d)
-    return mean, np.sqrt(sq / n)
+    return mean, np.sqrt(sq / n), max_abs
 
 
 def _check_finite(x: np.ndarray, where: str) -> None:
@@ -635,6 +717,14 @@ def _check_finite(x: np.ndarray, where: str) -> None:
             raise DataError(
                 f"{where}: {int(bad.sum())} features are NaN or inf (first: {kind} in example {row}, "
                 f"feature {col}); remove those examples or impute the missing values before loading"
+            )
+        big = np.abs(x) > np.finfo(np.float32).max  # finite here, inf once cast to float32
+        if big.any():
+            row = int(np.argmax(big.any(axis=1)))
+            col = int(np.argmax(big[row]))
+            raise DataError(
+                f"{where}: {int(big.sum())} features are beyond the float32 range (first: "
+                f"{x[row, col]:.6g} in example {row}, feature {col}); rescale the features before loading"
             )
 
 
@@ -662,9 +752,11 @@ def load_dataset(
     .. math::
         x'_{ij} = \\frac{x_{ij} - \\mu_j}{s_j}, \\quad
         \\mu_j = \\frac{1}{N}\\sum_{i \\in \\text{train}} x_{ij}, \\quad
-        s_j = \\begin{cases} \\sigma_j & \\sigma_j \\ge 10^{-6} \\\\ 1 & \\text{otherwise} \\end{cases}
+        s_j = \\begin{cases} \\sigma_j & \\sigma_j > \\max(10^{-6} \\max_{i \\in \\text{train}} |x_{ij}|,\\
+              \\epsilon_{32}) \\\\ 1 & \\text{otherwise} \\end{cases}
 
-    with :math:`\\sigma_j` the population std over the training examples. A feature that is constant
+    with :math:`\\sigma_j` the population std over the training examples and :math:`\\epsilon_{32}
+    \\approx 1.2 \\times 10^{-38}` the smallest normal float32. A feature that is constant
     in training (the border pixels of MNIST) is only centred: 0 on the training set and
     ``pixel - mean`` (within [-1, 1]) on test examples, never a division by ~0. Training features
     then have mean 0 and std 1 (or 0 when constant). As with any per-feature standardisation, a
@@ -783,6 +875,8 @@ def load_dataset(
                 f"unknown dataset {str(name_or_path)!r}; valid names: {', '.join(DATASETS)}, "
                 f"or a path to a .npz (arrays X, y) or .csv file"
             )
+        if path.is_dir():
+            raise DataError(f"{path} is a directory, not a {suffix} file; pass the path of the file")
         if not path.is_file():
             raise DataError(f"{path}: file not found (looked at {path.resolve()}); check the path")
         name = path.stem
@@ -829,8 +923,10 @@ def load_dataset(
         x_test /= np.float32(pixel_scale)
     mean_t = scale_t = None
     if standardize:
-        mean, std = _column_moments(x_train)
-        scale = np.where(std >= CONSTANT_FEATURE_STD, std, 1.0)
+        mean, std, max_abs = _column_moments(x_train)
+        # constant up to float32 rounding, or a std float32 cannot hold as a normal number
+        floor = np.maximum(CONSTANT_FEATURE_STD * max_abs, np.finfo(np.float32).tiny)
+        scale = np.where(std > floor, std, 1.0)
         mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
         x_train -= mean32
         x_train /= scale32

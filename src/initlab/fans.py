@@ -14,6 +14,7 @@ layout                        weight shape                fan_in                
 ``"torch"`` ConvNd            ``(out, in/g, *k)``         ``in/g * rf``         ``out/g * rf``
 ``"torch"`` ConvTransposeNd   ``(in, out/g, *k)``         ``in/g * rf``         ``out/g * rf``
 ``"keras"`` / ``"jax"``       ``(*k, in/g, out)``         ``in/g * rf``         ``out/g * rf``
+``"keras"`` transposed        ``(*k, out/g, in)``         ``in/g * rf``         ``out/g * rf``
 ============================  ==========================  ====================  ======================
 
 Differences from ``torch.nn.init._calculate_fan_in_and_fan_out``, which always reads
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,6 +79,31 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def _as_dims(shape: object) -> tuple[int, ...]:
+    """``shape`` as a tuple of Python ints; refuses floats, strings, bools and weight tensors."""
+    if isinstance(shape, (str, bytes)):
+        raise InitlabError(f"shape={shape!r} is not a sequence of ints (it is a string): pass e.g. (out, in)")
+    if getattr(shape, "ndim", 1) != 1:
+        raise InitlabError(
+            f"shape looks like a weight tensor (ndim={shape.ndim}), not a shape: pass weight.shape"
+        )
+    try:
+        entries = list(shape)  # type: ignore[call-overload]
+    except TypeError as exc:
+        raise InitlabError(f"shape={shape!r} is not a sequence of ints: pass e.g. (out, in)") from exc
+    dims = []
+    for d in entries:
+        if isinstance(d, bool):
+            raise InitlabError(f"shape={tuple(entries)!r} has a bool entry: dimensions are ints")
+        try:
+            dims.append(operator.index(d))
+        except TypeError as exc:
+            raise InitlabError(
+                f"shape={tuple(entries)!r} has a non-integer entry {d!r}: dimensions are ints"
+            ) from exc
+    return tuple(dims)
+
+
 def compute_fans(
     shape: Sequence[int],
     *,
@@ -96,11 +123,12 @@ def compute_fans(
         shape: the weight's shape, a sequence of non-negative ints (``torch.Size`` works).
         layout: ``"torch"`` — Linear ``(out, in)``, ConvNd ``(out, in/groups, *k)``, and with
             ``transposed=True`` ConvTransposeNd ``(in, out/groups, *k)``; ``"keras"`` / ``"jax"`` —
-            ``(*k, in/groups, out)``.
+            ``(*k, in/groups, out)``, and with ``transposed=True`` (``Conv2DTranspose``)
+            ``(*k, out/groups, in)``.
         groups: convolution groups ``g`` (``groups == in_channels`` for depthwise). For
             ``"torch"`` it must divide ``shape[0]`` (out channels, or in channels if transposed);
             for ``"keras"`` it must divide ``shape[-1]``.
-        transposed: the weight is a ``ConvTransposeNd`` weight in torch layout.
+        transposed: the weight is a transposed-convolution weight (in either layout).
         chunks: the weight packs this many equal blocks (QKV: 3, LSTM: 4, GRU: 3) along the output
             axis (dim 0 in torch layout, the last axis in Keras layout); fans are per block.
         vector: what a 1-D shape means: ``"raise"`` (torch) or ``"keras"`` (``fan_in = fan_out = n``).
@@ -109,7 +137,8 @@ def compute_fans(
         :class:`Fans` of one block.
 
     Raises:
-        InitlabError: 0-D shape; 1-D shape with ``vector="raise"``; unknown ``layout`` or
+        InitlabError: a shape that is not a sequence of ints (a string, floats, bools, or a weight
+            tensor instead of its shape); 0-D shape; 1-D shape with ``vector="raise"``; unknown ``layout`` or
             ``vector``; ``groups`` or ``chunks`` not a positive int or not dividing the axis.
 
     Example:
@@ -122,10 +151,7 @@ def compute_fans(
         >>> compute_fans((3, 3, 16, 32), layout="keras")
         Fans(fan_in=144, fan_out=288, receptive_field=9)
     """
-    try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError) as exc:
-        raise InitlabError(f"shape={shape!r} is not a sequence of ints: pass e.g. (out, in)") from exc
+    dims = _as_dims(shape)
     for d in dims:
         if d < 0:
             raise InitlabError(f"shape={dims} has a negative dimension: dimensions must be >= 0")
@@ -176,8 +202,18 @@ def compute_fans(
             )
         return Fans(dims[1] * rf, block // groups * rf, rf)
 
-    # keras / jax: (*k, in/groups, out)
+    # keras / jax: (*k, in/groups, out); transposed (Conv*Transpose): (*k, out/groups, in)
     rf = math.prod(dims[:-2])
+    if transposed:
+        if chunks != 1:
+            raise InitlabError("chunks is not supported for transposed weights: pass chunks=1")
+        c_out_g, c_in = dims[-2], dims[-1]
+        if c_in % groups:
+            raise InitlabError(
+                f"groups={groups} does not divide the input channels (= {c_in}) of the transposed "
+                f"Keras kernel {dims}: pass the layer's own `groups`"
+            )
+        return Fans(c_in // groups * rf, c_out_g * rf, rf)
     c_in, c_out = dims[-2], dims[-1]
     if c_out % chunks:
         raise InitlabError(

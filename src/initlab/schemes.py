@@ -70,6 +70,11 @@ TRUNCATED_NORMAL_STD_2: float = float(stats.truncnorm.std(-2.0, 2.0))
 DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "truncated_normal")
 
 
+def _check_std(name: str, value: float) -> None:
+    if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+        raise InitlabError(f"{name}={value!r} is invalid: a std must be a finite number >= 0")
+
+
 class Spec:
     """Base of all specs. ``expected_std`` is the std of the sampled entries (``None`` when the
     scheme is structural and has no single std); ``describe()`` is one short line for tables."""
@@ -89,6 +94,9 @@ class Normal(Spec):
     std: float
     mean: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check_std("std", self.std)
+
     @property
     def expected_std(self) -> float:
         return self.std
@@ -105,6 +113,12 @@ class Uniform(Spec):
 
     low: float
     high: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise InitlabError(
+                f"Uniform({self.low!r}, {self.high!r}) is invalid: pass finite low <= high"
+            )
 
     @property
     def bound(self) -> float:
@@ -131,10 +145,21 @@ class TruncatedNormal(Spec):
     a: float = -2.0
     b: float = 2.0
 
+    def __post_init__(self) -> None:
+        _check_std("std", self.std)
+        if not self.a < self.b:
+            raise InitlabError(
+                f"TruncatedNormal cut-offs a={self.a!r}, b={self.b!r} are invalid: pass a < b"
+            )
+
     @property
     def expected_std(self) -> float:
         if self.std == 0:
             return 0.0
+        if (self.b - self.a) / self.std < 1e-3:
+            # the density is flat on a window this narrow: the uniform limit, exact to ~1e-7
+            # relative (scipy's moments cancel catastrophically here)
+            return (self.b - self.a) / math.sqrt(12.0)
         alpha, beta = (self.a - self.mean) / self.std, (self.b - self.mean) / self.std
         return self.std * float(stats.truncnorm.std(alpha, beta))
 
@@ -183,6 +208,10 @@ class Dirac(Spec):
 
     groups: int = 1
 
+    def __post_init__(self) -> None:
+        if isinstance(self.groups, bool) or not isinstance(self.groups, numbers.Integral) or self.groups < 1:
+            raise InitlabError(f"Dirac groups={self.groups!r} is invalid: pass an integer >= 1")
+
     def describe(self) -> str:
         return f"dirac(groups={self.groups})"
 
@@ -205,6 +234,13 @@ class Sparse(Spec):
 
     sparsity: float
     std: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sparsity, numbers.Real) and 0.0 <= self.sparsity < 1.0):
+            raise InitlabError(
+                f"sparsity={self.sparsity!r} is invalid: pass the fraction of zeros, in [0, 1)"
+            )
+        _check_std("std", self.std)
 
     def describe(self) -> str:
         return f"sparse(sparsity={self.sparsity:.3g}, std={self.std:.4g})"
@@ -251,6 +287,11 @@ def variance_scaling(
     real = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
     if not (real and math.isfinite(scale) and scale > 0):
         raise InitlabError(f"scale={scale!r} is invalid: pass a finite number > 0 (gain**2)")
+    scale = float(scale)
+    if not isinstance(fans, Fans):
+        raise TypeError(
+            f"fans must be an initlab.fans.Fans, not {type(fans).__name__}: use compute_fans(shape)"
+        )
     if distribution not in DISTRIBUTIONS:
         raise InitlabError(
             f"distribution={distribution!r} is unknown: use one of {', '.join(DISTRIBUTIONS)}"
@@ -258,7 +299,7 @@ def variance_scaling(
     n = fan_for_mode(fans, mode)
     if n <= 0:
         raise InitlabError(
-            f"{mode} is 0 for fans {fans}: variance scaling needs a weight with connections"
+            f"{mode} is {n:g} for fans {fans}: variance scaling needs a weight with connections"
         )
     sigma = math.sqrt(scale / n)
     if distribution == "normal":
@@ -273,53 +314,63 @@ def variance_scaling(
 # ---- one-line specialisations -------------------------------------------------------------------
 
 
+def _scale(gain: float) -> float:
+    """``gain**2`` for the specialisations, refusing a gain that is not a finite non-zero real."""
+    if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not math.isfinite(gain) or gain == 0:
+        raise InitlabError(f"gain={gain!r} is invalid: pass a finite, non-zero number")
+    try:
+        return float(gain) ** 2
+    except OverflowError:
+        raise InitlabError(f"gain={gain!r} is too large: its square overflows a float") from None
+
+
 def glorot_normal(fans: Fans, gain: float = 1.0) -> Spec:
     """Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward neural
     networks": ``std = gain * sqrt(2 / (fan_in + fan_out))`` (torch ``xavier_normal_``)."""
-    return variance_scaling(gain**2, "fan_avg", "normal", fans=fans)
+    return variance_scaling(_scale(gain), "fan_avg", "normal", fans=fans)
 
 
 def glorot_uniform(fans: Fans, gain: float = 1.0) -> Spec:
     """Glorot & Bengio (2010): ``bound = gain * sqrt(6 / (fan_in + fan_out))``
     (torch ``xavier_uniform_``, Keras ``GlorotUniform``)."""
-    return variance_scaling(gain**2, "fan_avg", "uniform", fans=fans)
+    return variance_scaling(_scale(gain), "fan_avg", "uniform", fans=fans)
 
 
 def glorot_truncated_normal(fans: Fans, gain: float = 1.0) -> Spec:
     """Glorot with a ±2-sigma truncated normal, as Keras ``GlorotNormal`` samples it."""
-    return variance_scaling(gain**2, "fan_avg", "truncated_normal", fans=fans)
+    return variance_scaling(_scale(gain), "fan_avg", "truncated_normal", fans=fans)
 
 
 def he_normal(fans: Fans, gain: float = math.sqrt(2.0), mode: str = "fan_in") -> Spec:
     """He et al. (2015), "Delving deep into rectifiers": ``std = gain / sqrt(fan)``, gain
     ``sqrt(2)`` for ReLU (torch ``kaiming_normal_``)."""
-    return variance_scaling(gain**2, mode, "normal", fans=fans)
+    return variance_scaling(_scale(gain), mode, "normal", fans=fans)
 
 
 def he_uniform(fans: Fans, gain: float = math.sqrt(2.0), mode: str = "fan_in") -> Spec:
     """He et al. (2015): ``bound = gain * sqrt(3 / fan)`` (torch ``kaiming_uniform_``)."""
-    return variance_scaling(gain**2, mode, "uniform", fans=fans)
+    return variance_scaling(_scale(gain), mode, "uniform", fans=fans)
 
 
 def he_truncated_normal(fans: Fans, gain: float = math.sqrt(2.0), mode: str = "fan_in") -> Spec:
     """He with a ±2-sigma truncated normal, as Keras ``HeNormal`` samples it."""
-    return variance_scaling(gain**2, mode, "truncated_normal", fans=fans)
+    return variance_scaling(_scale(gain), mode, "truncated_normal", fans=fans)
 
 
 def lecun_normal(fans: Fans, gain: float = 1.0) -> Spec:
     """LeCun et al. (1998), "Efficient BackProp": ``std = gain / sqrt(fan_in)``; with SELU it is
     the self-normalising init (Klambauer et al. 2017)."""
-    return variance_scaling(gain**2, "fan_in", "normal", fans=fans)
+    return variance_scaling(_scale(gain), "fan_in", "normal", fans=fans)
 
 
 def lecun_uniform(fans: Fans, gain: float = 1.0) -> Spec:
     """LeCun (1998): ``bound = gain * sqrt(3 / fan_in)``."""
-    return variance_scaling(gain**2, "fan_in", "uniform", fans=fans)
+    return variance_scaling(_scale(gain), "fan_in", "uniform", fans=fans)
 
 
 def lecun_truncated_normal(fans: Fans, gain: float = 1.0) -> Spec:
     """LeCun with a ±2-sigma truncated normal, as Keras ``LecunNormal`` samples it."""
-    return variance_scaling(gain**2, "fan_in", "truncated_normal", fans=fans)
+    return variance_scaling(_scale(gain), "fan_in", "truncated_normal", fans=fans)
 
 
 xavier_normal = glorot_normal
@@ -380,12 +431,13 @@ NAMED_SCHEMES: dict[str, Callable[..., Spec]] = {
 }
 
 
-def named_spec(name: str, fans: Fans, gain: float = 1.0) -> Spec:
+def named_spec(name: str, fans: Fans, gain: float | None = None) -> Spec:
     """The spec of scheme ``name`` for a weight with ``fans`` and activation gain ``gain``.
 
     ``"small"`` is ``0.01 * N(0, 1)`` and ``"large"`` is ``N(0, 1)`` (the classic failure cases);
     ``"keras_default"`` is Glorot uniform; ``"torch_default"`` is ``U(±1/sqrt(fan_in))``.
-    For the He family ``gain`` replaces the ReLU gain ``sqrt(2)``.
+    ``gain=None`` keeps the scheme's own default (``sqrt(2)`` for the He family, 1 for the rest);
+    a number replaces it (the activation's gain).
 
     Raises:
         InitlabError: unknown ``name`` (the message lists the valid names).
@@ -399,4 +451,4 @@ def named_spec(name: str, fans: Fans, gain: float = 1.0) -> Spec:
         raise InitlabError(
             f"scheme {name!r} is unknown: use one of {', '.join(sorted(NAMED_SCHEMES))}"
         ) from None
-    return fn(fans, gain)
+    return fn(fans) if gain is None else fn(fans, gain)
