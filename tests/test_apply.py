@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from initlab.apply import SCHEMES, init_model, parse_shape, residual_scaling_rul
 from initlab.cli import main
 from initlab.errors import InitlabError
 from initlab.gains import gain
-from initlab.models import mlp
+from initlab.models import activation_module, mlp
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -241,6 +242,9 @@ def test_embedding_norm_prelu_and_unknown_modules(gen):
     assert plan.skipped == [{"module": "3", "type": "Odd", "params": ["scale"],
                              "why": "no handler for this module type"}]
     assert "skipped" in plan.table() and "Odd" in plan.table()  # ... and listed
+    root = init_model(Odd(), dry_run=True).table().splitlines()[-1]  # the model itself owns it
+    assert root.startswith("skipped") and "(root) (Odd): scale" in root
+    assert all(line == line.rstrip() for line in plan.table().splitlines())
 
 
 def test_tied_parameters_are_drawn_once(gen):
@@ -251,6 +255,7 @@ def test_tied_parameters_are_drawn_once(gen):
     plan = init_model(model, generator=gen)
     assert plan["1.weight"].scheme == "tied" and "0.weight" in plan["1.weight"].note
     assert plan["0.weight"].scheme == "embedding"
+    assert "tied to 0.weight" in plan.table()  # the table says what it is tied to
 
 
 # ---- dry run, determinism, errors ----------------------------------------------------------------
@@ -357,7 +362,8 @@ def test_rules_first_match_wins_and_show_in_plan(gen):
         (r"fc2\.weight$", custom),
         (r"fc1\.weight$", "orthogonal"),
     ]
-    plan = init_model(model, rules=rules, generator=gen)
+    with pytest.warns(UserWarning, match=r"rules\[1\] .* an earlier rule decides"):  # rule #1 is dead
+        plan = init_model(model, rules=rules, generator=gen)
     assert torch.equal(model["head"].weight, torch.zeros(3, 16))
     assert torch.equal(model["head"].bias, torch.zeros(3))
     assert plan["head.weight"].rule.startswith("#0")
@@ -517,3 +523,309 @@ def test_cli_plan_errors_one_line_exit_2(tmp_path, capsys, args, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---- review: defects found by trying to break init_model and `initlab plan` ----------------------
+
+
+class _GPT2Block(nn.Module):
+    """nanoGPT's block: Q, K, V packed in one Linear (c_attn), GELU MLP, residual stream."""
+
+    def __init__(self, d: int = 32, n_head: int = 4) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.ln_1 = nn.LayerNorm(d)
+        self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.ln_2 = nn.LayerNorm(d)
+        self.c_fc = nn.Linear(d, 4 * d)
+        self.mlp_proj = nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+def test_packed_rule_gives_per_chunk_fans_to_a_packed_qkv_linear(gen):
+    from initlab.apply import Packed
+
+    block = _GPT2Block(d=64)
+    plan = init_model(block, rules=[(r"c_attn\.weight$", Packed(3))], generator=gen)
+    row = plan["c_attn.weight"]
+    assert (row.fan_in, row.fan_out, row.chunks) == (64, 64, 3)
+    expected = math.sqrt(2.0 / (64 + 64))  # Glorot per projection, gain 1 (not sqrt(2 / (64 + 192)))
+    assert row.std == pytest.approx(expected, rel=1e-12) and row.rule.startswith("#0")
+    n = 64 * 64
+    for block_w in block.c_attn.weight.detach().chunk(3):  # each block: within 5 standard errors
+        assert abs(block_w.std().item() - expected) < 5 * expected / math.sqrt(2 * n)
+    assert torch.equal(block.c_attn.bias, torch.zeros(192))  # the bias is not a packed weight
+    assert plan["c_fc.weight"].activation == "gelu"
+    ortho = init_model(_GPT2Block(d=8), rules=[(r"c_attn\.weight$", Packed(3, "orthogonal"))],
+                       dry_run=True)["c_attn.weight"]
+    assert ortho.scheme == "orthogonal" and ortho.chunks == 3
+    with pytest.raises(InitlabError, match="chunks=5 does not divide"):
+        init_model(_GPT2Block(d=8), rules=[(r"c_attn\.weight$", Packed(5))], dry_run=True)
+    with pytest.raises(InitlabError, match="split into 4 blocks"):  # LSTM gates are split already
+        init_model(nn.LSTM(3, 6), rules=[(r"weight_hh", Packed(3))], dry_run=True)
+    with pytest.raises(InitlabError, match="chunks"):
+        Packed(0)
+
+
+def test_callable_rule_that_raises_names_rule_and_parameter_and_writes_nothing(gen):
+    model = mlp(6, 8, 2, 3, "relu")
+    before = _snapshot(model)
+    state = gen.get_state()
+
+    def boom(tensor, generator):
+        raise RuntimeError("boom")
+
+    with pytest.raises(InitlabError, match=r"rule #0 out\\.weight\$ -> boom.*out\.weight.*boom"):
+        init_model(model, rules=[(r"out\.weight$", boom)], generator=gen)
+    assert _same_bits(before, _snapshot(model))  # fc1, fc2 came first in plan order: restored
+    assert torch.equal(gen.get_state(), state)
+    with pytest.raises(InitlabError, match="callable"):  # wrong signature: callable(tensor) only
+        init_model(model, rules=[(r"out\.weight$", lambda t: t.zero_())], generator=gen)
+    assert _same_bits(before, _snapshot(model))
+
+
+def test_structural_spec_rule_on_a_vector_fails_at_plan_time():
+    model = mlp(6, 8, 2, 3, "relu")
+    before = _snapshot(model)
+    for dry_run in (True, False):  # the dry run must reject what the real run would reject
+        with pytest.raises(InitlabError, match=r"rule #0 bias -> orthogonal.*fc1\.bias.*2 dimensions"):
+            init_model(model, rules=[("bias", schemes.Orthogonal(1.0))], dry_run=dry_run)
+    assert _same_bits(before, _snapshot(model))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_critical_without_a_critical_point_names_the_layer_and_a_rule_rescues_it(activation):
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), activation_module(activation),
+                          nn.Linear(8, 2))
+    with pytest.raises(InitlabError, match=rf"scheme 'critical'.*layer '2'.*{activation}.*rules"):
+        init_model(model, "critical", dry_run=True)
+    plan = init_model(model, "critical", rules=[(r"^2\.", "auto")], dry_run=True)
+    assert plan["0.weight"].scheme == "critical" and plan["2.weight"].scheme == "glorot_normal"
+
+
+def test_rules_that_decide_nothing_warn(gen):
+    emb = nn.Embedding(20, 8)
+    head = nn.Linear(8, 20, bias=False)
+    head.weight = emb.weight
+    model = nn.ModuleDict({"emb": emb, "head": head})
+    with pytest.warns(UserWarning, match=r"rules\[0\] 'nothing_here' matches no parameter"):
+        init_model(model, rules=[("nothing_here", "zeros")], dry_run=True)
+    with pytest.warns(UserWarning, match=r"head\.weight.*tied to emb\.weight"):
+        init_model(model, rules=[(r"^head\.weight$", "zeros")], dry_run=True)
+
+
+def test_layer_parameters_no_handler_knows_are_skipped_not_blank_rows(gen):
+    lin = nn.Linear(4, 4)
+    del lin.weight  # what torch.nn.utils.weight_norm does: weight_g and weight_v replace weight
+    lin.weight_g = nn.Parameter(torch.full((4, 1), 3.0))
+    lin.weight_v = nn.Parameter(torch.full((4, 4), 5.0))
+    lin.weight = lin.weight_v * 1.0
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(4, 2))
+    plan = init_model(model, generator=gen)
+    assert [r.name for r in plan.rows if not r.scheme] == []
+    assert plan.skipped == [{"module": "0", "type": "Linear", "params": ["weight_g", "weight_v"],
+                             "why": "no handler for this parameter"}]
+    assert torch.equal(lin.weight_g, torch.full((4, 1), 3.0))
+    plan = init_model(model, rules=[(r"weight_v$", "orthogonal")], generator=gen)
+    assert plan["0.weight_v"].scheme == "orthogonal" and plan.skipped[0]["params"] == ["weight_g"]
+
+
+def test_frozen_parameters_are_initialized_unless_a_keep_rule_says_so(gen):
+    model = mlp(6, 8, 2, 3, "relu")
+    model.fc1.requires_grad_(False)
+    before = _snapshot(model)
+    plan = init_model(model, rules=[(r"^fc1\.", "keep")], generator=gen)
+    assert torch.equal(model.fc1.weight, before["fc1.weight"]) and plan["fc1.weight"].scheme == "keep"
+    assert not plan["fc1.weight"].applied and plan["fc1.weight"].rule.startswith("#0")
+    assert not torch.equal(model.fc2.weight, before["fc2.weight"])
+    plan = init_model(model, generator=gen)  # no rule: a frozen parameter is initialized like any other
+    assert not torch.equal(model.fc1.weight, before["fc1.weight"]) and "frozen" in plan["fc1.weight"].note
+    assert model.fc1.weight.requires_grad is False
+    with pytest.raises(InitlabError, match="keep"):
+        init_model(model, "keep")
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), True, -1.0])
+def test_embedding_std_must_be_finite(bad):
+    with pytest.raises(InitlabError, match="embedding_std"):
+        init_model(nn.Embedding(3, 3), embedding_std=bad, dry_run=True)
+
+
+_BAD_FILES = {
+    "syntax": ("def build_model(:\n    pass\n", "SyntaxError"),
+    "import": ("import initlab_no_such_module_xyz\n", "initlab_no_such_module_xyz"),
+    "exit": ("import sys\nsys.exit(3)\n", "SystemExit"),
+    "raises": ("def build_model():\n    raise RuntimeError('factory exploded')\n", "factory exploded"),
+    "args": ("def build_model(n):\n    return None\n", "build_model()"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_FILES))
+def test_cli_plan_user_code_errors_one_line_exit_2(tmp_path, capsys, case):
+    text, needle = _BAD_FILES[case]
+    src = tmp_path / "bad.py"
+    src.write_text(text)
+    assert main(["plan", f"{src}:build_model"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(src) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_plan_model_file_may_import_its_siblings(tmp_path, capsys):
+    (tmp_path / "blocks_for_initlab_test.py").write_text(
+        "from torch import nn\n\ndef block():\n    return nn.Sequential(nn.Linear(3, 3), nn.Tanh())\n")
+    src = tmp_path / "net.py"
+    src.write_text("from blocks_for_initlab_test import block\n\ndef build_model():\n    return block()\n")
+    assert main(["plan", f"{src}:build_model"]) == 0
+    assert "tanh" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--apply", "--save", "{dir}/missing_dir/w.pt"], "does not exist"),
+    (["--input-shape", "1000000000,1000000000"], "input-shape"),
+])
+def test_cli_plan_save_and_shape_errors_one_line_exit_2(tmp_path, capsys, args, needle):
+    src = tmp_path / "model.py"
+    src.write_text(MODEL_FILE)
+    argv = ["plan", f"{src}:build_model"] + [a.format(dir=tmp_path) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_plan_directory_is_not_a_model_file(tmp_path, capsys):
+    assert main(["plan", f"{tmp_path}:build_model"]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_plan_weights_depend_on_the_seed_not_on_input_shape(tmp_path):
+    src = tmp_path / "model.py"
+    src.write_text(MODEL_FILE)  # fx traces it: --input-shape changes nothing in the plan
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert main(["plan", f"{src}:build_model", "--apply", "--save", str(a), "--seed", "4"]) == 0
+    assert main(["plan", f"{src}:build_model", "--apply", "--save", str(b), "--seed", "4",
+                 "--input-shape", "1,3,8,8"]) == 0
+    assert _same_bits(torch.load(a), torch.load(b))
+
+
+@pytest.mark.parametrize("activation,expected", [("gelu", "gelu"), (nn.SiLU(), "silu")])
+def test_transformer_encoder_without_inputs_finds_its_activation_by_structure(activation, expected):
+    layer = nn.TransformerEncoderLayer(16, 2, 32, activation=activation, batch_first=True)
+    enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    plan = init_model(enc, dry_run=True)  # fx cannot trace it, and there are no example inputs
+    assert plan.detection == "module_order"
+    for i in range(2):
+        row = plan[f"layers.{i}.linear1.weight"]
+        assert (row.activation, row.found_by) == (expected, "structure")
+        assert row.std == pytest.approx(math.sqrt(2 / (16 + 32)), rel=1e-12)  # reads norm1: gain 1
+        row2 = plan[f"layers.{i}.linear2.weight"]  # reads the activation: its gain, nothing consumes it
+        assert row2.input_activation == expected and row2.activation == "linear"
+
+
+@pytest.mark.parametrize("scheme", ["auto", "critical", "he_normal", "torch_default"])
+def test_zero_width_layer_is_a_listed_no_op(gen, scheme):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns when its own reset_parameters meets 0 elements
+        model = nn.Sequential(nn.Linear(0, 5), nn.ReLU(), nn.Linear(5, 3))
+    plan = init_model(model, scheme, generator=gen)
+    assert plan["0.weight"].scheme == "empty" and not plan["0.weight"].applied
+    assert plan["2.weight"].applied and plan["2.weight"].std > 0
+
+
+def test_a_single_pair_instead_of_a_list_of_rules_says_so():
+    with pytest.raises(InitlabError, match=r"list of \(pattern, target\) pairs"):
+        init_model(nn.Linear(2, 2), rules=(r"weight", "zeros"), dry_run=True)
+
+
+class _HandWrittenActs(nn.Module):
+    """Activations as users write them: Swish as x * sigmoid(x) (EfficientNet), hard-swish as
+    x * hardsigmoid(x), ReLU6 as hardtanh(x, 0, 6) (MobileNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 6)
+        self.fc2 = nn.Linear(6, 6)
+        self.fc3 = nn.Linear(6, 6)
+        self.fc4 = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        h = h * torch.sigmoid(h)
+        h = self.fc2(h)
+        h = F.hardsigmoid(h) * h
+        h = F.hardtanh(self.fc3(h), 0.0, 6.0)
+        return self.fc4(h)
+
+
+class _BranchyHandWrittenActs(_HandWrittenActs):
+    def forward(self, x):
+        return super().forward(x) if x.sum() > -1e9 else x  # data-dependent: fx cannot trace it
+
+
+@pytest.mark.parametrize("cls,example", [(_HandWrittenActs, None), (_BranchyHandWrittenActs, (3, 6))])
+def test_hand_written_swish_hardswish_relu6_are_found(cls, example):
+    inputs = torch.randn(example, generator=torch.Generator().manual_seed(0)) if example else None
+    plan = init_model(cls(), example_inputs=inputs, dry_run=True)
+    assert plan.detection == ("hooks" if example else "fx")  # the hook fallback must agree with fx
+    found = [plan[f"fc{i}.weight"].activation for i in (1, 2, 3, 4)]
+    assert found == ["silu", "hardswish", "relu6", "linear"]
+    assert [plan[f"fc{i}.weight"].input_activation for i in (2, 3, 4)] == ["silu", "hardswish", "relu6"]
+    assert plan["fc2.weight"].gain == pytest.approx(gain("hardswish"))
+
+
+def test_generator_of_the_wrong_type_is_rejected_before_anything_is_written():
+    model = nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 4))  # the norm's constants come first
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+    before = _snapshot(model)
+    with pytest.raises(TypeError, match="generator"):
+        init_model(model, generator=0)
+    assert _same_bits(before, _snapshot(model))
+
+
+def test_meta_model_warns_that_nothing_is_written_and_to_empty_then_init_works(gen):
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.LSTM(2, 3))
+    with pytest.warns(UserWarning, match=r"meta device.*to_empty"):
+        plan = init_model(model, generator=gen)
+    assert plan["0.weight"].scheme == "he_normal"
+    model.to_empty(device="cpu")
+    init_model(model, generator=gen)
+    assert torch.equal(model[0].bias, torch.zeros(8)) and torch.isfinite(model[3].weight_hh_l0).all()
+
+
+class _Caching(nn.Module):
+    """Keeps Python state in forward (a call counter, the last attention map), as many models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.calls = 0
+        self.last = None
+
+    def forward(self, x):
+        self.calls += 1
+        self.last = F.relu(self.fc(x))
+        return self.last
+
+
+class _BranchyCaching(_Caching):
+    def forward(self, x):
+        h = super().forward(x)
+        return h if h.sum() > -1e9 else x  # fx cannot trace this: the hook fallback runs forward
+
+
+@pytest.mark.parametrize("cls", [_Caching, _BranchyCaching])
+def test_detection_leaves_no_trace_in_the_modules_python_state(cls):
+    model = nn.Sequential(cls(), nn.Linear(4, 2))
+    plan = init_model(model, example_inputs=torch.randn(2, 4), dry_run=True)
+    assert plan["0.fc.weight"].activation == "relu"
+    assert model[0].calls == 0 and model[0].last is None  # fx left a Proxy in `last` before

@@ -87,7 +87,14 @@ Activation detection (the plan's ``found_by`` column says which one found each r
    global RNG are restored.
 3. ``"module_order"`` — otherwise: the first activation module registered after the layer, skipping
    the pass-through modules above. A guess: functional activations are invisible to it.
-4. ``"structure"`` — layers inside MultiheadAttention and the RNN gates (the module defines them).
+4. ``"structure"`` — layers inside MultiheadAttention and the RNN gates (the module defines them),
+   and ``linear1`` / ``linear2`` of torch's ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` (their
+   ``activation`` attribute) when neither fx nor hooks saw them (fx cannot trace these layers).
+
+Activations written by hand are recognised in both graphs: ``x * torch.sigmoid(x)`` is ``silu``
+(Swish, as EfficientNet code writes it), ``x * F.hardsigmoid(x)`` is ``hardswish``, and
+``F.hardtanh(x, 0, 6)`` / ``nn.Hardtanh(0, 6)`` is ``relu6``. A sigmoid that gates *another*
+tensor (squeeze-and-excitation) stays a sigmoid.
 
 Named schemes (:data:`initlab.schemes.NAMED_SCHEMES`: ``he_normal``, ``glorot_uniform``,
 ``lecun_normal``, ``orthogonal``, ``small``, ...) apply to every weight with the detected gain and
@@ -100,7 +107,26 @@ kernel, zero bias, recurrent orthogonal, unit forget bias, Embedding ``U(±0.05)
 :func:`initlab.theory.critical_point`: weights :math:`N(0, \\sigma_w^2 / fan_{in})`, biases
 :math:`N(0, \\sigma_b^2)` (Poole et al. 2016; Schoenholz et al. 2017).
 
-``rules`` override the scheme for matching parameters: see :func:`init_model`.
+With ``"critical"``, an activation that has no stable critical point at ``sigma_b2 = 0`` (GELU,
+SiLU, Mish, hardswish, softplus: :func:`initlab.theory.critical_point`) is an error that names
+the layer; a rule that decides all of that layer's parameters (e.g. ``(r"^mlp\\.fc1\\.", "auto")``)
+lets the rest of the model be critical.
+
+``rules`` override the scheme for matching parameters: see :func:`init_model`. Besides scheme
+names, Specs and callables, a rule may say ``"keep"`` (leave the parameter as it is: pretrained or
+frozen weights) or :class:`Packed` (``Packed(3)``: a Linear holding Q, K and V, GPT-2's
+``c_attn``, gets per-block fans). A rule that decides no parameter (a typo in its pattern, a
+pattern that only matches the second name of a tied weight, a rule shadowed by an earlier one)
+gives a ``UserWarning``.
+
+Parameters that are not the weight or bias of a known layer (``weight_norm``'s ``weight_g`` and
+``weight_v``, a custom module's ``nn.Parameter``, ``parametrizations.*.original``) are left alone
+and listed in :attr:`InitPlan.skipped` unless a rule matches them. A zero-element weight
+(``nn.Linear(0, n)``) gets scheme ``"empty"`` and is not drawn. Frozen parameters
+(``requires_grad=False``) are initialized like any other — ``init_model`` initializes models, and
+which parameters will be trained is not its business — and their rows say ``frozen``; a
+``"keep"`` rule leaves them alone. A model on the meta device gets its plan, but meta tensors hold
+no data: ``init_model`` warns; call ``model.to_empty(device=...)`` first.
 """
 
 from __future__ import annotations
@@ -111,6 +137,7 @@ import json
 import math
 import re
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +163,7 @@ __all__ = [
     "detect_activations",
     "load_factory",
     "parse_shape",
+    "Packed",
 ]
 
 #: Activations that get He (fan_in) under ``"auto"``.
@@ -209,7 +237,7 @@ def _module_activation(m: nn.Module) -> tuple[str, float | None] | None:
         (nn.Tanh, lambda m: ("tanh", None)),
         (nn.Sigmoid, lambda m: ("sigmoid", None)),
         (nn.Hardtanh, lambda m: ("hardtanh", float(m.max_val)) if m.min_val == -m.max_val
-         else ("hardtanh", None)),
+         else ("relu6", None) if (m.min_val, m.max_val) == (0.0, 6.0) else ("hardtanh", None)),
         (nn.Hardsigmoid, lambda m: ("hardsigmoid", None)),
         (nn.Hardswish, lambda m: ("hardswish", None)),
         (nn.LogSigmoid, lambda m: ("logsigmoid", None)),
@@ -250,6 +278,8 @@ def _fn_param(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[s
             return name, float(arg(1, "beta", 1.0))
         if name == "hardtanh":
             lo, hi = float(arg(1, "min_val", -1.0)), float(arg(2, "max_val", 1.0))
+            if (lo, hi) == (0.0, 6.0):
+                return "relu6", None
             return name, (hi if lo == -hi else None)
         if name == "rrelu":
             return "leaky_relu", (float(arg(1, "lower", 1 / 8)) + float(arg(2, "upper", 1 / 3))) / 2
@@ -277,7 +307,7 @@ class _Graph:
     """A small data-flow graph: nodes with a kind and their consumers."""
 
     def __init__(self) -> None:
-        # ("layer", qualname) | ("act", name, param) | ("pass" | "norm", label) | ("other",)
+        # ("layer", qualname) | ("act", name, param) | ("pass" | "norm", label) | ("other", name?)
         self.kind: list[tuple] = []
         self.users: list[list[int]] = []
         self.inputs: list[list[int]] = []
@@ -293,6 +323,18 @@ class _Graph:
             self.users[src].append(dst)
             self.inputs[dst].append(src)
 
+    def swish(self, node: int) -> str | None:
+        """``"silu"`` / ``"hardswish"`` when ``node`` is ``x * sigmoid(x)`` / ``x * hardsigmoid(x)``
+        (Swish written by hand, as EfficientNet and MobileNetV3 code does), else ``None``."""
+        if self.kind[node][:2] != ("other", "mul") or len(self.inputs[node]) != 2:
+            return None
+        a, b = self.inputs[node]
+        for gate, x in ((a, b), (b, a)):
+            kind = self.kind[gate]
+            if kind[0] == "act" and kind[1] in _GATES_TO_SWISH and x in self.inputs[gate]:
+                return _GATES_TO_SWISH[kind[1]]
+        return None
+
     def producer(self, start: int) -> str:
         """BFS back from ``start`` through pass-through nodes to the nonlinearity that produced
         its input; a norm layer (which re-standardises), a layer, the model input or any other
@@ -307,6 +349,8 @@ class _Graph:
             kind = self.kind[node]
             if kind[0] == "act":
                 return kind[1]
+            if self.swish(node):
+                return self.swish(node)
             if kind[0] == "pass":
                 queue.extend(self.inputs[node])
         return "linear"
@@ -322,10 +366,16 @@ class _Graph:
             seen.add(node)
             kind = self.kind[node]
             if kind[0] == "act":
+                swish = next((w for u in self.users[node] if (w := self.swish(u))), None)
+                if swish is not None:
+                    return swish, None, via
                 return kind[1], kind[2], via
             if kind[0] in ("pass", "norm"):
                 queue.extend((u, (*via, kind[1])) for u in self.users[node])
         return "linear", None, ()
+
+
+_GATES_TO_SWISH = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
 
 
 def _classify_module(m: nn.Module, qualname: str) -> tuple:
@@ -350,7 +400,7 @@ def _classify_function(target: Any, args: Sequence[Any], kwargs: dict[str, Any])
         return ("norm", name)
     if name in _PASS_FUNCTIONS:
         return ("pass", name)
-    return ("other",)
+    return ("other", name)
 
 
 class _LeafTracer(torch.fx.Tracer):
@@ -514,6 +564,18 @@ def _detect_order(model: nn.Module) -> dict[str, _Found]:
             if kind[0] != "pass":
                 break
         found[q] = _Found(act[0], act[1], "module_order", tuple(via) if act[0] != "linear" else (), before)
+    for q, m in model.named_modules():  # torch's transformer layers: linear1 -> activation -> linear2
+        if not isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            continue
+        fn = getattr(m, "activation", None)
+        act_ = _module_activation(fn) if isinstance(fn, nn.Module) else (
+            (_fn_name(fn), None) if fn is not None and _fn_name(fn) in _ACT_FUNCTIONS else None)
+        if act_ is None:
+            continue
+        l1, l2 = (f"{q}.linear1", f"{q}.linear2") if q else ("linear1", "linear2")
+        found[l1] = _Found(act_[0], act_[1], "structure", (), found[l1].input_activation if l1 in found
+                           else "linear")
+        found[l2] = _Found("linear", None, "structure", (), act_[0])
     return found
 
 
@@ -545,6 +607,26 @@ def detect_activations(
 
 
 def _detect(model: nn.Module, example_inputs: Any) -> tuple[dict[str, _Found], str, str | None]:
+    """Run the detections and leave the model's Python state as it was: fx tracing runs
+    ``forward`` with Proxies (``self.last = h`` would keep a Proxy), the hook fallback runs it for
+    real (``self.calls += 1``); every module's attributes and its parameter, buffer and
+    submodule tables are restored afterwards."""
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
+             for m in model.modules()]
+    try:
+        return _detect_unrestored(model, example_inputs)
+    finally:
+        for m, attrs, params, buffers, modules in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+            for table, old in ((m._parameters, params), (m._buffers, buffers), (m._modules, modules)):
+                table.clear()
+                table.update(old)
+
+
+def _detect_unrestored(
+    model: nn.Module, example_inputs: Any
+) -> tuple[dict[str, _Found], str, str | None]:
     order = _detect_order(model)
     if isinstance(model, _ATOMIC):  # a single layer / MHA / RNN: nothing to trace
         if isinstance(model, _LAYER_TYPES):
@@ -714,12 +796,13 @@ class InitPlan:
             f"init plan: scheme={self.scheme}  detection={self.detection}"
             + (f" ({self.detection_note})" if self.detection_note else "")
             + ("" if self.applied else "  [dry run: nothing written]"),
-            "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
+            "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
             "  ".join("-" * w for w in widths),
         ]
         lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
         for s in self.skipped:
-            lines.append(f"skipped (unknown module, left alone): {s['module']} ({s['type']}): "
+            lines.append(f"skipped ({s.get('why', 'unknown module')}, left alone): {s['module'] or '(root)'} "
+                         f"({s['type']}): "
                          + ", ".join(s["params"]))
         return "\n".join(lines)
 
@@ -744,6 +827,10 @@ def _spec_std_bound(
     return spec.expected_std, None
 
 
+class _NoCriticalPoint(InitlabError):
+    """``scheme="critical"`` met an activation without a (stable) critical point at sigma_b2 = 0."""
+
+
 class _Context:
     """Everything a handler needs: scheme, gains, detection, generator."""
 
@@ -753,6 +840,12 @@ class _Context:
         self.embedding_std = embedding_std
         self._gains: dict[tuple[str, float | None], float] = {}
         self._critical: dict[tuple[str, float | None], Any] = {}
+
+    def derive(self, scheme: str) -> _Context:
+        """The same detection and caches under another scheme (for rules)."""
+        sub = _Context(scheme, self.found, self.embedding_std)
+        sub._gains, sub._critical = self._gains, self._critical
+        return sub
 
     def gain(self, act: str | None, param: float | None) -> float:
         if act in _LINEAR:
@@ -773,9 +866,12 @@ class _Context:
             from initlab.theory import critical_point
 
             try:
-                self._critical[key] = critical_point(key[0], param=param)
-            except InitlabError:
-                self._critical[key] = critical_point(key[0])
+                try:
+                    self._critical[key] = critical_point(key[0], param=param)
+                except InitlabError:
+                    self._critical[key] = critical_point(key[0])
+            except InitlabError as exc:
+                raise _NoCriticalPoint(str(exc)) from None
         return self._critical[key]
 
     def weight_spec(
@@ -820,23 +916,29 @@ def _row(name: str, p: torch.Tensor, qualname: str, m: nn.Module) -> PlanRow:
     return PlanRow(name=name, module=qualname, module_type=type(m).__name__, shape=tuple(p.shape))
 
 
-def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool) -> list[PlanRow]:
+def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool, chunks: int = 1) -> list[PlanRow]:
+    """Rows of a Linear / Conv / ConvTranspose's ``weight`` and ``bias`` (other parameters, e.g.
+    ``weight_norm``'s ``weight_g``, get none); ``chunks > 1``: a packed weight (:class:`Packed`)."""
     rows = []
     transposed = isinstance(m, _CONVT)
     groups = getattr(m, "groups", 1)
     f = ctx.found.get(q, _Found("linear", None, "structure" if mha_out else "module_order"))
     if mha_out:
         f = _Found("linear", None, "structure")
-    fans = compute_fans(tuple(m.weight.shape), groups=groups, transposed=transposed)
+    fans = compute_fans(tuple(m.weight.shape), groups=groups, transposed=transposed, chunks=chunks)
     tfans = _torch_fans(tuple(m.weight.shape))
     for pname, p in m.named_parameters(recurse=False):
+        if pname not in ("weight", "bias"):
+            continue
         row = _row(f"{q}.{pname}" if q else pname, p, q, m)
         row.activation, row.found_by = f.activation, f.found_by
         row.input_activation = f.input_activation
         row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
         if f.via:
             row.note = "via " + ", ".join(f.via)
-        if pname == "weight":
+        if pname == "weight" and p.numel() == 0:  # torch's own init_ functions: a warned no-op
+            row.scheme, row.spec, row.note = "empty", "nothing to draw", "zero-element weight"
+        elif pname == "weight":
             if ctx.scheme == "torch_default":
                 _set(row, "torch_default", schemes.torch_default(tfans))
                 row.note = "torch fans"
@@ -845,7 +947,8 @@ def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool) -> list[Pl
             else:
                 unit = f.input_activation in _LINEAR
                 label, spec, g = ctx.weight_spec(fans, f.activation, f.param, unit_input=unit)
-                _set(row, label, spec, gain=g)
+                _set(row, label, spec, chunks=chunks, gain=g)
+                row.chunks = chunks
                 if unit and f.activation not in _LINEAR and ctx.scheme != "critical":
                     row.note = "; ".join(filter(None, [row.note, "input not from a nonlinearity: gain 1"]))
         elif pname == "bias":
@@ -998,6 +1101,52 @@ def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
 
 # ---- rules ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Packed:
+    """Rule target for a packed weight: ``chunks`` equal blocks stacked along dim 0, each
+    initialized with its own fans (``fan_out`` of one block, not of the whole tensor).
+
+    .. math::
+        \\text{Glorot per block:}\\quad \\sigma = g \\sqrt{\\frac{2}{fan_{in} + fan_{out}/k}}
+
+    The way to tell :func:`init_model` that one ``nn.Linear`` holds several projections, e.g.
+    GPT-2's ``c_attn`` (Q, K, V: ``k = 3``) or a fused gate ``Linear(d, 2 * h)`` (``k = 2``).
+    ``nn.MultiheadAttention`` and the RNNs are split without a rule.
+
+    Args:
+        chunks: number of blocks ``k`` (an int >= 1; must divide dim 0 of the matched weight).
+        scheme: the scheme for each block (a name :func:`init_model` accepts); ``None`` uses
+            ``init_model``'s own ``scheme``.
+
+    Raises:
+        InitlabError: ``chunks`` not an int >= 1 or ``scheme`` unknown (here); at planning, a
+            matched parameter with fewer than 2 dims or a dim 0 that ``chunks`` does not divide.
+
+    Source: Radford et al. (2019), GPT-2 (``c_attn``); Glorot & Bengio (2010).
+
+    >>> Packed(3)
+    Packed(chunks=3, scheme=None)
+    >>> plan = init_model(nn.Linear(8, 24), rules=[(r"weight", Packed(3))], dry_run=True)
+    >>> plan["weight"].fan_in, plan["weight"].fan_out, plan["weight"].chunks
+    (8, 8, 3)
+    """
+
+    chunks: int
+    scheme: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.chunks, bool) or not isinstance(self.chunks, int) or self.chunks < 1:
+            raise InitlabError(
+                f"Packed(chunks={self.chunks!r}) is invalid: pass the number of blocks, an int >= 1"
+            )
+        if self.scheme is not None and self.scheme not in SCHEMES:
+            raise InitlabError(f"Packed scheme {self.scheme!r} is unknown: use one of {', '.join(SCHEMES)}")
+
+
+#: Rule targets that are not schemes: ``"keep"`` leaves the matched parameters as they are.
+_RULE_ONLY = ("keep",)
+
+
 def _describe_rule(i: int, pattern: Any, target: Any) -> str:
     pat = pattern.__name__ if isinstance(pattern, type) else (
         pattern.pattern if isinstance(pattern, re.Pattern) else str(pattern))
@@ -1005,6 +1154,8 @@ def _describe_rule(i: int, pattern: Any, target: Any) -> str:
         tgt = target
     elif isinstance(target, schemes.Spec):
         tgt = target.describe()
+    elif isinstance(target, Packed):
+        tgt = f"packed({target.chunks}" + (f", {target.scheme})" if target.scheme else ")")
     else:
         tgt = getattr(target, "__name__", type(target).__name__)
     return f"#{i} {pat} -> {tgt}"
@@ -1015,6 +1166,11 @@ def _check_rules(rules: Iterable[Any] | None) -> list[tuple[Any, Any]]:
         return []
     if isinstance(rules, dict):
         rules = list(rules.items())
+    if isinstance(rules, (str, bytes)) or (isinstance(rules, tuple) and len(rules) == 2
+                                           and isinstance(rules[0], (str, re.Pattern, type))):
+        raise InitlabError(
+            f"rules={rules!r} must be a list of (pattern, target) pairs: wrap it, e.g. rules=[{rules!r}]"
+        )
     out = []
     for i, rule in enumerate(rules):
         if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
@@ -1033,27 +1189,29 @@ def _check_rules(rules: Iterable[Any] | None) -> list[tuple[Any, Any]]:
                 f"rules[{i}] pattern {pattern!r} must be a regex on the parameter name or an nn.Module type"
             )
         if isinstance(target, str):
-            if target not in SCHEMES:
+            if target not in SCHEMES and target not in _RULE_ONLY:
                 raise InitlabError(
-                    f"rules[{i}] scheme {target!r} is unknown: use one of {', '.join(SCHEMES)}"
+                    f"rules[{i}] scheme {target!r} is unknown: use one of "
+                    f"{', '.join(SCHEMES + _RULE_ONLY)}"
                 )
-        elif not (isinstance(target, schemes.Spec) or callable(target)):
+        elif not (isinstance(target, (schemes.Spec, Packed)) or callable(target)):
             raise InitlabError(
-                f"rules[{i}] target {target!r} must be a scheme name, an initlab.schemes Spec or a "
-                "callable(tensor, generator)"
+                f"rules[{i}] target {target!r} must be a scheme name, 'keep', an initlab.schemes Spec, "
+                "a Packed(chunks) or a callable(tensor, generator)"
             )
         out.append((pattern, target))
     return out
 
 
+def _matches(rules: list[tuple[Any, Any]], name: str, module: nn.Module) -> list[int]:
+    """Indices of every rule whose pattern matches parameter ``name`` of ``module``."""
+    return [i for i, (pattern, _) in enumerate(rules)
+            if (isinstance(module, pattern) if isinstance(pattern, type) else pattern.search(name))]
+
+
 def _match(rules: list[tuple[Any, Any]], name: str, module: nn.Module) -> tuple[int, Any] | None:
-    for i, (pattern, target) in enumerate(rules):
-        if isinstance(pattern, type):
-            if isinstance(module, pattern):
-                return i, target
-        elif pattern.search(name):
-            return i, target
-    return None
+    hits = _matches(rules, name, module)
+    return (hits[0], rules[hits[0]][1]) if hits else None
 
 
 def residual_scaling_rule(
@@ -1110,30 +1268,60 @@ def _apply_rule(
 ) -> None:
     """Override ``row`` by rule ``i``. A scheme name gives the row exactly what ``init_model``
     would give it under that scheme (weights by the scheme, biases zero, gates per chunk, ...);
-    ``"zeros"``, ``"small"``, ``"large"`` apply to any parameter, norm layers included."""
+    ``"zeros"``, ``"small"``, ``"large"`` apply to any parameter, norm layers included; ``"keep"``
+    leaves the parameter as it is; :class:`Packed` gives each of ``chunks`` blocks its own fans."""
     label = _describe_rule(i, pattern, target)
     if isinstance(target, schemes.Spec):
         _set(row, "rule", target, chunks=row.chunks if row.fan_in is not None else 1)
+    elif isinstance(target, str) and target in _RULE_ONLY:  # "keep"
+        row.scheme, row.spec, row._fills = "keep", "left as it is", []
+        row.std = row.bound = row.gain = None
     elif isinstance(target, str) and target in _FANLESS:
         _set(row, target, schemes.named_spec(target, Fans(1, 1), 1.0))
-    elif isinstance(target, str):
-        sub = _Context(target, ctx.found, ctx.embedding_std)
-        sub._gains, sub._critical = ctx._gains, ctx._critical
-        sub_rows = _handle(sub, row.module, m, mha_out)
-        if sub_rows is None:  # an unknown module: the scheme on the raw tensor, gain 1
+    elif isinstance(target, (str, Packed)):
+        packed = isinstance(target, Packed)
+        name = (target.scheme or ctx.scheme) if packed else target
+        chunks = target.chunks if packed else 1
+        if packed and len(row.shape) < 2:
+            raise InitlabError(
+                f"rule {label} packs {row.name} of shape {row.shape}: only a weight with >= 2 dims is "
+                "packed; match the weight alone, e.g. r'c_attn\\.weight$'"
+            )
+        if packed and row.shape[0] % chunks:
+            raise InitlabError(
+                f"rule {label}: chunks={chunks} does not divide dim 0 of {row.name} (shape {row.shape}): "
+                "pass the number of blocks stacked along dim 0"
+            )
+        sub = ctx.derive(name)
+        if packed and isinstance(m, _LAYER_TYPES):
+            sub_rows = _handle_layer(sub, row.module, m, mha_out, chunks)
+        else:
+            sub_rows = _handle(sub, row.module, m, mha_out)
+        new = next((r for r in sub_rows or () if r.name == row.name), None)
+        if packed and new is not None and not isinstance(m, _LAYER_TYPES):
+            if new.chunks > 1 and new.chunks != chunks:
+                raise InitlabError(
+                    f"rule {label}: {row.name} is split into {new.chunks} blocks by its module "
+                    f"({type(m).__name__}) already: drop the rule or use Packed({new.chunks})"
+                )
+            if new.chunks == 1:  # a weight its module does not split: pack the raw tensor
+                new = None
+        if new is None:  # a parameter no handler knows: the scheme on the raw tensor, gain 1
             if row.fan_in is None:
                 raise InitlabError(
-                    f"rule {label} names scheme {target!r} for {row.name} of shape {row.shape}, which "
-                    f"has no fans: use one of {', '.join(_FANLESS)}, a Spec, or a callable"
+                    f"rule {label} names scheme {name!r} for {row.name} of shape {row.shape}, which "
+                    f"has no fans: use one of {', '.join(_FANLESS + _RULE_ONLY)}, a Spec, or a callable"
                 )
-            if target in ("auto", "critical"):
-                _, spec, g = sub.weight_spec(Fans(row.fan_in, row.fan_out), "linear", None)
+            fans = compute_fans(row.shape, chunks=chunks) if packed else Fans(row.fan_in, row.fan_out)
+            if name in ("auto", "critical"):
+                label_, spec, g = sub.weight_spec(fans, "linear", None)
             else:
-                spec, g = schemes.named_spec(target, Fans(row.fan_in, row.fan_out), 1.0), 1.0
-            _set(row, target, spec, gain=g)
+                label_, spec, g = name, schemes.named_spec(name, fans, 1.0), 1.0
+            _set(row, label_, spec, chunks=chunks, gain=g)
+            row.fan_in, row.fan_out, row.chunks = fans.fan_in, fans.fan_out, chunks
         else:
-            new = next(r for r in sub_rows if r.name == row.name)
-            for attr in ("scheme", "spec", "gain", "std", "bound", "chunks", "note", "_fills"):
+            for attr in ("fan_in", "fan_out", "scheme", "spec", "gain", "std", "bound", "chunks", "note",
+                         "_fills"):
                 setattr(row, attr, getattr(new, attr))
     else:
         row.scheme = getattr(target, "__name__", "callable")
@@ -1176,13 +1364,18 @@ def init_model(
         rules: ordered ``(pattern, target)`` pairs (or a dict); the first whose pattern matches a
             parameter decides it. ``pattern``: a regex searched in the qualified parameter name
             (``r"^head\\."``) or an ``nn.Module`` subclass (matches the parameters it owns).
-            ``target``: a scheme name (with the row's fans and gain), an
+            ``target``: a scheme name (with the row's fans and gain); ``"keep"`` (leave it as it
+            is); :class:`Packed` (``Packed(3)``: per-block fans for a packed QKV Linear); an
             :mod:`initlab.schemes` Spec (e.g. ``Constant(0.0)``, or :func:`residual_scaling_rule`),
-            or ``callable(tensor, generator)`` that fills the tensor in place. Rules also reach
-            parameters of modules the plan does not know.
+            checked against the parameter's shape while planning; or ``callable(tensor,
+            generator)`` that fills the tensor in place (if it raises, every parameter written so
+            far and ``generator``'s state are restored: the model is unchanged). Rules also reach
+            parameters of modules the plan does not know. A rule that decides no parameter
+            warns (``UserWarning``).
         generator: ``torch.Generator`` for every draw (parameters are filled in plan order, so
             one seed gives identical bits); ``None`` uses torch's global generator, like
-            ``torch.nn.init``.
+            ``torch.nn.init`` (then ``torch.manual_seed(s)`` before the call gives identical bits:
+            the detection's forward pass, if any, runs under a forked RNG).
         dry_run: return the plan and write nothing (every parameter stays bit-identical).
         embedding_std: std of ``Embedding`` weights under ``"auto"`` and the named schemes.
 
@@ -1190,9 +1383,14 @@ def init_model(
         :class:`InitPlan`, one row per parameter (tied parameters: one row, noted).
 
     Raises:
-        InitlabError: unknown ``scheme`` (the message lists the valid names); a malformed rule;
-            a rule naming a fan-based scheme for a parameter without fans.
-        TypeError: ``model`` is not an ``nn.Module``.
+        InitlabError: unknown ``scheme`` (the message lists the valid names); ``embedding_std``
+            not finite and >= 0; a malformed rule (a single pair instead of a list of pairs, a
+            bad regex, an unknown target); a rule naming a fan-based scheme for a parameter
+            without fans; a rule Spec or ``Packed`` the parameter's shape cannot take (e.g.
+            ``Orthogonal`` on a bias), also with ``dry_run``; ``scheme="critical"`` for a layer
+            whose activation has no critical point (the message names the layer); a rule's
+            callable that raised (chained; the model is left unchanged).
+        TypeError: ``model`` is not an ``nn.Module``; ``generator`` is not a ``torch.Generator``.
 
     Source: Glorot & Bengio (2010); He et al. (2015), "Delving deep into rectifiers"; LeCun et al.
     (1998); Klambauer et al. (2017); Saxe et al. (2013); Jozefowicz et al. (2015).
@@ -1211,8 +1409,14 @@ def init_model(
         raise TypeError(f"init_model: model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise InitlabError(f"scheme {scheme!r} is unknown: use one of {', '.join(SCHEMES)}")
-    if not (isinstance(embedding_std, (int, float)) and embedding_std >= 0):
-        raise InitlabError(f"embedding_std={embedding_std!r} is invalid: pass a number >= 0")
+    if (isinstance(embedding_std, bool) or not isinstance(embedding_std, (int, float))
+            or not (math.isfinite(embedding_std) and embedding_std >= 0)):
+        raise InitlabError(f"embedding_std={embedding_std!r} is invalid: pass a finite number >= 0")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"init_model: generator must be a torch.Generator or None, got {type(generator).__name__}: "
+            "pass e.g. torch.Generator().manual_seed(0)"
+        )
     checked_rules = _check_rules(rules)
     found, method, why = _detect(model, example_inputs)
     ctx = _Context(scheme, found, float(embedding_std))
@@ -1224,6 +1428,9 @@ def init_model(
     rows: list[PlanRow] = []
     skipped: list[dict[str, Any]] = []
     seen: dict[int, str] = {}
+    decided: set[int] = set()  # rules that decided a row
+    shadowed: set[int] = set()  # rules that matched a row an earlier rule decided
+    tied_hits: dict[int, list[str]] = {}  # rules that matched a tied alias (not re-drawn)
     for q, m in model.named_modules():
         own = list(m.named_parameters(recurse=False))
         if not own:
@@ -1233,7 +1440,10 @@ def init_model(
             full = f"{q}.{pname}" if q else pname
             if id(p) in seen:
                 rows.append(PlanRow(name=full, module=q, module_type=type(m).__name__, shape=tuple(p.shape),
-                                    scheme="tied", spec="tied", note=f"tied to {seen[id(p)]}: not re-drawn"))
+                                    scheme="tied", spec=f"tied to {seen[id(p)]}",
+                                    note=f"tied to {seen[id(p)]}: not re-drawn"))
+                for i in _matches(checked_rules, full, m):
+                    tied_hits.setdefault(i, []).append(f"{full} (tied to {seen[id(p)]})")
             else:
                 seen[id(p)] = full
                 fresh.append((pname, p))
@@ -1243,30 +1453,52 @@ def init_model(
             skipped.append({"module": q, "type": type(m).__name__, "params": [n for n, _ in fresh],
                             "why": "lazy module not materialised: run a forward first"})
             continue
-        mrows = _handle(ctx, q, m, q in mha_out)
-        if mrows is None:  # unknown: only rules may touch it
-            mrows = []
-            unknown = []
-            for pname, p in fresh:
-                full = f"{q}.{pname}" if q else pname
-                if _match(checked_rules, full, m) is not None:
-                    row = _row(full, p, q, m)
-                    if p.dim() >= 2:
-                        fans = compute_fans(tuple(p.shape))
-                        row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
-                    mrows.append(row)
-                else:
-                    unknown.append(pname)
-            if unknown:
-                skipped.append({"module": q, "type": type(m).__name__, "params": unknown,
-                                "why": "no handler for this module type"})
         fresh_names = {(f"{q}.{n}" if q else n) for n, _ in fresh}
-        mrows = [r for r in mrows if r.name in fresh_names]
+        try:
+            mrows = _handle(ctx, q, m, q in mha_out)
+        except _NoCriticalPoint as exc:
+            if not all(_match(checked_rules, n, m) for n in fresh_names):
+                raise InitlabError(
+                    f"scheme 'critical' cannot initialise layer {q!r} ({type(m).__name__}): {exc}. Use "
+                    f"scheme='auto', or a rule for this layer, e.g. rules=[(r'^{re.escape(q)}\\.', 'auto')]"
+                ) from None
+            mrows = _handle(ctx.derive("auto"), q, m, q in mha_out)  # placeholders: rules decide all
+        why_skipped = "no handler for this module type" if mrows is None else "no handler for this parameter"
+        mrows = [r for r in mrows or () if r.name in fresh_names]
+        have = {r.name for r in mrows}
+        unknown = []
+        for pname, p in fresh:  # parameters no handler knows: only rules may touch them
+            full = f"{q}.{pname}" if q else pname
+            if full in have:
+                continue
+            if _match(checked_rules, full, m) is not None:
+                row = _row(full, p, q, m)
+                if p.dim() >= 2:
+                    fans = compute_fans(tuple(p.shape))
+                    row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
+                mrows.append(row)
+            else:
+                unknown.append(pname)
+        if unknown:
+            skipped.append({"module": q, "type": type(m).__name__, "params": unknown, "why": why_skipped})
+        frozen = {(f"{q}.{n}" if q else n) for n, p in fresh if not p.requires_grad}
         for row in mrows:
-            hit = _match(checked_rules, row.name, m)
-            if hit is not None:
-                _apply_rule(ctx, row, m, q in mha_out, hit[0], *checked_rules[hit[0]])
+            hits = _matches(checked_rules, row.name, m)
+            if hits:
+                decided.add(hits[0])
+                shadowed.update(hits[1:])
+                try:
+                    _apply_rule(ctx, row, m, q in mha_out, hits[0], *checked_rules[hits[0]])
+                except _NoCriticalPoint as exc:
+                    raise InitlabError(
+                        f"rule {_describe_rule(hits[0], *checked_rules[hits[0]])}: scheme 'critical' cannot "
+                        f"initialise layer {q!r}: {exc}. Choose another scheme in the rules"
+                    ) from None
+            if row.name in frozen:
+                row.note = "; ".join(filter(None, [row.note, "frozen (requires_grad=False)"]))
+        _check_rule_fills(mrows)
         rows.extend(mrows)
+    _warn_unused_rules(checked_rules, decided, shadowed, tied_hits)
 
     plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why)
     if dry_run:
@@ -1274,20 +1506,90 @@ def init_model(
     params = dict(model.named_parameters(remove_duplicate=False))
     from initlab.init import apply_spec_
 
-    with torch.no_grad():
+    on_meta = [r.name for r in rows if r._fills and params[r.name].is_meta]
+    if on_meta:
+        warnings.warn(
+            f"init_model: {len(on_meta)} parameter(s) are on the meta device ({on_meta[0]}, ...), which "
+            "holds no data: nothing is written to them; call model.to_empty(device=...) first, then "
+            "init_model", UserWarning, stacklevel=2,
+        )
+    # A rule's callable is the user's code and may raise: then every parameter written so far is
+    # restored (from copies kept only when the plan has a callable) and so is the generator.
+    user_code = any(not isinstance(spec, schemes.Spec) for r in rows for _, spec, _ in r._fills)
+    backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+    gen_state = generator.get_state() if (user_code and isinstance(generator, torch.Generator)) else None
+    try:
+        with torch.no_grad():
+            for row in rows:
+                if not row._fills:
+                    continue
+                p = params[row.name]
+                if user_code:
+                    backups.append((p, p.detach().clone()))
+                for sl, spec, chunks in row._fills:
+                    view = p if sl is None else p[sl]
+                    if isinstance(spec, schemes.Spec):
+                        apply_spec_(view, spec, generator=generator, chunks=max(chunks, 1))
+                        continue
+                    try:
+                        spec(view, generator)
+                    except Exception as exc:
+                        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                        raise InitlabError(
+                            f"rule {row.rule} failed on {row.name} (shape {row.shape}): "
+                            f"{type(exc).__name__}: {msg}; nothing was written: fix the callable, which "
+                            "is called as callable(tensor, generator) and fills tensor in place"
+                        ) from exc
+                row.applied = True
+    except BaseException:
+        with torch.no_grad():
+            for p, saved in backups:
+                p.copy_(saved)
+        if gen_state is not None:
+            generator.set_state(gen_state)
         for row in rows:
-            if not row._fills:
-                continue
-            p = params[row.name]
-            for sl, spec, chunks in row._fills:
-                view = p if sl is None else p[sl]
-                if isinstance(spec, schemes.Spec):
-                    apply_spec_(view, spec, generator=generator, chunks=max(chunks, 1))
-                else:
-                    spec(view, generator)
-            row.applied = True
+            row.applied = False
+        raise
     plan.applied = True
     return plan
+
+
+def _check_rule_fills(rows: list[PlanRow]) -> None:
+    """Realise every rule-decided Spec on a meta tensor of the row's shape, so that a spec the
+    parameter cannot take (orthogonal on a bias, ...) fails while planning, dry runs included."""
+    from initlab.init import apply_spec_
+
+    for row in rows:
+        if row.rule is None:
+            continue
+        for sl, spec, chunks in row._fills:
+            if not isinstance(spec, schemes.Spec):
+                continue
+            meta = torch.empty(row.shape, device="meta")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    apply_spec_(meta if sl is None else meta[sl], spec, chunks=max(chunks, 1))
+            except (InitlabError, TypeError) as exc:
+                raise InitlabError(f"rule {row.rule} cannot fill {row.name}: {exc}") from None
+
+
+def _warn_unused_rules(
+    rules: list[tuple[Any, Any]], decided: set[int], shadowed: set[int], tied_hits: dict[int, list[str]]
+) -> None:
+    """A rule that decides no parameter is almost always a typo in its pattern: say so."""
+    for i, (pattern, _) in enumerate(rules):
+        if i in decided:
+            continue
+        pat = pattern.__name__ if isinstance(pattern, type) else repr(pattern.pattern)
+        if i in tied_hits:
+            why = (f"matches only tied parameters, which are not re-drawn: {', '.join(tied_hits[i])}; "
+                   "match the name it is tied to")
+        elif i in shadowed:
+            why = "matches only parameters an earlier rule decides (the first match wins)"
+        else:
+            why = "matches no parameter: check the pattern against the names in the plan"
+        warnings.warn(f"init_model: rules[{i}] {pat} {why}", UserWarning, stacklevel=3)
 
 
 # ---- CLI helpers ---------------------------------------------------------------------------------
@@ -1316,8 +1618,13 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def load_factory(target: str) -> Callable[[], nn.Module]:
     """Load ``"path/to/file.py:build_model"``: import the file by path and return the function.
 
+    The file's folder is on ``sys.path`` while it is imported (as with ``python FILE.py``), so
+    it may import modules next to it.
+
     Raises:
-        InitlabError: no ``:`` in ``target``; the function is missing or not callable.
+        InitlabError: no ``:`` in ``target``; ``FILE.py`` is a directory; importing it raised
+            (a syntax error, a missing module, ``sys.exit``: the message names the exception);
+            the function is missing or not callable.
         FileNotFoundError: the file does not exist.
 
     >>> load_factory("no_colon")
@@ -1329,6 +1636,8 @@ def load_factory(target: str) -> Callable[[], nn.Module]:
     if not sep or not path_s or not fn_name:
         raise InitlabError(f"{target!r} is not FILE.py:FUNCTION: pass e.g. model.py:build_model")
     path = Path(path_s)
+    if path.is_dir():
+        raise InitlabError(f"model file {str(path)!r} is a directory: pass the path of a .py file")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist: pass the path of a .py file")
     mod_name = f"_initlab_plan_{abs(hash(str(path.resolve())))}"
@@ -1337,11 +1646,19 @@ def load_factory(target: str) -> Callable[[], nn.Module]:
         raise InitlabError(f"cannot import {str(path)!r}: pass a Python source file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
+    folder = str(path.resolve().parent)  # as `python FILE.py` does: the file may import its siblings
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except (Exception, SystemExit) as exc:  # the user's code: SyntaxError, ImportError, sys.exit(), ...
         sys.modules.pop(mod_name, None)
-        raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InitlabError(f"importing {str(path)!r} failed: {type(exc).__name__}: {msg}") from exc
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
         have = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
