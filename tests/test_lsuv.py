@@ -292,3 +292,74 @@ def test_bad_types(gen):
         lsuv_(mlp(4, 8, 1, 2), 3.0)
     with pytest.raises(TypeError, match="generator"):
         lsuv_(mlp(4, 8, 1, 2), torch.randn(8, 4, generator=gen), generator=0)
+
+
+# ---- review: edge cases found by breaking it ------------------------------------------------
+
+
+def test_tol_zero_stops_at_float_rounding(gen):
+    """tol=0 cannot be met bit-exactly in float32: the first rescaling lands on the target up to
+    rounding, which must count as converged (no warning, no max_iter pointless rescalings)."""
+    import warnings
+
+    model = mlp(10, 32, 3, 4, "relu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = lsuv_(model, torch.randn(64, 10, generator=gen), tol=0.0, generator=gen)
+    assert result.converged
+    assert all(layer.iterations <= 2 for layer in result.layers), result.table()
+    for layer, std in _handled_output_stds(model, torch.randn(64, 10, generator=gen)).items():
+        assert std == pytest.approx(1.0, abs=0.5), layer  # sanity on a fresh batch
+
+
+def test_numpy_scalar_settings_accepted(gen):
+    import numpy as np
+
+    result = lsuv_(mlp(4, 8, 1, 2), torch.randn(16, 4, generator=gen), target_std=np.float32(1.0),
+                   tol=np.float32(0.1), max_iter=np.int64(3), generator=gen)
+    assert result.target_std == 1.0 and result.max_iter == 3 and isinstance(result.max_iter, int)
+    with pytest.raises(InitlabError, match="target_std"):
+        lsuv_(mlp(4, 8, 1, 2), torch.randn(16, 4, generator=gen), target_std=True)
+
+
+def test_shared_weight_is_calibrated_once_at_its_first_use(gen):
+    """Two Linear modules sharing one weight tensor: rescaling it for the second module would
+    silently undo the first one's calibration; LSUV calibrates the tensor at its first use only."""
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(10, 10)
+            self.b = nn.Linear(10, 10)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)))
+
+    model = Tied()
+    batch = torch.randn(64, 10, generator=gen)
+    with pytest.warns(UserWarning, match="'b' shares its weight with 'a'"):
+        result = lsuv_(model, batch, generator=gen)
+    assert model.b.weight is model.a.weight and result.converged
+    by_name = {layer.name: layer for layer in result.layers}
+    assert by_name["b"].iterations == 0 and by_name["b"].scale == 1.0
+    assert by_name["b"].shares_weight_with == "a" and by_name["a"].shares_weight_with is None
+    assert abs(_handled_output_stds(model, batch)["a"] - 1.0) <= 0.1
+
+
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm", "old_weight_norm"])
+def test_parametrized_weight_is_refused(wrap, gen):
+    """weight_norm / spectral_norm recompute ``weight`` on every forward: rescaling it in place
+    has no effect (LSUV used to report scale 200+ and leave the std unchanged)."""
+    p = nn.utils.parametrizations
+    wrappers = {"weight_norm": p.weight_norm, "spectral_norm": p.spectral_norm,
+                "old_weight_norm": nn.utils.weight_norm}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates nn.utils.weight_norm
+        model = nn.Sequential(wrappers[wrap](nn.Linear(10, 20)), nn.ReLU(), nn.Linear(20, 3))
+    snap = _snapshot(model)
+    with pytest.raises(InitlabError, match=r"'0' .*(parametri|weight_norm)"):
+        lsuv_(model, torch.randn(32, 10, generator=gen), generator=gen)
+    _assert_bit_identical(model, snap)
+    assert all(not m._forward_hooks for m in model.modules())

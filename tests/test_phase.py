@@ -187,3 +187,140 @@ def test_cli_phase_errors(tmp_path, capsys):
     assert main(["phase", "--activation", "relu", "--sigma-b2", "0.1", "--quick", "--out",
                  str(tmp_path / "z"), "--no-progress"]) == 2
     assert "homogeneous" in capsys.readouterr().err
+
+
+# ---- review: edge cases found by breaking it ------------------------------------------------
+
+
+def test_activation_param_reaches_the_jacobian_net():
+    """leaky_relu with slope 0.5: the Jacobian net must use the slope the theory used (it used
+    torch's default 0.01)."""
+    slope = 0.5
+    cp = theory.critical_point("leaky_relu", param=slope)
+    width, depth = 5, 3
+    sv = jacobian_singular_values("leaky_relu", cp, weights="gaussian", width=width, depth=depth,
+                                  param=slope, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)  # replay the same draws
+    model = mlp(width, width, depth, None, "relu").to(torch.float64)
+    init_gaussian_(model, cp.sigma_w2, cp.sigma_b2, generator=gen)
+    x = torch.nn.functional.leaky_relu(torch.randn(width, generator=gen, dtype=torch.float64), slope)
+    jac = torch.eye(width, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(1, depth + 1):
+            lin = getattr(model, f"fc{i}")
+            h = lin(x)
+            jac = torch.diag(torch.where(h > 0, 1.0, slope).double()) @ lin.weight @ jac
+            x = torch.nn.functional.leaky_relu(h, slope)
+    torch.testing.assert_close(sv, torch.linalg.svdvals(jac), atol=1e-12, rtol=1e-10)
+
+
+def test_activation_param_reaches_the_trained_nets():
+    base = dict(TINY, activation="leaky_relu", sigma_b2=0.0)
+    a = run_phase(PhaseConfig(**base, param=0.5))
+    b = run_phase(PhaseConfig(**base, param=0.01))
+    # same seeds and sigma_w2 grid: only the slope differs, so the losses must differ
+    assert [r["value"] for r in a.select("train_loss")] != [r["value"] for r in b.select("train_loss")]
+
+
+def test_numpy_depths_are_accepted():
+    import numpy as np
+
+    res = run_phase(PhaseConfig(**{**TINY, "depths": tuple(np.array([2]))}))
+    assert [r["depth"] for r in res.select("test_accuracy")] == [2]
+
+
+@pytest.mark.parametrize("text", ["4,,8", "4,", ",4"])
+def test_cli_phase_refuses_empty_list_items(text, tmp_path, capsys):
+    assert main(["phase", "--depths", text, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--depths" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_phase_refuses_the_current_directory(tmp_path, capsys, monkeypatch):
+    """The report directory is replaced as a whole: --out . (or an ancestor of the working
+    directory) used to fail after all the work with a raw OSError (rename of '.')."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out in (".", str(work), str(tmp_path)):
+        assert main(["phase", "--quick", "--out", out, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "current directory" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not any(work.iterdir())
+
+
+def test_report_explains_what_it_shows(tiny_result, tmp_path):
+    """A reader must be told what the accuracy grid holds, that the 6 xi_c curve leaves the top of
+    the plot where the theory predicts more than the deepest net tried, and what a good Jacobian
+    spectrum looks like."""
+    out = write_phase_report(tiny_result.records, tmp_path / "rep")
+    page = (out / "index.html").read_text()
+    assert "Test accuracy after" in page
+    assert "leaves the top" in page
+    assert "p90 / p10 close to 1" in page
+
+
+def test_interrupted_write_leaves_the_old_report_and_no_temporaries(tiny_result, tmp_path, monkeypatch):
+    from initlab.report import phase_report
+
+    out = write_phase_report(tiny_result.records, tmp_path / "rep")
+    before = (out / "results.json").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(phase_report, "_html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_phase_report(tiny_result.records[:5], out)
+    assert (out / "results.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_theory_unavailable_at_a_grid_point_does_not_sink_the_run(tmp_path, capsys):
+    """sigma_w2 = 100 is beyond what the 2-D quadrature resolves for tanh: the run used to stop
+    with an error naming a theory-curve point the user never asked for (41.56); now that point
+    has no theory (NaN, with the reason) and the measured diagram is still produced."""
+    res = run_phase(PhaseConfig(**{**TINY, "sigma_w2s": (1.0, 100.0)}))
+    theo = {r["sigma_w2"]: r for r in res.select("xi_c", "mean_field")}
+    assert math.isnan(theo[100.0]["value"]) and "order_2d" in theo[100.0]["theory_error"]
+    assert math.isfinite(theo[1.0]["value"]) and "theory_error" not in theo[1.0]
+    assert set(res.trainable_depth()) == {1.0, 100.0}
+    out = write_phase_report(res.records, tmp_path / "rep")
+    assert "theory unavailable" in (out / "index.html").read_text()
+    args = ["phase", "--depths", "2", "--steps", "2", "--sigma-w2", "1,100", "--width", "8", "--quick",
+            "--out", str(tmp_path / "cli"), "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "theory unavailable" in text and "nan" not in text and "n/a" in text
+
+
+def test_config_accepts_numpy_numbers_and_rejects_bools():
+    import numpy as np
+
+    cfg = PhaseConfig(sigma_w2s=(np.float32(1.0), np.float64(4.0)), sigma_b2=np.float32(0.05),
+                      lr=np.float32(0.1), depths=(np.int64(4),)).validate()
+    assert cfg.sigma_w2s[0] == 1.0
+    with pytest.raises(InitlabError, match="sigma_w2"):
+        PhaseConfig(sigma_w2s=(True,)).validate()
+    with pytest.raises(InitlabError, match="trainable_fraction"):
+        PhaseConfig(trainable_fraction="0.5").validate()
+
+
+def test_homogeneous_q_star_is_explained_not_nan(tmp_path, capsys):
+    """ReLU at sigma_b2 = 0: every q is a fixed point (q* is NaN in the records); the CLI and the
+    report used to print 'q*=nan' / 'q* = –'."""
+    args = ["phase", "--activation", "relu", "--sigma-b2", "0", "--depths", "2", "--steps", "2",
+            "--sigma-w2", "1", "--width", "8", "--quick", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "q*=nan" not in text and "every q is a fixed point" in text
+    assert "every q is a fixed point" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_cli_phase_refuses_an_out_under_a_file_before_any_work(tmp_path, capsys):
+    """--out some_file/report used to fail only when writing, after the whole run."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    assert main(["phase", "--out", str(blocker / "report"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not a directory" in err and len(err.strip().splitlines()) == 1

@@ -244,3 +244,16 @@ def test_divergence_is_reported_and_rolled_back():
     with pytest.raises(InitlabError, match="diverged.*lower lr"):
         pretrain_layerwise(model, x, method="rbm", lr=1e6, epochs_per_layer=3)
     _assert_bit_identical(model, snap)
+
+
+def test_numpy_scalar_settings_accepted():
+    """Settings often come from NumPy (a sweep grid): np.float32 / np.int64 are numbers too."""
+    import numpy as np
+
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    result = pretrain_layerwise(mlp(4, 8, 1, 2), x, method="denoising", lr=np.float32(1e-3),
+                                noise=np.float32(0.25), epochs_per_layer=np.int64(1), batch_size=np.int64(16))
+    assert result.settings["lr"] == pytest.approx(1e-3) and type(result.settings["lr"]) is float
+    assert result.settings["epochs_per_layer"] == 1 and type(result.settings["epochs_per_layer"]) is int
+    with pytest.raises(InitlabError, match="lr"):
+        pretrain_layerwise(mlp(4, 8, 1, 2), x, lr=True)

@@ -331,3 +331,92 @@ def test_phase_diagram_records():
     assert all(r["experiment"] == "theory" and r["activation"] == "tanh" for r in recs)
     with pytest.raises(InitlabError, match="unknown"):
         pd.array("nope")
+
+
+# ---- review: bad values give clear errors, never silent nonsense ------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda: theory.chi_1("tanh", 1.0, q_star=-1.0),
+    lambda: theory.correlation_map("tanh", 0.5, 2.0, q_star=-1.0),
+    lambda: theory.fixed_point_c("tanh", 2.0, q_star=-1.0),
+    lambda: theory.chi_1("tanh", 1.0, q_star=float("nan")),
+])
+def test_negative_or_nan_q_star_is_refused(call):
+    with pytest.raises(InitlabError, match="q_star"):
+        call()
+
+
+def test_non_numbers_are_type_errors_naming_the_argument():
+    with pytest.raises(TypeError, match="sigma_w2"):
+        theory.mean_field("tanh", "2")
+    with pytest.raises(TypeError, match="sigma_w2"):
+        theory.mean_field("tanh", True)
+    with pytest.raises(TypeError, match="sigma_b2"):
+        theory.critical_point("tanh", sigma_b2="a")
+    with pytest.raises(TypeError, match="q_star"):
+        theory.critical_point("tanh", q_star="a")
+
+
+def test_numpy_function_as_activation_is_a_type_error():
+    with pytest.raises(TypeError, match="torch"):
+        theory.critical_point(np.tanh)
+
+
+def test_no_critical_point_messages_are_consistent():
+    # softplus: phi(0) = log 2 > 0, so chi_1 = 1 needs sigma_b2 < 0 everywhere on the grid
+    with pytest.raises(InitlabError, match="sigma_b2 >= 0") as err:
+        theory.critical_point("softplus")
+    assert "[0, -" not in str(err.value)
+    # a bias variance far above the line: the range quoted must be the line's real range
+    with pytest.raises(InitlabError, match="spans sigma_b2") as err:
+        theory.critical_point("tanh", sigma_b2=1e300)
+    hi = float(str(err.value).split("spans sigma_b2 in [")[1].split("]")[0].split(",")[1])
+    assert hi > 1e5
+
+
+def test_unresolvable_chaotic_point_is_an_error_not_an_infinite_depth():
+    """Deep in the chaotic phase q* is so large that the 2-D Gauss-Hermite rule cannot resolve
+    tanh(sqrt(q*) z); it used to report c* = 1 and xi_c = inf (\"trains at any depth\")."""
+    with pytest.raises(InitlabError, match="order_2d"):
+        theory.mean_field("tanh", 1000.0, 0.05)
+    with pytest.raises(InitlabError, match="order_2d"):
+        theory.fixed_point_c("tanh", 1000.0, 0.05)
+    assert math.isfinite(theory.mean_field("tanh", 6.0, 0.05).xi_c)  # the phase grid's range is fine
+    # hardtanh's kinks: the 2-D rule misses chi_1 by 21% here and found C(c) > c below 1 (c* = 1,
+    # xi_c = inf at chi_1 = 2.2); an error instead
+    with pytest.raises(InitlabError, match="order_2d"):
+        theory.mean_field("hardtanh", 6.0, 0.05)
+
+
+@pytest.mark.parametrize("activation, sigma_w2", [("elu", 2.27), ("gelu", 3.14), ("leaky_relu", 2.27),
+                                                  ("selu", 2.82)])
+def test_chaotic_point_with_diverging_length_does_not_crash(activation, sigma_w2):
+    """q* = inf (the length map has no fixed point): C(c) - c is rounding noise near c = 1; the
+    root search used to hand brentq a noise-level bracket ("f(a) and f(b) must have different
+    signs")."""
+    mf = theory.mean_field(activation, sigma_w2, 0.05)
+    assert mf.q_star == math.inf and mf.phase == "chaotic"
+    assert -1.0 <= mf.c_star <= 1.0 and mf.xi_c >= 0
+
+
+def test_gauss_hermite_refuses_orders_numpy_cannot_build():
+    x, w = theory.gauss_hermite(theory.MAX_ORDER_2D)
+    assert np.isfinite(w).all() and w.sum() == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(InitlabError, match="order"):
+        theory.gauss_hermite(theory.MAX_ORDER_2D + 1)
+
+
+def test_activation_that_is_not_finite_on_the_line_is_refused():
+    """log(u) is NaN for u < 0: mean_field used to report phase 'chaotic' from NaN moments."""
+    with pytest.raises(InitlabError, match="not finite"):
+        theory.mean_field(torch.log, 2.0, 0.05)
+    with pytest.raises(InitlabError, match="not finite"):
+        theory.mean_field(torch.exp, 2.0, 0.05)  # q* = inf: exp overflows at u ~ 1e6
+
+
+def test_phase_diagram_array_of_a_text_field_is_a_clear_error():
+    pd = theory.phase_diagram("tanh", [1.0], [0.05])
+    with pytest.raises(InitlabError, match="'phase' is not numeric.*chi_1"):
+        pd.array("phase")
+    assert pd.array("sigma_w2").tolist() == [[1.0]]

@@ -19,6 +19,7 @@ How this implementation differs from the reference PyPI package ``lsuv`` (same a
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +64,12 @@ class LSUVLayer:
             (``nan`` if the layer was not called by the forward).
         scale: the product of all factors applied to the weight.
         layer_calls: single-layer recomputations used for this layer (one per rescaling).
-        converged: ``abs(final_std - target_std) <= tol``.
+        converged: ``abs(final_std - target_std) <= tol`` (plus the weight dtype's rounding,
+            ``eps * target_std``: float32 cannot hit a target bit-exactly, so ``tol=0`` means
+            "as close as the dtype allows").
+        shares_weight_with: for a layer whose weight tensor is shared with (tied to) a layer
+            calibrated earlier in the forward, that layer's name: the shared tensor is rescaled
+            once, at its first use, and this layer is left as it is (``None`` otherwise).
     """
 
     name: str
@@ -74,6 +80,7 @@ class LSUVLayer:
     scale: float
     layer_calls: int
     converged: bool
+    shares_weight_with: str | None = None
 
 
 @dataclass
@@ -101,8 +108,10 @@ class LSUVResult:
 
     @property
     def converged(self) -> bool:
-        """True when every called layer ended within ``tol`` of ``target_std``."""
-        return all(layer.converged for layer in self.layers if layer.name not in self.skipped)
+        """True when every called layer that owns its weight ended within ``tol`` of
+        ``target_std`` (layers sharing an earlier layer's weight are not counted)."""
+        return all(layer.converged for layer in self.layers
+                   if layer.name not in self.skipped and layer.shares_weight_with is None)
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -167,6 +176,11 @@ def _orthonormal_(module: nn.Module, generator: torch.Generator | None) -> None:
     orthogonal_(module.weight, generator=generator)
     if getattr(module, "bias", None) is not None:
         module.bias.zero_()
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _first_output(output: Any) -> torch.Tensor:
@@ -245,7 +259,8 @@ def lsuv_(
 
     For each handled layer (Linear, Conv1-3d, ConvTranspose1-3d, MultiheadAttention), with
     :math:`y` its output on the batch and :math:`\hat\sigma(y)` the (unbiased) std over **all**
-    elements of :math:`y`:
+    elements of :math:`y` (examples, units and positions pooled; with a batch of one example it is
+    the spread over that example's units, and a single-element output is an error):
 
     .. math::
 
@@ -255,8 +270,10 @@ def lsuv_(
 
     With zero biases :math:`y` is linear in :math:`W`, so one rescaling lands exactly on the target.
 
-    What "output" means: for Linear / conv / transposed conv, the module's output (the
-    pre-activation of the next nonlinearity). For ``nn.MultiheadAttention``, the attention output
+    What "output" means: for Linear / conv / transposed conv, the module's own output (the
+    pre-activation of the next nonlinearity), measured before anything that follows it: with
+    ``Conv -> BatchNorm -> ReLU`` it is the conv output, not the normalised one (batch norm would
+    undo any rescaling anyway). For ``nn.MultiheadAttention``, the attention output
     (first element of the returned tuple, after ``out_proj``); the rescaled weight is
     ``out_proj.weight``, while the q/k/v in-projection gets only the orthonormal pre-init (as the
     reference implementation). ``out_proj`` is not handled as a separate Linear (attention never
@@ -269,8 +286,13 @@ def lsuv_(
     Other modules (norms, embeddings, activations, ...) are run but left untouched. The model runs
     in eval mode (dropout off, batch norm on running statistics); each module's train/eval flag is
     restored afterwards. A module called several times in one forward is calibrated on its first
-    call. Models containing attention run the forward with autograd enabled (no backward is done)
-    so that torch's fused attention fast path, which bypasses module calls, stays off.
+    call; a weight tensor shared by several modules (tied weights) is rescaled once, for the first
+    of them to run, and the others are reported with ``shares_weight_with`` (and a warning).
+    Parametrized weights (``weight_norm``, ``spectral_norm``) are refused: they are recomputed on
+    every forward. ``tol`` is widened by the weight dtype's rounding (``eps * target_std``), so
+    ``tol=0`` stops after one rescaling instead of chasing the last bit. Models containing
+    attention run the forward with autograd enabled (no backward is done) so that torch's fused
+    attention fast path, which bypasses module calls, stays off.
 
     Args:
         model: the network, modified in place.
@@ -291,7 +313,8 @@ def lsuv_(
     Raises:
         InitlabError: bad settings; an empty batch or one with NaN/inf; a model with a recurrent
             module (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, cells) or none of the handled layers; a layer
-            whose output std is 0 or non-finite (named). The weights are left bit-identical.
+            with a parametrized weight, or whose output std is 0 or non-finite (named). The weights
+            are left bit-identical.
         TypeError: ``model`` is not an ``nn.Module`` or ``batch`` is not a tensor / tuple / dict.
 
     Source: D. Mishkin, J. Matas, "All you need is a good init", ICLR 2016.
@@ -311,12 +334,13 @@ def lsuv_(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"LSUV: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not (isinstance(target_std, (int, float)) and math.isfinite(target_std) and target_std > 0):
+    if not (_is_real(target_std) and math.isfinite(target_std) and target_std > 0):
         raise InitlabError(f"LSUV: target_std={target_std!r} is invalid: pass a finite number > 0")
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+    if not (_is_real(tol) and math.isfinite(tol) and tol >= 0):
         raise InitlabError(f"LSUV: tol={tol!r} is invalid: pass a finite number >= 0")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
         raise InitlabError(f"LSUV: max_iter={max_iter!r} is invalid: pass an integer >= 1")
+    target_std, tol, max_iter = float(target_std), float(tol), int(max_iter)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"LSUV: generator must be a torch.Generator or None, got {type(generator).__name__}")
 
@@ -346,6 +370,13 @@ def lsuv_(
                     f"LSUV: layer {name!r} ({type(module).__name__}) is lazy and not initialised yet: "
                     "run one forward pass first"
                 )
+        holder = module.out_proj if isinstance(module, nn.MultiheadAttention) else module
+        if "weight" not in holder._parameters:  # parametrize, or the hook-based weight_norm
+            raise InitlabError(
+                f"LSUV: layer {name!r} ({type(module).__name__}) has a parametrized weight (weight_norm, "
+                "spectral_norm, torch.nn.utils.parametrize): it is recomputed on every forward, so "
+                "rescaling it does nothing; run LSUV before adding the parametrization"
+            )
     if not handled:
         raise InitlabError(
             f"LSUV: model {type(model).__name__} has no Linear, ConvNd, ConvTransposeNd or "
@@ -377,12 +408,15 @@ def lsuv_(
         name, kind = handled[module], type(module).__name__
         std = _std(output)
         _check_std(std, name, kind)
-        entry = {"initial_std": std, "iterations": 0, "scale": 1.0}
+        weight = _scalable_weight(module)
+        # the dtype's rounding: float32 cannot land on the target bit-exactly (tol=0)
+        slack = tol + target_std * max(torch.finfo(weight.dtype).eps, 1e-12)
+        owner = next((handled[m] for m in order if _scalable_weight(m) is weight), None)
+        entry = {"initial_std": std, "iterations": 0, "scale": 1.0, "slack": slack, "shares": owner}
         info[module] = entry
         order.append(module)
-        weight = _scalable_weight(module)
         new_output = None
-        while abs(std - target_std) > tol and entry["iterations"] < max_iter:
+        while owner is None and abs(std - target_std) > slack and entry["iterations"] < max_iter:
             factor = target_std / std
             with torch.no_grad():
                 weight.mul_(factor)
@@ -450,7 +484,7 @@ def lsuv_(
         fstd = final.get(module, float("nan")) if verify else entry["last_std"]
         layers.append(LSUVLayer(
             name, kind, entry["iterations"], entry["initial_std"], fstd, entry["scale"],
-            entry["iterations"], bool(abs(fstd - target_std) <= tol),
+            entry["iterations"], bool(abs(fstd - target_std) <= entry["slack"]), entry["shares"],
         ))
     result = LSUVResult(layers, float(target_std), float(tol), max_iter, state["passes"],
                         state["layer_calls"], skipped,
@@ -458,7 +492,13 @@ def lsuv_(
     if skipped:
         warnings.warn(f"LSUV: layer(s) {', '.join(map(repr, skipped))} were not called by the forward "
                       "pass on this batch and keep their pre-init weights", stacklevel=2)
-    bad = [layer.name for layer in layers if layer.name not in skipped and not layer.converged]
+    tied = [layer for layer in layers if layer.shares_weight_with is not None]
+    if tied:
+        warnings.warn("LSUV: " + ", ".join(f"layer {t.name!r} shares its weight with {t.shares_weight_with!r}"
+                                           for t in tied)
+                      + ": a shared weight is rescaled once, at its first use", stacklevel=2)
+    bad = [layer.name for layer in layers
+           if layer.name not in skipped and layer.shares_weight_with is None and not layer.converged]
     if bad:
         warnings.warn(f"LSUV: layer(s) {', '.join(map(repr, bad))} did not reach std {target_std:g} +- "
                       f"{tol:g} within max_iter={max_iter}", stacklevel=2)

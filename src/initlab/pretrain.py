@@ -11,6 +11,7 @@ Methods: ``"autoencoder"`` (Bengio et al. 2007), ``"denoising"`` (Vincent et al.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -187,6 +188,16 @@ class PretrainResult:
         return self.table()
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    """An integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _input_of(batch: Any) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch
@@ -232,7 +243,7 @@ def pretrain_layerwise(
     noise: float | None = None,
     tied: bool = False,
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> PretrainResult:
     r"""Greedy layer-wise unsupervised pretraining of an ``nn.Sequential`` MLP, in place.
 
@@ -311,19 +322,22 @@ def pretrain_layerwise(
     if method not in METHODS:
         raise InitlabError(f"pretrain_layerwise: method={method!r} is unknown: "
                            f"use one of {', '.join(METHODS)}")
-    if isinstance(epochs_per_layer, bool) or not isinstance(epochs_per_layer, int) or epochs_per_layer < 1:
+    if not _is_int(epochs_per_layer) or epochs_per_layer < 1:
         raise InitlabError(f"pretrain_layerwise: epochs_per_layer={epochs_per_layer!r} is invalid: "
                            "pass an integer >= 1")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not _is_int(batch_size) or batch_size < 1:
         raise InitlabError(f"pretrain_layerwise: batch_size={batch_size!r} is invalid: pass an integer >= 1")
+    epochs_per_layer, batch_size = int(epochs_per_layer), int(batch_size)
     lr = METHODS[method] if lr is None else lr
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if not (_is_real(lr) and math.isfinite(lr) and lr > 0):
         raise InitlabError(f"pretrain_layerwise: lr={lr!r} is invalid: pass a finite number > 0")
+    lr = float(lr)
     if method == "denoising":
         noise = _DEFAULT_DENOISING_NOISE if noise is None else noise
-        if not (isinstance(noise, (int, float)) and 0 < noise < 1):
+        if not (_is_real(noise) and 0 < noise < 1):
             raise InitlabError(f"pretrain_layerwise: noise={noise!r} is invalid for method='denoising': "
                                "pass a masking probability in (0, 1)")
+        noise = float(noise)
     else:
         if noise not in (None, 0, 0.0):
             raise InitlabError(f"pretrain_layerwise: noise={noise!r} needs method='denoising' "

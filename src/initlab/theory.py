@@ -69,7 +69,11 @@ Gaussian expectations (the quadrature, documented and tested for convergence):
   ~1e-5 at ``sigma_w2 = 8`` (``q* ~ 5``: tanh is steep on the z scale); for ReLU (a kink along a
   line: algebraic convergence) ~1e-3 against the arc-cosine kernel. Near the critical line
   (``q*`` of order 1) the depth scales are thus accurate to ~1e-10 relative. ``C(1) = 1`` holds
-  exactly because the denominator uses the same rule.
+  exactly because the denominator uses the same rule. The error grows with ``q*`` (tanh: ``xi_c``
+  off by 2% at ``sigma_w2 = 16``, 20% at 32) and at jumps of ``phi'`` (hardtanh); a chaotic point
+  where the rule misses the 1-D ``chi_1`` by more than ``RESOLUTION_TOL_2D`` (25%), or sees no
+  instability of ``c = 1``, raises an error instead of returning ``c* = 1, xi_c = inf`` (tanh
+  beyond ``sigma_w2 ~ 35``; hardtanh in most of its chaotic phase).
 
 Activations: a name (``"tanh"``, ``"relu"``, ... — :func:`initlab.gains.activation_fn` when
 available, else :func:`initlab.models.activation_module`) or any elementwise torch callable.
@@ -92,6 +96,7 @@ neural networks", arXiv:1704.08863, 2017.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -107,6 +112,8 @@ from initlab.errors import InitlabError
 __all__ = [
     "ORDER_1D",
     "ORDER_2D",
+    "MAX_ORDER_2D",
+    "RESOLUTION_TOL_2D",
     "Q_TINY",
     "Q_MAX",
     "TRAINABLE_DEPTH_FACTOR",
@@ -133,6 +140,14 @@ __all__ = [
 ORDER_1D: int = 16
 #: Gauss–Hermite nodes per axis for 2-D expectations (tensor product: ORDER_2D**2 points).
 ORDER_2D: int = 120
+#: Largest Gauss–Hermite order numpy's ``hermegauss`` builds with finite weights (it overflows at 371).
+MAX_ORDER_2D: int = 360
+#: The 2-D rule is refused when, at ``c = 1``, it misses the 1-D rule's ``chi_1`` by more than this
+#: (relative): ``phi(sqrt(q*) z)`` is then too steep for its nodes and ``c*`` can come out as 1,
+#: ``xi_c`` as ``inf``. With ``ORDER_2D`` at sigma_b2 = 0.05: tanh beyond sigma_w2 ~ 35 (the miss
+#: is 3% at 16, 20% at 32, with ``xi_c`` off by about as much), softsign beyond ~ 25; hardtanh
+#: (whose phi' jumps at +-1) fails the root search's own check in most of its chaotic phase.
+RESOLUTION_TOL_2D: float = 0.25
 #: ``q`` at which the limit ``q -> 0+`` is evaluated; a fixed point below it is reported as 0.
 Q_TINY: float = 1e-12
 #: ``q`` beyond which the length map is said to diverge (``q* = inf``).
@@ -163,13 +178,14 @@ def gauss_hermite(n: int = ORDER_2D) -> tuple[np.ndarray, np.ndarray]:
     exact when ``f`` is a polynomial of degree ``<= 2n - 1``.
 
     Args:
-        n: number of nodes (an integer >= 1; even orders put no node at 0).
+        n: number of nodes (an integer in ``[1, MAX_ORDER_2D]``; even orders put no node at 0).
 
     Returns:
         ``(nodes, weights)``, two read-only float64 arrays of shape ``(n,)``.
 
     Raises:
-        InitlabError: ``n`` is not an integer >= 1.
+        InitlabError: ``n`` is not an integer in ``[1, MAX_ORDER_2D]`` (numpy's construction
+            overflows beyond).
 
     Source: G. H. Golub, J. H. Welsch, "Calculation of Gauss quadrature rules", 1969.
 
@@ -177,8 +193,9 @@ def gauss_hermite(n: int = ORDER_2D) -> tuple[np.ndarray, np.ndarray]:
     >>> float(round((w * x**2).sum(), 12)), float(round((w * x**4).sum(), 12))
     (1.0, 3.0)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InitlabError(f"quadrature order n={n!r} is invalid: pass an integer >= 1 (e.g. {ORDER_2D})")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_ORDER_2D:
+        raise InitlabError(f"quadrature order n={n!r} is invalid: pass an integer in [1, {MAX_ORDER_2D}] "
+                           f"(e.g. {ORDER_2D})")
     return _nodes(int(n))
 
 
@@ -208,11 +225,25 @@ class _Act:
         return y.detach().numpy(), g.detach().numpy()
 
     def _call(self, t: torch.Tensor) -> torch.Tensor:
-        y = self.fn(t)
+        try:
+            y = self.fn(t)
+        except (RuntimeError, TypeError) as exc:  # e.g. np.tanh on a tensor that requires grad
+            raise TypeError(
+                f"activation {self.name!r} failed on a float64 torch tensor ({exc}): pass an "
+                "elementwise torch callable (torch.tanh, not np.tanh)"
+            ) from None
         if not isinstance(y, torch.Tensor) or y.shape != t.shape:
             raise TypeError(
-                f"activation {self.name!r} must map a tensor to a tensor of the same shape "
+                f"activation {self.name!r} must map a torch tensor to a torch tensor of the same shape "
                 f"(elementwise); it returned {type(y).__name__} {getattr(y, 'shape', '')}"
+            )
+        bad = ~torch.isfinite(y.detach())
+        if bool(bad.any()):
+            u, v = float(t.detach()[bad].flatten()[0]), float(y.detach()[bad].flatten()[0])
+            raise InitlabError(
+                f"activation {self.name!r} is not finite at u={u:.4g} ({v}): "
+                "Gaussian expectations need phi finite on the whole real line (at q* = inf they are taken "
+                f"at q = {Q_MAX:g}); pass such an activation or a smaller sigma_w2 / sigma_b2"
             )
         return y.to(torch.float64)
 
@@ -247,11 +278,25 @@ def _resolve(activation: Any, param: float | None = None) -> _Act:
     )
 
 
+def _real(value: Any, name: str) -> float:
+    """``value`` as a float; TypeError naming ``name`` unless it is a real number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_q_star(q_star: float | None) -> float | None:
+    """``None``, or a length ``q* >= 0`` (``inf`` allowed: the diverging length map)."""
+    if q_star is None:
+        return None
+    q = _real(q_star, "q_star")
+    if not q >= 0:
+        raise InitlabError(f"q_star={q_star!r} is invalid: pass a length >= 0 (or None for the fixed point)")
+    return q
+
+
 def _check_variances(sigma_w2: float, sigma_b2: float) -> tuple[float, float]:
-    try:
-        w, b = float(sigma_w2), float(sigma_b2)
-    except (TypeError, ValueError):
-        raise TypeError(f"sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r} must be real numbers") from None
+    w, b = _real(sigma_w2, "sigma_w2"), _real(sigma_b2, "sigma_b2")
     if not (math.isfinite(w) and w > 0):
         raise InitlabError(f"sigma_w2={sigma_w2!r} is invalid: pass a finite weight variance > 0")
     if not (math.isfinite(b) and b >= 0):
@@ -537,6 +582,7 @@ def chi_1(
     (1.0, 1.0)
     """
     sw2, sb2 = _check_variances(sigma_w2, sigma_b2)
+    q_star = _check_q_star(q_star)
     act = _resolve(activation, param)
     if q_star is None:
         q_star = fixed_point_q(act, sw2, sb2, order=order)
@@ -609,6 +655,7 @@ def correlation_map(
     ca = np.asarray(c, dtype=np.float64)
     if np.any(~(np.abs(ca) <= 1.0)):
         raise InitlabError(f"c={c!r} is invalid: pass correlations in [-1, 1]")
+    q_star = _check_q_star(q_star)
     act = _resolve(activation, param)
     if q_star is None:
         q_star = fixed_point_q(act, sw2, sb2, order=ORDER_1D)
@@ -636,7 +683,8 @@ def fixed_point_c(
 
     In the chaotic phase (``chi_1 > 1``) ``c = 1`` is unstable; ``C(c) - c`` is then negative just
     below 1 and the first sign change going down (grid ``1 - 10^-k`` then ``[0.9, -1]``) is refined
-    by ``brentq`` (tolerance 1e-13).
+    by ``brentq`` (tolerance 1e-13). Values ``|C(c) - c| <= 1e-12`` count as rounding, not as a sign
+    (with ``q* = inf`` the map of ReLU-like activations is marginal at ``c = 1``).
 
     Args:
         as :func:`correlation_map`.
@@ -645,7 +693,9 @@ def fixed_point_c(
         ``c*`` in ``[-1, 1]``.
 
     Raises:
-        InitlabError: bad variances or activation.
+        InitlabError: bad variances, ``q_star`` or activation; a ``q*`` too large for the 2-D rule
+        of this ``order`` (it must reproduce ``chi_1`` at ``c = 1`` within
+        :data:`RESOLUTION_TOL_2D`: tanh at ``sigma_b2 = 0.05`` beyond ``sigma_w2 ~ 35``).
 
     Source: Poole et al. 2016, Fig. 2; Schoenholz et al. 2017, section 3.
 
@@ -653,13 +703,16 @@ def fixed_point_c(
     (0.0, 1.0)
     """
     sw2, sb2 = _check_variances(sigma_w2, sigma_b2)
+    q_star = _check_q_star(q_star)
     act = _resolve(activation, param)
     if q_star is None:
         q_star = fixed_point_q(act, sw2, sb2, order=ORDER_1D)
-    if chi_1(act, sw2, sb2, q_star=q_star) <= 1.0:
+    chi = chi_1(act, sw2, sb2, q_star=q_star)
+    if chi <= 1.0:
         return 1.0
     if q_star == 0:  # pragma: no cover - q* = 0 implies chi_1 <= 1
         return 1.0
+    _check_resolution_2d(act, sw2, sb2, q_star, chi, order)
 
     def h(c: Any) -> Any:
         return correlation_map(act, c, sw2, sb2, q_star=q_star, order=order) - c
@@ -667,16 +720,39 @@ def fixed_point_c(
     grid = np.concatenate([1.0 - np.logspace(-12, -1, 12), np.linspace(0.9, -1.0, 20), [0.0]])
     grid = np.unique(grid)[::-1]  # descending from just below 1
     vals = h(grid)
+    noise = 1e-12  # |C(c) - c| below this is rounding: no sign (e.g. a marginal c = 1 when q* = inf)
     prev = None
     for ci, hi in zip(grid, vals, strict=True):
-        if hi == 0:
+        if abs(hi) <= noise:
+            if prev is None:  # still numerically on c = 1
+                continue
             return float(ci)
         if hi > 0:
-            if prev is None:  # C(c) > c just below 1: numerically critical
+            if prev is None:  # C(c) > c just below 1: numerically critical ...
+                if math.isfinite(q_star) and chi > 1.0 + 1e-3:  # ... or the 2-D rule cannot see C'(1) > 1
+                    _check_resolution_2d(act, sw2, sb2, q_star, chi, order, force=True)
                 return 1.0
             return float(optimize.brentq(lambda t: float(h(t)), float(ci), prev, xtol=1e-15, rtol=1e-13))
         prev = float(ci)
     return -1.0
+
+
+def _check_resolution_2d(act: _Act, sw2: float, sb2: float, q_star: float, chi: float, order: int,
+                         force: bool = False) -> None:
+    """Refuse a 2-D rule too coarse for ``phi(sqrt(q*) z)``: at ``c = 1`` it must reproduce the
+    1-D rule's ``chi_1`` within :data:`RESOLUTION_TOL_2D` (else ``c*`` can come out as 1 and
+    ``xi_c`` as ``inf`` deep in the chaotic phase). ``force``: refuse anyway (the caller found the
+    2-D map flat or rising below ``c = 1`` although ``chi_1 > 1``)."""
+    _, d = _pair(act, max(_eval_q(q_star), Q_TINY), np.asarray(1.0), order, grad=True)
+    miss = abs(sw2 * float(d) - chi) / chi
+    if force or not miss <= RESOLUTION_TOL_2D:
+        flat = ", and its correlation map shows no instability at c = 1" if force else ""
+        raise InitlabError(
+            f"sigma_w2={sw2:g}, sigma_b2={sb2:g}: the 2-D Gauss-Hermite rule (order_2d={order}) cannot "
+            f"resolve {act.name} at q*={q_star:.4g} (it misses chi_1 by {miss:.0%}{flat}), so c*, chi_c "
+            f"and xi_c cannot be computed; steep or kinked activations (large q*, hardtanh) need a finer "
+            f"rule: pass a larger order_2d (at most {MAX_ORDER_2D}) or a smaller sigma_w2"
+        )
 
 
 def depth_scale(slope: float) -> float:
@@ -777,7 +853,8 @@ def mean_field(
         a :class:`MeanField`.
 
     Raises:
-        InitlabError: bad variances or activation.
+        InitlabError: bad variances or activation; a chaotic point whose ``q*`` the 2-D rule
+        cannot resolve (:func:`fixed_point_c`).
 
     Source: Schoenholz et al., "Deep Information Propagation", 2017.
 
@@ -945,6 +1022,7 @@ def critical_point(
         InitlabError: both ``sigma_b2`` and ``q_star`` given; a negative value; a ``q_star`` that
         would need a negative ``sigma_b2``; a ``sigma_b2`` the critical line never reaches or
         reaches only at unstable fixed points.
+        TypeError: ``sigma_b2`` or ``q_star`` is not a real number.
 
     Sources: Poole et al. 2016; Schoenholz et al. 2017; Pennington et al. 2017; Kumar 2017.
 
@@ -962,7 +1040,7 @@ def critical_point(
             f"give sigma_b2={sigma_b2!r} or q_star={q_star!r}, not both: the other follows from chi_1 = 1"
         )
     if q_star is not None:
-        q = float(q_star)
+        q = _real(q_star, "q_star")
         if not (math.isfinite(q) and q >= 0):
             raise InitlabError(f"q_star={q_star!r} is invalid: pass a finite length >= 0")
         sw2, sb2 = _critical_b(act, np.asarray(q), order)
@@ -977,7 +1055,7 @@ def critical_point(
             )
         return _cp_at(act, q, sw2, max(sb2, 0.0), order, {"mode": "q_star"})
 
-    target = 0.0 if sigma_b2 is None else float(sigma_b2)
+    target = 0.0 if sigma_b2 is None else _real(sigma_b2, "sigma_b2")
     if not (math.isfinite(target) and target >= 0):
         raise InitlabError(f"sigma_b2={sigma_b2!r} is invalid: pass a finite bias variance >= 0")
     grid = np.geomspace(Q_TINY, 1e6, 181)
@@ -1032,7 +1110,13 @@ def critical_point(
             f"{[float(f'{r:.4g}') for r in rejected]}, where the length map's fixed point is unstable "
             "(the iteration leaves it): choose another sigma_b2 or pass q_star"
         )
-    lo, hi = float(np.nanmin(h + target)), float(np.nanmax(h + target))
+    lo, hi = float(np.min(sb2_g[ok])), float(np.max(sb2_g[ok]))
+    if hi < 0:
+        raise InitlabError(
+            f"{act.name} has no critical point with sigma_b2 >= 0: on its critical line chi_1 = 1 "
+            f"sigma_b2 lies in [{lo:.4g}, {hi:.4g}] (< 0) for q* in [1e-12, 1e6] (phi(0) = {phi0:.4g} "
+            "makes the length map's fixed point too large); use another activation"
+        )
     raise InitlabError(
         f"sigma_b2={target:g}: the critical line of {act.name} spans sigma_b2 in [{max(lo, 0):.4g}, "
         f"{hi:.4g}] for q* in [1e-12, 1e6]; pass a sigma_b2 in that range"
@@ -1117,11 +1201,14 @@ class PhaseDiagram:
         Raises:
             InitlabError: unknown ``name``.
         """
-        try:
-            return np.array([[float(p.as_dict()[name]) for p in row] for row in self.points])
-        except KeyError:
-            fields = ", ".join(self.points[0][0].as_dict()) if self.points and self.points[0] else ""
-            raise InitlabError(f"quantity {name!r} is unknown: use one of {fields}") from None
+        first = self.points[0][0].as_dict() if self.points and self.points[0] else {}
+        numeric = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if name not in first:
+            raise InitlabError(f"quantity {name!r} is unknown: use one of {', '.join(numeric)}")
+        if name not in numeric:
+            raise InitlabError(f"quantity {name!r} is not numeric: use one of {', '.join(numeric)} "
+                               "(or read .points for the text fields)")
+        return np.array([[float(p.as_dict()[name]) for p in row] for row in self.points])
 
     def records(self, experiment: str = "theory") -> list[dict[str, Any]]:
         """Tidy records, one per grid point and quantity (stat = quantity name)."""

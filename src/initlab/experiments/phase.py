@@ -19,7 +19,9 @@ Stats (``experiment = "phase"``): ``test_accuracy``, ``train_loss``, ``diverged`
 ``"gaussian"``, extras ``sigma_w2, sigma_b2, depth, width, steps``); ``trainable_depth`` (the
 largest depth whose accuracy reaches ``chance + trainable_fraction * (best - chance)``, 0 if
 none); ``xi_c``, ``xi_q``, ``chi_1``, ``trainable_depth_theory`` (scheme ``"mean_field"``);
-``critical_sigma_w2`` (scheme ``"critical"``, extras ``q_star``); ``jac_sv_p10``, ``jac_sv_p50``,
+``critical_sigma_w2`` (scheme ``"critical"``, extras ``q_star``); a ``sigma_w2`` where
+:func:`initlab.theory.mean_field` fails (e.g. ``q*`` too large for its quadrature) gets NaN theory
+values with the reason in the extra ``theory_error``, and the run goes on; ``jac_sv_p10``, ``jac_sv_p50``,
 ``jac_sv_p90``, ``jac_sv_spread``, ``jac_sv_mean_sq`` (scheme ``"gaussian"`` / ``"orthogonal"``,
 one per seed).
 
@@ -31,6 +33,7 @@ in deep learning through dynamical isometry: theory and practice", NeurIPS 2017.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import zlib
 from collections.abc import Sequence
@@ -49,6 +52,11 @@ __all__ = ["PhaseConfig", "PhaseResult", "run_phase", "jacobian_singular_values"
            "init_orthogonal_"]
 
 EXPERIMENT = "phase"
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -120,16 +128,17 @@ class PhaseConfig:
             positive_ints(name, [getattr(self, name)])
         if not self.sigma_w2s and not self.include_critical:
             raise InitlabError("sigma_w2s is empty: pass at least one weight variance")
+        real = _is_real
         for w in self.sigma_w2s:
-            if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+            if not (real(w) and math.isfinite(w) and w > 0):
                 raise InitlabError(f"sigma_w2={w!r} is invalid: pass weight variances > 0")
         for name in ("sigma_b2", "jacobian_sigma_b2"):
             b = getattr(self, name)
-            if b is not None and not (isinstance(b, (int, float)) and math.isfinite(b) and b >= 0):
+            if b is not None and not (real(b) and math.isfinite(b) and b >= 0):
                 raise InitlabError(f"{name}={b!r} is invalid: pass a bias variance >= 0")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise InitlabError(f"lr={self.lr!r} is invalid: pass a learning rate > 0")
-        if not 0.0 < self.trainable_fraction < 1.0:
+        if not (real(self.trainable_fraction) and 0.0 < self.trainable_fraction < 1.0):
             raise InitlabError(
                 f"trainable_fraction={self.trainable_fraction!r} is invalid: pass a value in (0, 1)"
             )
@@ -187,6 +196,20 @@ def _seed(seed: int, *keys: object) -> int:
     """A stable per-cell seed (CRC-32 of the keys); independent of the grid's order."""
     text = "\x1f".join(str(k) for k in keys).encode()
     return (int(seed) * 1_000_003 + zlib.crc32(text)) % (2**63 - 1)
+
+
+def _mlp(in_features: int, width: int, depth: int, out_features: int | None, activation: str,
+         param: float | None) -> nn.Sequential:
+    """:func:`initlab.models.mlp` with the activation's parameter (e.g. the leaky_relu slope) set,
+    so that the networks use the activation the theory was computed for."""
+    from initlab.models import activation_module
+
+    model = mlp(int(in_features), int(width), int(depth), out_features, activation)
+    if param is not None:
+        for name, _ in list(model.named_children()):
+            if name.startswith("act"):
+                setattr(model, name, activation_module(activation, param))
+    return model
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -271,7 +294,8 @@ def jacobian_singular_values(
         J = \\frac{\\partial x^L}{\\partial x^0} = \\prod_{l=L}^{1} D_l W_l,\\qquad
         D_l = \\mathrm{diag}(\\phi'(h^l))
 
-    The net is ``mlp(width, width, depth)`` (no head) in float64, initialised with
+    The net is ``mlp(width, width, depth)`` (no head; ``activation`` with its ``param``) in
+    float64, initialised with
     ``weights="gaussian"`` or ``"orthogonal"`` at ``critical.sigma_w2, critical.sigma_b2``; the
     input is ``x^0 = phi(h^0)``, ``h^0 ~ N(0, q*)``, so every layer sits at the fixed point
     (``q* = 1`` when it is undefined). ``J`` comes from ``torch.func.jacrev``.
@@ -292,7 +316,7 @@ def jacobian_singular_values(
     """
     if weights not in ("gaussian", "orthogonal"):
         raise InitlabError(f"weights={weights!r} is invalid: use 'gaussian' or 'orthogonal'")
-    model = mlp(width, width, depth, None, activation).to(torch.float64)
+    model = _mlp(width, width, depth, None, activation, param).to(torch.float64)
     init = init_orthogonal_ if weights == "orthogonal" else init_gaussian_
     init(model, critical.sigma_w2, critical.sigma_b2, generator=generator)
     q = critical.q_star if math.isfinite(critical.q_star) else 1.0
@@ -332,7 +356,7 @@ def _load(config: PhaseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 def _train_one(config: PhaseConfig, sigma_w2: float, depth: int, data: tuple, n_classes: int) -> dict:
     xtr, ytr, xte, yte = data
     gen = torch.Generator().manual_seed(_seed(config.seed, "train", f"{sigma_w2:.6g}", depth))
-    model = mlp(xtr.shape[1], config.width, depth, n_classes, config.activation)
+    model = _mlp(xtr.shape[1], config.width, depth, n_classes, config.activation, config.param)
     init_gaussian_(model, sigma_w2, config.sigma_b2, generator=gen)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
     losses: list[float] = []
@@ -410,8 +434,15 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
         q_star=critical.q_star, xi_q=critical.xi_q)
     xi_c_at: dict[float, float] = {}
     for w in curve:
-        mf = theory.mean_field(act, w, b2, param=config.param)
         on_grid = w in sigma_w2s
+        try:
+            mf = theory.mean_field(act, w, b2, param=config.param)
+        except InitlabError as exc:  # e.g. q* too large for the 2-D quadrature: no theory here
+            for stat in ("xi_c", "xi_q", "chi_1", "trainable_depth_theory"):
+                rec("mean_field", stat, math.nan, sigma_w2=w, sigma_b2=b2, phase=None, on_grid=on_grid,
+                    theory_error=str(exc))
+            xi_c_at[w] = math.nan
+            continue
         for stat, value in (("xi_c", mf.xi_c), ("xi_q", mf.xi_q), ("chi_1", mf.chi_1),
                             ("trainable_depth_theory", mf.trainable_depth)):
             rec("mean_field", stat, value, sigma_w2=w, sigma_b2=b2, phase=mf.phase, on_grid=on_grid)
@@ -423,7 +454,7 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
     timings["data"] = time.perf_counter() - t0
     n_classes = int(info["n_classes"])
 
-    cells = [(w, d) for w in sigma_w2s for d in sorted(set(config.depths))]
+    cells = [(w, d) for w in sigma_w2s for d in sorted({int(d) for d in config.depths})]
     jac_b2 = b2 if config.jacobian_sigma_b2 is None else float(config.jacobian_sigma_b2)
     bar = tqdm(total=len(cells) + 2 * config.jacobian_seeds, disable=not progress, desc="initlab phase",
                unit="run", leave=False, file=None)

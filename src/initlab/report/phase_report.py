@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from initlab.errors import InitlabError
 from initlab.records import RECORD_FIELDS, records_to_csv, records_to_json
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "MARKER", "is_phase_report_dir", "check_phase_out_dir",
@@ -69,16 +70,32 @@ def check_phase_out_dir(out: str | Path, *, force: bool = False) -> Path:
     """Check that a phase report may be written to ``out``; return it as a ``Path``.
 
     Allowed: a missing path, an empty directory, a phase report (it will be replaced), or
-    anything when ``force=True`` (it will be replaced).
+    anything when ``force=True`` (it will be replaced) — except the current directory or one
+    above it, which cannot be replaced as a whole.
 
     Raises:
         FileExistsError: ``out`` is a file, or a non-empty directory that is not a phase report;
             the message says to choose another ``--out`` or pass ``--force``.
+        InitlabError: ``out`` is the current directory or one of its parents (even with ``force``).
+        NotADirectoryError: a parent of ``out`` exists and is not a directory.
 
     >>> check_phase_out_dir("/nonexistent-initlab-dir").name
     'nonexistent-initlab-dir'
     """
     out = Path(out)
+    where, cwd = Path(os.path.abspath(out)), Path(os.path.abspath(os.getcwd()))
+    if where == cwd or where in cwd.parents:
+        raise InitlabError(
+            f"--out {str(out)!r} is the current directory or one above it: the report directory is "
+            "replaced as a whole, so choose a new subdirectory (e.g. --out initlab-phase)"
+        )
+    above = where.parent
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise NotADirectoryError(
+            f"--out {str(out)!r}: {str(above)!r} is not a directory; choose another --out"
+        )
     if force or not os.path.lexists(out):
         return out
     if out.is_dir() and not out.is_symlink():
@@ -308,9 +325,12 @@ def _html(records: list[Mapping[str, Any]], figures: list[dict[str, str]], root:
              "shape — deepest at the critical point, falling off on both sides — is the prediction.")
     parts.append(f"<p>{intro}</p>")
     if crit is not None:
+        q_star = _num(crit.get("q_star"))
+        q_text = (f"q* = {_fmt(q_star)}" if not math.isnan(q_star) else
+                  "q* = any (a positively homogeneous activation: every q is a fixed point)")
         parts.append(f"<p><b>Critical point</b> at σ<sub>b</sub><sup>2</sup> = {_fmt(b2)}: "
                      f"σ<sub>w</sub><sup>2</sup> = {_fmt(crit.get('value'))}, "
-                     f"q* = {_fmt(crit.get('q_star'))}, "
+                     f"{q_text}, "
                      f"ξ<sub>q</sub> = {_fmt(crit.get('xi_q'))}.</p>")
     ds = meta.get("dataset") or {}
     cfg = meta.get("config") or {}
@@ -325,6 +345,11 @@ def _html(records: list[Mapping[str, Any]], figures: list[dict[str, str]], root:
         parts.append(f"<h2>{html.escape(fig['title'])}</h2><img alt=\"{html.escape(fig['alt'])}\" "
                      f"src=\"data:image/png;base64,{data}\">")
         if fig["title"].startswith("Trainability"):
+            parts.append("<p>Colour: test accuracy of a plain network of that depth and σ<sub>w</sub>"
+                         "<sup>2</sup>. White curve: the theory's trainable depth 6 ξ<sub>c</sub>; where it "
+                         "leaves the top of the plot the theory predicts more than the deepest network "
+                         "tried (it is infinite at the critical σ<sub>w</sub><sup>2</sup>, dashed line). "
+                         "Orange dots: the deepest network that trained.</p>")
             emp = {float(r["sigma_w2"]): r for r in _sel(records, "trainable_depth", "gaussian")}
             theo = {float(r["sigma_w2"]): r for r in _sel(records, "xi_c", "mean_field")}
             chi = {float(r["sigma_w2"]): r for r in _sel(records, "chi_1", "mean_field")}
@@ -335,6 +360,12 @@ def _html(records: list[Mapping[str, Any]], figures: list[dict[str, str]], root:
                              xi, 6 * xi, _num(emp[w]["value"])])
             parts.append(_table(["σw²", "phase", "χ1", "ξc", "6 ξc (predicted depth)",
                                  "deepest trainable depth (measured)"], rows))
+            missing = {float(r["sigma_w2"]): r["theory_error"] for r in _sel(records, "xi_c", "mean_field")
+                       if r.get("theory_error")}
+            if missing:
+                parts.append("<p>Mean-field theory unavailable at σ<sub>w</sub><sup>2</sup> = "
+                             + ", ".join(f"{w:.4g}" for w in sorted(missing)) + ": "
+                             + html.escape(next(iter(missing.values()))) + "</p>")
             if emp:
                 thr = next(iter(emp.values())).get("threshold")
                 parts.append(f"<p>“Trainable”: test accuracy ≥ {_fmt(thr)} (chance + "
@@ -342,9 +373,17 @@ def _html(records: list[Mapping[str, Any]], figures: list[dict[str, str]], root:
             depths = sorted({int(r["depth"]) for r in acc})
             ws = sorted({float(r["sigma_w2"]) for r in acc})
             cell = {(float(r["sigma_w2"]), int(r["depth"])): _num(r["value"]) for r in acc}
+            steps = acc[0].get("steps") if acc else None
+            parts.append(f"<p>Test accuracy after {_fmt(steps)} SGD steps, per σ<sub>w</sub><sup>2</sup> "
+                         "(rows) and depth in hidden layers (columns):</p>")
             parts.append(_table(["σw² \\ depth", *map(str, depths)],
                                 [[w, *[cell.get((w, d)) for d in depths]] for w in ws]))
         if fig["title"].startswith("Dynamical"):
+            parts.append("<p>Singular values of the input–output Jacobian of a deep network at the "
+                         "critical point. All of them near 1 (a short bar, p90 / p10 close to 1) is "
+                         "dynamical isometry: gradients keep their size in every direction. Expect "
+                         "orthogonal weights to give a much shorter bar than Gaussian ones (Pennington "
+                         "et al. 2017).</p>")
             rows = []
             for kind in ("gaussian", "orthogonal"):
                 by_seed: dict[Any, dict[str, Any]] = {}
