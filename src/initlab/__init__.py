@@ -51,3 +51,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = module
         return module
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")
+
+# `initlab.probe` must be the FUNCTION even after `import initlab.probe` (which binds the submodule
+# as an attribute of the package): import it eagerly so the name is rebound to the function.
+from initlab.probe import ProbeResult as ProbeResult  # noqa: E402
+from initlab.probe import probe as probe  # noqa: E402

@@ -24,6 +24,305 @@ def cli() -> None:
 # ---- commands are added below, one section each --------------------------------------------
 
 
+# ---- gain (engineer "gains") ----------------------------------------------------------------
+
+
+@cli.command("gain")
+@click.argument("name")
+@click.option("--param", type=float, default=None,
+              help="The activation's parameter (leaky_relu slope, elu alpha, softplus beta, ...).")
+def gain_command(name: str, param: float | None) -> None:
+    """Forward and backward gain of activation NAME, and torch's calculate_gain.
+
+    Forward gain 1/sqrt(E[phi(z)^2]), backward gain 1/sqrt(E[phi'(z)^2]), z ~ N(0, 1).
+    """
+    from initlab import gains
+
+    forward = gains.gain(name, "forward", param)
+    backward = gains.gain(name, "backward", param)
+    try:
+        torch_value = f"{float(gains.calculate_gain(name, param)):.6f}"
+    except ValueError:
+        torch_value = "torch has none"
+    label = name if param is None else f"{name} (param={param:g})"
+    click.echo(f"activation: {label}; pre-activation z ~ N(0, 1)")
+    click.echo(f"forward gain   1/sqrt(E[phi(z)^2])   {forward:.6f}")
+    click.echo(f"backward gain  1/sqrt(E[phi'(z)^2])  {backward:.6f}")
+    click.echo(f"torch calculate_gain                 {torch_value}")
+
+
+# ---- plan (engineer "apply") ----------------------------------------------------------------
+
+
+@cli.command("plan")
+@click.argument("target", metavar="FILE.py:FUNCTION")
+@click.option("--input-shape", default=None,
+              help="Shape of an example input, e.g. 1,3,32,32 (used when fx cannot trace the model).")
+@click.option("--scheme", default="auto", show_default=True, help="auto, critical, or a named scheme.")
+@click.option("--apply", "do_apply", is_flag=True, help="Initialize the weights (needed for --save).")
+@click.option("--save", type=click.Path(dir_okay=False), default=None,
+              help="Write the initialized state_dict here (torch.save); needs --apply.")
+@click.option("--force", is_flag=True, help="Let --save overwrite an existing file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
+def plan_command(target: str, input_shape: str | None, scheme: str, do_apply: bool, save: str | None,
+                 force: bool, seed: int, as_json: bool) -> None:
+    """Print the init plan of the model that FUNCTION in FILE.py builds (e.g. model.py:build_model)."""
+    from pathlib import Path
+
+    import torch
+
+    from initlab.apply import init_model, load_factory, parse_shape
+
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    if save is not None and not do_apply:
+        raise InitlabError(f"--save {save} needs --apply: add --apply to write initialized weights")
+    if save is not None and Path(save).exists() and not force:
+        raise FileExistsError(f"{save} exists: pass --force to overwrite it, or choose another path")
+    if save is not None and not Path(save).resolve().parent.is_dir():
+        raise FileNotFoundError(
+            f"directory {Path(save).parent} of --save {save} does not exist: create it first")
+    factory = load_factory(target)
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InitlabError(f"{target}: calling it failed: {type(exc).__name__}: {msg}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{target} returned {type(model).__name__}, not an nn.Module: return the model")
+    example = None
+    if shape is not None:
+        try:  # its own generator: the weights depend on --seed, not on whether --input-shape is given
+            example = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        except RuntimeError as exc:
+            raise InitlabError(f"--input-shape {input_shape}: cannot make an example input of shape {shape} "
+                               f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
+    gen = torch.Generator().manual_seed(seed)
+    plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply)
+    click.echo(plan.to_json() if as_json else plan.table())
+    if save is not None:
+        tmp = Path(save).with_name(f".{Path(save).name}.tmp")
+        try:
+            torch.save(model.state_dict(), tmp)
+            tmp.replace(save)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise InitlabError(f"cannot write --save {save}: {str(exc).strip().splitlines()[0]}") from None
+        click.echo(f"saved initialized state_dict to {save}", err=True)
+
+
+# ---- demo (engineer "demo") ----------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option("--out", default="initlab-report", show_default=True, type=click.Path(),
+              help="Report directory (index.html, figures/, results.json, results.csv).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds the data split, all weights, shuffling and dropout masks.")
+@click.option("--dataset", default="mnist5k", show_default=True,
+              help="mnist5k, digits, fashion-mnist, mnist, or a .npz / .csv file.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Directory with the IDX files of fashion-mnist / mnist.")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Hidden layers of the training experiment's MLP [default: 10; --quick: 6].")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="Units per hidden layer of that MLP [default: 128; --quick: 64].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs [default: 8; --quick: 2].")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="At most this many training examples, 0 = all [default: 4000; --quick: 1500].")
+@click.option("--quick", is_flag=True, help="Small, fast run (<= 20 s): for tests and CI.")
+@click.option("--force", is_flag=True, help="Replace --out even if it is not an initlab report.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="torch threads for the run (0 = torch's default); 1 is fastest for these small nets.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def demo_command(out: str, seed: int, dataset: str, data_dir: str | None, depth: int | None,
+                 width: int | None, epochs: int | None, limit: int | None, quick: bool, force: bool,
+                 threads: int, progress: bool) -> None:
+    """Run the weight-initialization experiments on real data and write an HTML report."""
+    import time
+
+    from initlab.experiments import DemoConfig, run_demo
+    from initlab.report import check_out_dir, write_report
+
+    start = time.perf_counter()
+    config = DemoConfig(seed=seed, dataset=dataset, data_dir=data_dir, depth=depth, width=width,
+                        epochs=epochs, limit=limit, quick=quick, threads=threads)
+    check_out_dir(out, force=force)
+    result = run_demo(config, progress=progress)
+    path = write_report(result, out, force=force, notify=lambda message: click.echo(message, err=True))
+    click.echo(f"initlab demo: wrote {path / 'index.html'} in {time.perf_counter() - start:.1f} s "
+               f"({result.dataset['name']}, seed {seed})")
+
+
+# ---- probe (engineer "probe") ---------------------------------------------------------------
+
+
+@cli.command("probe")
+@click.option("--depth", type=click.IntRange(min=1), default=5, show_default=True, help="Hidden layers.")
+@click.option("--width", type=click.IntRange(min=1), default=50, show_default=True, help="Units per layer.")
+@click.option("--activation", default="tanh", show_default=True, help="relu, tanh, sigmoid, gelu, ...")
+@click.option("--scheme", default="glorot_normal", show_default=True,
+              help="Named init scheme for the weights (small, large, zeros, he_normal, ...); biases 0.")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Examples in the N(0, 1) input batch.")
+@click.option("--in-features", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Input dimension.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights, inputs and loss.")
+@click.option("--bins", type=click.IntRange(min=0), default=64, show_default=True, help="Histogram bins.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the records as JSON here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the records as CSV here.")
+@click.option("--force", is_flag=True, help="Let --json / --csv overwrite existing files.")
+def probe_command(depth: int, width: int, activation: str, scheme: str, batch: int, in_features: int,
+                  seed: int, bins: int, json_path: str | None, csv_path: str | None, force: bool) -> None:
+    """Probe the built-in MLP: per-layer forward/backward statistics and verdicts.
+
+    Builds initlab.models.mlp(IN_FEATURES, WIDTH, DEPTH, activation=ACTIVATION) (no head, as in
+    the classic tutorial), draws every weight from SCHEME with the activation's gain (biases 0),
+    and runs initlab.probe on a batch of N(0, 1) inputs.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from initlab import fans as fans_mod
+    from initlab import schemes
+    from initlab.init import apply_spec_
+    from initlab.models import mlp
+    from initlab.probe import _gain, probe
+    from initlab.records import write_text_atomic
+
+    for path in (json_path, csv_path):
+        if path is None:
+            continue
+        target = Path(path)
+        if target.exists() and not force:
+            raise FileExistsError(f"{path} exists: pass --force to overwrite it, or choose another path")
+        if not target.parent.exists():
+            raise FileNotFoundError(f"directory {target.parent} of {path} does not exist: create it first")
+    if scheme not in schemes.NAMED_SCHEMES:
+        names = ", ".join(sorted(schemes.NAMED_SCHEMES))
+        raise InitlabError(f"scheme {scheme!r} is unknown: use one of {names}")
+    gen = torch.Generator().manual_seed(seed)
+    model = mlp(in_features, width, depth, activation=activation)
+    gain = _gain(activation)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                spec = schemes.named_spec(scheme, fans_mod.compute_fans(tuple(module.weight.shape)), gain)
+                apply_spec_(module.weight, spec, generator=gen)
+                if module.bias is not None:
+                    module.bias.zero_()
+    inputs = torch.randn(batch, in_features, generator=gen)
+    result = probe(model, inputs, bins=bins, scheme=scheme, generator=gen,
+                   tags={"experiment": "probe", "seed": seed})
+    click.echo(f"initlab probe: mlp depth {depth}, width {width}, {activation}, scheme {scheme}, "
+               f"batch {batch} x {in_features}, seed {seed}")
+    click.echo(result.table())
+    verdicts = result.verdicts()
+    click.echo("verdicts:" if verdicts else "verdicts: none (signal propagates healthily)")
+    for verdict in verdicts:
+        click.echo(f"  - {verdict.message}")
+    if json_path is not None:
+        write_text_atomic(json_path, result.to_json())
+        click.echo(f"wrote {len(result.records)} records to {json_path}", err=True)
+    if csv_path is not None:
+        write_text_atomic(csv_path, result.to_csv())
+        click.echo(f"wrote {len(result.records)} records to {csv_path}", err=True)
+
+
+# ---- phase (engineer "theory") --------------------------------------------------------------
+
+
+def _number_list(text: str | None, name: str, kind: type) -> tuple | None:
+    """Parse ``"1,2,4"`` (commas and/or spaces) into a tuple of ``kind``; ``None`` stays ``None``.
+    An empty item (``"4,,8"``, a trailing comma) is refused rather than skipped."""
+    import re
+
+    if text is None:
+        return None
+    items = re.split(r"\s*,\s*|\s+", text.strip()) if text.strip() else []
+    if "" in items:
+        raise click.BadParameter(f"{text!r} has an empty item: give values separated by commas (e.g. 1,2,4)",
+                                 param_hint=name)
+    try:
+        values = tuple(kind(v) for v in items)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of {kind.__name__}s (e.g. 1,2,4)",
+                                 param_hint=name) from None
+    if not values:
+        raise click.BadParameter("give at least one value (e.g. 1,2,4)", param_hint=name)
+    return values
+
+
+@cli.command("phase")
+@click.option("--activation", default="tanh", show_default=True, help="tanh, relu, sin, selu, ...")
+@click.option("--param", type=float, default=None, help="Activation parameter (e.g. leaky_relu slope).")
+@click.option("--depths", default=None, help="Depths (hidden layers), comma-separated, e.g. 4,8,16,32.")
+@click.option("--sigma-w2", "sigma_w2", default=None,
+              help="Weight variances x fan_in, comma-separated; the critical one is always added.")
+@click.option("--sigma-b2", type=float, default=0.05, show_default=True, help="Bias variance of every layer.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps per network.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Hidden width.")
+@click.option("--lr", type=float, default=None, help="SGD learning rate.")
+@click.option("--dataset", default="digits", show_default=True, help="Data set name or .npz/.csv path.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Directory with IDX files (mnist, ...).")
+@click.option("--out", default="initlab-phase", show_default=True, type=click.Path(),
+              help="Report directory.")
+@click.option("--quick", is_flag=True, help="Fast run (~20 s): sigma_w2 in {1, critical, 4}, depths 10-30.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of every network.")
+@click.option("--force", is_flag=True, help="Replace --out even if it is not an initlab phase report.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def phase_command(activation: str, param: float | None, depths: str | None, sigma_w2: str | None,
+                  sigma_b2: float, steps: int | None, width: int | None, lr: float | None, dataset: str,
+                  data_dir: str | None, out: str, quick: bool, seed: int, force: bool,
+                  progress: bool) -> None:
+    """Trainability phase diagram (sigma_w^2 x depth) against the mean-field 6 xi_c, and the
+    Jacobian spectrum at criticality (Gaussian vs orthogonal weights)."""
+    import dataclasses
+    import math
+
+    from initlab.experiments.phase import PhaseConfig, run_phase
+    from initlab.report.phase_report import check_phase_out_dir, write_phase_report
+
+    out_path = check_phase_out_dir(out, force=force)  # refuse before any work
+    overrides = {"activation": activation, "param": param, "sigma_b2": sigma_b2, "seed": seed,
+                 "dataset": dataset, "data_dir": data_dir,
+                 "depths": _number_list(depths, "--depths", int),
+                 "sigma_w2s": _number_list(sigma_w2, "--sigma-w2", float),
+                 "steps": steps, "width": width, "lr": lr}
+    base = PhaseConfig.quick() if quick else PhaseConfig()
+    config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    result = run_phase(config.validate(), progress=progress)
+    meta = {"config": result.config_dict(), "dataset": result.dataset,
+            "timings": {k: round(v, 3) for k, v in result.timings.items()}}
+    write_phase_report(result.records, out_path, meta=meta, force=force)
+    cp = result.critical
+    q_text = f"q*={cp.q_star:.4g}" if not math.isnan(cp.q_star) else "every q is a fixed point"
+    click.echo(f"initlab phase: {config.activation}, sigma_b2={config.sigma_b2:g}; critical sigma_w2="
+               f"{cp.sigma_w2:.4g} ({q_text}); {result.dataset.get('name')}, "
+               f"{config.steps} SGD steps")
+    theory_depth = {r["sigma_w2"]: r["value"] for r in result.select("trainable_depth_theory")}
+    click.echo(f"{'sigma_w2':>9}  {'6 xi_c':>8}  {'trainable depth (measured)':>26}")
+    for w, d in sorted(result.trainable_depth().items()):
+        t = theory_depth.get(w, math.nan)
+        mark = "  <- critical" if w == cp.sigma_w2 else ""
+        t_text = "inf" if math.isinf(t) else "n/a" if math.isnan(t) else f"{t:.1f}"
+        click.echo(f"{w:>9.4g}  {t_text:>8}  {int(d):>26}{mark}")
+    missing = {r["sigma_w2"]: r["theory_error"] for r in result.select("xi_c") if r.get("theory_error")}
+    if missing:
+        click.echo("note: mean-field theory unavailable at sigma_w2 = "
+                   + ", ".join(f"{w:.4g}" for w in sorted(missing)) + f" ({next(iter(missing.values()))})")
+    spread = result.jacobian_spread()
+    click.echo("Jacobian singular values p90/p10 at criticality (median over seeds): "
+               + ", ".join(f"{k} {v:.3g}" for k, v in spread.items()))
+    click.echo(f"wrote {out_path / 'index.html'} ({len(result.records)} records, "
+               f"{result.timings['total']:.1f} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``initlab`` console script; returns the exit status."""
     try:

@@ -1,0 +1,240 @@
+"""Shared pieces of the demo experiments: scheme names, seeded initialization of an MLP, a
+generator-driven dropout, stable seed derivation and record construction.
+
+Every experiment initializes weights through :func:`init_mlp_`, which turns a scheme name into an
+:mod:`initlab.schemes` spec (:func:`initlab.schemes.named_spec`), picks the gain with
+:func:`initlab.gains.gain` and realises the spec in place with :func:`initlab.init.apply_spec_`
+and an explicit ``torch.Generator`` — never the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from initlab.errors import InitlabError
+from initlab.fans import compute_fans
+from initlab.schemes import Constant, Spec, named_spec
+
+__all__ = [
+    "SCHEME_LABELS",
+    "GAIN_POLICIES",
+    "DatasetLike",
+    "GeneratorDropout",
+    "derive_seed",
+    "scheme_gain",
+    "scheme_spec",
+    "init_mlp_",
+    "make_record",
+    "check_choice",
+    "StepCallback",
+]
+
+#: Scheme name -> label used in tables and figures.
+SCHEME_LABELS: dict[str, str] = {
+    "zeros": "zeros",
+    "constant": "constant 0.5",
+    "small": "small 0.01·N(0,1)",
+    "large": "large N(0,1)",
+    "torch_default": "PyTorch default",
+    "xavier_normal": "Xavier normal",
+    "xavier_uniform": "Xavier uniform",
+    "he_normal": "He normal",
+    "he_uniform": "He uniform",
+    "lsuv": "LSUV",
+    "pretrain": "layer-wise pretraining",
+}
+
+#: How Xavier and He pick their gain: ``"paper"`` — as published (Xavier gain 1, Glorot & Bengio
+#: 2010; He gain ``initlab.gains.gain("relu") = sqrt(2)``, He et al. 2015) whatever the
+#: activation; ``"activation"`` — both use ``initlab.gains.gain(activation)``.
+GAIN_POLICIES: tuple[str, ...] = ("paper", "activation")
+
+#: A progress callback: called once per finished experiment step with a short description.
+StepCallback = Callable[[str], None]
+
+
+class DatasetLike(Protocol):
+    """What the experiments read from an :func:`initlab.data.load_dataset` result."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    n_features: int
+    name: str
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...] | list[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``; raise :class:`InitlabError` naming it.
+
+    >>> check_choice("activation", "tanh", ("tanh", "relu"))
+    'tanh'
+    """
+    if value not in choices:
+        raise InitlabError(f"{name}={value!r} is invalid: use one of {', '.join(map(str, choices))}")
+    return value
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A stable 63-bit seed for one unit of work, from the run's ``seed`` and string ``keys``
+    (CRC-32 of the keys; the same inputs give the same seed in every process and platform).
+
+    >>> derive_seed(0, "forward", "tanh") == derive_seed(0, "forward", "tanh")
+    True
+    >>> derive_seed(0, "a") != derive_seed(1, "a")
+    True
+    """
+    text = "\x1f".join(str(k) for k in keys).encode()
+    return (int(seed) * 1_000_003 + zlib.crc32(text)) % (2**63 - 1)
+
+
+def scheme_gain(scheme: str, activation: str, policy: str = "paper") -> float:
+    """The gain a scheme uses in front of ``activation``.
+
+    .. math::  \\mathrm{std}_{\\mathrm{Xavier}} = g\\sqrt{2/(n_{in}+n_{out})},\\qquad
+               \\mathrm{std}_{\\mathrm{He}} = g/\\sqrt{n_{in}}
+
+    With ``policy="paper"`` Xavier has ``g = 1`` (Glorot & Bengio 2010) and He has
+    ``g = gain("relu") = sqrt(2)`` (He et al. 2015) for every activation; with
+    ``policy="activation"`` both use ``g = initlab.gains.gain(activation)`` (the forward gain
+    ``1 / sqrt(E[phi(z)^2])``, z ~ N(0, 1)). Other schemes ignore the gain (returns 1.0).
+
+    Raises:
+        InitlabError: unknown ``policy``.
+
+    >>> scheme_gain("xavier_normal", "tanh")
+    1.0
+    >>> round(scheme_gain("he_normal", "tanh"), 6)
+    1.414214
+    """
+    from initlab.gains import gain
+
+    check_choice("gain_policy", policy, GAIN_POLICIES)
+    if scheme.startswith(("xavier", "he")):
+        if policy == "activation":
+            return float(gain(activation))
+        return 1.0 if scheme.startswith("xavier") else float(gain("relu"))
+    return 1.0
+
+
+def scheme_spec(scheme: str, weight_shape: tuple[int, ...], gain: float = 1.0,
+                constant: float = 0.5) -> Spec:
+    """The :mod:`initlab.schemes` spec of ``scheme`` for a weight of ``weight_shape`` (torch
+    layout ``(out, in)``). ``"constant"`` is ``Constant(constant)``; every other name goes to
+    :func:`initlab.schemes.named_spec`.
+
+    Raises:
+        InitlabError: unknown scheme name.
+
+    >>> scheme_spec("he_normal", (50, 50), gain=2 ** 0.5).std
+    0.2
+    """
+    if scheme == "constant":
+        return Constant(float(constant))
+    return named_spec(scheme, compute_fans(tuple(weight_shape)), gain)
+
+
+def _apply_spec_(tensor: torch.Tensor, spec: Spec, generator: torch.Generator) -> None:
+    from initlab.init import apply_spec_
+
+    apply_spec_(tensor, spec, generator=generator)
+
+
+def init_mlp_(
+    model: nn.Module,
+    scheme: str,
+    activation: str,
+    *,
+    generator: torch.Generator,
+    gain_policy: str = "paper",
+    constant: float = 0.5,
+    head: str = "out",
+) -> list[dict[str, Any]]:
+    """Initialize every ``nn.Linear`` of ``model`` in place with ``scheme`` and return the plan
+    (one dict per layer: name, shape, spec, gain).
+
+    Hidden layers use :func:`scheme_gain` for ``activation``; the linear head (module named
+    ``head``) uses gain 1. Biases are zero, except under ``"torch_default"``, where they follow
+    ``nn.Linear.reset_parameters`` (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``) and under
+    ``"constant"``, where they are zero too (only weights are constant). ``"lsuv"`` and
+    ``"pretrain"`` are not schemes here: the training experiment starts them from Xavier normal.
+
+    Raises:
+        InitlabError: unknown scheme or gain policy.
+
+    >>> from initlab.models import mlp
+    >>> plan = init_mlp_(mlp(4, 3, 2, 2, "tanh"), "zeros", "tanh", generator=torch.Generator())
+    >>> [row["layer"] for row in plan]
+    ['fc1', 'fc2', 'out']
+    """
+    check_choice("gain_policy", gain_policy, GAIN_POLICIES)
+    plan = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            g = 1.0 if name == head else scheme_gain(scheme, activation, gain_policy)
+            spec = scheme_spec(scheme, tuple(module.weight.shape), g, constant)
+            _apply_spec_(module.weight, spec, generator)
+            if module.bias is not None:
+                if scheme == "torch_default":
+                    bound = 1.0 / math.sqrt(module.weight.shape[1])
+                    module.bias.uniform_(-bound, bound, generator=generator)
+                else:
+                    module.bias.zero_()
+            plan.append({"layer": name, "shape": tuple(module.weight.shape), "spec": spec.describe(),
+                         "gain": g})
+    return plan
+
+
+class GeneratorDropout(nn.Module):
+    """Inverted dropout whose masks come from an explicit ``torch.Generator`` (``nn.Dropout``
+    reads the global RNG). In training mode each entry is kept with probability ``1 - p`` and
+    scaled by ``1 / (1 - p)``; in eval mode it is the identity.
+
+    Source: Srivastava et al., "Dropout: a simple way to prevent neural networks from overfitting",
+    2014.
+
+    >>> d = GeneratorDropout(0.5, torch.Generator().manual_seed(0)).eval()
+    >>> d(torch.ones(3)).tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, p: float, generator: torch.Generator) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise InitlabError(f"dropout={p!r} is invalid: pass a probability in [0, 1)")
+        self.p = float(p)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.full_like(x, 1.0 - self.p)
+        mask = torch.bernoulli(keep, generator=self.generator)
+        return x * mask / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def make_record(experiment: str, scheme: str | None, activation: str | None, layer: Any, stat: str,
+                value: Any, epoch: Any = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    """One tidy record (see :mod:`initlab.records`); tensors and NumPy scalars become floats.
+
+    >>> make_record("forward", "small", "tanh", 1, "std", 0.5, seed=0)["value"]
+    0.5
+    """
+    if hasattr(value, "item"):
+        value = value.item()
+    rec = {"experiment": experiment, "scheme": scheme, "activation": activation, "layer": layer,
+           "stat": stat, "value": value, "epoch": epoch, "seed": seed}
+    rec.update(extra)
+    return rec

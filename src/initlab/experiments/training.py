@@ -1,0 +1,280 @@
+"""Experiment 3: training speed — a deep MLP under each initialization.
+
+A deep MLP (default 10 hidden layers of 128 units) with tanh and with ReLU is trained with SGD
+and momentum on cross-entropy from zeros, small (``0.01 * N(0, 1)``), large (``N(0, 1)``),
+PyTorch's default, Xavier normal (Glorot & Bengio 2010) and He normal (He et al. 2015); LSUV
+(Mishkin & Matas, "All you need is a good init", 2016) and greedy layer-wise pretraining
+(Bengio et al., "Greedy layer-wise training of deep networks", 2007) join when
+:func:`initlab.lsuv_` / :func:`initlab.pretrain_layerwise` are importable. Recorded per run:
+train and test loss and test accuracy per epoch, test accuracy every ``1 / evals_per_epoch``
+epoch, the SGD steps to reach ``target_accuracy`` on the test set, and the final accuracy.
+Mini-batches are shuffled with a seeded ``torch.Generator``; subnormals are flushed
+(``torch.set_flush_denormal(True)``: vanishing activations make them, and they slow CPUs tenfold).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from initlab.errors import InitlabError
+from initlab.experiments.common import (
+    GAIN_POLICIES,
+    StepCallback,
+    check_choice,
+    derive_seed,
+    init_mlp_,
+    make_record,
+)
+from initlab.models import mlp
+
+__all__ = ["TrainingConfig", "TrainingResult", "run_training", "available_schemes",
+           "DATA_DEPENDENT_SCHEMES"]
+
+EXPERIMENT = "training"
+
+#: Schemes that need another module: name -> (module, attribute).
+DATA_DEPENDENT_SCHEMES: dict[str, tuple[str, str]] = {
+    "lsuv": ("initlab.lsuv", "lsuv_"),
+    "pretrain": ("initlab.pretrain", "pretrain_layerwise"),
+}
+
+_BASE_SCHEMES = ("zeros", "small", "large", "torch_default", "xavier_normal", "he_normal")
+
+
+def _data_dependent(name: str) -> Any | None:
+    module, attr = DATA_DEPENDENT_SCHEMES[name]
+    try:
+        mod = __import__(module, fromlist=[attr])
+        return getattr(mod, attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def available_schemes() -> tuple[str, ...]:
+    """The default schemes of the training experiment: the six fixed ones plus ``"lsuv"`` and
+    ``"pretrain"`` when their modules are importable.
+
+    >>> available_schemes()[:3]
+    ('zeros', 'small', 'large')
+    """
+    return _BASE_SCHEMES + tuple(n for n in DATA_DEPENDENT_SCHEMES if _data_dependent(n) is not None)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Configuration of :func:`run_training`.
+
+    Attributes:
+        schemes: initializations (``None``: :func:`available_schemes`).
+        activations: hidden activations.
+        depth, width: hidden layers and units per layer.
+        epochs, batch_size, lr, momentum: SGD training.
+        target_accuracy: test accuracy that ``steps_to_target`` counts the steps to.
+        evals_per_epoch: test evaluations per epoch (for ``steps_to_target`` and curves).
+        pretrain_epochs_per_layer: epochs per layer of layer-wise pretraining.
+        gain_policy: see :func:`~initlab.experiments.common.scheme_gain`.
+        seed: the run's seed.
+    """
+
+    schemes: tuple[str, ...] | None = None
+    activations: tuple[str, ...] = ("tanh", "relu")
+    depth: int = 10
+    width: int = 128
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    target_accuracy: float = 0.85
+    evals_per_epoch: int = 4
+    pretrain_epochs_per_layer: int = 1
+    gain_policy: str = "paper"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "width", "epochs", "batch_size", "evals_per_epoch",
+                     "pretrain_epochs_per_layer"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= 1")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise InitlabError(f"target_accuracy={self.target_accuracy!r} is invalid: pass a value in (0, 1]")
+        if not self.lr > 0:
+            raise InitlabError(f"lr={self.lr!r} is invalid: pass a positive learning rate")
+        check_choice("gain_policy", self.gain_policy, GAIN_POLICIES)
+
+    @property
+    def resolved_schemes(self) -> tuple[str, ...]:
+        """``schemes``, or :func:`available_schemes` when ``None``."""
+        return available_schemes() if self.schemes is None else tuple(self.schemes)
+
+    @property
+    def n_steps(self) -> int:
+        """Units of work (one training run per scheme x activation), for progress bars."""
+        return len(self.resolved_schemes) * len(self.activations)
+
+
+@dataclass
+class TrainingResult:
+    """Output of :func:`run_training`: ``config`` and tidy ``records`` (experiment
+    ``"training"``, layer ``None``): per epoch (0 = before training) ``"train_loss"``,
+    ``"test_loss"``, ``"test_accuracy"``; per evaluation ``"test_accuracy_at_step"`` (extra
+    ``step``; ``epoch`` fractional); per run ``"final_test_accuracy"``, ``"mean_test_accuracy"``
+    (the mean over all evaluations from step 0 — the area under the accuracy curve, which rewards
+    learning fast as well as ending high; extras ``n_test``, ``evaluations``), ``"steps_to_target"``
+    (``None`` if never reached; extra ``target``), ``"diverged"`` (1.0 if the loss became
+    non-finite), ``"seconds"``; for ``"pretrain"`` the pretraining records with experiment
+    ``"pretrain"`` (stat ``"reconstruction_loss"`` per layer and epoch) and for ``"lsuv"`` the
+    LSUV records, as those modules emit them, tagged with scheme and activation."""
+
+    config: TrainingConfig
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        loss = float(nn.functional.cross_entropy(logits, y))
+        acc = float((logits.argmax(1) == y).double().mean())
+    model.train()
+    return loss, acc
+
+
+def _tag(records: Any, scheme: str, activation: str, seed: int, experiment: str) -> list[dict[str, Any]]:
+    out = []
+    for r in records or []:
+        rec = dict(r)
+        rec.setdefault("experiment", experiment)
+        if rec.get("experiment") is None:
+            rec["experiment"] = experiment
+        rec["scheme"] = scheme
+        rec["activation"] = activation
+        if rec.get("seed") is None:
+            rec["seed"] = seed
+        rec.setdefault("epoch", None)
+        rec.setdefault("layer", None)
+        out.append(rec)
+    return out
+
+
+def _init(model: nn.Module, scheme: str, activation: str, dataset: Any, config: TrainingConfig,
+          gen: torch.Generator) -> list[dict[str, Any]]:
+    """Initialize ``model``; return extra records from data-dependent schemes."""
+    if scheme not in DATA_DEPENDENT_SCHEMES:
+        init_mlp_(model, scheme, activation, generator=gen, gain_policy=config.gain_policy)
+        return []
+    fn = _data_dependent(scheme)
+    if fn is None:
+        module = DATA_DEPENDENT_SCHEMES[scheme][0]
+        raise InitlabError(f"scheme {scheme!r} needs {module}, which is not importable: drop {scheme!r} "
+                           f"from the schemes")
+    init_mlp_(model, "xavier_normal", activation, generator=gen, gain_policy=config.gain_policy)
+    if scheme == "lsuv":
+        n = min(dataset.x_train.shape[0], 512)
+        perm = torch.randperm(dataset.x_train.shape[0], generator=gen)[:n]
+        result = fn(model, dataset.x_train[perm], generator=gen)
+        return _tag(getattr(result, "records", None), scheme, activation, config.seed, "lsuv")
+    result = fn(model, dataset.x_train, method="autoencoder",
+                epochs_per_layer=config.pretrain_epochs_per_layer, generator=gen, progress=False)
+    return _tag(getattr(result, "records", None), scheme, activation, config.seed, "pretrain")
+
+
+def run_training(dataset: Any, config: TrainingConfig | None = None, *,
+                 on_step: StepCallback | None = None) -> TrainingResult:
+    """Run experiment 3 on ``dataset`` (an :func:`initlab.data.load_dataset` result).
+
+    Each run trains ``mlp(n_features, width, depth, n_classes, activation)`` with
+    ``SGD(lr, momentum)`` on the mean cross-entropy over mini-batches of ``batch_size``,
+    stopping early if the loss becomes non-finite (the run is then marked ``diverged`` and its
+    last accuracy kept). ``steps_to_target`` is the first evaluated step ``s`` with
+    test accuracy :math:`\\ge` ``target_accuracy`` (resolution ``steps_per_epoch / evals_per_epoch``).
+
+    Raises:
+        InitlabError: invalid config, unknown scheme, or a data-dependent scheme whose module is
+            missing.
+
+    >>> from types import SimpleNamespace
+    >>> g = torch.Generator().manual_seed(0)
+    >>> ds = SimpleNamespace(x_train=torch.randn(64, 5, generator=g), y_train=torch.arange(64) % 2,
+    ...                      x_test=torch.randn(16, 5, generator=g), y_test=torch.arange(16) % 2,
+    ...                      n_classes=2, n_features=5, name="toy")
+    >>> cfg = TrainingConfig(schemes=("he_normal",), activations=("relu",), depth=2, width=8, epochs=1)
+    >>> [r["stat"] for r in run_training(ds, cfg).records][-3:]
+    ['steps_to_target', 'diverged', 'seconds']
+    """
+    import time
+
+    config = config or TrainingConfig()
+    torch.set_flush_denormal(True)
+    x, y = dataset.x_train, dataset.y_train
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
+    records: list[dict[str, Any]] = []
+    for activation in config.activations:
+        for scheme in config.resolved_schemes:
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(derive_seed(config.seed, EXPERIMENT, scheme, activation))
+            model = mlp(int(dataset.n_features), config.width, config.depth, int(dataset.n_classes),
+                        activation)
+            records.extend(_init(model, scheme, activation, dataset, config, gen))
+            common = {"experiment": EXPERIMENT, "scheme": scheme, "activation": activation,
+                      "layer": None, "seed": config.seed}
+            opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+            test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+            records += [make_record(**common, stat="test_loss", value=test_loss, epoch=0),
+                        make_record(**common, stat="test_accuracy", value=acc, epoch=0),
+                        make_record(**common, stat="test_accuracy_at_step", value=acc, epoch=0.0, step=0)]
+            step, steps_to_target, diverged = 0, (0 if acc >= config.target_accuracy else None), False
+            curve = [acc]
+            model.train()
+            for epoch in range(1, config.epochs + 1):
+                perm = torch.randperm(n, generator=gen)
+                total, count = 0.0, 0
+                for start in range(0, n, config.batch_size):
+                    idx = perm[start:start + config.batch_size]
+                    loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                    if not torch.isfinite(loss):
+                        diverged = True
+                        break
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                    total += loss.item() * len(idx)
+                    count += len(idx)
+                    if step % eval_every == 0:
+                        _, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+                        curve.append(acc)
+                        records.append(make_record(**common, stat="test_accuracy_at_step", value=acc,
+                                                   epoch=step / steps_per_epoch, step=step))
+                        if steps_to_target is None and acc >= config.target_accuracy:
+                            steps_to_target = step
+                test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+                train_loss = total / count if count else float("nan")
+                records += [make_record(**common, stat="train_loss", value=train_loss, epoch=epoch),
+                            make_record(**common, stat="test_loss", value=test_loss, epoch=epoch),
+                            make_record(**common, stat="test_accuracy", value=acc, epoch=epoch)]
+                if diverged:
+                    break
+            planned = 1 + (steps_per_epoch * config.epochs) // eval_every
+            curve += [acc] * max(0, planned - len(curve))  # a diverged run keeps its last accuracy
+            n_test = int(dataset.x_test.shape[0])
+            records += [
+                make_record(**common, stat="final_test_accuracy", value=acc, epoch=config.epochs,
+                            n_test=n_test),
+                make_record(**common, stat="mean_test_accuracy", value=sum(curve) / len(curve),
+                            epoch=config.epochs, n_test=n_test, evaluations=len(curve)),
+                make_record(**common, stat="steps_to_target", value=steps_to_target, epoch=None,
+                            target=config.target_accuracy, steps_per_epoch=steps_per_epoch),
+                make_record(**common, stat="diverged", value=float(diverged), epoch=None),
+                make_record(**common, stat="seconds", value=time.perf_counter() - t0, epoch=None),
+            ]
+            if on_step is not None:
+                on_step(f"training {activation}/{scheme}")
+    return TrainingResult(config=config, records=records)

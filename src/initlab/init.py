@@ -1,0 +1,1279 @@
+"""PyTorch initializers: a drop-in for ``torch.nn.init``, plus every scheme of :mod:`initlab.schemes`.
+
+``from initlab import init`` replaces ``import torch.nn.init as init``: the functions torch has
+(``uniform_``, ``normal_``, ``trunc_normal_``, ``constant_``, ``ones_``, ``zeros_``, ``eye_``,
+``dirac_``, ``xavier_uniform_``, ``xavier_normal_``, ``kaiming_uniform_``, ``kaiming_normal_``,
+``orthogonal_``, ``sparse_``, ``calculate_gain``) keep torch's names, signatures, defaults, fans
+(``fan_in = shape[1] * rf``, ``fan_out = shape[0] * rf``) and distributions, and consume random
+numbers the same way, so the same generator gives the same bits as torch. New initializers follow
+the same form: :func:`lecun_normal_`, :func:`lecun_uniform_`, the ``*_truncated_normal_`` family
+(the Keras / JAX defaults), :func:`variance_scaling_` (true fans for grouped, transposed and packed
+weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_` and
+:func:`apply_spec_`, which realises any :class:`initlab.schemes.Spec`. ``glorot_*`` / ``he_*`` are
+aliases (assignments) of ``xavier_*`` / ``kaiming_*``.
+
+Every initializer:
+
+* fills the tensor in place under ``torch.no_grad()`` and returns it (shapes and dtype kept);
+* takes ``generator=`` (a ``torch.Generator`` on the tensor's device) and never touches global RNG
+  state except through torch's own default generator when ``generator`` is ``None``;
+* samples on the tensor's own device and dtype with torch's in-place samplers (``Tensor.uniform_``,
+  ``Tensor.normal_``, torch's ``trunc_normal_``), so it is as fast as torch;
+* warns (``UserWarning``) and returns the tensor unchanged when it has zero elements;
+* raises ``TypeError`` (naming the dtype) for integer and bool tensors, and
+  :class:`~initlab.errors.InitlabError` (a ``ValueError``) saying how many dimensions are needed
+  when the tensor has too few.
+
+Where initlab deliberately differs from torch (all are strict improvements that leave valid
+calls unchanged):
+
+* orthogonal and delta-orthogonal run the QR in float32 for ``float16`` / ``bfloat16`` tensors and
+  cast the result (torch raises: there is no 16-bit QR on CPU); the sign correction treats an
+  exactly-zero diagonal entry of ``R`` as ``+1`` (torch would zero that column);
+* ``sparse_`` draws its row permutations from ``generator`` too (torch reads the global RNG there);
+  with ``generator=None`` the bits are torch's;
+* zero-element tensors warn in every initializer (torch warns only in ``kaiming_*``), and the
+  dimension check comes before the zero-element check;
+* ``orthogonal_`` and the other structural initializers take a keyword-only ``chunks=`` to fill
+  the blocks of a packed weight (QKV, LSTM/GRU gates) independently.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.init as _torch_init
+from torch import Tensor
+from torch.overrides import handle_torch_function, has_torch_function_variadic
+
+from initlab import schemes
+from initlab.errors import InitlabError
+from initlab.fans import Fans, compute_fans
+from initlab.gains import calculate_gain
+
+__all__ = [
+    # torch.nn.init names (drop-in)
+    "calculate_gain",
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+    # aliases
+    "glorot_uniform_",
+    "glorot_normal_",
+    "he_uniform_",
+    "he_normal_",
+    "xavier_truncated_normal_",
+    "kaiming_truncated_normal_",
+    # new schemes
+    "lecun_normal_",
+    "lecun_uniform_",
+    "glorot_truncated_normal_",
+    "he_truncated_normal_",
+    "lecun_truncated_normal_",
+    "variance_scaling_",
+    "delta_orthogonal_",
+    "apply_spec_",
+    # torch's deprecated aliases (FutureWarning), kept so old code runs unchanged
+    "uniform",
+    "normal",
+    "constant",
+    "eye",
+    "dirac",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "sparse",
+]
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# ---- checks shared by every initializer ---------------------------------------------------------
+
+
+def _check(
+    tensor: Tensor,
+    name: str,
+    min_dims: int = 0,
+    dims: tuple[int, ...] | None = None,
+    what: str = "",
+) -> bool:
+    """Validate ``tensor`` for initializer ``name``; True means "nothing to fill" (zero elements,
+    after a warning). The warning points at the caller of the public function."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} fills a torch.Tensor, got {type(tensor).__name__}: pass a tensor")
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        raise TypeError(
+            f"{name} fills floating-point tensors, got dtype {tensor.dtype}: "
+            "initialize a float tensor (e.g. tensor.float()) and convert afterwards"
+        )
+    ndim = tensor.dim()
+    if dims is not None:
+        if ndim not in dims:
+            allowed = " or ".join(", ".join(str(d) for d in dims).rsplit(", ", 1))
+            raise InitlabError(
+                f"{name} needs a tensor with {allowed} dimensions{what}, got {ndim} "
+                f"(shape {tuple(tensor.shape)})"
+            )
+    elif ndim < min_dims:
+        raise InitlabError(
+            f"{name} needs a tensor with at least {min_dims} dimensions{what}, got {ndim} "
+            f"(shape {tuple(tensor.shape)})"
+        )
+    if tensor.numel() == 0:
+        warnings.warn(
+            f"{name}: initializing a zero-element tensor (shape {tuple(tensor.shape)}) is a no-op",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
+def _check_chunks(tensor: Tensor, chunks: int, name: str) -> int:
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise InitlabError(f"{name}: chunks={chunks!r} is invalid: pass an integer >= 1")
+    if chunks > 1 and (tensor.dim() == 0 or tensor.shape[0] % chunks):
+        raise InitlabError(
+            f"{name}: chunks={chunks} does not divide dim 0 of shape {tuple(tensor.shape)}: "
+            "packed weights stack equal blocks along dim 0"
+        )
+    return chunks
+
+
+@functools.lru_cache(maxsize=4096)
+def _torch_fans_of(shape: torch.Size) -> Fans:
+    return compute_fans(shape)
+
+
+def _torch_fans(tensor: Tensor) -> Fans:
+    """Torch's fan convention: ``fan_in = shape[1] * rf``, ``fan_out = shape[0] * rf``
+    (:func:`initlab.fans.compute_fans` with the defaults; cached per shape, as ``Fans`` is frozen)."""
+    return _torch_fans_of(tensor.shape)
+
+
+# ---- workers (no checks; callers have validated) -------------------------------------------------
+
+
+def _orthogonal_matrix(rows: int, cols: int, gain: float, like: Tensor, generator) -> Tensor:
+    """A ``(rows, cols)`` (semi-)orthogonal matrix times ``gain`` on ``like``'s device, in
+    float32 for 16-bit ``like`` (else ``like``'s dtype). Consumes random numbers as torch does."""
+    dtype = torch.float32 if like.dtype in _HALF_DTYPES else like.dtype
+    flat = torch.empty((rows, cols), dtype=dtype, device=like.device).normal_(0, 1, generator=generator)
+    if rows < cols:
+        flat.t_()
+    q, r = torch.linalg.qr(flat)
+    # Make Q Haar-distributed (Mezzadri 2007, arXiv:math-ph/0609050): multiply by sign(diag R),
+    # counting an exact zero as +1.
+    ph = torch.diagonal(r).sgn()  # sign for real, phase for complex (unitary Q)
+    ph.add_(ph == 0)
+    q.mul_(ph)
+    if rows < cols:
+        q.t_()
+    if gain != 1:
+        q.mul_(gain)
+    return q
+
+
+def _orthogonal(tensor: Tensor, gain: float, generator) -> None:
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    q = _orthogonal_matrix(rows, cols, gain, tensor, generator)
+    if tensor.is_contiguous():
+        tensor.view(rows, cols).copy_(q)
+    else:
+        tensor.copy_(q.reshape(tensor.shape))
+
+
+def _delta_orthogonal(tensor: Tensor, gain: float, generator) -> None:
+    out_ch, in_ch = tensor.shape[0], tensor.shape[1]
+    if out_ch < in_ch:
+        raise InitlabError(
+            f"delta_orthogonal_ needs out_channels >= in_channels, got shape {tuple(tensor.shape)} "
+            f"({out_ch} < {in_ch}): the centre tap must be an isometry (W^T W = I); use "
+            "orthogonal_ for a channel-reducing layer"
+        )
+    q = _orthogonal_matrix(out_ch, in_ch, gain, tensor, generator)
+    tensor.zero_()
+    centre = tuple(k // 2 for k in tensor.shape[2:])
+    tensor[(slice(None), slice(None), *centre)] = q
+
+
+def _sparse(tensor: Tensor, sparsity: float, std: float, generator) -> None:
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(sparsity * rows)
+    tensor.normal_(0, std, generator=generator)
+    # One permutation per column, drawn in torch's order (same bits as torch for the same RNG
+    # state); the zeros are then written in one scatter instead of one indexing op per column.
+    device = generator.device if generator is not None else torch.device("cpu")
+    perms = [torch.randperm(rows, generator=generator, device=device)[:num_zeros] for _ in range(cols)]
+    if num_zeros:
+        index = torch.stack(perms, dim=1).to(tensor.device)
+        tensor.scatter_(0, index, 0.0)
+
+
+def _dirac(tensor: Tensor, groups: int) -> None:
+    sizes = tensor.shape
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or sizes[0] % groups:
+        raise InitlabError(
+            f"dirac_: groups={groups!r} must be a positive integer dividing dim 0 (= {sizes[0]}) "
+            f"of shape {tuple(sizes)}: pass the conv layer's own groups"
+        )
+    per_group = sizes[0] // groups
+    min_dim = min(per_group, sizes[1])
+    tensor.zero_()
+    d = torch.arange(min_dim, device=tensor.device)
+    out_index = (torch.arange(groups, device=tensor.device)[:, None] * per_group + d).reshape(-1)
+    in_index = d.repeat(groups)
+    centre = tuple(k // 2 for k in sizes[2:])
+    tensor[(out_index, in_index, *centre)] = 1
+
+
+def _eye(tensor: Tensor, gain: float = 1.0) -> None:
+    tensor.zero_()
+    tensor.diagonal().fill_(gain)
+
+
+def _trunc_normal(tensor: Tensor, mean: float, std: float, a: float, b: float, generator) -> None:
+    if not std > 0:
+        raise InitlabError(f"trunc_normal_: std={std!r} is invalid: pass std > 0")
+    if not a < b:
+        raise InitlabError(f"trunc_normal_: a={a!r} must be < b={b!r}: pass the cut-offs in order")
+    # torch's own method (same bits, same speed); looked up at call time.
+    _torch_init.trunc_normal_(tensor, mean, std, a, b, generator=generator)
+
+
+def _realise(tensor: Tensor, spec: schemes.Spec, generator, chunks: int = 1) -> None:
+    """Fill a validated, non-empty ``tensor`` with ``spec``. i.i.d. specs fill the whole tensor
+    at once (each block is then an independent sample anyway); structural specs fill each of
+    the ``chunks`` blocks along dim 0 independently."""
+    if isinstance(spec, schemes.Normal):
+        tensor.normal_(spec.mean, spec.std, generator=generator)
+    elif isinstance(spec, schemes.Uniform):
+        tensor.uniform_(spec.low, spec.high, generator=generator)
+    elif isinstance(spec, schemes.TruncatedNormal):
+        _trunc_normal(tensor, spec.mean, spec.std, spec.a, spec.b, generator)
+    elif isinstance(spec, schemes.Constant):
+        tensor.fill_(spec.value)
+    else:
+        blocks = tensor.split(tensor.shape[0] // chunks, dim=0) if chunks > 1 else (tensor,)
+        for block in blocks:
+            if isinstance(spec, schemes.Orthogonal):
+                _orthogonal(block, spec.gain, generator)
+            elif isinstance(spec, schemes.DeltaOrthogonal):
+                _delta_orthogonal(block, spec.gain, generator)
+            elif isinstance(spec, schemes.Identity):
+                _eye(block, spec.gain)
+            elif isinstance(spec, schemes.Dirac):
+                _dirac(block, spec.groups)
+            elif isinstance(spec, schemes.Sparse):
+                _sparse(block, spec.sparsity, spec.std, generator)
+            else:  # pragma: no cover - guarded in apply_spec_
+                raise TypeError(f"apply_spec_ cannot realise {type(spec).__name__}")
+
+
+# ---- torch.nn.init names ---------------------------------------------------------------------------
+
+
+def uniform_(
+    tensor: Tensor,
+    a: float = 0.0,
+    b: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill ``tensor`` with i.i.d. samples of the uniform distribution :math:`\mathcal{U}(a, b)`.
+
+    .. math::
+        w \sim \mathcal{U}(a, b), \qquad \operatorname{std}(w) = \frac{b - a}{\sqrt{12}}
+
+    Args:
+        tensor: any-shaped floating-point tensor, filled in place (unitless weights).
+        a: lower bound. b: upper bound (``a <= b``).
+        generator: ``torch.Generator`` on the tensor's device (default: torch's global one).
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: ``a > b``.
+
+    Source: ``torch.nn.init.uniform_`` (identical bits for the same generator).
+
+    >>> w = uniform_(torch.empty(3, 5), -0.1, 0.1, generator=torch.Generator().manual_seed(0))
+    >>> bool(w.abs().max() <= 0.1)
+    True
+    """
+    if has_torch_function_variadic(tensor):
+        return handle_torch_function(uniform_, (tensor,), tensor=tensor, a=a, b=b, generator=generator)
+    if _check(tensor, "uniform_"):
+        return tensor
+    if a > b:
+        raise InitlabError(f"uniform_: a={a!r} > b={b!r}: pass a <= b")
+    with torch.no_grad():
+        return tensor.uniform_(a, b, generator=generator)
+
+
+def normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill ``tensor`` with i.i.d. samples of :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
+
+    .. math::
+        w \sim \mathcal{N}(\mu, \sigma^2)
+
+    Args:
+        tensor: any-shaped floating-point tensor, filled in place.
+        mean: the mean :math:`\mu`. std: the standard deviation :math:`\sigma \ge 0`.
+        generator: ``torch.Generator`` on the tensor's device (default: torch's global one).
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: ``std < 0``.
+
+    Source: ``torch.nn.init.normal_`` (identical bits for the same generator).
+
+    >>> w = normal_(torch.empty(100, 100), std=0.02, generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 2)
+    0.02
+    """
+    if has_torch_function_variadic(tensor):
+        return handle_torch_function(
+            normal_, (tensor,), tensor=tensor, mean=mean, std=std, generator=generator
+        )
+    if _check(tensor, "normal_"):
+        return tensor
+    if std < 0:
+        raise InitlabError(f"normal_: std={std!r} is negative: pass std >= 0")
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator)
+
+
+def trunc_normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill ``tensor`` with :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to ``[a, b]``.
+
+    ``a`` and ``b`` are absolute cut-offs (torch semantics), not multiples of ``std``; ``std`` is
+    the std of the parent normal, so the samples' std is smaller:
+
+    .. math::
+        w \sim \mathcal{N}(\mu, \sigma^2 \mid a \le w \le b),\qquad
+        \operatorname{Var}(w) = \sigma^2\Big[1 + \frac{\alpha\phi(\alpha) - \beta\phi(\beta)}{Z}
+        - \Big(\frac{\phi(\alpha) - \phi(\beta)}{Z}\Big)^2\Big]
+
+    with :math:`\alpha = (a-\mu)/\sigma`, :math:`\beta = (b-\mu)/\sigma`,
+    :math:`Z = \Phi(\beta) - \Phi(\alpha)`. Sampling is torch's own method (exact rejection in torch 2.13).
+
+    Args:
+        tensor: any-shaped floating-point tensor, filled in place.
+        mean, std: the parent normal (``std > 0``). a, b: cut-offs, ``a < b``.
+        generator: ``torch.Generator`` on the tensor's device (default: torch's global one).
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: ``std <= 0`` or ``a >= b``.
+
+    Source: ``torch.nn.init.trunc_normal_`` (identical bits for the same generator).
+
+    >>> w = trunc_normal_(torch.empty(3, 5), std=0.02, a=-0.04, b=0.04,
+    ...                   generator=torch.Generator().manual_seed(0))
+    >>> bool(w.abs().max() <= 0.04)
+    True
+    """
+    if _check(tensor, "trunc_normal_"):
+        return tensor
+    with torch.no_grad():
+        _trunc_normal(tensor, mean, std, a, b, generator)
+    return tensor
+
+
+def constant_(tensor: Tensor, val: float) -> Tensor:
+    r"""Fill ``tensor`` with the value ``val`` (:math:`w_{ij} = \text{val}`).
+
+    A constant weight leaves every unit of a layer identical (the symmetry problem): use it for
+    biases and norm scales, not for weights.
+
+    Args:
+        tensor: any-shaped floating-point tensor, filled in place. val: the value.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``.
+
+    Source: ``torch.nn.init.constant_``.
+
+    >>> constant_(torch.empty(2, 2), 0.5)
+    tensor([[0.5000, 0.5000],
+            [0.5000, 0.5000]])
+    """
+    if has_torch_function_variadic(tensor):
+        return handle_torch_function(constant_, (tensor,), tensor=tensor, val=val)
+    if _check(tensor, "constant_"):
+        return tensor
+    with torch.no_grad():
+        return tensor.fill_(val)
+
+
+def ones_(tensor: Tensor) -> Tensor:
+    r"""Fill ``tensor`` with ones (:math:`w = 1`), e.g. a LayerNorm / BatchNorm scale.
+
+    Args:
+        tensor: any-shaped floating-point tensor, filled in place.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``.
+
+    Source: ``torch.nn.init.ones_``.
+
+    >>> ones_(torch.empty(3))
+    tensor([1., 1., 1.])
+    """
+    if _check(tensor, "ones_"):
+        return tensor
+    with torch.no_grad():
+        return tensor.fill_(1.0)
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    r"""Fill ``tensor`` with zeros (:math:`w = 0`), e.g. a bias or a residual branch's last layer.
+
+    Args:
+        tensor: any-shaped floating-point tensor, filled in place.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``.
+
+    Source: ``torch.nn.init.zeros_``.
+
+    >>> zeros_(torch.empty(3))
+    tensor([0., 0., 0.])
+    """
+    if _check(tensor, "zeros_"):
+        return tensor
+    with torch.no_grad():
+        return tensor.zero_()
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    r"""Fill the 2-D ``tensor`` with the identity matrix (:math:`W_{ij} = \delta_{ij}`).
+
+    A ``Linear(n, m)`` weight ``(m, n)`` then passes through ``min(m, n)`` of its inputs.
+
+    Args:
+        tensor: a 2-D floating-point tensor ``(out, in)``, filled in place.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: not 2-D.
+
+    Source: ``torch.nn.init.eye_``; identity init of recurrent nets: Le, Jaitly & Hinton (2015),
+    "A simple way to initialize recurrent networks of rectified linear units".
+
+    >>> eye_(torch.empty(2, 3))
+    tensor([[1., 0., 0.],
+            [0., 1., 0.]])
+    """
+    if _check(tensor, "eye_", dims=(2,)):
+        return tensor
+    with torch.no_grad():
+        _eye(tensor)
+    return tensor
+
+
+def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
+    r"""Fill a conv weight with the Dirac delta: each output channel copies one input channel.
+
+    .. math::
+        W[g\,c_g + d,\ d,\ \lfloor k/2 \rfloor] = 1 \quad (d < \min(c_g, c_{in}/g)),
+        \qquad 0 \text{ elsewhere}
+
+    where :math:`c_g = c_{out} / \text{groups}` output channels per group.
+
+    Args:
+        tensor: a 3-, 4- or 5-D floating-point tensor ``(out, in/groups, *k)`` (Conv1d/2d/3d).
+        groups: the conv's groups (must divide ``out``); each group preserves its channels.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: not 3-5-D; ``groups`` not dividing
+        dim 0.
+
+    Source: ``torch.nn.init.dirac_``; Zagoruyko & Komodakis (2017), "DiracNets".
+
+    >>> w = dirac_(torch.empty(2, 2, 3))
+    >>> w[:, :, 1]
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
+    if _check(tensor, "dirac_", dims=(3, 4, 5), what=" (a Conv1d/2d/3d weight)"):
+        return tensor
+    if tensor.is_meta:
+        return tensor
+    with torch.no_grad():
+        _dirac(tensor, groups)
+    return tensor
+
+
+def xavier_uniform_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Glorot/Xavier uniform: :math:`\mathcal{U}(-a, a)`, variance averaged over both fans.
+
+    .. math::
+        a = \text{gain} \times \sqrt{\frac{6}{\text{fan\_in} + \text{fan\_out}}}
+
+    Fans are torch's: ``fan_in = shape[1] * rf``, ``fan_out = shape[0] * rf`` (``rf`` = product of
+    the kernel dims); for grouped, transposed or packed weights use :func:`variance_scaling_`.
+    Equals Keras ``GlorotUniform`` when ``gain = 1``.
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        gain: scaling factor (see :func:`calculate_gain`).
+        generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+
+    Source: Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward
+    neural networks"; ``torch.nn.init.xavier_uniform_`` (identical bits).
+
+    >>> w = xavier_uniform_(torch.empty(3, 5), generator=torch.Generator().manual_seed(0))
+    >>> bool(w.abs().max() <= math.sqrt(6 / 8))
+    True
+    """
+    if _check(tensor, "xavier_uniform_", min_dims=2):
+        return tensor
+    fans = _torch_fans(tensor)
+    std = gain * math.sqrt(2.0 / float(fans.fan_in + fans.fan_out))
+    a = math.sqrt(3.0) * std
+    with torch.no_grad():
+        return tensor.uniform_(-a, a, generator=generator)
+
+
+def xavier_normal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Glorot/Xavier normal: :math:`\mathcal{N}(0, \text{std}^2)`, variance averaged over fans.
+
+    .. math::
+        \text{std} = \text{gain} \times \sqrt{\frac{2}{\text{fan\_in} + \text{fan\_out}}}
+
+    Torch's fans (see :func:`xavier_uniform_`). Keras ``GlorotNormal`` samples a *truncated*
+    normal instead: that is :func:`glorot_truncated_normal_`.
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+
+    Source: Glorot & Bengio (2010); ``torch.nn.init.xavier_normal_`` (identical bits).
+
+    >>> w = xavier_normal_(torch.empty(300, 100), generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 3)   # sqrt(2 / 400)
+    0.071
+    """
+    if _check(tensor, "xavier_normal_", min_dims=2):
+        return tensor
+    fans = _torch_fans(tensor)
+    std = gain * math.sqrt(2.0 / float(fans.fan_in + fans.fan_out))
+    with torch.no_grad():
+        return tensor.normal_(0.0, std, generator=generator)
+
+
+def _kaiming_fan(tensor: Tensor, mode: str, name: str) -> int:
+    mode_l = mode.lower() if isinstance(mode, str) else mode
+    if mode_l not in ("fan_in", "fan_out"):
+        raise InitlabError(
+            f"{name}: mode={mode!r} is not supported: use 'fan_in' or 'fan_out' "
+            "(variance_scaling_ also offers 'fan_avg' and 'fan_geo_avg')"
+        )
+    fans = _torch_fans(tensor)
+    return fans.fan_in if mode_l == "fan_in" else fans.fan_out
+
+
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""He/Kaiming uniform: :math:`\mathcal{U}(-\text{bound}, \text{bound})`.
+
+    .. math::
+        \text{bound} = \text{gain} \times \sqrt{\frac{3}{\text{fan\_mode}}},\qquad
+        \text{gain} = \texttt{calculate\_gain}(\text{nonlinearity}, a)
+
+    The defaults (``a=0``, ``"leaky_relu"``) give the ReLU gain :math:`\sqrt 2`, i.e. Keras
+    ``HeUniform`` ``limit = sqrt(6 / fan_in)``. ``nn.Linear``'s default init is this with
+    ``a = sqrt(5)`` (bound ``1 / sqrt(fan_in)``). Torch's fans (see :func:`xavier_uniform_`).
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        a: negative slope of the leaky ReLU that follows (only with ``"leaky_relu"``).
+        mode: ``"fan_in"`` (preserve the forward variance) or ``"fan_out"`` (the backward).
+        nonlinearity: a :func:`calculate_gain` name (``"relu"``, ``"leaky_relu"``, ...).
+        generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
+        ValueError: unknown ``nonlinearity`` (from :func:`calculate_gain`).
+
+    Source: He, Zhang, Ren & Sun (2015), "Delving deep into rectifiers: surpassing human-level
+    performance on ImageNet classification"; ``torch.nn.init.kaiming_uniform_`` (identical bits).
+
+    >>> w = kaiming_uniform_(torch.empty(4, 50), nonlinearity="relu",
+    ...                      generator=torch.Generator().manual_seed(0))
+    >>> bool(w.abs().max() <= math.sqrt(6 / 50))
+    True
+    """
+    if has_torch_function_variadic(tensor):
+        return handle_torch_function(
+            kaiming_uniform_, (tensor,), tensor=tensor, a=a, mode=mode,
+            nonlinearity=nonlinearity, generator=generator,
+        )
+    if _check(tensor, "kaiming_uniform_", min_dims=2):
+        return tensor
+    fan = _kaiming_fan(tensor, mode, "kaiming_uniform_")
+    gain = calculate_gain(nonlinearity, a)
+    std = gain / math.sqrt(fan)
+    bound = math.sqrt(3.0) * std
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound, generator=generator)
+
+
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""He/Kaiming normal: :math:`\mathcal{N}(0, \text{std}^2)`.
+
+    .. math::
+        \text{std} = \frac{\text{gain}}{\sqrt{\text{fan\_mode}}},\qquad
+        \text{gain} = \texttt{calculate\_gain}(\text{nonlinearity}, a)
+
+    Keras ``HeNormal`` samples a *truncated* normal: that is :func:`he_truncated_normal_`.
+    Torch's fans (see :func:`xavier_uniform_`).
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        a, mode, nonlinearity, generator: as in :func:`kaiming_uniform_`.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
+        ValueError: unknown ``nonlinearity``.
+
+    Source: He et al. (2015); ``torch.nn.init.kaiming_normal_`` (identical bits).
+
+    >>> w = kaiming_normal_(torch.empty(100, 200), nonlinearity="relu",
+    ...                     generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 2)   # sqrt(2 / 200)
+    0.1
+    """
+    if _check(tensor, "kaiming_normal_", min_dims=2):
+        return tensor
+    fan = _kaiming_fan(tensor, mode, "kaiming_normal_")
+    gain = calculate_gain(nonlinearity, a)
+    std = gain / math.sqrt(fan)
+    with torch.no_grad():
+        return tensor.normal_(0, std, generator=generator)
+
+
+def orthogonal_(
+    tensor: Tensor,
+    gain: float = 1,
+    generator: torch.Generator | None = None,
+    *,
+    chunks: int = 1,
+) -> Tensor:
+    r"""Fill ``tensor`` with a (semi-)orthogonal matrix times ``gain``, Haar-distributed.
+
+    The tensor is viewed as ``(rows, cols) = (shape[0], prod(shape[1:]))``:
+
+    .. math::
+        W W^\top = \text{gain}^2 I_{rows} \ (rows \le cols), \qquad
+        W^\top W = \text{gain}^2 I_{cols} \ (rows > cols)
+
+    Sampled as the QR of a standard Gaussian matrix with the signs of ``diag(R)`` folded into
+    ``Q`` (Mezzadri 2007), exactly as torch does (identical bits for float32/float64). For
+    ``float16`` / ``bfloat16`` tensors the Gaussian and the QR are float32 and the result is cast.
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, filled in place.
+        gain: scaling factor (see :func:`calculate_gain`).
+        generator: ``torch.Generator`` on the tensor's device.
+        chunks: keyword-only; split dim 0 into this many equal blocks and make each orthogonal
+            independently (a packed weight: LSTM 4 gates, GRU 3, attention QKV 3).
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims; ``chunks`` not
+        dividing dim 0.
+
+    Source: Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear dynamics of
+    learning in deep linear neural networks"; ``torch.nn.init.orthogonal_``.
+
+    >>> w = orthogonal_(torch.empty(3, 5), generator=torch.Generator().manual_seed(0))
+    >>> torch.allclose(w @ w.T, torch.eye(3), atol=1e-6)
+    True
+    """
+    if _check(tensor, "orthogonal_", min_dims=2):
+        return tensor
+    _check_chunks(tensor, chunks, "orthogonal_")
+    if tensor.is_meta:
+        return tensor
+    with torch.no_grad():
+        _realise(tensor, schemes.Orthogonal(gain), generator, chunks)
+    return tensor
+
+
+def sparse_(
+    tensor: Tensor,
+    sparsity: float,
+    std: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the 2-D ``tensor`` as a sparse matrix: each column has ``ceil(sparsity * rows)`` zeros
+    at random rows, the other entries :math:`\mathcal{N}(0, \text{std}^2)`.
+
+    .. math::
+        W_{ij} = m_{ij} z_{ij},\quad z_{ij} \sim \mathcal{N}(0, \text{std}^2),\quad
+        \textstyle\sum_i (1 - m_{ij}) = \lceil \text{sparsity} \cdot \text{rows} \rceil
+
+    Args:
+        tensor: a 2-D floating-point tensor ``(rows, cols)``, filled in place.
+        sparsity: fraction of each column set to zero, in ``[0, 1]``.
+        std: std of the non-zero entries.
+        generator: ``torch.Generator``; it also draws the row permutations (torch uses the
+            global RNG there). With ``generator=None`` the bits are torch's.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: not 2-D; ``sparsity`` outside
+        ``[0, 1]``; ``std < 0``.
+
+    Source: Martens (2010), "Deep learning via Hessian-free optimization";
+    ``torch.nn.init.sparse_``.
+
+    >>> w = sparse_(torch.empty(10, 4), sparsity=0.3, generator=torch.Generator().manual_seed(0))
+    >>> (w == 0).sum(dim=0).tolist()
+    [3, 3, 3, 3]
+    """
+    if _check(tensor, "sparse_", dims=(2,)):
+        return tensor
+    if not 0.0 <= sparsity <= 1.0:
+        raise InitlabError(f"sparse_: sparsity={sparsity!r} is outside [0, 1]: pass a fraction")
+    if std < 0:
+        raise InitlabError(f"sparse_: std={std!r} is negative: pass std >= 0")
+    if tensor.is_meta:
+        return tensor
+    with torch.no_grad():
+        _sparse(tensor, sparsity, std, generator)
+    return tensor
+
+
+# ---- aliases (assignments, not copies) -------------------------------------------------------------
+
+glorot_uniform_ = xavier_uniform_
+glorot_normal_ = xavier_normal_
+he_uniform_ = kaiming_uniform_
+he_normal_ = kaiming_normal_
+
+
+# ---- new schemes ---------------------------------------------------------------------------------
+
+
+def _fill_spec(tensor: Tensor, spec: schemes.Spec, generator) -> Tensor:
+    with torch.no_grad():
+        _realise(tensor, spec, generator)
+    return tensor
+
+
+def lecun_normal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""LeCun normal: :math:`\mathcal{N}(0, \text{std}^2)` scaled by ``fan_in`` only.
+
+    .. math::
+        \text{std} = \frac{\text{gain}}{\sqrt{\text{fan\_in}}}
+
+    With SELU and ``gain = 1`` this is the self-normalising init (Klambauer et al. 2017). Keras
+    ``LecunNormal`` samples a truncated normal: that is :func:`lecun_truncated_normal_`.
+    Torch's fans (``fan_in = shape[1] * rf``).
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+
+    Source: LeCun, Bottou, Orr & Müller (1998), "Efficient BackProp".
+
+    >>> w = lecun_normal_(torch.empty(200, 100), generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 2)   # 1 / sqrt(100)
+    0.1
+    """
+    if _check(tensor, "lecun_normal_", min_dims=2):
+        return tensor
+    return _fill_spec(tensor, schemes.lecun_normal(_torch_fans(tensor), gain), generator)
+
+
+def lecun_uniform_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""LeCun uniform: :math:`\mathcal{U}(-\text{bound}, \text{bound})` scaled by ``fan_in``.
+
+    .. math::
+        \text{bound} = \text{gain} \times \sqrt{\frac{3}{\text{fan\_in}}}
+
+    Equals Keras ``LecunUniform`` (``limit = sqrt(3 / fan_in)``) when ``gain = 1``.
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+
+    Source: LeCun et al. (1998), "Efficient BackProp".
+
+    >>> w = lecun_uniform_(torch.empty(4, 75), generator=torch.Generator().manual_seed(0))
+    >>> bool(w.abs().max() <= 0.2)   # sqrt(3 / 75)
+    True
+    """
+    if _check(tensor, "lecun_uniform_", min_dims=2):
+        return tensor
+    return _fill_spec(tensor, schemes.lecun_uniform(_torch_fans(tensor), gain), generator)
+
+
+def glorot_truncated_normal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Glorot with a truncated normal (Keras ``GlorotNormal``): samples have std ``sigma``.
+
+    .. math::
+        \sigma = \text{gain}\sqrt{\frac{2}{\text{fan\_in} + \text{fan\_out}}},\quad
+        s = \frac{\sigma}{0.87962566103423978},\quad
+        w \sim \mathcal{N}(0, s^2 \mid |w| \le 2s)
+
+    (0.8796... is the std of N(0, 1) truncated to [-2, 2].) Torch's fans.
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+
+    Source: Glorot & Bengio (2010); Keras ``GlorotNormal`` / JAX ``glorot_normal``.
+
+    >>> w = glorot_truncated_normal_(torch.empty(300, 100), generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 3)   # sqrt(2 / 400)
+    0.071
+    """
+    if _check(tensor, "glorot_truncated_normal_", min_dims=2):
+        return tensor
+    return _fill_spec(tensor, schemes.glorot_truncated_normal(_torch_fans(tensor), gain), generator)
+
+
+def he_truncated_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""He with a truncated normal (Keras ``HeNormal``): samples have std ``gain / sqrt(fan)``.
+
+    .. math::
+        \sigma = \frac{\text{gain}}{\sqrt{\text{fan\_mode}}},\quad
+        s = \frac{\sigma}{0.87962566103423978},\quad
+        w \sim \mathcal{N}(0, s^2 \mid |w| \le 2s)
+
+    Same arguments as :func:`kaiming_normal_`; ``mode`` may also be ``"fan_avg"`` or
+    ``"fan_geo_avg"``. With the defaults (ReLU gain) it is Keras ``HeNormal``.
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        a, nonlinearity: the gain, ``calculate_gain(nonlinearity, a)``.
+        mode: which fan. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
+        ValueError: unknown ``nonlinearity``.
+
+    Source: He et al. (2015); Keras ``HeNormal`` / JAX ``he_normal``.
+
+    >>> w = he_truncated_normal_(torch.empty(100, 200), generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 2)   # sqrt(2 / 200)
+    0.1
+    """
+    if _check(tensor, "he_truncated_normal_", min_dims=2):
+        return tensor
+    gain = calculate_gain(nonlinearity, a)
+    mode_l = mode.lower() if isinstance(mode, str) else mode
+    spec = schemes.he_truncated_normal(_torch_fans(tensor), gain, mode=mode_l)
+    return _fill_spec(tensor, spec, generator)
+
+
+def lecun_truncated_normal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""LeCun with a truncated normal (Keras ``LecunNormal``): samples have std ``gain/sqrt(fan_in)``.
+
+    .. math::
+        \sigma = \frac{\text{gain}}{\sqrt{\text{fan\_in}}},\quad
+        s = \frac{\sigma}{0.87962566103423978},\quad
+        w \sim \mathcal{N}(0, s^2 \mid |w| \le 2s)
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, ``(out, in, *k)``, filled in place.
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+
+    Source: LeCun et al. (1998); Klambauer et al. (2017), "Self-normalizing neural networks";
+    Keras ``LecunNormal``.
+
+    >>> w = lecun_truncated_normal_(torch.empty(200, 100), generator=torch.Generator().manual_seed(0))
+    >>> round(w.std().item(), 2)   # 1 / sqrt(100)
+    0.1
+    """
+    if _check(tensor, "lecun_truncated_normal_", min_dims=2):
+        return tensor
+    return _fill_spec(tensor, schemes.lecun_truncated_normal(_torch_fans(tensor), gain), generator)
+
+
+xavier_truncated_normal_ = glorot_truncated_normal_
+kaiming_truncated_normal_ = he_truncated_normal_
+
+
+def variance_scaling_(
+    tensor: Tensor,
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    *,
+    layout: str = "torch",
+    groups: int = 1,
+    transposed: bool = False,
+    chunks: int = 1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""The one core of Glorot, He and LeCun, with true fans: entries of variance ``scale / n``.
+
+    .. math::
+        \sigma = \sqrt{\text{scale} / n},\qquad
+        n \in \{\text{fan\_in},\ \text{fan\_out},\ \tfrac{\text{fan\_in}+\text{fan\_out}}{2},\
+        \sqrt{\text{fan\_in}\,\text{fan\_out}}\}
+
+    realised as ``N(0, sigma^2)`` (``"normal"``), ``U(-sqrt(3) sigma, sqrt(3) sigma)``
+    (``"uniform"``), or a normal with parent std ``sigma / 0.87962566103423978`` truncated at two
+    parent stds (``"truncated_normal"``, the Keras / JAX default), so the samples have std
+    ``sigma``. Unlike the torch-named functions the fans are the ones a unit really has
+    (:func:`initlab.fans.compute_fans`): grouped/depthwise convs count ``in/groups`` and
+    ``out/groups``, transposed convs read ``(in, out/groups, *k)``, and a packed weight of
+    ``chunks`` blocks uses the fans of one block (the blocks are i.i.d., so one draw fills all).
+
+    Args:
+        tensor: a floating-point tensor with >= 2 dims, filled in place.
+        scale: variance multiplier ``> 0`` (``gain**2``: 1 Glorot/LeCun, 2 He).
+        mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
+        distribution: ``"truncated_normal"``, ``"normal"`` or ``"uniform"``.
+        layout: ``"torch"`` (``(out, in/groups, *k)``) or ``"keras"`` / ``"jax"``
+            (``(*k, in/groups, out)``).
+        groups: the conv's groups. transposed: a ``ConvTransposeNd`` weight (torch layout).
+        chunks: number of packed blocks along the output axis (QKV 3, LSTM 4, GRU 3).
+        generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims; bad ``scale``,
+        ``mode``, ``distribution``, ``layout``, or ``groups`` / ``chunks`` not dividing the axis.
+
+    Source: Keras / JAX ``VarianceScaling``; Glorot & Bengio (2010); He et al. (2015).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> w = variance_scaling_(torch.empty(1536, 512), 1.0, "fan_avg", "normal", chunks=3, generator=g)
+    >>> round(w.std().item(), 3)   # per-chunk Glorot: sqrt(2 / (512 + 512))
+    0.044
+    """
+    if _check(tensor, "variance_scaling_", min_dims=2):
+        return tensor
+    fans = compute_fans(tensor.shape, layout=layout, groups=groups, transposed=transposed, chunks=chunks)
+    spec = schemes.variance_scaling(scale, mode, distribution, fans=fans)
+    return _fill_spec(tensor, spec, generator)
+
+
+def delta_orthogonal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Delta-orthogonal conv init: zero except the spatial centre, an orthogonal matrix.
+
+    For a weight ``(out, in, *k)`` with ``out >= in``:
+
+    .. math::
+        W[:, :, \lfloor k/2 \rfloor] = \text{gain}\cdot H,\quad H^\top H = I_{in},\qquad
+        W = 0 \text{ elsewhere}
+
+    so the convolution is a norm-preserving map at initialization (dynamical isometry), which
+    lets vanilla CNNs of thousands of layers train. ``H`` is Haar-distributed (as
+    :func:`orthogonal_`; float32 QR for 16-bit tensors).
+
+    Args:
+        tensor: a 3-, 4- or 5-D floating-point tensor ``(out, in, *k)``, ``out >= in``.
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: not 3-5-D; ``out < in``.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks".
+
+    >>> w = delta_orthogonal_(torch.empty(8, 4, 3, 3), generator=torch.Generator().manual_seed(0))
+    >>> c = w[:, :, 1, 1]
+    >>> torch.allclose(c.T @ c, torch.eye(4), atol=1e-6), float(w[:, :, 0, 0].abs().max())
+    (True, 0.0)
+    """
+    if _check(tensor, "delta_orthogonal_", dims=(3, 4, 5), what=" (a Conv1d/2d/3d weight)"):
+        return tensor
+    if tensor.is_meta:
+        return tensor
+    return _fill_spec(tensor, schemes.DeltaOrthogonal(gain), generator)
+
+
+_SPEC_DIMS: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
+    schemes.Orthogonal: (2, None, ""),
+    schemes.Identity: (0, (2,), ""),
+    schemes.Sparse: (0, (2,), ""),
+    schemes.Dirac: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
+    schemes.DeltaOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
+}
+
+
+def apply_spec_(
+    tensor: Tensor,
+    spec: schemes.Spec,
+    *,
+    generator: torch.Generator | None = None,
+    chunks: int = 1,
+) -> Tensor:
+    r"""Realise an :mod:`initlab.schemes` spec in ``tensor``, in place.
+
+    ==========================  ===================================================================
+    spec                        fills ``tensor`` with
+    ==========================  ===================================================================
+    ``Normal(std, mean)``       :math:`\mathcal{N}(\text{mean}, \text{std}^2)` (``Tensor.normal_``)
+    ``Uniform(low, high)``      :math:`\mathcal{U}(\text{low}, \text{high})` (``Tensor.uniform_``)
+    ``TruncatedNormal``         parent :math:`\mathcal{N}(\text{mean}, \text{std}^2)` cut to
+                                absolute ``[a, b]`` (torch's ``trunc_normal_``)
+    ``Constant(value)``         ``value``
+    ``Orthogonal(gain)``        :func:`orthogonal_` (>= 2 dims)
+    ``Identity(gain)``          ``gain * I`` (2 dims)
+    ``Dirac(groups)``           :func:`dirac_` (3-5 dims)
+    ``DeltaOrthogonal(gain)``   :func:`delta_orthogonal_` (3-5 dims)
+    ``Sparse(sparsity, std)``   :func:`sparse_` (2 dims)
+    ==========================  ===================================================================
+
+    The entries then have std ``spec.expected_std`` (for the distribution specs).
+
+    Args:
+        tensor: floating-point tensor, filled in place; the dims each spec needs are listed above.
+        spec: an :class:`initlab.schemes.Spec`.
+        generator: ``torch.Generator`` on the tensor's device.
+        chunks: split dim 0 into this many equal blocks (a packed weight) and fill each block
+            independently — e.g. ``Orthogonal`` per LSTM gate. Blocks of an i.i.d. spec are
+            independent already, so those fill the whole tensor in one draw.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: ``spec`` is not a Spec; integer or bool ``tensor``. InitlabError: too few dims
+        for the spec; ``chunks`` not dividing dim 0; invalid spec parameters.
+
+    Source: the schemes' own papers (see :mod:`initlab.schemes`).
+
+    >>> from initlab.schemes import Orthogonal
+    >>> w = apply_spec_(torch.empty(8, 2), Orthogonal(), chunks=4,
+    ...                 generator=torch.Generator().manual_seed(0))
+    >>> torch.allclose(w[2:4] @ w[2:4].T, torch.eye(2), atol=1e-6)
+    True
+    """
+    if not isinstance(spec, schemes.Spec):
+        raise TypeError(
+            f"apply_spec_: spec must be an initlab.schemes.Spec, got {type(spec).__name__}: "
+            "build one with initlab.schemes (e.g. schemes.he_normal(fans))"
+        )
+    known = (schemes.Normal, schemes.Uniform, schemes.TruncatedNormal, schemes.Constant, *_SPEC_DIMS)
+    if not isinstance(spec, known):
+        raise TypeError(f"apply_spec_ cannot realise a {type(spec).__name__}: use one of the initlab specs")
+    min_dims, dims, what = _SPEC_DIMS.get(type(spec), (0, None, ""))
+    name = f"apply_spec_({spec.describe()})"
+    if _check(tensor, name, min_dims=min_dims, dims=dims, what=what):
+        return tensor
+    _check_chunks(tensor, chunks, "apply_spec_")
+    if isinstance(spec, schemes.Normal) and spec.std < 0:
+        raise InitlabError(f"apply_spec_: Normal std={spec.std!r} is negative: pass std >= 0")
+    if isinstance(spec, schemes.Uniform) and spec.low > spec.high:
+        raise InitlabError(f"apply_spec_: Uniform low={spec.low!r} > high={spec.high!r}: swap them")
+    if isinstance(spec, schemes.Sparse) and not (0.0 <= spec.sparsity <= 1.0 and spec.std >= 0):
+        raise InitlabError(f"apply_spec_: {spec} needs sparsity in [0, 1] and std >= 0")
+    if tensor.is_meta and type(spec) in _SPEC_DIMS:  # no storage: structural fills are no-ops
+        return tensor
+    with torch.no_grad():
+        _realise(tensor, spec, generator, chunks)
+    return tensor
+
+
+# ---- torch private helpers that third-party code imports from nn.init ---------------------------
+
+
+def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
+    """Torch's ``(fan_in, fan_out)`` of ``tensor`` (``shape[1] * rf``, ``shape[0] * rf``)."""
+    if tensor.dim() < 2:
+        raise InitlabError(
+            "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions "
+            f"(got {tensor.dim()})"
+        )
+    fans = _torch_fans(tensor)
+    return fans.fan_in, fans.fan_out
+
+
+def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
+    """Torch's fan for ``mode`` in ``("fan_in", "fan_out")``."""
+    if tensor.dim() < 2:
+        _calculate_fan_in_and_fan_out(tensor)
+    return _kaiming_fan(tensor, mode, "_calculate_correct_fan")
+
+
+# ---- torch's deprecated names (FutureWarning, as torch) ---------------------------------------------
+
+
+def _make_deprecate(meth: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    new_name = meth.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(
+            f"`initlab.init.{old_name}` is deprecated in favor of `initlab.init.{new_name}` "
+            "(as in torch.nn.init).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return meth(*args, **kwargs)
+
+    deprecated_init.__doc__ = f"Deprecated alias of :func:`{new_name}` (as in ``torch.nn.init``)."
+    deprecated_init.__name__ = old_name
+    return deprecated_init
+
+
+uniform = _make_deprecate(uniform_)
+normal = _make_deprecate(normal_)
+constant = _make_deprecate(constant_)
+eye = _make_deprecate(eye_)
+dirac = _make_deprecate(dirac_)
+xavier_uniform = _make_deprecate(xavier_uniform_)
+xavier_normal = _make_deprecate(xavier_normal_)
+kaiming_uniform = _make_deprecate(kaiming_uniform_)
+kaiming_normal = _make_deprecate(kaiming_normal_)
+orthogonal = _make_deprecate(orthogonal_)
+sparse = _make_deprecate(sparse_)

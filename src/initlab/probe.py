@@ -1,0 +1,1462 @@
+"""Signal-propagation probe: per-layer forward and backward statistics of any PyTorch model.
+
+:func:`probe` runs ONE forward and ONE backward pass through a model and records, for every
+layer (by default every ``Linear`` / ``Conv`` / ``ConvTranspose`` output and every activation
+output, module or functional), where the signal vanishes, explodes, saturates, dies or stays
+symmetric:
+
+* **forward** (``kind="forward"``) — ``mean, std, min, max, q01, q50, q99`` of the layer's output
+  (its *activation*; for a Linear/Conv layer the *pre-activation* of the next nonlinearity),
+  ``nonfinite_fraction``, ``zero_fraction``; for saturating activations ``saturation``; for the
+  ReLU family ``dead_fraction``;
+* **backward** (``kind="backward"``) — ``grad_mean, grad_std, grad_norm, nonfinite_fraction`` of
+  ``dL/d(layer output)``;
+* **weight** (``kind="weight"``) — ``weight_mean, weight_std, weight_norm, nonfinite_fraction``,
+  ``distinct_units`` (symmetry) and, with ``scheme=``, ``expected_weight_std`` (what the layer's
+  fans predict under that scheme);
+* **param_grad** (``kind="param_grad"``) — ``param_grad_std, param_grad_norm,
+  grad_to_weight_ratio`` (``||dL/dW|| / ||W||``);
+* **hist** / **grad_hist** — counts over ``bins`` fixed bins spanning the layer's ``[min, max]``.
+
+Moments, extremes and dead units are exact; quantiles, zero/saturation fractions and histograms
+are read from a fixed seeded sample of at most ``max_samples`` entries per tensor (see
+:func:`probe`). Each hook reduces its tensor to one small vector on the tensor's own device (no
+host sync; CPU tensors read their sample with NumPy); all vectors are copied to the host with
+ONE ``.tolist()`` per pass (per device): one after the forward, one after the backward.
+Module hooks are removed in a ``finally`` (also when the forward raises); gradients are
+taken with :func:`torch.autograd.grad`, so parameters' ``.grad`` are never touched; training
+flags, ``requires_grad`` and buffers (BatchNorm running statistics) are restored; no weight
+changes.
+
+Functional activations (``torch.tanh(x)`` inside a ``forward``) are captured with a
+:class:`torch.overrides.TorchFunctionMode` that sees every torch call the model really makes
+(so data-dependent control flow works, unlike ``torch.fx`` symbolic tracing, which this module
+deliberately does not use). They are named ``"<owner>.forward.<fn>_<k>"``, e.g.
+``"forward.tanh_1"`` for the first ``tanh`` called in the root model's ``forward`` and
+``"block1.forward.relu_2"`` for the second ``relu`` in submodule ``block1``. Calls made inside an
+activation module (``nn.Tanh`` calls ``torch.tanh``) are not counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import math
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from initlab.errors import InitlabError
+from initlab.fans import compute_fans
+from initlab.records import records_to_csv, records_to_json
+
+__all__ = ["probe", "ProbeResult", "Verdict", "Thresholds", "STATS", "VERDICT_KINDS"]
+
+#: Stat names the probe emits (stable: other modules and the report read them).
+STATS: tuple[str, ...] = (
+    "mean", "std", "min", "max", "q01", "q50", "q99", "nonfinite_fraction", "zero_fraction",
+    "saturation", "dead_fraction", "grad_mean", "grad_std", "grad_norm", "weight_mean",
+    "weight_std", "weight_norm", "expected_weight_std", "distinct_units", "param_grad_std",
+    "param_grad_norm", "grad_to_weight_ratio", "count",
+)
+
+#: Verdict kinds, in the order :meth:`ProbeResult.verdicts` reports them.
+VERDICT_KINDS: tuple[str, ...] = (
+    "nonfinite", "vanishing", "exploding", "vanishing_gradient", "exploding_gradient",
+    "saturated", "dead", "symmetric",
+)
+
+_QUANTILES = (0.01, 0.5, 0.99)
+_SATURATING = ("tanh", "softsign", "sigmoid", "hardsigmoid", "hardtanh", "relu6")
+_RELU_FAMILY = ("relu", "relu6", "leaky_relu", "prelu", "rrelu")
+
+# ---- activation identification ------------------------------------------------------------------
+
+_ACT_MODULES: dict[type, str] = {
+    nn.Identity: "linear", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu",
+    nn.PReLU: "prelu", nn.RReLU: "rrelu", nn.ELU: "elu", nn.SELU: "selu", nn.CELU: "celu",
+    nn.GELU: "gelu", nn.SiLU: "silu", nn.Mish: "mish", nn.Softplus: "softplus",
+    nn.Softsign: "softsign", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Hardtanh: "hardtanh",
+    nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish", nn.Tanhshrink: "tanhshrink",
+    nn.LogSigmoid: "logsigmoid",
+}
+
+_FUNCTIONAL: dict[Any, str] = {}
+
+
+def _register_functional(name: str, *names: str) -> None:
+    for dotted in names:
+        owner_name, _, attr = dotted.rpartition(".")
+        owner = {"torch": torch, "F": F, "Tensor": torch.Tensor}[owner_name]
+        fn = getattr(owner, attr, None)
+        if fn is not None:
+            _FUNCTIONAL[fn] = name
+
+
+_register_functional("tanh", "torch.tanh", "torch.tanh_", "Tensor.tanh", "Tensor.tanh_", "F.tanh")
+_register_functional("sigmoid", "torch.sigmoid", "torch.sigmoid_", "Tensor.sigmoid", "Tensor.sigmoid_",
+                     "F.sigmoid")
+_register_functional("relu", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu",
+                     "F.relu_")
+_register_functional("relu6", "F.relu6")
+_register_functional("leaky_relu", "F.leaky_relu", "F.leaky_relu_")
+_register_functional("prelu", "F.prelu", "torch.prelu")
+_register_functional("rrelu", "F.rrelu", "F.rrelu_")
+_register_functional("elu", "F.elu", "F.elu_")
+_register_functional("selu", "F.selu", "torch.selu", "torch.selu_")
+_register_functional("celu", "F.celu", "torch.celu", "torch.celu_")
+_register_functional("gelu", "F.gelu")
+_register_functional("silu", "F.silu")
+_register_functional("mish", "F.mish")
+_register_functional("softplus", "F.softplus")
+_register_functional("softsign", "F.softsign")
+_register_functional("hardtanh", "F.hardtanh", "F.hardtanh_")
+_register_functional("hardsigmoid", "F.hardsigmoid")
+_register_functional("hardswish", "F.hardswish")
+
+
+def _module_activation(module: nn.Module) -> tuple[str, tuple[float, float] | None] | None:
+    """``(activation name, hardtanh limits or None)`` of an activation module, else ``None``."""
+    name = _ACT_MODULES.get(type(module))
+    if name is None:
+        for cls, cand in _ACT_MODULES.items():
+            if cls is not nn.Identity and isinstance(module, cls):
+                name = cand
+                break
+    if name is None:
+        return None
+    if name == "gelu" and getattr(module, "approximate", "none") == "tanh":
+        name = "gelu_tanh"
+    limits = None
+    if isinstance(module, nn.Hardtanh):
+        limits = (float(module.min_val), float(module.max_val))
+    return name, limits
+
+
+def _functional_limits(name: str, args: tuple, kwargs: dict) -> tuple[float, float] | None:
+    if name == "relu6":
+        return (0.0, 6.0)
+    if name != "hardtanh":
+        return None
+    lo = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
+    hi = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
+    return (float(lo), float(hi))
+
+
+def _layer_type(module: nn.Module) -> str | None:
+    """Category of a default-probed module: linear, conv, conv_transpose, activation; else None."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if _module_activation(module) is not None:
+        return "activation"
+    return None
+
+
+_WEIGHT_TYPES = ("linear", "conv", "conv_transpose")
+
+#: Runs the hooks' own reductions outside the functional-capture mode (no per-op Python dispatch);
+#: a no-op context where torch lacks it.
+_no_torch_function = getattr(torch._C, "DisableTorchFunction", contextlib.nullcontext)
+
+# ---- thresholds, verdicts ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When :meth:`ProbeResult.verdicts` calls a layer unhealthy, and what counts as saturated.
+
+    Attributes:
+        vanishing: forward ``std`` below ``vanishing`` times the first layer's of the same kind
+            (weight-layer outputs and activation outputs are compared separately) is vanishing;
+            backward ``grad_std`` below ``vanishing`` times the LAST layer's (where the backward
+            pass starts) is a vanishing gradient. Default ``1e-3``.
+        exploding: the same ratios above ``exploding`` (default ``1e3``) are exploding.
+        saturated: ``saturation`` above this fraction is saturated (default ``0.5``).
+        dead: ``dead_fraction`` above this fraction is dead (default ``0.5``).
+        saturation_level: an output counts as saturated when ``|a| > level`` (tanh, softsign),
+            ``a > level * max_val`` or ``a < level * min_val`` (hardtanh, relu6), or
+            ``a < 1 - level`` or ``a > level`` (sigmoid, hardsigmoid). Default ``0.99``.
+        symmetry_rtol, symmetry_atol: two units of a weight layer count as one when their
+            weight rows (length ``k``) differ by at most ``sqrt(k) * (atol + rtol * max|W|)`` in
+            Euclidean norm (tested on 8 fixed random projections; rows equal within
+            ``atol + rtol * max|W|`` entry-wise always pass).
+
+    Raises:
+        InitlabError: a non-positive or non-finite threshold, a fraction outside ``[0, 1]``.
+
+    >>> Thresholds(vanishing=1e-2).exploding
+    1000.0
+    """
+
+    vanishing: float = 1e-3
+    exploding: float = 1e3
+    saturated: float = 0.5
+    dead: float = 0.5
+    saturation_level: float = 0.99
+    symmetry_rtol: float = 1e-4
+    symmetry_atol: float = 1e-12
+
+    def __post_init__(self) -> None:
+        for name in ("vanishing", "exploding", "symmetry_rtol"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InitlabError(f"Thresholds.{name}={v!r} is invalid: pass a finite number > 0")
+        for name in ("saturated", "dead", "saturation_level"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise InitlabError(f"Thresholds.{name}={v!r} is invalid: pass a fraction in [0, 1]")
+        if not (isinstance(self.symmetry_atol, (int, float)) and self.symmetry_atol >= 0):
+            raise InitlabError(f"Thresholds.symmetry_atol={self.symmetry_atol!r} is invalid: pass >= 0")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One diagnosis: ``kind`` (see :data:`VERDICT_KINDS`), the first offending ``layer``, a
+    one-line ``message`` and the ``value`` that triggered it (a ratio, fraction or count)."""
+
+    kind: str
+    layer: str
+    message: str
+    value: float
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ---- the result ----------------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == 0:
+            return "0"
+        return f"{v:.3g}"
+    return str(v)
+
+
+class ProbeResult:
+    """What :func:`probe` saw: tidy records plus accessors, a table and verdicts.
+
+    Attributes:
+        records: list of dicts with keys ``layer, kind, stat, value`` and extras ``index`` (order
+            of the layer's first call), ``layer_type`` (``linear``, ``conv``, ``conv_transpose``,
+            ``activation``, ``module``), ``module`` (class or function name), ``activation``
+            (an activation layer's own activation; for a weight layer the activation that
+            consumes its output, when one does directly), ``shape`` (forward records), ``bin,
+            bin_lo, bin_hi`` (histogram records), ``units`` (``distinct_units``), ``gain`` and
+            ``spec`` (``expected_weight_std``), plus ``scheme`` and any ``tags`` given to probe.
+            Built on first use (a probe's cost is its passes; materialising thousands of dicts
+            is left to whoever reads them).
+        layers: layer names in the order of their first call.
+        loss: the scalar loss the backward pass started from (``None`` without backward).
+        thresholds: the :class:`Thresholds` :meth:`verdicts` uses by default.
+
+    ``ProbeResult(records, layers)`` rebuilds a result from records (e.g. read back from JSON).
+    """
+
+    def __init__(self, records: Iterable[dict[str, Any]] | None = None, layers: Sequence[str] | None = None,
+                 loss: float | None = None, thresholds: Thresholds | None = None, *,
+                 build: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        if records is None and build is None:
+            raise InitlabError("ProbeResult needs records: pass the records list")
+        self._records = list(records) if records is not None else None
+        self._build = build
+        if layers is None:
+            seen: dict[str, int] = {}
+            for r in self.records:
+                seen.setdefault(r["layer"], r.get("index", len(seen)))
+            layers = sorted(seen, key=seen.__getitem__)
+        self.layers = list(layers)
+        self.loss = loss
+        self.thresholds = thresholds if thresholds is not None else Thresholds()
+        self._cache: tuple[dict, dict] | None = None
+        self._hists: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        if self._records is None:
+            assert self._build is not None
+            self._records, self._build = self._build(), None
+        return self._records
+
+    def _indexes(self) -> tuple[dict[tuple[str, str, str], Any], dict[str, dict[str, Any]]]:
+        if self._cache is None:
+            index: dict[tuple[str, str, str], Any] = {}
+            info: dict[str, dict[str, Any]] = {}
+            hists: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for r in self.records:
+                kind = r.get("kind")
+                if kind in ("hist", "grad_hist"):
+                    hists.setdefault((r["layer"], kind), []).append(r)
+                    continue
+                index.setdefault((r["layer"], kind, r["stat"]), r["value"])
+                if r["layer"] not in info:
+                    info[r["layer"]] = {k: r[k] for k in ("index", "layer_type", "module", "activation")
+                                        if k in r}
+                if "shape" in r:
+                    info[r["layer"]].setdefault("shape", tuple(r["shape"]))
+                if "units" in r:
+                    info[r["layer"]].setdefault("units", r["units"])
+            self._cache = (index, info)
+            self._hists = hists
+        return self._cache
+
+    @property
+    def _index(self) -> dict[tuple[str, str, str], Any]:
+        return self._indexes()[0]
+
+    @property
+    def _info(self) -> dict[str, dict[str, Any]]:
+        return self._indexes()[1]
+
+    def __repr__(self) -> str:
+        return f"ProbeResult({len(self.layers)} layers, loss={_fmt(self.loss)})"
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self._info:
+            raise InitlabError(f"layer {layer!r} was not probed: use one of {', '.join(self.layers)}")
+
+    def info(self, layer: str) -> dict[str, Any]:
+        """``{index, layer_type, module, activation, shape}`` of ``layer``."""
+        self._check_layer(layer)
+        return dict(self._info[layer])
+
+    def stat(self, layer: str, stat: str, kind: str | None = None) -> float:
+        """The value of ``stat`` for ``layer`` (``kind`` disambiguates, e.g. ``nonfinite_fraction``
+        exists for ``forward``, ``backward`` and ``weight``; without it the first of forward,
+        weight, backward, param_grad wins).
+
+        Raises:
+            InitlabError: unknown layer, or a stat the layer does not have (the message lists
+                the ones it has).
+        """
+        self._check_layer(layer)
+        kinds = (kind,) if kind is not None else ("forward", "weight", "backward", "param_grad")
+        for k in kinds:
+            key = (layer, k, stat)
+            if key in self._index:
+                v = self._index[key]
+                return float("nan") if v is None else float(v)
+        have = sorted({f"{k}:{s}" for (lay, k, s) in self._index if lay == layer})
+        raise InitlabError(
+            f"layer {layer!r} has no stat {stat!r}" + (f" of kind {kind!r}" if kind else "")
+            + f": it has {', '.join(have)}"
+        )
+
+    def series(
+        self, stat: str, kind: str = "forward", layer_type: str | Iterable[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """``[(layer, value), ...]`` of ``stat`` in layer order, for the layers that have it.
+
+        ``layer_type`` keeps only layers whose category (``"linear"``, ``"conv"``,
+        ``"conv_transpose"``, ``"activation"``, ``"module"``, or ``"weight"`` for the first three),
+        module class name (``"Tanh"``) or activation name (``"tanh"``) matches.
+        """
+        if isinstance(layer_type, str):
+            wanted: set[str] | None = {layer_type}
+        else:
+            wanted = None if layer_type is None else set(layer_type)
+        out = []
+        for layer in self.layers:
+            key = (layer, kind, stat)
+            if key not in self._index:
+                continue
+            if wanted is not None:
+                info = self._info[layer]
+                tags = {info.get("layer_type"), info.get("module")}
+                if info.get("layer_type") == "activation":
+                    tags.add(info.get("activation"))
+                if info.get("layer_type") in _WEIGHT_TYPES:
+                    tags.add("weight")
+                if not tags & wanted:
+                    continue
+            v = self._index[key]
+            out.append((layer, float("nan") if v is None else float(v)))
+        return out
+
+    def histogram(self, layer: str, kind: str = "hist") -> tuple[list[float], list[float]]:
+        """``(edges, counts)`` of ``layer``'s histogram: ``len(edges) == len(counts) + 1``.
+        ``kind="grad_hist"`` gives the gradient's histogram. Non-finite entries are not counted."""
+        self._check_layer(layer)
+        rows = sorted(self._hists.get((layer, kind), []), key=lambda r: r["bin"])
+        if not rows:
+            raise InitlabError(f"layer {layer!r} has no {kind!r} histogram (was it probed with bins > 0?)")
+        edges = [float(r["bin_lo"]) for r in rows] + [float(rows[-1]["bin_hi"])]
+        return edges, [float(r["value"]) for r in rows]
+
+    def table(self) -> str:
+        """A fixed-width text table, one row per layer (forward std/saturation/dead, backward
+        grad std, weight std observed vs expected, distinct units)."""
+        cols = [("layer", 0), ("type", 0), ("act", 0), ("shape", 0), ("mean", 1), ("std", 1),
+                ("q01", 1), ("q99", 1), ("sat", 1), ("dead", 1), ("grad_std", 1), ("w_std", 1),
+                ("w_expect", 1), ("units", 1)]
+        rows = []
+        for layer in self.layers:
+            info = self._info[layer]
+
+            def get(kind: str, stat: str, layer: str = layer) -> Any:
+                return self._index.get((layer, kind, stat))
+
+            shape = info.get("shape")
+            rows.append([
+                layer, str(info.get("module", "")), str(info.get("activation") or "-"),
+                "x".join(str(s) for s in shape) if shape else "-",
+                _fmt(get("forward", "mean")), _fmt(get("forward", "std")), _fmt(get("forward", "q01")),
+                _fmt(get("forward", "q99")), _fmt(get("forward", "saturation")),
+                _fmt(get("forward", "dead_fraction")), _fmt(get("backward", "grad_std")),
+                _fmt(get("weight", "weight_std")), _fmt(get("weight", "expected_weight_std")),
+                _fmt(get("weight", "distinct_units")),
+            ])
+        widths = [max([len(c[0])] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+
+        def line(cells: list[str]) -> str:
+            padded = zip(cells, cols, widths, strict=True)
+            return "  ".join(v.rjust(w) if c[1] else v.ljust(w) for v, c, w in padded)
+
+        lines = [line([c[0] for c in cols]), "  ".join("-" * w for w in widths)]
+        lines += [line(r) for r in rows]
+        return "\n".join(lines)
+
+    def verdicts(self, thresholds: Thresholds | None = None) -> list[Verdict]:
+        """Diagnoses, each naming the first offending layer (see :class:`Thresholds`):
+
+        * ``nonfinite`` — any NaN/inf in a layer's output or weight (else in a gradient);
+        * ``vanishing`` / ``exploding`` — forward std below ``vanishing`` / above ``exploding``
+          times the first layer's of the same kind;
+        * ``vanishing_gradient`` / ``exploding_gradient`` — backward grad_std relative to the last
+          layer's of the same kind, first offender in backward order;
+        * ``saturated`` — ``saturation > saturated``; ``dead`` — ``dead_fraction > dead``;
+        * ``symmetric`` — a weight layer with more than one unit but 1 distinct unit.
+
+        Returns:
+            list of :class:`Verdict`, empty when the network looks healthy, in the order of
+            :data:`VERDICT_KINDS`.
+        """
+        th = thresholds or self.thresholds
+        out: list[Verdict] = []
+        order = {layer: i for i, layer in enumerate(self.layers)}
+
+        # non-finite
+        bad = [(order[lay], lay, k, float(v)) for (lay, k, s), v in self._index.items()
+               if s == "nonfinite_fraction" and k in ("forward", "weight") and v is not None and v > 0]
+        if bad:
+            _, lay, k, v = min(bad)
+            where = "output" if k == "forward" else "weight"
+            out.append(Verdict("nonfinite", lay, f"non-finite: {v:.3g} of the {where} of {lay} is NaN/inf "
+                               f"({len({b[1] for b in bad})} layer(s) affected)", v))
+        else:
+            badg = [(-order[lay], lay, float(v)) for (lay, k, s), v in self._index.items()
+                    if s == "nonfinite_fraction" and k == "backward" and v is not None and v > 0]
+            if badg:
+                _, lay, v = min(badg)
+                msg = f"non-finite: {v:.3g} of dL/d(output) of {lay} is NaN/inf"
+                out.append(Verdict("nonfinite", lay, msg, v))
+
+        def groups(kind: str, stat: str) -> list[list[tuple[str, float]]]:
+            gs = []
+            for types in (_WEIGHT_TYPES, ("activation",), ("module",)):
+                s = [(lay, v) for lay, v in self.series(stat, kind)
+                     if self._info[lay].get("layer_type") in types and math.isfinite(v)]
+                if len(s) > 1:
+                    gs.append(s)
+            return gs
+
+        for kind, stat, backward in (("forward", "std", False), ("backward", "grad_std", True)):
+            hits: dict[str, tuple[int, str, float, str, float]] = {}
+            for g in groups(kind, stat):
+                seq = list(reversed(g)) if backward else g
+                ref_layer, ref = seq[0]
+                if ref <= 0:
+                    continue
+                for lay, v in seq[1:]:
+                    ratio = v / ref
+                    checks = (("vanishing", ratio < th.vanishing), ("exploding", ratio > th.exploding))
+                    for vk, cond in checks:
+                        if not cond:
+                            continue
+                        pos = -order[lay] if backward else order[lay]
+                        if vk not in hits or pos < hits[vk][0]:
+                            hits[vk] = (pos, lay, ratio, ref_layer, v)
+            for vk in ("vanishing", "exploding"):
+                if vk not in hits:
+                    continue
+                _, lay, ratio, ref_layer, v = hits[vk]
+                name = vk + ("_gradient" if backward else "")
+                limit = th.vanishing if vk == "vanishing" else th.exploding
+                what = "gradient std" if backward else "forward std"
+                out.append(Verdict(name, lay, f"{name.replace('_', ' ')}: {what} at {lay} is {v:.3g}, "
+                                   f"{ratio:.3g} x that of {ref_layer} (threshold {limit:g})", ratio))
+        for vk, stat, limit, label in (("saturated", "saturation", th.saturated, "saturated"),
+                                       ("dead", "dead_fraction", th.dead, "dead units")):
+            hits2 = [(lay, v) for lay, v in self.series(stat) if v > limit]
+            if hits2:
+                lay, v = hits2[0]
+                out.append(Verdict(vk, lay, f"{vk}: {v:.1%} {label} at {lay} (threshold {limit:.0%}; "
+                                   f"{len(hits2)} layer(s) affected)", v))
+        sym = []
+        for lay, v in self.series("distinct_units", "weight"):
+            units = self._info[lay].get("units")
+            if v == 1 and units is not None and units > 1:
+                sym.append((lay, units))
+        if sym:
+            lay, units = sym[0]
+            out.append(Verdict("symmetric", lay, f"symmetric: {lay} has 1 distinct unit out of {units} "
+                               f"(all weight rows equal; {len(sym)} layer(s) affected): identical "
+                               "units get identical gradients and stay identical", 1.0))
+        rank = {k: i for i, k in enumerate(VERDICT_KINDS)}
+        out.sort(key=lambda vd: rank[vd.kind])
+        return out
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """The records as a JSON array (NaN/inf become ``null``)."""
+        return records_to_json(self.records, indent=indent)
+
+    def to_csv(self) -> str:
+        """The records as CSV text (standard record fields first, then the extras)."""
+        return records_to_csv(self.records)
+
+
+# ---- on-device reductions -----------------------------------------------------------------------
+#
+# Each hook reduces its tensor to four exact partials (one small vector on the tensor's device, no
+# host sync) and keeps a fixed sample of it; after the pass, ONE batched reduction per (device,
+# dtype) sorts all samples at once and reads quantiles, counts and histograms from them
+# (:func:`_reduce`); the results reach the host with one ``.tolist()`` per pass (per device).
+
+#: Columns of a reduced row (:func:`_reduce`), followed by ``bins`` histogram counts. ``extra`` is
+#: ``dead_fraction`` (forward, ReLU family) or ``distinct_units`` (weight), else NaN.
+_ROW_LAYOUT = ["mean", "std", "min", "max", "_bad", "_k", "_zeros", "_sat", "q01", "q50", "q99",
+               "_bin_lo", "_bin_hi", "extra"]
+
+
+def _partials(flat: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact full-tensor partials of a 1-D ``flat``, stacked on its device: ``[mean, ss, min, max]``
+    with ``ss = ||flat - mean||^2`` (two-pass: no cancellation when ``|mean| >> std``).
+
+    Four passes (sum, subtract, dot, aminmax), all float arithmetic or reductions (comparison
+    kernels returning bool are several times slower on CPU); ``scratch`` (same numel and dtype)
+    receives ``flat - mean`` so that no new buffer is allocated per tensor. A NaN/inf propagates
+    into every partial (torch semantics).
+    """
+    mean = flat.sum() / flat.numel()
+    d = torch.sub(flat, mean, out=scratch) if scratch is not None else flat - mean
+    lo, hi = torch.aminmax(flat)
+    return torch.stack([mean, torch.dot(d, d), lo, hi])
+
+
+def _core(x: torch.Tensor) -> torch.Tensor:
+    """Exact full-tensor statistics, on ``x``'s device: ``[mean, std, min, max, bad]``.
+
+    ``mean``, ``std`` (population, two-pass: ``||x - mean|| / sqrt(N)``), ``min``, ``max`` are
+    over ALL entries, so a NaN/inf propagates into them (torch semantics). ``bad`` is
+    ``(min - min) + (max - max)``: exactly 0 when every entry is finite, NaN otherwise (``aminmax``
+    propagates NaN and returns inf when an entry is infinite).
+    """
+    return _finish_core(_partials(x.reshape(-1)).reshape(1, 4), [x.numel()])[0]
+
+
+def _finish_core(parts: torch.Tensor, ns: Sequence[int]) -> torch.Tensor:
+    """``[L, 4]`` partials (see :func:`_partials`) of tensors with ``ns`` entries -> ``[L, 5]``
+    ``[mean, std, min, max, bad]`` (elementwise, so each row equals its one-tensor value)."""
+    n = torch.tensor(list(ns), dtype=parts.dtype, device=parts.device)
+    lo, hi = parts[:, 2], parts[:, 3]
+    std = (parts[:, 1] / n).sqrt()
+    return torch.stack([parts[:, 0], std, lo, hi, (lo - lo) + (hi - hi)], dim=1)
+
+
+class _Sampler:
+    """Deterministic subsample of at most ``max_samples`` entries: seeded indices (drawn with
+    replacement, then sorted for a cache-friendly gather: the sample is the same multiset) cached
+    per (numel, device) and shared by all probes; plus cached constants."""
+
+    #: Constants, sample indices and projection directions, shared by all probes (a device
+    #: probe then copies nothing to the device after its first call); cleared when it grows.
+    _shared: dict[Any, torch.Tensor] = {}
+
+    def __init__(self, max_samples: int | None, seed: int) -> None:
+        self.max_samples = max_samples
+        self.seed = seed
+        if len(self._shared) > 512:
+            self._shared.clear()
+        self._cache = self._shared
+
+    def const(self, key: Any, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+        """A cached constant vector on ``like``'s dtype and device."""
+        k = (key, like.dtype, like.device)
+        if k not in self._cache:
+            self._cache[k] = torch.tensor(list(values), dtype=like.dtype, device=like.device)
+        return self._cache[k]
+
+    def directions(self, k: int, like: torch.Tensor, count: int = 8) -> torch.Tensor:
+        """``count`` fixed random unit vectors of length ``k`` (columns), seeded, cached."""
+        key = ("dirs", k, count, self.seed, like.dtype, like.device)
+        if key not in self._cache:
+            g = torch.Generator().manual_seed(self.seed + 1)
+            d = torch.randn(k, count, generator=g, dtype=torch.float64)
+            self._cache[key] = (d / d.norm(dim=0, keepdim=True)).to(like.device, like.dtype)
+        return self._cache[key]
+
+    def sample(self, flat: torch.Tensor) -> torch.Tensor:
+        """A copy of all entries of the 1-D ``flat`` when there are at most ``max_samples``, else
+        a fixed seeded draw (with replacement) of ``max_samples`` of them (a snapshot either way:
+        a later in-place change of the tensor does not reach it)."""
+        n = flat.numel()
+        if self.max_samples is None or n <= self.max_samples:
+            return flat.clone()
+        key = ("idx", n, self.max_samples, self.seed, flat.device)
+        if key not in self._cache:
+            g = torch.Generator().manual_seed(self.seed)
+            idx = torch.randint(n, (self.max_samples,), generator=g).sort().values
+            self._cache[key] = idx.to(flat.device)
+        return flat.index_select(0, self._cache[key])
+
+
+@dataclass
+class _Pending:
+    """One tensor's partials and sample, waiting for the pass's batched reduction."""
+
+    layer: str
+    kind: str
+    parts: torch.Tensor
+    sample: torch.Tensor
+    n: int
+    below: tuple[float, ...] = ()
+    above: tuple[float, ...] = ()
+    extra: torch.Tensor | None = None
+    meta: dict[str, Any] | None = None
+
+
+def _reduce(entries: list[_Pending], bins: int) -> list[torch.Tensor]:
+    """ONE batched reduction for all ``entries`` of a pass: per (device, dtype) group, the samples
+    are padded (+inf), sorted together and read with two batched ``searchsorted``; returns one
+    ``[L, len(_ROW_LAYOUT) + bins]`` tensor per group, rows in the order of ``entries`` within
+    the group (see :func:`_group_keys`).
+
+    On each row: ``k`` = finite sampled entries; quantiles by linear interpolation between order
+    statistics of the finite entries; ``zeros``, saturation (entries below a ``below`` threshold or
+    above an ``above`` one) and the ``bins`` counts over ``[lo, hi]`` (the exact min/max, the
+    sample's finite extremes when those are not finite; ``[lo - 0.5, lo + 0.5]`` when ``hi <= lo``)
+    are counted among the finite entries, comparisons in float64.
+    """
+    out = []
+    for idxs in _group_keys(entries).values():
+        group = [entries[i] for i in idxs]
+        core = _finish_core(torch.stack([e.parts for e in group]), [e.n for e in group])
+        dtype, device = core.dtype, core.device
+        f64 = torch.float64
+        samples = [e.sample for e in group]
+        if len({s.numel() for s in samples}) == 1:
+            padded = torch.stack(samples)
+        else:
+            padded = torch.nn.utils.rnn.pad_sequence(samples, batch_first=True, padding_value=math.inf)
+        srt = torch.nan_to_num(padded, nan=math.inf, posinf=math.inf, neginf=math.inf)
+        # NumPy sorts CPU rows ~20x faster than torch.sort (same values)
+        srt = torch.from_numpy(np.sort(srt.numpy(), axis=1)) if device.type == "cpu" else srt.sort(dim=1).values
+        rows, width = srt.shape
+        k = torch.isfinite(srt).sum(dim=1)
+        last = (k - 1).clamp_min(0)
+        # quantiles: v0 + (pos - i0) * (v1 - v0), the difference in the tensor's dtype
+        pos = torch.tensor(_QUANTILES, dtype=f64, device=device) * (k - 1).unsqueeze(1).to(f64)
+        i0 = pos.floor().long().clamp_min(0)
+        v0 = srt.gather(1, i0)
+        v1 = srt.gather(1, torch.minimum(i0 + 1, last.unsqueeze(1)))
+        quant = v0.to(f64) + (pos - i0.to(f64)) * (v1 - v0).to(f64)
+        quant = torch.where(k.unsqueeze(1) > 0, quant, math.nan).to(dtype)
+        # histogram range, float64
+        lo, hi = core[:, 2].to(f64), core[:, 3].to(f64)
+        first = torch.where(k > 0, srt[:, 0].to(f64), 0.0)
+        top = torch.where(k > 0, srt.gather(1, last.unsqueeze(1))[:, 0].to(f64), 0.0)
+        lo = torch.where(torch.isfinite(lo), lo, first)
+        hi = torch.where(torch.isfinite(hi), hi, top)
+        positive = hi > lo
+        lo_eff = torch.where(positive, lo, lo - 0.5)
+        hi_eff = torch.where(positive, hi, lo + 0.5)
+        # probes per row: 0, below thresholds (pad -inf), above thresholds (pad +inf), bin edges, hi
+        nb = max(len(e.below) for e in group)
+        na = max(len(e.above) for e in group)
+        thr = [[0.0, *e.below, *[-math.inf] * (nb - len(e.below)), *e.above,
+                *[math.inf] * (na - len(e.above))] for e in group]
+        probes = [torch.tensor(thr, dtype=f64, device=device)]
+        if bins:
+            grid = torch.arange(bins, dtype=f64, device=device) / bins
+            probes.append(lo_eff.unsqueeze(1) + (hi_eff - lo_eff).unsqueeze(1) * grid)
+        probes.append(hi_eff.unsqueeze(1))
+        probes_t = torch.cat(probes, dim=1)
+        s64 = srt.to(f64)
+        left = torch.searchsorted(s64, probes_t)
+        right = torch.searchsorted(s64, probes_t, right=True)
+        zeros = right[:, 0] - left[:, 0]
+        k1 = k.unsqueeze(1)
+        sat = left[:, 1:1 + nb].sum(dim=1) + (k1 - right[:, 1 + nb:1 + nb + na]).clamp_min(0).sum(dim=1)
+        head = torch.stack([k, zeros, sat], dim=1).to(dtype)
+        if bins:
+            start = 1 + nb + na
+            counts = torch.cat([left[:, start:-1], right[:, -1:]], dim=1).diff(dim=1).to(dtype)
+            rng = torch.stack([lo_eff, hi_eff], dim=1).to(dtype)
+        else:
+            counts = torch.zeros((rows, 0), dtype=dtype, device=device)
+            rng = torch.full((rows, 2), math.nan, dtype=dtype, device=device)
+        nan = torch.full((), math.nan, dtype=dtype, device=device)
+        extra = torch.stack([nan if e.extra is None else e.extra.to(dtype) for e in group]).reshape(rows, 1)
+        out.append(torch.cat([core, head, quant, rng, extra, counts], dim=1))
+    return out
+
+
+def _group_keys(entries: list[_Pending]) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, e in enumerate(entries):
+        groups.setdefault((e.parts.device, e.parts.dtype), []).append(i)
+    return groups
+
+
+def _nonfinite_fraction(bad: float, k: float, m: int, n: int) -> float:
+    """Host side: exactly 0 when ``bad`` (see :func:`_core`) is 0; else the sample's non-finite
+    fraction ``(m - k) / m`` (exact when the sample is the whole tensor), at least ``1 / n``."""
+    if bad == 0:
+        return 0.0
+    return max((m - k) / m, 1.0 / n)
+
+
+def _saturation_thresholds(act: str, limits: tuple[float, float] | None, level: float
+                           ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(below, above)``: an output saturates when it lies below one of ``below`` or above one of
+    ``above`` (see :class:`Thresholds`)."""
+    if act in ("tanh", "softsign"):
+        return (-level,), (level,)
+    if act in ("sigmoid", "hardsigmoid"):
+        return (1.0 - level,), (level,)
+    lo, hi = limits if limits is not None else (-1.0, 1.0)  # hardtanh, relu6
+    return ((level * lo,) if lo < 0 else ()), ((level * hi,) if hi > 0 else ())
+
+
+def _dead_fraction(x: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """Fraction of units (along ``unit_dim``) that are ``<= 0`` for every example and position."""
+    if x.dim() <= 1:
+        return (x <= 0).to(x.dtype).mean()
+    ud = unit_dim % x.dim()
+    peak = x.amax(dim=[d for d in range(x.dim()) if d != ud])
+    return (peak <= 0).to(x.dtype).mean()
+
+
+def _distinct_units(w: torch.Tensor, transposed: bool, rtol: float, atol: float,
+                    wmax: torch.Tensor, sampler: _Sampler) -> torch.Tensor:
+    """Number of distinct units (rows of ``w``; dim 1 of a transposed-conv weight), on device.
+
+    Each row (length ``k``) is projected on 8 fixed random unit directions (one pass over ``w``);
+    rows sorted by the first projection, two neighbours are the same unit when all 8 projections
+    differ by at most ``sqrt(k) * (atol + rtol * max|w|)``, which rows equal entry-wise within
+    ``atol + rtol * max|w|`` always satisfy, and rows that differ fail with probability ~0.
+    """
+    units = w.shape[1] if transposed else w.shape[0]
+    rows = (w.transpose(0, 1) if transposed else w).reshape(units, -1)
+    if units <= 1:
+        return torch.full((), float(units), dtype=w.dtype, device=w.device)
+    k = rows.shape[1]
+    proj = rows @ sampler.directions(k, rows)
+    srt = proj[torch.argsort(proj[:, 0])]
+    gaps = (srt[1:] - srt[:-1]).abs().amax(dim=1)
+    tol = (atol + rtol * wmax) * math.sqrt(k)
+    return 1.0 + (gaps > tol).sum().to(w.dtype)
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def _tensor_leaves(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensor_leaves(o)]
+    return []
+
+
+# ---- the session: hooks and bookkeeping -----------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    name: str
+    index: int
+    layer_type: str
+    module_type: str
+    activation: str | None = None
+    limits: tuple[float, float] | None = None
+    module: nn.Module | None = None
+    shape: tuple[int, ...] = ()
+    unit_dim: int = -1
+
+
+class _Session:
+    def __init__(self, model: nn.Module, bins: int, thresholds: Thresholds, sampler: _Sampler,
+                 backward: bool) -> None:
+        self.model: nn.Module | None = model
+        self.bins = bins
+        self.th = thresholds
+        self.sampler = sampler
+        self.backward = backward
+        self.layers: dict[str, _Layer] = {}
+        self.calls: dict[str, int] = {}
+        # partials and samples, reduced in one batch and synced once after each pass
+        self.fwd: list[_Pending] = []
+        self.bwd: list[_Pending] = []
+        self.scratch: dict[tuple, torch.Tensor] = {}
+        self.producers: dict[int, tuple[weakref.ref, str]] = {}
+        self.stack: list[tuple[str, nn.Module]] = []
+        self.fn_counts: dict[tuple[str, str], int] = {}
+        self.busy = False
+        self.skip_types: tuple[type, ...] = tuple(_ACT_MODULES)
+        self.wants_functional: Callable[[str], bool] = lambda name: True
+
+    # -- layer naming
+    def _new_layer(self, base: str, layer_type: str, module_type: str, module: nn.Module | None) -> _Layer:
+        k = self.calls.get(base, 0) + 1
+        self.calls[base] = k
+        name = base if k == 1 else f"{base}#{k}"
+        layer = _Layer(name, len(self.layers), layer_type, module_type, module=module)
+        self.layers[name] = layer
+        return layer
+
+    # -- forward
+    def record_forward(self, layer: _Layer, out: torch.Tensor, inp: torch.Tensor | None) -> None:
+        if not out.is_floating_point():
+            return
+        layer.shape = tuple(out.shape)
+        producer = None
+        if inp is not None:
+            entry = self.producers.get(id(inp))
+            if entry is not None and entry[0]() is inp:
+                producer = self.layers.get(entry[1])
+        # units: channels (dim 1) after a conv, features (last dim) after a Linear; an activation
+        # inherits its producer's; with no known producer, dim 1 for >= 3-d outputs (NC...)
+        if layer.layer_type in ("conv", "conv_transpose"):
+            layer.unit_dim = 1
+        elif layer.layer_type == "activation":
+            if producer is not None:
+                layer.unit_dim = producer.unit_dim
+                if producer.layer_type in _WEIGHT_TYPES and producer.activation is None:
+                    producer.activation = layer.activation
+            elif out.dim() >= 3:
+                layer.unit_dim = 1
+        try:
+            self.producers[id(out)] = (weakref.ref(out), layer.name)
+        except TypeError:  # pragma: no cover - tensors support weakrefs
+            pass
+        if self.backward and out.requires_grad:
+            out.register_hook(lambda g, name=layer.name: self.record_grad(name, g))
+        if out.numel() == 0:
+            return
+        flat = self.flat(out)
+        act = layer.activation if layer.layer_type == "activation" else None
+        saturating = act in _SATURATING
+        below, above = (_saturation_thresholds(act, layer.limits, self.th.saturation_level)
+                        if saturating else ((), ()))
+        dead = _dead_fraction(flat.view(out.shape), layer.unit_dim) if act in _RELU_FAMILY else None
+        self.fwd.append(_Pending(layer.name, "forward", self.partials(flat), self.sampler.sample(flat),
+                                 flat.numel(), below, above, dead,
+                                 {"saturating": saturating, "dead": dead is not None}))
+
+    def flat(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` detached and flattened (float32 for half types)."""
+        x = t.detach()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        return x.reshape(-1)
+
+    def partials(self, flat: torch.Tensor) -> torch.Tensor:
+        """:func:`_partials` with a per-probe scratch buffer for ``flat - mean``."""
+        if not flat.is_contiguous():
+            return _partials(flat)
+        key = (flat.numel(), flat.dtype, flat.device)
+        buf = self.scratch.get(key)
+        if buf is None:
+            buf = self.scratch[key] = torch.empty_like(flat)
+        return _partials(flat, buf)
+
+    # -- backward
+    def record_grad(self, name: str, g: torch.Tensor) -> None:
+        if g is None or g.numel() == 0:
+            return
+        flat = self.flat(g)
+        self.bwd.append(_Pending(name, "backward", self.partials(flat), self.sampler.sample(flat),
+                                 flat.numel()))
+
+    # -- module stack (owner of functional calls)
+    def push_hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            self.stack.append((name, module))
+        return hook
+
+    def pop_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    # -- module hooks
+    def module_hook(self, qualname: str, layer_type: str, act: tuple | None) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            t = _first_tensor(output)
+            if t is None:
+                return
+            self.busy = True
+            try:
+                with _no_torch_function():
+                    layer = self._new_layer(qualname, layer_type, type(module).__name__, module)
+                    if act is not None:
+                        layer.activation, layer.limits = act
+                    self.record_forward(layer, t, _first_tensor(args))
+            finally:
+                self.busy = False
+        return hook
+
+    def on_functional(self, act: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        owner_name, owner = self.stack[-1] if self.stack else ("", self.model)
+        if self.stack and isinstance(owner, self.skip_types):
+            return
+        if not isinstance(out, torch.Tensor):
+            return
+        key = (owner_name, act)
+        k = self.fn_counts.get(key, 0) + 1
+        self.fn_counts[key] = k
+        base = f"{owner_name + '.' if owner_name else ''}forward.{act}_{k}"
+        if not self.wants_functional(base):
+            return
+        layer = _Layer(base, len(self.layers), "activation", getattr(func, "__name__", act))
+        layer.activation = act
+        layer.limits = _functional_limits(act, args, kwargs)
+        self.layers[base] = layer
+        self.record_forward(layer, out, args[0] if args and isinstance(args[0], torch.Tensor) else None)
+
+
+class _FunctionalCapture(TorchFunctionMode):
+    """Records the outputs of functional activations called while active (see module docstring)."""
+
+    def __init__(self, session: _Session) -> None:
+        super().__init__()
+        self.session = session
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        s = self.session
+        if not s.busy:
+            try:
+                act = _FUNCTIONAL.get(func)
+            except TypeError:  # an unhashable callable: not an activation we know
+                act = None
+            if act is not None:
+                s.busy = True
+                try:
+                    s.on_functional(act, func, args, kwargs, out)
+                finally:
+                    s.busy = False
+        return out
+
+
+# ---- selection ---------------------------------------------------------------------------------
+
+
+def _selector(layers: Any) -> tuple[Callable[[str, nn.Module], str | None], Callable[[str], bool], list]:
+    """Turn ``layers=`` into (module -> layer_type or None, functional-name predicate, patterns)."""
+    if layers is None:
+        return (lambda name, m: _layer_type(m)), (lambda name: True), []
+    if isinstance(layers, (str, type)) or callable(layers):
+        items = [layers]
+    elif isinstance(layers, Iterable):
+        items = list(layers)
+    else:
+        raise TypeError(f"layers={layers!r} is invalid: pass a name pattern, an nn.Module subclass, "
+                        "a callable (name, module) -> bool, or a list of these")
+    patterns: list[str] = []
+    types: list[type] = []
+    preds: list[Callable] = []
+    for it in items:
+        if isinstance(it, str):
+            patterns.append(it)
+        elif isinstance(it, type) and issubclass(it, nn.Module):
+            types.append(it)
+        elif callable(it):
+            preds.append(it)
+        else:
+            raise TypeError(f"layers entry {it!r} is invalid: pass a name pattern (str), an nn.Module "
+                            "subclass, or a callable (name, module) -> bool")
+
+    def choose(name: str, m: nn.Module) -> str | None:
+        hit = (any(fnmatch.fnmatchcase(name, p) for p in patterns)
+               or (types and isinstance(m, tuple(types))) or any(p(name, m) for p in preds))
+        if not hit:
+            return None
+        return _layer_type(m) or "module"
+
+    def wants(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return choose, wants, patterns
+
+
+# ---- the default loss ------------------------------------------------------------------------------
+
+
+def _default_loss(outputs: Any, generator: torch.Generator) -> torch.Tensor:
+    leaves = [t for t in _tensor_leaves(outputs) if t.is_floating_point() and t.requires_grad]
+    if not leaves:
+        leaves = [t for t in _tensor_leaves(outputs) if t.is_floating_point()]
+    if not leaves:
+        raise InitlabError("the model returned no floating-point tensor: pass loss_fn= to reduce its output")
+    total = None
+    for t in leaves:
+        r = torch.randn(tuple(t.shape), generator=generator, dtype=torch.float32).to(t.device, t.dtype)
+        batch = t.shape[0] if t.dim() > 0 else 1
+        term = (t * r).sum() / max(batch, 1)
+        total = term if total is None else total + term
+    return total
+
+
+def _gain(activation: str | None) -> float:
+    """``initlab.gains.gain(activation)`` (forward criterion); 1 for no / a linear activation or
+    one :mod:`initlab.gains` does not know (e.g. ``tanhshrink``)."""
+    if activation in (None, "linear", "identity"):
+        return 1.0
+    from initlab import gains  # noqa: PLC0415  (math layer, imported when a scheme is named)
+
+    try:
+        return float(gains.gain(activation))
+    except (ValueError, TypeError, KeyError):
+        return 1.0
+
+
+# ---- the probe ----------------------------------------------------------------------------------
+
+
+def probe(
+    model: nn.Module,
+    inputs: Any,
+    targets: Any = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    *,
+    layers: Any = None,
+    bins: int = 64,
+    scheme: str | None = None,
+    thresholds: Thresholds | None = None,
+    train: bool | None = None,
+    backward: bool = True,
+    functional: bool = True,
+    max_samples: int | None = 4096,
+    generator: torch.Generator | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> ProbeResult:
+    """Run one forward and one backward pass through ``model`` and record per-layer statistics.
+
+    Forward statistics of a layer output ``a`` with ``N`` entries, EXACT over all of them:
+
+    .. math::
+        \\mu = \\frac{1}{N}\\sum a_i, \\qquad \\sigma = \\sqrt{\\frac{1}{N}\\sum (a_i - \\mu)^2}
+
+    (``mean``, population ``std``), ``min``, ``max`` (a NaN/inf propagates into these, as in
+    torch), and ``dead_fraction`` for relu, relu6, leaky_relu, prelu, rrelu: the fraction of units
+    (features, the last dim, after a Linear; channels, dim 1, after a conv, or for any activation
+    output with >= 3 dims whose producer is unknown) that are ``<= 0`` for every example and
+    position in the batch.
+
+    Read from a fixed seeded sample of ``m = min(N, max_samples)`` entries (the whole tensor when
+    ``N <= max_samples``; else drawn with replacement, same indices for every call): quantiles
+    ``q01, q50, q99`` of the finite entries (linear interpolation, standard error about
+    ``sqrt(p (1 - p) / m) / f(q_p)``), ``zero_fraction``, ``saturation`` (tanh, softsign, sigmoid,
+    hardsigmoid, hardtanh, relu6; see :class:`Thresholds`) as fractions of ``m`` (standard error
+    ``<= 0.5 / sqrt(m)``, 0.008 at the default 4096), and the histogram counts (of the sample's
+    finite entries, on ``bins`` equal bins spanning the exact ``[min, max]``).
+    ``nonfinite_fraction`` is exactly 0 when every entry is finite (checked exactly); otherwise the
+    sample's fraction, at least ``1 / N``.
+
+    Backward: ``grad_mean, grad_std, grad_norm`` of ``dL/da`` (exact), its ``nonfinite_fraction``
+    and histogram (``kind="grad_hist"``). Weights (``Linear``/``Conv``/``ConvTranspose``):
+    ``weight_mean, weight_std, weight_norm``; ``distinct_units`` (see :class:`Thresholds`); with
+    ``scheme``, ``expected_weight_std = named_spec(scheme, compute_fans(W.shape, groups=...,
+    transposed=...), gain).expected_std`` where ``gain = initlab.gains.gain(activation)`` of the
+    activation that consumes the layer's output directly (1 when none does). Parameters:
+    ``param_grad_std``, ``param_grad_norm``, ``grad_to_weight_ratio = ||dL/dW|| / ||W||``.
+
+    The default loss (no ``loss_fn``): a fixed random projection of the outputs,
+
+    .. math::
+        L = \\frac{1}{B} \\sum_{\\text{tensor leaves } y} \\sum_i y_i r_i, \\quad r_i \\sim N(0, 1)
+
+    (``B`` = leading dim of each leaf; ``r`` drawn on the CPU from ``generator``, default seed 0),
+    so ``dL/dy = r / B`` at the output, with std about ``1 / B`` whatever the forward scale: the
+    backward statistics then measure how the network's Jacobians grow or shrink the gradient
+    (vanishing/exploding), not how large the output happened to be (as ``0.5 * ||y||^2`` would).
+
+    Args:
+        model: any ``nn.Module``; its output may be a tensor or a (nested) tuple/list/dict.
+        inputs: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
+            (``model(**inputs)``).
+        targets: passed to ``loss_fn(outputs, targets)``. With targets and no ``loss_fn``:
+            cross-entropy for integer targets, MSE for floating targets.
+        loss_fn: ``loss_fn(outputs, targets)`` (or ``loss_fn(outputs)`` when ``targets`` is None)
+            returning a scalar tensor.
+        layers: ``None`` (default: every Linear/Conv/ConvTranspose and activation module, plus
+            functional activations), or a name pattern (``fnmatch``, e.g. ``"fc*"``; matches
+            module qualified names and functional names like ``"forward.tanh_1"``), an
+            ``nn.Module`` subclass, a callable ``(name, module) -> bool``, or a list of these.
+            Modules called more than once get one layer per call: ``name``, ``name#2``, ...
+        bins: histogram bins per layer (0 disables histograms).
+        scheme: a name in :data:`initlab.schemes.NAMED_SCHEMES` whose expected weight std is
+            recorded next to the observed one.
+        thresholds: :class:`Thresholds` for :meth:`ProbeResult.verdicts` and saturation.
+        train: ``True``/``False`` puts the model in train/eval mode for the probe (restored
+            after); ``None`` keeps the current mode. In train mode, dropout draws its masks from
+            torch's global RNG (the model's randomness, not the probe's); BatchNorm uses batch
+            statistics and its running statistics are restored afterwards.
+        backward: ``False`` skips the backward pass (forward and weight stats only).
+        functional: capture functional activations (``TorchFunctionMode``); ``False`` is faster
+            for models that use activation modules only.
+        max_samples: sample size for quantiles, fractions and histograms (``None``: every entry,
+            exact but a full sort per layer).
+        generator: ``torch.Generator`` for the default loss's projection (CPU); default seed 0.
+        tags: extra keys stamped on every record (e.g. ``{"experiment": "tutorial", "seed": 0}``).
+
+    Returns:
+        :class:`ProbeResult`.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; a bad ``layers`` entry.
+        InitlabError: bad ``bins``/``max_samples``; unknown ``scheme``; a ``layers`` pattern
+            that matches nothing; a loss that is not a scalar; a model output without a floating
+            tensor (default loss).
+        Exception: whatever the model's forward raises (hooks are removed first).
+
+    Source: the diagnostics of Glorot & Bengio (2010), "Understanding the difficulty of training
+    deep feedforward neural networks" (activation/gradient histograms per layer, saturation);
+    Schoenholz et al. (2017), "Deep Information Propagation" (signal propagation in depth).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+        >>> _ = nn.init.constant_(net[0].weight, 1.0); _ = nn.init.zeros_(net[0].bias)
+        >>> res = probe(net, torch.ones(2, 4))
+        >>> res.layers
+        ['0', '1']
+        >>> res.stat("0", "mean"), res.stat("0", "distinct_units")
+        (4.0, 1.0)
+        >>> [v.kind for v in res.verdicts()]
+        ['saturated', 'symmetric']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model={type(model).__name__} is not an nn.Module: pass a torch.nn.Module")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 0:
+        raise InitlabError(f"bins={bins!r} is invalid: pass an integer >= 0 (0 disables histograms)")
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                    or max_samples < 1):
+        raise InitlabError(f"max_samples={max_samples!r} is invalid: pass an integer >= 1, or None (exact)")
+    if scheme is not None:
+        from initlab.schemes import NAMED_SCHEMES  # noqa: PLC0415
+        if scheme not in NAMED_SCHEMES:
+            raise InitlabError(f"scheme {scheme!r} is unknown: use one of {', '.join(sorted(NAMED_SCHEMES))}")
+    th = thresholds if thresholds is not None else Thresholds()
+    if not isinstance(th, Thresholds):
+        raise TypeError(f"thresholds={th!r} is not a Thresholds: pass initlab.probe.Thresholds(...)")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+
+    choose, wants, patterns = _selector(layers)
+    session = _Session(model, bins, th, _Sampler(max_samples, seed=0), backward)
+    session.wants_functional = wants
+    named = list(model.named_modules())
+    selected = []
+    for name, m in named:
+        lt = choose(name or "model", m)
+        if lt is not None:
+            selected.append((name or "model", m, lt))
+
+    handles: list[Any] = []
+    saved_training = {m: m.training for _, m in named}
+    params = [p for p in model.parameters()]
+    saved_rg = [p.requires_grad for p in params]
+    buffers = [b for b in model.buffers()]
+    saved_buffers = [b.detach().clone() for b in buffers]
+    capture_functional = functional and (layers is None or bool(patterns))
+    loss_value = None
+    try:
+        if train is not None:
+            model.train(bool(train))
+        for name, m, lt in selected:
+            act = _module_activation(m) if lt == "activation" else None
+            handles.append(m.register_forward_hook(session.module_hook(name, lt, act)))
+        if capture_functional:
+            for name, m in named:
+                handles.append(m.register_forward_pre_hook(session.push_hook(name)))
+                handles.append(m.register_forward_hook(session.pop_hook))
+        if backward:
+            for p in params:
+                if p.is_floating_point() or p.is_complex():
+                    p.requires_grad_(True)
+        args, kwargs = _split_inputs(inputs)
+        input_leaves: list[torch.Tensor] = []
+        if backward and not any(p.requires_grad for p in params):
+            # nothing to differentiate: let gradients reach the layers through the inputs
+            input_leaves = [a.detach().requires_grad_() for a in args
+                            if isinstance(a, torch.Tensor) and a.is_floating_point()]
+            it = iter(input_leaves)
+            args = [next(it) + 0 if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                    for a in args]
+        with torch.enable_grad() if backward else torch.no_grad():
+            if capture_functional:
+                with _FunctionalCapture(session):
+                    outputs = model(*args, **kwargs)
+            else:
+                outputs = model(*args, **kwargs)
+            for h in handles:
+                h.remove()
+            handles = []
+            weight_entries = _weight_stats(session, th)
+            fwd_values = _sync(session.fwd + weight_entries, [], bins)
+            bwd_values: list[tuple] = []
+            if backward:
+                loss = _loss(outputs, targets, loss_fn, generator)
+                plain: list[tuple] = []
+                wanted = [p for p in params if p.requires_grad]
+                if loss.requires_grad and wanted + input_leaves:
+                    grads = torch.autograd.grad(loss.reshape(()), wanted + input_leaves, allow_unused=True)
+                    pgrads = dict(zip(map(id, wanted), grads[: len(wanted)], strict=True))
+                    plain = _param_grad_stats(session, pgrads)
+                loss_entry = ("_loss", "loss", ["loss"], loss.detach().reshape(1).to(torch.float64), {})
+                bwd_values = _sync(session.bwd, plain + [loss_entry], bins)
+                loss_value = bwd_values.pop()[3][0]
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in saved_training.items():
+            m.training = flag
+        for p, flag in zip(params, saved_rg, strict=True):
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            for b, old in zip(buffers, saved_buffers, strict=True):
+                b.copy_(old)
+
+    for pat in patterns:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in session.layers) and not any(
+            fnmatch.fnmatchcase(n or "model", pat) for n, _ in named
+        ):
+            known = [n for n, _ in named if n] + list(session.layers)
+            raise InitlabError(f"layers pattern {pat!r} matches no layer: names are {', '.join(known[:40])}")
+    ordered = sorted(session.layers.values(), key=lambda lay: lay.index)
+    tag_dict = dict(tags or {})
+    session.fwd, session.bwd, session.producers, session.model = [], [], {}, None  # keep only layers
+    session.scratch = {}
+    return ProbeResult(layers=[lay.name for lay in ordered], loss=loss_value, thresholds=th,
+                       build=lambda: _build_records(session, fwd_values, bwd_values, scheme, tag_dict))
+
+
+def _loss(outputs: Any, targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
+          generator: torch.Generator) -> torch.Tensor:
+    if loss_fn is not None:
+        loss = loss_fn(outputs) if targets is None else loss_fn(outputs, targets)
+    elif targets is not None:
+        out = _first_tensor(outputs)
+        if isinstance(targets, torch.Tensor) and not targets.is_floating_point():
+            loss = F.cross_entropy(out, targets)
+        else:
+            loss = F.mse_loss(out, targets)
+    else:
+        loss = _default_loss(outputs, generator)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise InitlabError(f"loss_fn returned {shape}: return a scalar (e.g. reduction='mean')")
+    return loss
+
+
+def _split_inputs(inputs: Any) -> tuple[list, dict]:
+    if isinstance(inputs, Mapping):
+        return [], dict(inputs)
+    if isinstance(inputs, (list, tuple)):
+        return list(inputs), {}
+    return [inputs], {}
+
+
+def _weight_of(layer: _Layer) -> torch.Tensor | None:
+    w = getattr(layer.module, "weight", None) if layer.layer_type in _WEIGHT_TYPES else None
+    return w if isinstance(w, torch.Tensor) and w.dim() >= 2 else None
+
+
+def _weight_stats(session: _Session, th: Thresholds) -> list[_Pending]:
+    out = []
+    seen: set[int] = set()
+    for layer in session.layers.values():
+        w = _weight_of(layer)
+        if w is None or id(w) in seen:
+            continue
+        seen.add(id(w))
+        flat = session.flat(w)
+        parts = session.partials(flat)
+        transposed = layer.layer_type == "conv_transpose"
+        distinct = _distinct_units(flat.view(w.shape), transposed, th.symmetry_rtol, th.symmetry_atol,
+                                   parts[2:4].abs().amax(), session.sampler)
+        meta = {"units": int(w.shape[1] if transposed else w.shape[0])}
+        out.append(_Pending(layer.name, "weight", parts, session.sampler.sample(flat), flat.numel(),
+                            extra=distinct, meta=meta))
+    return out
+
+
+def _param_grad_stats(session: _Session, pgrads: dict[int, torch.Tensor | None]) -> list[tuple]:
+    out = []
+    seen: set[int] = set()
+    for layer in session.layers.values():
+        w = _weight_of(layer)
+        if w is None or id(w) in seen:
+            continue
+        seen.add(id(w))
+        g = pgrads.get(id(w))
+        if g is None:
+            continue
+        flat = session.flat(g)
+        # one pass each: sum and sum of squares (var = E[g^2] - mean^2; for gradients |mean| << std)
+        out.append((layer.name, "param_grad", ["_sum", "_sumsq"],
+                    torch.stack([flat.sum(), torch.dot(flat, flat)]), {"n": flat.numel()}))
+    return out
+
+
+def _sync(pending: list[_Pending], plain: list[tuple], bins: int) -> list[tuple]:
+    """Reduce ``pending`` in one batch (:func:`_reduce`) and copy everything to the host with ONE
+    ``.tolist()`` per device (the pass's only host sync). ``plain`` entries are ``(layer, kind,
+    layout, vector, meta)``. Returns ``(layer, kind, layout, values, meta)`` tuples, ``pending``
+    first, in order."""
+    tensors: list[torch.Tensor] = _reduce(pending, bins) if pending else []
+    tensors += [e[3] for e in plain]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    values: list[list] = [[] for _ in tensors]
+    for idxs in by_device.values():
+        flat = torch.cat([tensors[i].reshape(-1).to(torch.float64) for i in idxs]).tolist()
+        pos = 0
+        for i in idxs:
+            n = tensors[i].numel()
+            values[i] = flat[pos: pos + n]
+            pos += n
+    out: list[tuple | None] = [None] * len(pending)
+    width = len(_ROW_LAYOUT) + bins
+    for g, idxs in enumerate(_group_keys(pending).values()):
+        for r, i in enumerate(idxs):
+            e = pending[i]
+            meta = dict(e.meta or {}, m=e.sample.numel(), n=e.n)
+            out[i] = (e.layer, e.kind, _ROW_LAYOUT, values[g][r * width: (r + 1) * width], meta)
+    ng = len(tensors) - len(plain)
+    return out + [(e[0], e[1], e[2], values[ng + j], *e[4:]) for j, e in enumerate(plain)]
+
+
+def _decode(kind: str, layout: list[str], values: list[float], meta: dict[str, Any]
+            ) -> tuple[dict[str, float], list[float], float, float]:
+    """Host side: the public stats of one entry, its histogram counts and range."""
+    raw = dict(zip(layout, values[: len(layout)], strict=True))
+    counts = values[len(layout):]
+    nan = float("nan")
+    if kind == "param_grad":
+        n = meta["n"]
+        mean = raw["_sum"] / n
+        var = max(raw["_sumsq"] / n - mean * mean, 0.0)
+        return {"param_grad_std": math.sqrt(var), "param_grad_norm": math.sqrt(raw["_sumsq"])}, [], nan, nan
+    m, n = meta["m"], meta["n"]
+    nonfinite = _nonfinite_fraction(raw["_bad"], raw["_k"], m, n)
+    if kind == "weight":
+        norm = math.sqrt(raw["std"] ** 2 + raw["mean"] ** 2) * math.sqrt(n)
+        return {"weight_mean": raw["mean"], "weight_std": raw["std"], "weight_norm": norm,
+                "nonfinite_fraction": nonfinite, "distinct_units": raw["extra"]}, [], nan, nan
+    if kind == "backward":
+        norm = math.sqrt(raw["std"] ** 2 + raw["mean"] ** 2) * math.sqrt(n)
+        stats = {"grad_mean": raw["mean"], "grad_std": raw["std"], "grad_norm": norm,
+                 "nonfinite_fraction": nonfinite}
+        return stats, counts, raw["_bin_lo"], raw["_bin_hi"]
+    stats = {s: raw[s] for s in ("mean", "std", "min", "max", "q01", "q50", "q99")}
+    if nonfinite == 1.0:
+        stats = dict.fromkeys(stats, nan)
+    stats["nonfinite_fraction"] = nonfinite
+    stats["zero_fraction"] = raw["_zeros"] / m
+    if meta.get("saturating"):
+        stats["saturation"] = raw["_sat"] / m
+    if meta.get("dead"):
+        stats["dead_fraction"] = raw["extra"]
+    return stats, counts, raw["_bin_lo"], raw["_bin_hi"]
+
+
+def _expected(layer: _Layer, scheme: str) -> tuple[float | None, float, str]:
+    from initlab.schemes import named_spec  # noqa: PLC0415
+    m = layer.module
+    w = _weight_of(layer)
+    groups = int(getattr(m, "groups", 1))
+    try:
+        fans = compute_fans(tuple(w.shape), groups=groups, transposed=layer.layer_type == "conv_transpose")
+    except InitlabError:  # a weight whose layout the fans cannot read: no expectation
+        return None, 1.0, ""
+    gain = _gain(layer.activation)
+    spec = named_spec(scheme, fans, gain)
+    return spec.expected_std, gain, spec.describe()
+
+
+def _build_records(session: _Session, fwd: list, bwd: list, scheme: str | None,
+                   tags: dict[str, Any]) -> list[dict[str, Any]]:
+    base: dict[str, dict[str, Any]] = {}
+    for layer in session.layers.values():
+        b = dict(tags)
+        if scheme is not None:
+            b["scheme"] = scheme
+        b.update(layer=layer.name, index=layer.index, layer_type=layer.layer_type,
+                 module=layer.module_type, activation=layer.activation)
+        base[layer.name] = b
+    records: list[dict[str, Any]] = []
+    hist_kind = {"forward": "hist", "backward": "grad_hist"}
+    weight_norms: dict[str, float] = {}
+    for name, kind, layout, values, meta in list(fwd) + list(bwd):
+        b = base[name]
+        layer = session.layers[name]
+        stats, counts, lo, hi = _decode(kind, layout, values, meta)
+        for s, v in stats.items():
+            r = dict(b, kind=kind, stat=s, value=v)
+            if kind == "forward":
+                r["shape"] = list(layer.shape)
+            if s == "distinct_units":
+                r["units"] = meta["units"]
+            records.append(r)
+        if kind == "weight":
+            weight_norms[name] = stats["weight_norm"]
+            if scheme is not None:
+                exp, gain, desc = _expected(layer, scheme)
+                if exp is not None:
+                    records.append(dict(b, kind="weight", stat="expected_weight_std", value=float(exp),
+                                        gain=gain, spec=desc))
+        if kind == "param_grad" and name in weight_norms:
+            wn = weight_norms[name]
+            ratio = stats["param_grad_norm"] / wn if wn > 0 else float("inf")
+            records.append(dict(b, kind="param_grad", stat="grad_to_weight_ratio", value=ratio))
+        if counts and kind in hist_kind:
+            width = (hi - lo) / len(counts)
+            for i, c in enumerate(counts):
+                top = hi if i == len(counts) - 1 else lo + (i + 1) * width
+                records.append(dict(b, kind=hist_kind[kind], stat="count", value=c, bin=i,
+                                    bin_lo=lo + i * width, bin_hi=top))
+    return records

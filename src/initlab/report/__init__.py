@@ -1,0 +1,382 @@
+"""The demo report: figures, a self-contained HTML page, ``results.json`` and ``results.csv``,
+written from records only.
+
+Layout of a report directory (default ``initlab-report/``)::
+
+    index.html          the report; opens from disk (figures are files beside it)
+    figures/*.png       matplotlib figures (Agg, PNG)
+    results.json        everything below, machine-readable
+    results.csv         the records, one per row (columns: the record fields, then extras)
+    .initlab-report     marker file: "initlab.report <schema_version>"
+
+``results.json`` schema (``schema_version`` 1) — one JSON object:
+
+==================  ========================================================================
+key                 value
+==================  ========================================================================
+``schema``          the string ``"initlab.report"`` (identifies the file)
+``schema_version``  integer, :data:`SCHEMA_VERSION`; bumped on any incompatible change
+``initlab_version`` the initlab version that wrote it
+``created_utc``     ISO 8601 start time of the run
+``config``          object: ``demo`` (the ``initlab demo`` options, presets resolved),
+                    ``forward``, ``symmetry``, ``training`` (each experiment's config)
+``dataset``         object: ``name``, ``n_train``, ``n_test``, ``n_features``, ``n_classes``,
+                    ``source``
+``environment``     object: versions (``initlab``, ``torch``, ``python``), ``threads``,
+                    ``platform``, ``started_utc``
+``timings``         object: seconds for ``data``, ``forward``, ``symmetry``, ``training``,
+                    ``total``
+``summary``         array of rows: ``activation``, ``evidence`` (``"training"``,
+                    ``"signal propagation"``, ``"symmetry + training"``), ``best_scheme``,
+                    ``best_value``, ``rule``, ``rule_schemes``, ``rule_scheme``,
+                    ``rule_value``, ``verdict`` (starts with ``"agree"`` or
+                    ``"disagree"``), ``criterion``, ``source``, ``ranking``
+``figures``         array of ``{file, title, section, alt}``; ``file`` relative to the report
+``record_fields``   the standard record fields, in order
+``records``         array of records: objects with the keys ``experiment``, ``scheme``,
+                    ``activation``, ``layer``, ``stat``, ``value``, ``epoch``, ``seed``
+                    (``null`` where not applicable; ``value`` ``null`` also for NaN/inf)
+                    plus extras (``module``, ``gain``, ``bin``, ``bin_lo``, ``bin_hi``,
+                    ``dropout``, ``width``, ``step``, ``target``, ...)
+==================  ========================================================================
+
+Experiments and stats in ``records``: ``forward`` (``std``, ``mean``, ``saturation``,
+``dead_fraction``, ``grad_std``, ``histogram`` per layer 1..5), ``symmetry``
+(``distinct_units``, ``symmetry_spread``, ``test_accuracy``), ``training`` (``train_loss``,
+``test_loss``, ``test_accuracy`` per epoch; ``test_accuracy_at_step``; ``final_test_accuracy``,
+``steps_to_target``, ``diverged``, ``seconds``), ``pretrain`` (``reconstruction_loss`` per
+layer and epoch), ``lsuv`` (per-layer LSUV stats) and ``summary`` (``agree`` 1/0 per row).
+
+Writing is atomic at the directory level: the report is built in a temporary directory next to
+``out`` and renamed into place; an existing initlab report is renamed aside first and deleted
+only after the new one is in place. A non-empty ``out`` that is not an initlab report (no marker
+file, or files initlab does not write) is refused unless ``force=True``; with ``force`` its
+contents are moved to a backup directory beside it, never deleted. The current directory, its
+ancestors and files are always refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from initlab.errors import InitlabError
+from initlab.records import RECORD_FIELDS, records_to_csv
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "MARKER", "REPORT_ENTRIES", "is_report_dir", "foreign_entries",
+           "check_out_dir", "backup_path", "results_document", "validate_results", "write_report"]
+
+SCHEMA = "initlab.report"
+SCHEMA_VERSION = 1
+MARKER = ".initlab-report"
+
+_TOP_KEYS = {"schema": str, "schema_version": int, "initlab_version": str, "created_utc": str,
+             "config": dict, "dataset": dict, "environment": dict, "timings": dict, "summary": list,
+             "figures": list, "record_fields": list, "records": list}
+
+
+#: What a report directory holds; anything else in it is the user's and is never deleted.
+REPORT_ENTRIES = ("index.html", "results.json", "results.csv", MARKER, "figures")
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """Entries of directory ``path`` that :func:`write_report` does not write (sorted; names
+    inside ``figures/`` are given as ``figures/NAME``). Symbolic links always count as foreign.
+
+    >>> foreign_entries("/nonexistent-initlab-dir")
+    []
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    out = []
+    for entry in path.iterdir():
+        if entry.is_symlink() or entry.name not in REPORT_ENTRIES:
+            out.append(entry.name)
+        elif entry.name == "figures":
+            if not entry.is_dir():
+                out.append(entry.name)
+                continue
+            out += [f"figures/{f.name}" for f in entry.iterdir()
+                    if f.is_symlink() or not f.is_file() or f.suffix != ".png"]
+        elif not entry.is_file():
+            out.append(entry.name)
+    return sorted(out)
+
+
+def is_report_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a directory that holds an initlab report and nothing else: the marker
+    file :data:`MARKER` is there and every entry is one :func:`write_report` writes
+    (:data:`REPORT_ENTRIES`, PNG files in ``figures/``). Only such a directory is replaced
+    without ``force``.
+
+    >>> is_report_dir("/nonexistent-initlab-dir")
+    False
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
+        return False
+    return not foreign_entries(path)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_out_dir(out: str | Path, *, force: bool = False) -> Path:
+    """Check that a report may be written to ``out`` and return it as a ``Path``; nothing is
+    created or changed.
+
+    Allowed: a missing path in a writable directory, an empty directory, an initlab report
+    (:func:`is_report_dir`; it will be replaced), or — only with ``force=True`` — any other
+    directory, whose contents :func:`write_report` then keeps in a backup directory beside it.
+    Never allowed: the current directory or one that contains it (``.``, ``..``, ``/``), a file,
+    a symbolic link or anything else that is not a directory.
+
+    Raises:
+        FileExistsError: ``out`` is a non-empty directory that is not an initlab report and
+            ``force`` is false (the message names the foreign files), or it is not a directory.
+        InitlabError: ``out`` is the current directory or contains it.
+        NotADirectoryError: a parent of ``out`` is a file.
+        PermissionError: the directory that would hold ``out`` is not writable.
+
+    >>> check_out_dir("/nonexistent-initlab-dir").name
+    'nonexistent-initlab-dir'
+    """
+    out = Path(out)
+    shown = str(out)
+    target = Path(os.path.abspath(out))
+    cwd = Path.cwd()
+    for here in {cwd, cwd.resolve()}:
+        if target == here or target in here.parents or (
+                os.path.lexists(target) and target.resolve() in (here, *here.parents)):
+            raise InitlabError(f"--out {shown!r} is the current directory or contains it: choose a new "
+                               f"directory, e.g. --out initlab-report")
+    if os.path.lexists(target):
+        if target.is_symlink() or not target.is_dir():
+            kind = "a symbolic link" if target.is_symlink() else "a file"
+            raise FileExistsError(f"--out {shown!r} is {kind}, not a directory: remove it or choose another "
+                                  "--out (--force never replaces a file)")
+        foreign = foreign_entries(target)
+        if foreign and (target / MARKER).is_file() and not force:
+            listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise FileExistsError(f"--out {shown!r} is an initlab report but also holds files initlab did not "
+                                  f"write ({listed}): move them, choose another --out, or pass --force "
+                                  "(the old directory is then kept as a backup beside it)")
+        if not force and any(target.iterdir()) and not is_report_dir(target):
+            raise FileExistsError(f"--out {shown!r} is a non-empty directory that is not an initlab report: "
+                                  "choose another --out, or pass --force (its contents are then kept as a "
+                                  "backup beside it)")
+    existing = _nearest_existing(target.parent)
+    if not existing.is_dir():
+        raise NotADirectoryError(f"--out {shown!r}: {str(existing)!r} is not a directory: choose --out in a "
+                                 "directory")
+    _probe_writable(existing, shown)
+    return out
+
+
+def _probe_writable(directory: Path, shown: str) -> None:
+    """Create and remove an empty directory in ``directory`` (``os.access`` is wrong for root and
+    read-only mounts)."""
+    import tempfile
+
+    try:
+        probe = tempfile.mkdtemp(prefix=".initlab-probe-", dir=directory)
+    except OSError as exc:
+        raise PermissionError(f"--out {shown!r}: directory {str(directory)!r} is not writable "
+                              f"({exc.strerror or exc}): choose --out in a writable directory") from None
+    os.rmdir(probe)
+
+
+def backup_path(out: str | Path) -> Path:
+    """A new sibling path for the old contents of ``out``: ``<out>.backup-YYYYmmdd-HHMMSS`` (with
+    ``-2``, ``-3``, ... when taken).
+
+    >>> backup_path("/tmp/x").name.startswith("x.backup-")
+    True
+    """
+    import datetime as _dt
+
+    out = Path(os.path.abspath(out))
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = out.with_name(f"{out.name}.backup-{stamp}")
+    k = 2
+    while os.path.lexists(candidate):
+        candidate = out.with_name(f"{out.name}.backup-{stamp}-{k}")
+        k += 1
+    return candidate
+
+
+def results_document(result: Any, figures: list[Any]) -> dict[str, Any]:
+    """The ``results.json`` object (see the module docstring) of a
+    :class:`initlab.experiments.DemoResult` and its figures (:class:`~initlab.report.figures.FigureInfo`).
+
+    >>> from initlab.experiments import DemoConfig, run_demo
+    >>> doc = results_document(run_demo(DemoConfig(quick=True), progress=False), [])  # doctest: +SKIP
+    >>> validate_results(doc)  # doctest: +SKIP
+    """
+    from dataclasses import asdict
+
+    from initlab import __version__
+
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "initlab_version": __version__,
+        "created_utc": result.environment.get("started_utc", ""),
+        "config": result.configs(),
+        "dataset": dict(result.dataset),
+        "environment": dict(result.environment),
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "summary": result.summary.rows,
+        "figures": [asdict(f) for f in figures],
+        "record_fields": list(RECORD_FIELDS),
+        "records": result.records,
+    }
+
+
+def validate_results(doc: Any) -> None:
+    """Check that ``doc`` (a parsed ``results.json``) follows the documented schema.
+
+    Raises:
+        InitlabError: the first deviation found (missing key, wrong type, wrong schema or
+            version, a record without a standard field).
+
+    >>> validate_results({"schema": "other"})
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: results.json: key 'schema_version' is missing: ...
+    """
+    if not isinstance(doc, dict):
+        raise InitlabError(f"results.json: top level is {type(doc).__name__}, expected an object")
+    for key, typ in _TOP_KEYS.items():
+        if key not in doc:
+            raise InitlabError(f"results.json: key {key!r} is missing: write it with initlab.report")
+        if not isinstance(doc[key], typ) or (typ is int and isinstance(doc[key], bool)):
+            raise InitlabError(f"results.json: key {key!r} is {type(doc[key]).__name__}, "
+                               f"expected {typ.__name__}")
+    if doc["schema"] != SCHEMA:
+        raise InitlabError(f"results.json: schema {doc['schema']!r} is not {SCHEMA!r}")
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise InitlabError(f"results.json: schema_version {doc['schema_version']} is not {SCHEMA_VERSION}")
+    if doc["record_fields"] != list(RECORD_FIELDS):
+        raise InitlabError(f"results.json: record_fields {doc['record_fields']} differ from "
+                           f"{list(RECORD_FIELDS)}")
+    for sub in ("demo", "forward", "symmetry", "training"):
+        if not isinstance(doc["config"].get(sub), dict):
+            raise InitlabError(f"results.json: config.{sub} is missing")
+    for key in ("name", "n_train", "n_test", "n_features", "n_classes"):
+        if key not in doc["dataset"]:
+            raise InitlabError(f"results.json: dataset.{key} is missing")
+    for i, rec in enumerate(doc["records"]):
+        if not isinstance(rec, dict) or any(k not in rec for k in RECORD_FIELDS):
+            raise InitlabError(f"results.json: record {i} lacks a standard field: {rec!r:.200}")
+        if not isinstance(rec["stat"], str) or not isinstance(rec["experiment"], str):
+            raise InitlabError(f"results.json: record {i} has a non-string experiment or stat")
+        if rec["value"] is not None and not isinstance(rec["value"], (int, float)):
+            raise InitlabError(f"results.json: record {i} has a non-numeric value {rec['value']!r}")
+    for i, row in enumerate(doc["summary"]):
+        for key in ("activation", "evidence", "best_scheme", "rule", "verdict"):
+            if key not in row:
+                raise InitlabError(f"results.json: summary row {i} lacks {key!r}")
+    for i, fig in enumerate(doc["figures"]):
+        if not isinstance(fig, dict) or not isinstance(fig.get("file"), str):
+            raise InitlabError(f"results.json: figure {i} lacks a file name")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready copy: tensors / NumPy scalars to Python, tuples to lists, NaN and inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def _fill(directory: Path, result: Any) -> None:
+    from initlab.report.figures import make_figures
+    from initlab.report.html import PHASE_LINK, render_html
+
+    figures = make_figures(result.records, directory / "figures")
+    doc = results_document(result, figures)
+    (directory / "results.json").write_text(json.dumps(_clean(doc), indent=1, allow_nan=False),
+                                            encoding="utf-8")
+    (directory / "results.csv").write_text(records_to_csv(result.records), encoding="utf-8")
+    # ``directory`` is a sibling of the final report, so the relative link resolves the same way
+    phase_available = (directory / PHASE_LINK).is_file()
+    (directory / "index.html").write_text(render_html(result, figures, phase_available=phase_available),
+                                          encoding="utf-8")
+    (directory / MARKER).write_text(f"{SCHEMA} {SCHEMA_VERSION}\n", encoding="utf-8")
+
+
+def write_report(result: Any, out: str | Path = "initlab-report", *, force: bool = False,
+                 notify: Any = None) -> Path:
+    """Write the report of a :class:`initlab.experiments.DemoResult` to directory ``out``.
+
+    The report is built in ``.<out>.tmp-<id>`` next to ``out`` and renamed into place, so an
+    interruption never leaves half a report over a good one. An existing ``out``:
+
+    * an empty directory or an initlab report (:func:`is_report_dir`) is renamed to
+      ``.<out>.old-<id>`` and deleted once the new report is in place (renamed back if that fails);
+    * any other directory (only with ``force=True``) is renamed to :func:`backup_path` and kept:
+      nothing a user had is deleted. ``notify(message)`` is called with its location (default: a
+      ``UserWarning``).
+
+    Raises:
+        FileExistsError, InitlabError, NotADirectoryError, PermissionError: see
+            :func:`check_out_dir`.
+
+    Returns:
+        The report directory.
+
+    >>> from initlab.experiments import DemoConfig, run_demo
+    >>> write_report(run_demo(DemoConfig(quick=True)), "initlab-report")  # doctest: +SKIP
+    PosixPath('initlab-report')
+    """
+    out = check_out_dir(out, force=force)
+    target = Path(os.path.abspath(out))
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = parent / f".{target.name}.tmp-{tag}"
+    keep = os.path.lexists(target) and not is_report_dir(target) and any(target.iterdir())
+    old = backup_path(target) if keep else parent / f".{target.name}.old-{tag}"
+    tmp.mkdir()
+    try:
+        _fill(tmp, result)
+        if os.path.lexists(target):
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            if keep:
+                message = f"initlab demo: kept the previous contents of {out} in {old}"
+                if notify is None:
+                    import warnings
+
+                    warnings.warn(message, UserWarning, stacklevel=2)
+                else:
+                    notify(message)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

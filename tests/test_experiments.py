@@ -1,0 +1,203 @@
+"""Unit tests of the demo experiments on small configs (digits data, tiny nets)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from initlab.errors import InitlabError
+from initlab.experiments import (
+    DemoConfig,
+    ForwardConfig,
+    SymmetryConfig,
+    TrainingConfig,
+    distinct_units,
+    run_forward,
+    run_symmetry,
+    run_training,
+    summarize,
+)
+from initlab.experiments.common import GeneratorDropout, derive_seed, init_mlp_, scheme_gain
+from initlab.models import mlp
+from initlab.records import RECORD_FIELDS
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from initlab.data import load_dataset
+
+    return load_dataset("digits", seed=0, limit=400)
+
+
+TINY_FWD = ForwardConfig(schemes=("small", "xavier_normal"), activations=("tanh", "relu"), batch=64,
+                         in_features=20, width=16, depth=3, bins=8)
+
+
+def _key(records):
+    return [tuple(r.get(k) for k in RECORD_FIELDS) for r in records]
+
+
+def test_forward_records_are_tidy_and_seeded():
+    a, b = run_forward(TINY_FWD), run_forward(TINY_FWD)
+    assert _key(a.records) == _key(b.records)  # same seed, same bits
+    c = run_forward(ForwardConfig(**{**TINY_FWD.__dict__, "seed": 1}))
+    assert _key(c.records) != _key(a.records)
+    for r in a.records:
+        assert set(RECORD_FIELDS) <= set(r)
+        assert r["experiment"] == "forward" and r["layer"] in (1, 2, 3)
+    stats = {r["stat"] for r in a.records if r["activation"] == "tanh"}
+    assert {"std", "mean", "saturation", "grad_std", "histogram"} <= stats
+    assert "dead_fraction" in {r["stat"] for r in a.records if r["activation"] == "relu"}
+    # histogram masses of one layer sum to 1
+    mass = sum(r["value"] for r in a.records if r["stat"] == "histogram" and r["scheme"] == "small"
+               and r["activation"] == "tanh" and r["layer"] == 2)
+    assert mass == pytest.approx(1.0, abs=1e-9)
+
+
+def test_forward_small_tanh_follows_linear_theory():
+    """Near 0, tanh is the identity, so each layer scales the std by 0.01 * sqrt(fan_in)."""
+    res = run_forward(ForwardConfig(schemes=("small",), activations=("tanh",), batch=512, in_features=100,
+                                    width=50, depth=4, bins=4))
+    std = {r["layer"]: r["value"] for r in res.records if r["stat"] == "std"}
+    expected = (0.01 * math.sqrt(50)) ** 3 * std[1]
+    # tolerance: sample std of 512 x 50 entries and a random-matrix product: a factor 1.5
+    assert expected / 1.5 < std[4] < expected * 1.5
+
+
+def test_forward_config_rejects_bad_values():
+    with pytest.raises(InitlabError, match="depth=0"):
+        ForwardConfig(depth=0)
+    with pytest.raises(InitlabError, match="gain_policy"):
+        ForwardConfig(gain_policy="nope")
+    with pytest.raises(InitlabError, match="scheme 'nope'"):
+        run_forward(ForwardConfig(schemes=("nope",), activations=("tanh",), batch=4, depth=1))
+
+
+def test_distinct_units_counts_groups():
+    w = torch.tensor([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0]])
+    assert distinct_units(w) == 2
+    assert distinct_units(w, torch.tensor([0.0, 1.0, 0.0])) == 3
+    # within tolerance atol + rtol * max|W| = 1e-4 * 4 -> same unit
+    assert distinct_units(w + torch.tensor([[0.0, 0.0], [3e-4, 0.0], [0.0, 0.0]])) == 2
+    assert distinct_units(torch.zeros(5, 3)) == 1
+    with pytest.raises(InitlabError, match="2-D"):
+        distinct_units(torch.zeros(3))
+
+
+def test_symmetry_constant_stays_one_unit_and_random_stays_distinct(digits):
+    cfg = SymmetryConfig(schemes=("constant", "zeros", "xavier_normal"), dropouts=(0.0,), width=8, epochs=1)
+    res = run_symmetry(digits, cfg)
+    after = {(r["scheme"], r["layer"]): r["value"] for r in res.records
+             if r["stat"] == "distinct_units" and r["epoch"] == 1}
+    assert after[("constant", 1)] == after[("constant", 2)] == 1
+    assert after[("zeros", 1)] == after[("zeros", 2)] == 1
+    assert after[("xavier_normal", 1)] == after[("xavier_normal", 2)] == 8
+
+
+def test_generator_dropout_is_seeded_and_scaled():
+    x = torch.ones(2000)
+    a = GeneratorDropout(0.5, torch.Generator().manual_seed(3)).train()(x)
+    b = GeneratorDropout(0.5, torch.Generator().manual_seed(3)).train()(x)
+    assert torch.equal(a, b)
+    assert set(a.unique().tolist()) <= {0.0, 2.0}
+    # mean of inverted dropout is 1; std of the mean is 1/sqrt(2000) ~ 0.022: allow 5 of them
+    assert abs(a.mean().item() - 1.0) < 5 / math.sqrt(2000)
+    assert torch.equal(GeneratorDropout(0.5, torch.Generator()).eval()(x), x)
+    with pytest.raises(InitlabError, match="dropout=1.0"):
+        GeneratorDropout(1.0, torch.Generator())
+
+
+def test_init_mlp_is_seeded_and_uses_gains():
+    from initlab.gains import gain
+
+    def weights(seed):
+        m = mlp(30, 20, 2, 5, "relu")
+        init_mlp_(m, "he_normal", "relu", generator=torch.Generator().manual_seed(seed))
+        return torch.cat([p.flatten() for p in m.parameters()])
+
+    assert torch.equal(weights(0), weights(0))
+    assert not torch.equal(weights(0), weights(1))
+    assert scheme_gain("xavier_normal", "tanh") == 1.0
+    assert scheme_gain("he_normal", "tanh") == pytest.approx(gain("relu"))
+    assert scheme_gain("xavier_uniform", "tanh", "activation") == pytest.approx(gain("tanh"))
+    m = mlp(10, 4, 1, 2, "tanh")
+    init_mlp_(m, "torch_default", "tanh", generator=torch.Generator().manual_seed(0))
+    assert m.fc1.bias.abs().max() > 0  # torch's default bias init
+    init_mlp_(m, "constant", "tanh", generator=torch.Generator(), constant=0.5)
+    assert torch.all(m.fc1.weight == 0.5) and torch.all(m.fc1.bias == 0)
+
+
+def test_derive_seed_is_stable():
+    assert derive_seed(0, "forward", "tanh") == derive_seed(0, "forward", "tanh")
+    assert derive_seed(0, "forward", "tanh") != derive_seed(0, "forward", "relu")
+
+
+def test_training_is_seeded_and_records_steps(digits):
+    cfg = TrainingConfig(schemes=("zeros", "he_normal"), activations=("relu",), depth=2, width=16, epochs=3,
+                         lr=0.1, target_accuracy=0.5, evals_per_epoch=2)
+    a, b = run_training(digits, cfg), run_training(digits, cfg)
+    strip = [r for r in a.records if r["stat"] != "seconds"]
+    assert _key(strip) == _key([r for r in b.records if r["stat"] != "seconds"])
+    get = {(r["scheme"], r["stat"]): r["value"] for r in a.records if r["layer"] is None}
+    assert get[("he_normal", "final_test_accuracy")] > get[("zeros", "final_test_accuracy")]
+    steps = get[("he_normal", "steps_to_target")]
+    per_epoch = math.ceil(digits.x_train.shape[0] / cfg.batch_size)
+    assert steps is not None and steps <= 3 * per_epoch
+    assert get[("zeros", "steps_to_target")] is None
+    epochs = sorted(r["epoch"] for r in a.records if r["stat"] == "test_accuracy" and r["scheme"] == "zeros")
+    assert epochs == [0, 1, 2, 3]
+
+
+def test_training_marks_divergence(digits):
+    cfg = TrainingConfig(schemes=("large",), activations=("relu",), depth=8, width=64, epochs=1, lr=1.0)
+    get = {r["stat"]: r["value"] for r in run_training(digits, cfg).records if r["layer"] is None}
+    assert get["diverged"] == 1.0
+
+
+def test_training_unknown_scheme_raises(digits):
+    with pytest.raises(InitlabError, match="scheme 'bogus'"):
+        run_training(digits, TrainingConfig(schemes=("bogus",), activations=("relu",), depth=1, width=4,
+                                            epochs=1))
+
+
+def _rec(exp, scheme, act, stat, value, layer=None, **extra):
+    return {"experiment": exp, "scheme": scheme, "activation": act, "layer": layer, "stat": stat,
+            "value": value, "epoch": 1, "seed": 0, **extra}
+
+
+def test_summary_verdicts():
+    recs = [_rec("training", s, "tanh", "final_test_accuracy", v, n_test=1000) for s, v in
+            (("xavier_normal", 0.90), ("he_normal", 0.905), ("zeros", 0.1), ("lsuv", 0.95))]
+    recs += [_rec("training", s, "relu", "final_test_accuracy", v, n_test=1000) for s, v in
+             (("xavier_normal", 0.95), ("he_normal", 0.80), ("zeros", 0.1))]
+    rows = {r["activation"]: r for r in summarize(recs).rows if r["evidence"] == "training"}
+    # LSUV is best overall but the rule is judged against the best data-independent scheme: He,
+    # 0.5 pt ahead, within two standard errors 2 * sqrt(2 p (1 - p) / n) of a difference
+    tol = 2 * math.sqrt(2 * 0.905 * 0.095 / 1000)
+    assert 0.005 < tol
+    assert rows["tanh"]["best_scheme"] == "lsuv" and rows["tanh"]["best_fixed_scheme"] == "he_normal"
+    assert rows["tanh"]["verdict"].startswith("agree (tie")
+    assert rows["relu"]["verdict"].startswith("disagree")  # 15 pt behind
+    strict = {r["activation"]: r for r in summarize(recs, tie_tolerance=0.001).rows}
+    assert strict["tanh"]["verdict"].startswith("disagree")
+    any_row = [r for r in summarize(recs).rows if r["activation"] == "any"][0]
+    assert any_row["verdict"] == "agree"  # zeros >= 10 pt below the best for both
+    out = summarize(recs).records
+    assert all(r["experiment"] == "summary" and r["value"] in (0.0, 1.0) for r in out)
+    # the mean accuracy over training (speed) is preferred to the final accuracy when present
+    recs += [_rec("training", s, "relu", "mean_test_accuracy", v) for s, v in
+             (("xavier_normal", 0.6), ("he_normal", 0.75), ("zeros", 0.1))]
+    rows = {r["activation"]: r for r in summarize(recs).rows if r["evidence"] == "training"}
+    assert rows["relu"]["best_scheme"] == "he_normal" and rows["relu"]["verdict"] == "agree"
+
+
+def test_demo_config_validation():
+    with pytest.raises(InitlabError, match="depth=0"):
+        DemoConfig(depth=0)
+    with pytest.raises(InitlabError, match="seed=-1"):
+        DemoConfig(seed=-1)
+    q = DemoConfig(quick=True)
+    assert q.resolved("depth") == 6 and DemoConfig().resolved("depth") == 10
+    assert DemoConfig(limit=0).resolved("limit") is None

@@ -1,0 +1,470 @@
+"""Tests of initlab.probe: per-layer forward/backward statistics and verdicts.
+
+Deterministic (seeded generators), CPU-only, small nets. Statistical checks state their tolerance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import initlab.probe  # noqa: F401  (binds the submodule first: initlab.probe must stay the function)
+from initlab.cli import main
+from initlab.errors import InitlabError
+from initlab.models import mlp
+from initlab.probe import ProbeResult, Thresholds, Verdict, probe
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def tutorial_net(init: str, gen: torch.Generator, *, out_features: int | None = None) -> nn.Sequential:
+    """The tutorial's network: 100-d input, 5 hidden layers of 50, tanh, biases 0; weights
+    ``small`` 0.01 * N(0, 1), ``large`` N(0, 1), ``xavier`` torch's xavier_normal_, or
+    ``constant`` 0.05."""
+    net = mlp(100, 50, 5, out_features, "tanh")
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Linear):
+                if init == "small":
+                    m.weight.copy_(0.01 * torch.randn(m.weight.shape, generator=gen))
+                elif init == "large":
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
+                elif init == "xavier":
+                    nn.init.xavier_normal_(m.weight, generator=gen)
+                elif init == "constant":
+                    m.weight.fill_(0.05)
+                m.bias.zero_()
+    return net
+
+
+def inputs(gen: torch.Generator, batch: int = 256, features: int = 100) -> torch.Tensor:
+    return torch.randn(batch, features, generator=gen)
+
+
+def kinds(result: ProbeResult) -> list[str]:
+    return [v.kind for v in result.verdicts()]
+
+
+def hook_count(model: nn.Module) -> int:
+    total = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                     "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs"):
+            total += len(getattr(m, attr, {}) or {})
+    return total
+
+
+# ---- the tutorial's network --------------------------------------------------------------------
+
+
+def test_small_init_vanishes(gen):
+    net = tutorial_net("small", gen)
+    res = probe(net, inputs(gen))
+    ratio = res.stat("act5", "std") / res.stat("act1", "std")
+    assert ratio < 1e-3
+    # each layer scales the std by about 0.01 * sqrt(50) (tanh ~ identity near 0): 4 layers apart
+    expected = (0.01 * math.sqrt(50)) ** 4
+    assert expected / 3 < ratio < expected * 3  # tolerance: a factor 3 for 4 sampled 50x50 layers
+    assert "vanishing" in kinds(res)
+    verdict = next(v for v in res.verdicts() if v.kind == "vanishing")
+    first = next(lay for lay, v in res.series("std", layer_type="weight")
+                 if v < 1e-3 * res.stat("fc1", "std"))
+    assert verdict.layer == first
+    assert "vanishing_gradient" in kinds(res)
+
+
+def test_large_init_saturates(gen):
+    net = tutorial_net("large", gen)
+    res = probe(net, inputs(gen))
+    assert "saturated" in kinds(res)
+    verdict = next(v for v in res.verdicts() if v.kind == "saturated")
+    assert verdict.layer == "act1"
+    # fc1 output ~ N(0, ||x||^2) with ||x||^2 ~ 100: P(|tanh z| > 0.99) = 2 (1 - Phi(atanh(0.99) / 10))
+    p = 2 * (1 - 0.5 * (1 + math.erf(math.atanh(0.99) / 10 / math.sqrt(2))))
+    # tolerance: sample of 4096 entries (se 0.007) plus the spread of ||x|| (about 0.02)
+    assert abs(res.stat("act1", "saturation") - p) < 0.04
+
+
+def test_xavier_gives_no_verdict(gen):
+    net = tutorial_net("xavier", gen)
+    res = probe(net, inputs(gen))
+    assert res.verdicts() == []
+    assert 0.1 < res.stat("act5", "std") / res.stat("act1", "std") <= 1.0
+
+
+def test_thresholds_are_configurable(gen):
+    res = probe(tutorial_net("small", gen), inputs(gen))
+    strict = Thresholds(vanishing=1e-9)
+    assert "vanishing" not in kinds(ProbeResult(res.records, res.layers, thresholds=strict))
+    assert "vanishing" not in [v.kind for v in res.verdicts(Thresholds(vanishing=1e-9))]
+    with pytest.raises(InitlabError, match="saturated"):
+        Thresholds(saturated=2.0)
+
+
+# ---- symmetry ------------------------------------------------------------------------------------
+
+
+def test_constant_init_is_symmetric_before_and_after_sgd(gen):
+    torch.set_flush_denormal(True)
+    net = tutorial_net("constant", gen, out_features=10)
+    x, y = inputs(gen, 64), torch.randn(64, 10, generator=gen)
+    hidden = [f"fc{i}" for i in range(1, 6)]
+    for step in range(4):
+        res = probe(net, x)
+        for layer in hidden:
+            assert res.stat(layer, "distinct_units") == 1, (step, layer)
+        assert res.verdicts()[-1].kind == "symmetric"
+        assert next(v for v in res.verdicts() if v.kind == "symmetric").layer == "fc1"
+        params = list(net.parameters())  # one plain SGD step, lr 0.5
+        grads = torch.autograd.grad(nn.functional.mse_loss(net(x), y), params)
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p -= 0.5 * g
+    # the head's rows did move apart: training changes the weights, just not the symmetry
+    assert res.stat("out", "distinct_units") > 1
+
+
+def test_random_init_has_all_units_distinct(gen):
+    res = probe(tutorial_net("xavier", gen), inputs(gen, 8))
+    assert [v for _, v in res.series("distinct_units", "weight")] == [50.0] * 5
+
+
+# ---- depth ---------------------------------------------------------------------------------------
+
+
+def test_relu_torch_default_std_decreases(gen):
+    """10-layer ReLU MLP, torch's default init (U(+-1/sqrt(fan_in)), var 1/(3 fan_in)): each layer
+    multiplies the pre-activation second moment by fan_in * var * 1/2 = 1/6. Biases are off:
+    torch's default bias (var 1/(3 fan_in)) would hold the std at a fixed point instead."""
+    torch.manual_seed(0)  # torch's default init reads the global RNG (the conftest fixes it too)
+    net = mlp(100, 100, 10, activation="relu", bias=False)
+    res = probe(net, inputs(gen))
+    fc = [v for _, v in res.series("std", layer_type="linear")]
+    acts = [v for _, v in res.series("std", layer_type="activation")]
+    assert len(fc) == len(acts) == 10
+    assert all(b < a for a, b in zip(fc, fc[1:], strict=False))
+    assert all(b < a for a, b in zip(acts, acts[1:], strict=False))
+    # second moments shrink by 1/6 per layer (the mean of fc outputs is ~0): tolerance factor 1.6
+    for a, b in zip(fc[1:], fc[2:], strict=False):
+        assert 1 / 6 / 1.6 < (b / a) ** 2 < 1 / 6 * 1.6
+    assert "vanishing" in kinds(res)
+
+
+# ---- non-finite ----------------------------------------------------------------------------------
+
+
+def test_planted_nan_names_the_layer(gen):
+    net = tutorial_net("xavier", gen)
+    with torch.no_grad():
+        net.fc3.weight[7, 3] = float("nan")
+    res = probe(net, inputs(gen))
+    verdict = res.verdicts()[0]
+    assert isinstance(verdict, Verdict)
+    assert (verdict.kind, verdict.layer) == ("nonfinite", "fc3")
+    assert "fc3" in verdict.message
+    assert res.stat("fc2", "nonfinite_fraction") == 0
+    # one unit of 50 is NaN for every example; estimated from 4096 of 12800 entries (se 0.002)
+    assert abs(res.stat("fc3", "nonfinite_fraction") - 1 / 50) < 0.01
+    assert res.stat("fc3", "nonfinite_fraction", kind="weight") > 0
+    # NaN propagates: json has null where the value is NaN
+    assert any(r["value"] is None for r in json.loads(res.to_json()))
+
+
+# ---- hooks and state -----------------------------------------------------------------------------
+
+
+class Boom(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+def test_no_hooks_left_and_state_restored(gen):
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    net.eval()
+    net[0].weight.requires_grad_(False)
+    old_grad = torch.ones_like(net[3].weight)
+    net[3].weight.grad = old_grad
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    res = probe(net, torch.randn(16, 6, generator=gen), train=True)
+    assert hook_count(net) == 0
+    assert not net.training and not any(m.training for m in net.modules())
+    assert net[0].weight.requires_grad is False and net[0].bias.requires_grad is True
+    assert net[3].weight.grad is old_grad and torch.equal(old_grad, torch.ones_like(old_grad))
+    assert net[0].weight.grad is None
+    for k, v in net.state_dict().items():  # weights and BatchNorm running stats untouched
+        assert torch.equal(v, before[k]), k
+    # the frozen first layer still got a backward signal (requires_grad was enabled temporarily)
+    assert res.stat("0", "param_grad_std") > 0
+
+
+def test_no_hooks_left_when_forward_raises(gen):
+    net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), Boom())
+    net[0].weight.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="boom"):
+        probe(net, torch.randn(3, 4, generator=gen))
+    assert hook_count(net) == 0
+    assert net[0].weight.requires_grad is False
+
+    class FunctionalBoom(nn.Module):
+        def forward(self, x):
+            torch.tanh(x)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        probe(FunctionalBoom(), torch.randn(3, 4, generator=gen))
+    assert torch.tanh(torch.zeros(1)).item() == 0  # the function mode is gone
+
+
+# ---- gradients -------------------------------------------------------------------------------------
+
+
+def linear_net(gen: torch.Generator) -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3))
+    with torch.no_grad():
+        for m in net:
+            m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
+            m.bias.copy_(torch.randn(m.bias.shape, generator=gen))
+    return net
+
+
+def test_linear_network_gradients_match_autograd(gen):
+    net = linear_net(gen)
+    x, t = torch.randn(7, 6, generator=gen), torch.randn(7, 3, generator=gen)
+    res = probe(net, x, t, nn.functional.mse_loss)
+    # autograd directly
+    h1 = net[0](x)
+    h2 = net[1](h1)
+    y = net[2](h2)
+    loss = nn.functional.mse_loss(y, t)
+    grads = torch.autograd.grad(loss, [h1, h2, y, net[2].weight])
+    # and by hand: dL/dy = 2 (y - t) / N, dL/dh = dL/d(next) W
+    gy = 2 * (y - t) / y.numel()
+    assert torch.allclose(grads[2], gy, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(grads[1], gy @ net[2].weight, rtol=1e-5, atol=1e-7)
+    for layer, g in zip(["0", "1", "2"], grads[:3], strict=True):
+        assert res.stat(layer, "grad_std") == pytest.approx(g.std(correction=0).item(), rel=1e-5)
+        assert res.stat(layer, "grad_norm") == pytest.approx(g.norm().item(), rel=1e-5)
+        assert res.stat(layer, "grad_mean") == pytest.approx(g.mean().item(), rel=1e-4, abs=1e-7)
+    assert res.stat("2", "param_grad_norm") == pytest.approx(grads[3].norm().item(), rel=1e-5)
+    ratio = grads[3].norm().item() / net[2].weight.norm().item()
+    assert res.stat("2", "grad_to_weight_ratio") == pytest.approx(ratio, rel=1e-5)
+    assert res.loss == pytest.approx(loss.item(), rel=1e-6)
+    edges, counts = res.histogram("2", kind="grad_hist")
+    assert sum(counts) == 21 and len(edges) == len(counts) + 1
+    assert edges[0] == pytest.approx(grads[2].min().item())
+    assert edges[-1] == pytest.approx(grads[2].max().item())
+
+
+def test_default_loss_is_a_seeded_random_projection(gen):
+    net = linear_net(gen)
+    x = torch.randn(8, 6, generator=gen)
+    res = probe(net, x, generator=torch.Generator().manual_seed(5))
+    r = torch.randn(8, 3, generator=torch.Generator().manual_seed(5))
+    assert res.stat("2", "grad_std") == pytest.approx((r / 8).std(correction=0).item(), rel=1e-5)
+    assert res.loss == pytest.approx((net(x) * r).sum().item() / 8, rel=1e-5)
+
+
+# ---- architectures -------------------------------------------------------------------------------
+
+
+class Functional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+        self.block = nn.Sequential(nn.Linear(5, 5))
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x) * 100)
+        h = self.act(self.block(h))
+        return {"a": torch.relu(h), "b": (h.sigmoid(), [h * 2])}
+
+
+def test_functional_activations_and_dict_outputs(gen):
+    model = Functional()
+    res = probe(model, torch.randn(16, 5, generator=gen))
+    assert res.layers == ["fc", "forward.tanh_1", "block.0", "act", "forward.relu_1", "forward.sigmoid_1"]
+    assert res.info("forward.tanh_1")["activation"] == "tanh"
+    assert res.stat("forward.tanh_1", "saturation") > 0.5
+    assert "saturated" in kinds(res)
+    assert res.info("block.0")["activation"] == "tanh"  # the activation consuming its output
+    assert res.stat("forward.relu_1", "dead_fraction") >= 0
+    assert all(math.isfinite(res.stat(lay, "grad_std")) for lay in res.layers)
+    assert hook_count(model) == 0
+
+
+class Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(3, 3))
+
+    def forward(self, x):
+        return nn.functional.relu(self.inner(x)), self.inner(x)
+
+
+def test_nested_functional_names_and_repeated_calls(gen):
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Nested()
+
+        def forward(self, x):
+            return self.block(x)
+
+    res = probe(Outer(), torch.randn(2, 3, generator=gen))
+    assert res.layers == ["block.inner.0", "block.forward.relu_1", "block.inner.0#2"]
+
+
+def test_conv_net_dead_channels_and_expected_std(gen):
+    conv = nn.Conv2d(4, 8, 3, padding=1, groups=2)
+    net = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(8 * 5 * 5, 3))
+    with torch.no_grad():
+        conv.bias[:4] = -100.0  # channels 0-3 are negative everywhere: dead
+        conv.bias[4:] = 100.0
+    res = probe(net, torch.randn(2, 4, 5, 5, generator=gen), scheme="he_normal")
+    assert res.stat("1", "dead_fraction") == 0.5
+    assert res.info("0")["activation"] == "relu"
+    # grouped conv: fan_in = (4 / 2) * 3 * 3 = 18, He gain for ReLU sqrt(2)
+    assert res.stat("0", "expected_weight_std") == pytest.approx(math.sqrt(2 / 18), rel=1e-6)
+    assert res.stat("0", "weight_std") == pytest.approx(conv.weight.std(correction=0).item(), rel=1e-5)
+    assert res.info("0")["shape"] == (2, 8, 5, 5)
+
+
+def test_kwargs_inputs_forward_only_and_no_grad(gen):
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x, scale=1.0):
+            return torch.sigmoid(self.fc(x) * scale)
+
+    model = Scaled()
+    x = torch.randn(5, 3, generator=gen)
+    res = probe(model, {"x": x, "scale": 1000.0}, backward=False)
+    assert res.loss is None and res.layers == ["fc", "forward.sigmoid_1"]
+    assert not any(r["kind"] in ("backward", "param_grad", "grad_hist") for r in res.records)
+    assert res.stat("forward.sigmoid_1", "saturation") > 0.9
+    with torch.no_grad():  # the probe turns grad mode on for its own passes only
+        res = probe(model, (x,), layers=lambda name, m: name == "fc")
+    assert torch.is_grad_enabled()
+    assert res.layers == ["fc"] and res.stat("fc", "grad_std") > 0
+
+
+def test_layers_selection(gen):
+    net = tutorial_net("xavier", gen)
+    x = inputs(gen, 8)
+    assert probe(net, x, layers="fc*").layers == [f"fc{i}" for i in range(1, 6)]
+    assert probe(net, x, layers=nn.Tanh).layers == [f"act{i}" for i in range(1, 6)]
+    assert probe(net, x, layers=["fc1", "act5"]).layers == ["fc1", "act5"]
+    with pytest.raises(InitlabError, match="nope"):
+        probe(net, x, layers="nope")
+
+
+def test_bad_arguments(gen):
+    net = tutorial_net("xavier", gen)
+    x = inputs(gen, 4)
+    with pytest.raises(TypeError, match="nn.Module"):
+        probe(lambda t: t, x)
+    with pytest.raises(InitlabError, match="bins"):
+        probe(net, x, bins=-1)
+    with pytest.raises(InitlabError, match="bogus"):
+        probe(net, x, scheme="bogus")
+    with pytest.raises(InitlabError, match="scalar"):
+        probe(net, x, loss_fn=lambda out: out)
+    with pytest.raises(InitlabError, match="no stat"):
+        probe(net, x).stat("fc1", "nope")
+
+
+def test_numpy_and_torch_sample_paths_agree(gen):
+    """CPU tensors read the sorted sample with NumPy, device tensors with torch: same numbers."""
+    mod = __import__("sys").modules["initlab.probe"]
+    x = torch.tanh(3 * torch.randn(300, 40, generator=gen))
+    x[:50, :5] = 0.0  # 250 zeros, 60 non-finite entries of 12000: a 4096 draw meets both
+    x[100:130, 0] = float("nan")
+    x[200:215, 1] = float("inf")
+    x[215:230, 1] = -float("inf")
+    for use_torch in (False, True):
+        sampler = mod._Sampler(4096, 0, use_torch=use_torch)
+        core = mod._core(x)
+        vec, m = sampler.stats(x, core, 16, (-0.99,), (0.99,))
+        if not use_torch:
+            ref = vec
+        else:
+            assert m == 4096
+            assert torch.allclose(vec, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
+    layout = mod._SAMPLE_LAYOUT
+    k, zeros = ref[layout.index("_k")], ref[layout.index("_zeros")]
+    assert 0 < zeros < 4096 and k < 4096  # zeros and non-finite entries were drawn
+    assert ref[len(layout):].sum() == k  # every finite sampled entry lands in one bin
+
+
+# ---- records -------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_records_and_round_trips(gen):
+    net = tutorial_net("xavier", gen)
+    x = inputs(gen, 32)
+    a = probe(net, x, scheme="glorot_normal", tags={"experiment": "t", "seed": 3})
+    b = probe(net, x, scheme="glorot_normal", tags={"experiment": "t", "seed": 3})
+    assert a.to_json() == b.to_json()
+    rows = json.loads(a.to_json())
+    assert len(rows) == len(a.records)
+    for row, rec in zip(rows, a.records, strict=True):
+        assert row["layer"] == rec["layer"] and row["stat"] == rec["stat"] and row["kind"] == rec["kind"]
+        assert row["value"] == pytest.approx(rec["value"]) and row["experiment"] == "t"
+    table = list(csv.DictReader(io.StringIO(a.to_csv())))
+    assert len(table) == len(a.records)
+    assert float(table[0]["value"]) == pytest.approx(a.records[0]["value"])
+    assert {"layer", "kind", "stat", "value", "index", "layer_type", "activation"} <= set(table[0])
+    edges, counts = a.histogram("act1")
+    assert len(edges) == 65 and len(counts) == 64 and sum(counts) == 32 * 50
+    assert edges[0] == pytest.approx(a.stat("act1", "min"))
+    assert edges[-1] == pytest.approx(a.stat("act1", "max"))
+    assert "fc1" in a.table() and "w_expect" in a.table()
+    assert a.layers == [lay for lay, _ in a.series("std")]
+
+
+def test_initlab_probe_is_the_function():
+    import initlab
+
+    assert callable(initlab.probe)
+    assert initlab.probe is initlab.probe
+    assert initlab.probe is initlab.probe.__globals__["probe"]
+    assert initlab.ProbeResult is ProbeResult
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_probe_small_vanishes(capsys, tmp_path):
+    js, cs = tmp_path / "r.json", tmp_path / "r.csv"
+    args = ["probe", "--depth", "5", "--width", "50", "--activation", "tanh", "--scheme", "small",
+            "--batch", "64", "--json", str(js), "--csv", str(cs)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "vanishing" in out and "act5" in out
+    rows = json.loads(js.read_text())
+    assert {r["layer"] for r in rows} >= {"fc1", "act5"}
+    assert len(list(csv.DictReader(io.StringIO(cs.read_text())))) == len(rows)
+    js.write_text("keep me")
+    assert main(args) == 2  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    assert js.read_text() == "keep me"
+    assert main([*args, "--force"]) == 0
+    assert json.loads(js.read_text()) == rows  # same seed, same records
+
+
+def test_cli_probe_errors(capsys, tmp_path):
+    assert main(["probe", "--scheme", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main(["probe", "--activation", "nope"]) == 2
+    assert main(["probe", "--json", str(tmp_path / "missing" / "r.json")]) == 2
+    assert main(["probe", "--depth", "3", "--width", "20", "--scheme", "xavier_normal", "--batch", "32"]) == 0
+    assert "verdicts: none" in capsys.readouterr().out
