@@ -1,7 +1,8 @@
 """initlab: neural-network weight initialization — every scheme from the literature, applied
 correctly to whole PyTorch models, and the instruments to see why an init works or fails.
 
-Public entry points (imported lazily, so ``import initlab`` stays cheap):
+Public entry points (submodules are imported on first use; :func:`initlab.probe` is imported
+eagerly, because ``import initlab.probe`` would otherwise rebind the name to the submodule):
 
 * :mod:`initlab.init` — drop-in for ``torch.nn.init`` (in place, ``generator=``);
 * :mod:`initlab.numpy_init` — the same schemes as pure NumPy samplers;
