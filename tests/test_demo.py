@@ -139,6 +139,9 @@ def test_report_is_replaced_in_place(quick, tmp_path, monkeypatch, capsys, fast_
     target = tmp_path / "rep"
     assert main(["demo", "--quick", "--out", str(target), "--no-progress"]) == 0
     (target / "index.html").write_text("stale")
+    (target / ".DS_Store").write_bytes(b"Finder")  # a file browser's metadata is not the user's data
+    (target / "figures").mkdir()
+    (target / "figures" / "old.png").write_bytes(b"png")
     # an existing initlab report is replaced without --force; nothing is left beside it
     assert main(["demo", "--quick", "--out", str(target), "--no-progress"]) == 0
     assert (target / "index.html").read_text() == "report of seed 0"
@@ -172,6 +175,9 @@ def test_write_report_refuses_file_without_force(quick, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--dataset", "nosuchset"], "nosuchset"),
     (["--depth", "0"], "depth"),
+    (["--depth", "1000"], "depth"),
+    (["--width", "100000"], "width"),
+    (["--epochs", "10000"], "epochs"),
     (["--seed", "-3"], "seed"),
     (["--epochs", "x"], "epochs"),
     (["--bogus-option"], "bogus"),
@@ -248,6 +254,20 @@ def test_out_that_is_a_file_is_never_replaced(tmp_path, capsys, no_run, force):
     assert rc == 2 and "not a directory" in err and target.read_text() == "data"
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_out_that_is_a_symlink_is_never_followed_or_replaced(quick, tmp_path, capsys, no_run, force,
+                                                             fast_fill):
+    real = tmp_path / "real"
+    write_report(quick["result"], real)
+    before = sorted(p.name for p in real.iterdir())
+    (tmp_path / "link").symlink_to(real)
+    force_flag = ["--force"] if force else []
+    rc = main(["demo", "--quick", "--no-progress", "--out", str(tmp_path / "link"), *force_flag])
+    err = _one_line_error(capsys)
+    assert rc == 2 and "symbolic link" in err
+    assert (tmp_path / "link").is_symlink() and sorted(p.name for p in real.iterdir()) == before
+
+
 def test_out_below_a_file_is_refused_before_running(tmp_path, capsys, no_run):
     (tmp_path / "afile").write_text("data")
     rc = main(["demo", "--quick", "--no-progress", "--out", str(tmp_path / "afile" / "rep")])
@@ -267,7 +287,8 @@ def test_unwritable_parent_is_refused_before_running(tmp_path, monkeypatch, caps
     assert rc == 2 and "not writable" in err and str(tmp_path) in err
 
 
-def test_interrupt_during_the_experiments_keeps_the_old_report(quick, tmp_path, monkeypatch, capsys):
+def test_interrupt_during_the_experiments_keeps_the_old_report(quick, tmp_path, monkeypatch, capsys,
+                                                               fast_fill):
     target = tmp_path / "rep"
     write_report(quick["result"], target)
     before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
@@ -275,7 +296,7 @@ def test_interrupt_during_the_experiments_keeps_the_old_report(quick, tmp_path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(initlab.experiments.demo, "run_training", interrupted)
+    monkeypatch.setattr(initlab.experiments.demo, "run_symmetry", interrupted)
     rc = main(["demo", "--quick", "--no-progress", "--out", str(target)])
     assert rc == 130 and capsys.readouterr().err.strip() in ("initlab: interrupted", "initlab: aborted")
     after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
@@ -360,3 +381,59 @@ def test_same_seed_same_results_csv_and_another_seed_differs():
     a, b, c = csv(5), csv(5), csv(6)
     assert a == b
     assert a[0] == c[0] and a != c
+
+
+def test_pretrain_figure_of_a_deep_net_stays_readable(tmp_path):
+    """--depth 100: one legend entry per layer overflowed the axes (matplotlib warned that the
+    layout failed); many layers get a colour bar instead."""
+    import warnings
+
+    from initlab.report.figures import fig_pretrain
+
+    recs = [{"experiment": "pretrain", "stat": "reconstruction_loss", "activation": "tanh", "layer": f"fc{k}",
+             "epoch": e, "value": 1.0 / (k + e), "scheme": "pretrain", "seed": 0}
+            for k in range(1, 101) for e in (1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = fig_pretrain(recs, tmp_path)
+    assert info is not None and (tmp_path / "pretrain_reconstruction.png").is_file()
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM") or __import__("os").name != "posix",
+                    reason="POSIX signals")
+def test_kill_while_writing_leaves_no_temporary_directory(quick, tmp_path):
+    """`kill` (SIGTERM) while the report is being written: the old report stays, and the temporary
+    directory is removed (Python's default SIGTERM action skips every cleanup)."""
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "initlab.cli", "demo", "--quick", "--no-progress", "--out", "rep",
+            "--depth", "1", "--width", "4", "--epochs", "1", "--limit", "200"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    write_report(quick["result"], tmp_path / "rep")
+    before = (tmp_path / "rep" / "index.html").read_bytes()
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not glob.glob(str(tmp_path / ".rep.tmp-*" / "figures" / "*.png")):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=60)
+    if rc == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert rc == 130, proc.stderr.read()
+    assert (tmp_path / "rep" / "index.html").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+@pytest.mark.parametrize("where", ["/usr", "HOME"])
+def test_force_never_moves_a_system_or_home_directory(tmp_path, monkeypatch, capsys, no_run, where):
+    monkeypatch.chdir(tmp_path)
+    target = str(Path.home()) if where == "HOME" else where
+    rc = main(["demo", "--quick", "--no-progress", "--out", target, "--force"])
+    err = _one_line_error(capsys)
+    assert rc == 2 and "system or home directory" in err

@@ -174,8 +174,8 @@ def test_summary_verdicts():
              (("xavier_normal", 0.95), ("he_normal", 0.80), ("zeros", 0.1))]
     rows = {r["activation"]: r for r in summarize(recs).rows if r["evidence"] == "training"}
     # LSUV is best overall but the rule is judged against the best data-independent scheme: He,
-    # 0.5 pt ahead, within two standard errors 2 * sqrt(2 p (1 - p) / n) of a difference
-    tol = 2 * math.sqrt(2 * 0.905 * 0.095 / 1000)
+    # 0.5 pt ahead, within two standard errors 2 * sqrt((p1 q1 + p2 q2) / n) of a difference
+    tol = 2 * math.sqrt((0.905 * 0.095 + 0.90 * 0.10) / 1000)
     assert 0.005 < tol
     assert rows["tanh"]["best_scheme"] == "lsuv" and rows["tanh"]["best_fixed_scheme"] == "he_normal"
     assert rows["tanh"]["verdict"].startswith("agree (tie")
@@ -201,3 +201,34 @@ def test_demo_config_validation():
     q = DemoConfig(quick=True)
     assert q.resolved("depth") == 6 and DemoConfig().resolved("depth") == 10
     assert DemoConfig(limit=0).resolved("limit") is None
+
+
+def test_summary_disagreements_say_why():
+    # forward records: Xavier's std halves per layer (drift log10(2^-2) ~ 0.6 decades), He's is constant
+    recs = []
+    for scheme, factor in (("xavier_normal", 0.5), ("he_normal", 1.0)):
+        for layer in (1, 2, 3):
+            recs += [_rec("forward", scheme, "tanh", "std", factor ** (layer - 1), layer=layer),
+                     _rec("forward", scheme, "tanh", "grad_std", 1.0, layer=layer),
+                     _rec("forward", scheme, "tanh", "saturation", 0.0, layer=layer)]
+    row = summarize(recs).rows[0]
+    drift = 2 * math.log10(2)
+    assert row["rule_value"] == pytest.approx(drift) and row["best_scheme"] == "he_normal"
+    assert row["verdict"] == (f"disagree (Xavier normal drifts {drift:.2f} decades, He normal 0.00; "
+                              "tolerance 0.15)")
+    # the symmetry rule names the check that failed
+    recs = [_rec("training", s, "relu", "final_test_accuracy", v)
+            for s, v in (("zeros", 0.85), ("he_normal", 0.9))]
+    any_row = [r for r in summarize(recs).rows if r["activation"] == "any"][0]
+    assert any_row["verdict"] == "disagree (zero init ended less than 10 pt below the best: relu 5.0 pt)"
+
+
+def test_summary_tie_tolerance_uses_both_accuracies():
+    """On a tiny test set the best scheme can score exactly 1.0; the tolerance must not collapse to
+    0 then. Tolerance: two standard errors of the difference, 2 * sqrt((p1 q1 + p2 q2) / n)."""
+    recs = [_rec("training", s, "tanh", "final_test_accuracy", v, n_test=6)
+            for s, v in (("he_normal", 1.0), ("xavier_normal", 4 / 6), ("zeros", 0.5))]
+    row = [r for r in summarize(recs).rows if r["evidence"] == "training"][0]
+    tol = 2 * math.sqrt((1.0 * 0.0 + (4 / 6) * (2 / 6)) / 6)
+    assert 1 / 3 < tol  # two test examples out of six are within the noise
+    assert row["verdict"] == f"agree (tie: Xavier normal 33.3 pt behind, tolerance {tol * 100:.1f} pt)"

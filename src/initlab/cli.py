@@ -123,12 +123,12 @@ def plan_command(target: str, input_shape: str | None, scheme: str, do_apply: bo
               help="mnist5k, digits, fashion-mnist, mnist, or a .npz / .csv file.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory with the IDX files of fashion-mnist / mnist.")
-@click.option("--depth", type=click.IntRange(min=1), default=None,
-              help="Hidden layers of the training experiment's MLP [default: 10; --quick: 6].")
-@click.option("--width", type=click.IntRange(min=1), default=None,
-              help="Units per hidden layer of that MLP [default: 128; --quick: 64].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs [default: 8; --quick: 2].")
+@click.option("--depth", type=click.IntRange(1, 100), default=None,
+              help="Hidden layers of the training experiment's MLP, 1-100 [default: 10; --quick: 6].")
+@click.option("--width", type=click.IntRange(1, 2048), default=None,
+              help="Units per hidden layer of that MLP, 1-2048 [default: 128; --quick: 64].")
+@click.option("--epochs", type=click.IntRange(1, 100), default=None,
+              help="Training epochs, 1-100 [default: 8; --quick: 2].")
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="At most this many training examples, 0 = all [default: 4000; --quick: 1500].")
 @click.option("--quick", is_flag=True, help="Small, fast run (<= 20 s): for tests and CI.")
@@ -149,10 +149,35 @@ def demo_command(out: str, seed: int, dataset: str, data_dir: str | None, depth:
     config = DemoConfig(seed=seed, dataset=dataset, data_dir=data_dir, depth=depth, width=width,
                         epochs=epochs, limit=limit, quick=quick, threads=threads)
     check_out_dir(out, force=force)
-    result = run_demo(config, progress=progress)
-    path = write_report(result, out, force=force, notify=lambda message: click.echo(message, err=True))
+    with _SigtermAsInterrupt():  # `kill` cleans up like Ctrl-C: no temporary directory is left
+        result = run_demo(config, progress=progress)
+        path = write_report(result, out, force=force, notify=lambda message: click.echo(message, err=True))
     click.echo(f"initlab demo: wrote {path / 'index.html'} in {time.perf_counter() - start:.1f} s "
                f"({result.dataset['name']}, seed {seed})")
+
+
+class _SigtermAsInterrupt:
+    """Within the block, SIGTERM raises KeyboardInterrupt, so ``finally`` clauses run (main thread
+    of a POSIX process only; elsewhere a no-op)."""
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        import signal
+        import threading
+
+        self.installed = hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.previous = signal.signal(signal.SIGTERM, self._interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            import signal
+
+            signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
 
 
 # ---- probe (engineer "probe") ---------------------------------------------------------------
@@ -183,6 +208,7 @@ def probe_command(depth: int, width: int, activation: str, scheme: str, batch: i
     the classic tutorial), draws every weight from SCHEME with the activation's gain (biases 0),
     and runs initlab.probe on a batch of N(0, 1) inputs.
     """
+    import os
     from pathlib import Path
 
     import torch
@@ -202,9 +228,24 @@ def probe_command(depth: int, width: int, activation: str, scheme: str, batch: i
             raise FileExistsError(f"{path} exists: pass --force to overwrite it, or choose another path")
         if not target.parent.exists():
             raise FileNotFoundError(f"directory {target.parent} of {path} does not exist: create it first")
+        if not target.parent.is_dir():
+            raise NotADirectoryError(f"{target.parent} (in {path}) is not a directory: choose another path")
+    if json_path is not None and csv_path is not None and Path(json_path).resolve() == Path(csv_path).resolve():
+        raise InitlabError(f"--json and --csv name the same file {json_path}: give two paths")
     if scheme not in schemes.NAMED_SCHEMES:
         names = ", ".join(sorted(schemes.NAMED_SCHEMES))
         raise InitlabError(f"scheme {scheme!r} is unknown: use one of {names}")
+    # float32 weights and their gradients, plus the activations and their gradients, kept at once
+    params = in_features * width + width + (depth - 1) * (width * width + width)
+    need = 4 * (2 * params + 4 * depth * batch * width)
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        have = None
+    if have is not None and need > have:
+        raise InitlabError(f"the probe needs about {need / 2**30:.3g} GiB of memory (depth {depth}, width "
+                           f"{width}, in-features {in_features}, batch {batch}), more than this machine's "
+                           f"{have / 2**30:.3g} GiB: reduce --width, --depth or --batch")
     gen = torch.Generator().manual_seed(seed)
     model = mlp(in_features, width, depth, activation=activation)
     gain = _gain(activation)

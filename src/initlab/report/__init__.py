@@ -83,10 +83,14 @@ _TOP_KEYS = {"schema": str, "schema_version": int, "initlab_version": str, "crea
 #: What a report directory holds; anything else in it is the user's and is never deleted.
 REPORT_ENTRIES = ("index.html", "results.json", "results.csv", MARKER, "figures")
 
+#: Files that file browsers drop into any folder they show; not user data.
+_OS_METADATA = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
 
 def foreign_entries(path: str | Path) -> list[str]:
     """Entries of directory ``path`` that :func:`write_report` does not write (sorted; names
-    inside ``figures/`` are given as ``figures/NAME``). Symbolic links always count as foreign.
+    inside ``figures/`` are given as ``figures/NAME``). Symbolic links always count as foreign;
+    file-browser metadata (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) never does.
 
     >>> foreign_entries("/nonexistent-initlab-dir")
     []
@@ -96,14 +100,16 @@ def foreign_entries(path: str | Path) -> list[str]:
         return []
     out = []
     for entry in path.iterdir():
+        if entry.name in _OS_METADATA and entry.is_file() and not entry.is_symlink():
+            continue
         if entry.is_symlink() or entry.name not in REPORT_ENTRIES:
             out.append(entry.name)
         elif entry.name == "figures":
             if not entry.is_dir():
                 out.append(entry.name)
                 continue
-            out += [f"figures/{f.name}" for f in entry.iterdir()
-                    if f.is_symlink() or not f.is_file() or f.suffix != ".png"]
+            out += [f"figures/{f.name}" for f in entry.iterdir() if f.is_symlink() or not f.is_file()
+                    or (f.suffix != ".png" and f.name not in _OS_METADATA)]
         elif not entry.is_file():
             out.append(entry.name)
     return sorted(out)
@@ -137,13 +143,15 @@ def check_out_dir(out: str | Path, *, force: bool = False) -> Path:
     Allowed: a missing path in a writable directory, an empty directory, an initlab report
     (:func:`is_report_dir`; it will be replaced), or — only with ``force=True`` — any other
     directory, whose contents :func:`write_report` then keeps in a backup directory beside it.
-    Never allowed: the current directory or one that contains it (``.``, ``..``, ``/``), a file,
-    a symbolic link or anything else that is not a directory.
+    Never allowed: the current directory or one that contains it (``.``, ``..``, ``/``), a
+    existing top-level directory (``/usr``), the home directory or one that contains it, a mount
+    point, a file, a symbolic link or anything else that is not a directory.
 
     Raises:
         FileExistsError: ``out`` is a non-empty directory that is not an initlab report and
             ``force`` is false (the message names the foreign files), or it is not a directory.
-        InitlabError: ``out`` is the current directory or contains it.
+        InitlabError: ``out`` is the current directory or contains it, a top-level or home
+            directory, or a mount point.
         NotADirectoryError: a parent of ``out`` is a file.
         PermissionError: the directory that would hold ``out`` is not writable.
 
@@ -159,6 +167,11 @@ def check_out_dir(out: str | Path, *, force: bool = False) -> Path:
                 os.path.lexists(target) and target.resolve() in (here, *here.parents)):
             raise InitlabError(f"--out {shown!r} is the current directory or contains it: choose a new "
                                f"directory, e.g. --out initlab-report")
+    home = Path.home()
+    if os.path.lexists(target) and (len(target.parts) <= 2 or target == home or target in home.parents
+                                    or os.path.ismount(target)):
+        raise InitlabError(f"--out {shown!r} is a system or home directory (or a mount point): choose a new "
+                           "directory for the report, e.g. --out initlab-report")
     if os.path.lexists(target):
         if target.is_symlink() or not target.is_dir():
             kind = "a symbolic link" if target.is_symlink() else "a file"
@@ -167,8 +180,8 @@ def check_out_dir(out: str | Path, *, force: bool = False) -> Path:
         foreign = foreign_entries(target)
         if foreign and (target / MARKER).is_file() and not force:
             listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise FileExistsError(f"--out {shown!r} is an initlab report but also holds files initlab did not "
-                                  f"write ({listed}): move them, choose another --out, or pass --force "
+            raise FileExistsError(f"--out {shown!r} is an initlab report but also holds files initlab did "
+                                  f"not write ({listed}): move them, choose another --out, or pass --force "
                                   "(the old directory is then kept as a backup beside it)")
         if not force and any(target.iterdir()) and not is_report_dir(target):
             raise FileExistsError(f"--out {shown!r} is a non-empty directory that is not an initlab report: "

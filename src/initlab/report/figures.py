@@ -23,6 +23,9 @@ __all__ = ["FigureInfo", "make_figures", "scheme_label", "FIGURE_DPI", "fig_hist
 
 FIGURE_DPI = 90
 
+#: Above this many lines a figure shows a colour bar instead of a legend.
+_MAX_LEGEND = 12
+
 _COLORS = {
     "zeros": "#7f7f7f", "constant": "#bcbd22", "small": "#1f77b4", "large": "#d62728",
     "torch_default": "#8c564b", "xavier_normal": "#2ca02c", "xavier_uniform": "#98df8a",
@@ -290,7 +293,8 @@ def fig_training(records: list[dict[str, Any]], directory: Path) -> list[FigureI
 
 def fig_pretrain(records: list[dict[str, Any]], directory: Path) -> FigureInfo | None:
     """Layer-wise pretraining: reconstruction loss per epoch, one line per layer, one panel per
-    activation; ``None`` without ``pretrain`` records.
+    activation (a legend up to 12 layers, a colour bar over the layer index beyond); ``None``
+    without ``pretrain`` records.
 
     >>> fig_pretrain([], Path(".")) is None
     True
@@ -316,7 +320,16 @@ def fig_pretrain(records: list[dict[str, Any]], directory: Path) -> FigureInfo |
         ax.set_title(f"{act}: autoencoder per layer", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        if len(layers) <= _MAX_LEGEND:
+            ax.legend(fontsize=6, ncol=2)
+        else:  # one legend entry per layer would not fit: a colour bar over the layer index
+            from matplotlib import colormaps
+            from matplotlib.cm import ScalarMappable
+            from matplotlib.colors import Normalize
+
+            bar = fig.colorbar(ScalarMappable(Normalize(1, len(layers)), colormaps["viridis"]), ax=ax)
+            bar.set_label("layer (1 = first hidden)", fontsize=7)
+            bar.ax.tick_params(labelsize=6)
     return FigureInfo(_save(fig, directory, "pretrain_reconstruction.png"),
                       "Layer-wise pretraining: reconstruction loss", "training",
                       "Reconstruction loss per pretraining epoch, one line per layer")

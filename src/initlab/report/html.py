@@ -206,32 +206,6 @@ def summary_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "rows": out}
 
 
-_WHY_DRIFT = _words("""
-    The score is how far the per-layer std drifts from layer to layer, forward plus backward, in
-    decades. {rule}: {rule_v} decades (activation std ratio last / first layer {rule_f}, gradient
-    ratio first / last {rule_b}); {best}: {best_v} decades (ratios {best_f} and {best_b}).""")
-
-_WHY_TANH = _words("""
-    Xavier as published has gain 1, which preserves the variance only where tanh has slope 1, at 0;
-    everywhere else the slope is smaller, so every layer loses a little. The gain that preserves
-    tanh's second moment is initlab.gains.gain('tanh') = {g:.2f}; He's √2 = 1.41 is closer to it,
-    so He drifts less here. The rule is about a trainable start: see the training row for how much
-    that matters.""")
-
-_WHY_SIGMOID = _words("""
-    Xavier's derivation assumes an activation that is zero-mean with slope 1 at 0. Sigmoid has mean
-    0.5 and slope at most 1/4, so under any of these schemes the gradient shrinks by about 4× per
-    layer; larger weights (He) shrink it less. Glorot & Bengio found sigmoid networks hard to train
-    for exactly this reason; the rule 'Xavier for sigmoid' is a convention, not a
-    variance-preserving choice.""")
-
-_WHY_TRAINING = _words("""
-    The score is the mean test accuracy over training (area under the accuracy curve). {rule}
-    scored {rule_v}, {best} {best_v}. A gap within two standard errors of an accuracy difference on
-    this test set is a tie. This is one seed and a short run with one learning rate; run again with
-    another --seed to see whether the gap persists.""")
-
-
 def summary_explanations(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One explanation per summary row that does not plainly agree (``"disagree ..."`` or an
     ``"agree (tie ...)"``): what was measured, and why the rule of thumb and this run can differ.
@@ -288,6 +262,32 @@ def _known() -> set[str]:
 def _words(text: str) -> str:
     """Collapse a triple-quoted paragraph to one line."""
     return " ".join(text.split())
+
+
+_WHY_DRIFT = _words("""
+    The score is how far the per-layer std drifts from layer to layer, forward plus backward, in
+    decades. {rule}: {rule_v} decades (activation std ratio last / first layer {rule_f}, gradient
+    ratio first / last {rule_b}); {best}: {best_v} decades (ratios {best_f} and {best_b}).""")
+
+_WHY_TANH = _words("""
+    Xavier as published has gain 1, which preserves the variance only where tanh has slope 1, at 0;
+    everywhere else the slope is smaller, so every layer loses a little. The gain that preserves
+    tanh's second moment is initlab.gains.gain('tanh') = {g:.2f}; He's √2 = 1.41 is closer to it,
+    so He drifts less here. The rule is about a trainable start: see the training row for how much
+    that matters.""")
+
+_WHY_SIGMOID = _words("""
+    Xavier's derivation assumes an activation that is zero-mean with slope 1 at 0. Sigmoid has mean
+    0.5 and slope at most 1/4, so under any of these schemes the gradient shrinks by about 4× per
+    layer; larger weights (He) shrink it less. Glorot & Bengio found sigmoid networks hard to train
+    for exactly this reason; the rule 'Xavier for sigmoid' is a convention, not a
+    variance-preserving choice.""")
+
+_WHY_TRAINING = _words("""
+    The score is the mean test accuracy over training (area under the accuracy curve). {rule}
+    scored {rule_v}, {best} {best_v}. A gap within two standard errors of an accuracy difference on
+    this test set is a tie. This is one seed and a short run with one learning rate; run again with
+    another --seed to see whether the gap persists.""")
 
 
 _VANISHING_INTRO = _words("""
