@@ -176,6 +176,43 @@ def test_planted_nan_names_the_layer(gen):
     assert any(r["value"] is None for r in json.loads(res.to_json()))
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_weight_is_not_called_symmetric(gen, value):
+    """A NaN/inf in one weight makes every row comparison meaningless: distinct_units is NaN
+    (unknown) and no symmetric verdict is raised, only the non-finite one."""
+    net = tutorial_net("xavier", gen)
+    with torch.no_grad():
+        net.fc3.weight[7, 3] = value
+    res = probe(net, inputs(gen, 32))
+    assert math.isnan(res.stat("fc3", "distinct_units"))
+    assert res.stat("fc2", "distinct_units") == 50
+    assert kinds(res)[0] == "nonfinite" and "symmetric" not in kinds(res)
+
+
+def test_output_tuple_with_integer_first_uses_the_first_float_tensor(gen):
+    """With targets and no loss_fn the default loss reads the first FLOATING output (a model
+    returning (predicted class, logits) gets cross-entropy on the logits)."""
+
+    class ArgmaxFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            logits = self.fc(x)
+            return logits.argmax(1), logits
+
+    model = ArgmaxFirst()
+    x, t = torch.randn(6, 4, generator=gen), torch.tensor([0, 1, 2, 0, 1, 2])
+    res = probe(model, x, t)
+    assert res.loss == pytest.approx(nn.functional.cross_entropy(model.fc(x), t).item(), rel=1e-6)
+
+
+def test_generator_must_be_a_torch_generator(gen):
+    with pytest.raises(TypeError, match="generator"):
+        probe(tutorial_net("xavier", gen), inputs(gen, 4), generator=3)
+
+
 # ---- hooks and state -----------------------------------------------------------------------------
 
 
@@ -382,27 +419,210 @@ def test_bad_arguments(gen):
         probe(net, x).stat("fc1", "nope")
 
 
-def test_numpy_and_torch_sample_paths_agree(gen):
-    """CPU tensors read the sorted sample with NumPy, device tensors with torch: same numbers."""
+def _reference_row(x: torch.Tensor, bins: int, below: float, above: float) -> dict[str, float]:
+    """The sample statistics of a whole (unsampled) tensor, recomputed with NumPy, one tensor at
+    a time: the definitions in probe's docstring."""
+    import numpy as np
+
+    a = x.double().numpy().ravel()
+    fin = np.sort(a[np.isfinite(a)])
+    k = fin.size
+    lo, hi = float(fin[0]), float(fin[-1])
+    edges = lo + (hi - lo) * (np.arange(bins) / bins)
+    counts = [int(((fin >= edges[i]) & (fin < (edges[i + 1] if i + 1 < bins else np.inf))).sum())
+              for i in range(bins)]
+    ref = {"_k": k, "_zeros": int((fin == 0).sum()), "_sat": int((fin < below).sum() + (fin > above).sum()),
+           "_bin_lo": lo, "_bin_hi": hi, "counts": counts}
+    for name, q in (("q01", 0.01), ("q50", 0.5), ("q99", 0.99)):
+        ref[name] = float(np.quantile(fin, q))  # linear interpolation, NumPy's default
+    return ref
+
+
+def test_batched_reduction_matches_a_numpy_reference(gen):
+    """All layers' samples are reduced in one batch (padded rows of different lengths, NaN/inf
+    entries, saturation thresholds on some rows only): each row equals a one-tensor NumPy
+    reference."""
     mod = __import__("sys").modules["initlab.probe"]
-    x = torch.tanh(3 * torch.randn(300, 40, generator=gen))
-    x[:50, :5] = 0.0  # 250 zeros, 60 non-finite entries of 12000: a 4096 draw meets both
-    x[100:130, 0] = float("nan")
-    x[200:215, 1] = float("inf")
-    x[215:230, 1] = -float("inf")
-    for use_torch in (False, True):
-        sampler = mod._Sampler(4096, 0, use_torch=use_torch)
-        core = mod._core(x)
-        vec, m = sampler.stats(x, core, 16, (-0.99,), (0.99,))
-        if not use_torch:
-            ref = vec
-        else:
-            assert m == 4096
-            assert torch.allclose(vec, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
-    layout = mod._SAMPLE_LAYOUT
-    k, zeros = ref[layout.index("_k")], ref[layout.index("_zeros")]
-    assert 0 < zeros < 4096 and k < 4096  # zeros and non-finite entries were drawn
-    assert ref[len(layout):].sum() == k  # every finite sampled entry lands in one bin
+    x = torch.tanh(3 * torch.randn(60, 40, generator=gen))
+    x[:10, :5] = 0.0
+    x[20:30, 0] = float("nan")
+    x[40:45, 1] = float("inf")
+    x[45:50, 1] = -float("inf")
+    y = torch.randn(700, generator=gen)
+    entries = []
+    for t, below, above in ((x, (-0.99,), (0.99,)), (y, (), ())):
+        flat = t.reshape(-1)
+        entries.append(mod._Pending("l", "forward", mod._partials(flat), flat.clone(), flat.numel(),
+                                    below, above))
+    ((order, rows),) = mod._reduce(entries, 16)
+    rows = rows[torch.tensor(order).argsort()]
+    layout = mod._ROW_LAYOUT
+    for row, (t, below, above) in zip(rows.tolist(), ((x, -0.99, 0.99), (y, -math.inf, math.inf)),
+                                      strict=True):
+        got = dict(zip(layout, row, strict=False))
+        ref = _reference_row(t, 16, below, above)
+        for key in ("_k", "_zeros", "_sat"):
+            assert got[key] == ref[key], key
+        for key in ("q01", "q50", "q99", "_bin_lo", "_bin_hi"):
+            assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-6), key
+        assert row[len(layout):] == ref["counts"]
+        assert sum(ref["counts"]) == ref["_k"]  # every finite entry lands in one bin
+    assert math.isnan(rows[0, layout.index("mean")]) and rows[0, layout.index("_bad")].isnan()
+    assert rows[1, layout.index("_bad")] == 0.0
+
+
+def test_reduction_in_small_batches_gives_the_same_records(gen, monkeypatch):
+    """``max_samples=None`` keeps whole tensors: the reduction then splits them into batches of
+    bounded size (rows of similar length together); the records do not change."""
+    mod = __import__("sys").modules["initlab.probe"]
+    net = tutorial_net("xavier", gen, out_features=3)
+    x = inputs(gen, 16)
+    whole = probe(net, x, max_samples=None).records
+    monkeypatch.setattr(mod, "_BATCH_ENTRIES", 900)
+    assert len(mod._chunks([mod._Pending("a", "forward", torch.zeros(4), torch.zeros(n), n)
+                            for n in (800, 48, 800, 50)])) == 3
+    assert probe(net, x, max_samples=None).records == whole
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, 1e3])
+def test_partials_mean_and_std_are_accurate(gen, shift):
+    """One pass (|mean| <= std) or two (|mean| > std, e.g. 1e3 + N(0, 1), where the one-pass
+    formula would cancel): the std agrees with a float64 two-pass reference to 1e-5 relative
+    (float32 sums of 10^5 entries: a few 1e-7 per operation)."""
+    mod = __import__("sys").modules["initlab.probe"]
+    x = torch.randn(100_000, generator=gen) + shift
+    mean, ss, lo, hi = mod._partials(x).tolist()
+    ref = x.double()
+    assert mean == pytest.approx(ref.mean().item(), rel=1e-5, abs=1e-6)
+    assert math.sqrt(ss / x.numel()) == pytest.approx(ref.std(correction=0).item(), rel=1e-5)
+    assert (lo, hi) == (x.min().item(), x.max().item())
+
+
+def test_device_path_gives_the_same_records(gen, monkeypatch):
+    """Device tensors take the two-pass sum of squares and torch.sort; forced on the CPU, that
+    path gives the same records (std to float32 rounding, everything else exactly)."""
+    mod = __import__("sys").modules["initlab.probe"]
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 30), nn.Sigmoid(), nn.Linear(30, 4))
+    x = torch.randn(200, 20, generator=gen)
+    fast = probe(net, x).records
+    monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
+    slow = probe(net, x).records
+    for a, b in zip(fast, slow, strict=True):
+        assert (a["layer"], a["kind"], a["stat"]) == (b["layer"], b["kind"], b["stat"])
+        assert a["value"] == pytest.approx(b["value"], rel=1e-5, abs=1e-7), (a["layer"], a["stat"])
+
+
+def test_sort_rows_matches_torch_sort(gen):
+    mod = __import__("sys").modules["initlab.probe"]
+    x = torch.randn(5, 300, generator=gen)
+    x[0, :3] = math.inf
+    assert torch.equal(mod._sort_rows(x), x.sort(dim=1).values)
+
+
+# ---- what users throw at it ------------------------------------------------------------------------
+
+
+def test_inside_inference_mode_still_records_the_backward(gen):
+    """Under ``torch.inference_mode()`` (and with inputs created there) the probe runs its own
+    passes with autograd on, as it does under ``torch.no_grad()``: the backward is not dropped."""
+    net = tutorial_net("xavier", gen)
+    with torch.inference_mode():
+        x = inputs(gen, 8)
+        res = probe(net, x)
+        assert torch.is_inference_mode_enabled()
+    assert res.stat("fc1", "grad_std") > 0 and res.stat("fc1", "param_grad_std") > 0
+    assert res.loss is not None
+    res2 = probe(net, x)  # an inference tensor as input, outside inference mode
+    assert res2.stat("act5", "grad_std") == res.stat("act5", "grad_std")
+    with torch.inference_mode():  # a model built in inference mode, probed outside it
+        built = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    assert probe(built, torch.randn(3, 4, generator=gen)).stat("0", "grad_std") > 0
+    assert all(p.requires_grad for p in built.parameters())
+
+
+def test_parameter_hooks_are_removed_also_when_the_loss_fails(gen):
+    """Parameter-gradient stats are taken by hooks on the weights during the backward: none stay
+    behind, after a normal probe or after a loss that raises."""
+    net = tutorial_net("xavier", gen)
+    res = probe(net, inputs(gen, 4))
+    assert res.stat("fc1", "param_grad_norm") > 0
+    with pytest.raises(InitlabError, match="scalar"):
+        probe(net, inputs(gen, 4), loss_fn=lambda out: out)
+    assert all(not p._backward_hooks for p in net.parameters()) and hook_count(net) == 0
+
+
+def test_sequential_subclass_with_functional_activation_is_captured(gen):
+    """Skipping the functional capture is for exact built-in types only: a Sequential subclass
+    whose forward calls torch.tanh still gets its functional layer."""
+
+    class TanhSeq(nn.Sequential):
+        def forward(self, x):
+            return torch.tanh(super().forward(x))
+
+    res = probe(TanhSeq(nn.Linear(4, 4)), torch.randn(3, 4, generator=gen))
+    assert res.layers == ["0", "forward.tanh_1"]
+
+
+def test_empty_batch_is_refused_clearly(gen):
+    net = tutorial_net("xavier", gen)
+    with pytest.raises(InitlabError, match="no entries"):
+        probe(net, torch.randn(0, 100, generator=gen))
+
+
+def test_table_survives_a_layer_without_records(gen):
+    """A result rebuilt with a layer list naming a layer that has no records still prints."""
+    res = probe(tutorial_net("xavier", gen), inputs(gen, 4))
+    rebuilt = ProbeResult(res.records, [*res.layers, "ghost"])
+    assert "ghost" in rebuilt.table()
+
+
+@pytest.mark.parametrize("layers", [nn.Conv2d, [], lambda name, m: False])
+def test_layers_that_select_nothing_raise(gen, layers):
+    net = tutorial_net("xavier", gen)
+    with pytest.raises(InitlabError, match="selects no layer"):
+        probe(net, inputs(gen, 4), layers=layers)
+
+
+def test_model_without_probed_layers_raises(gen):
+    with pytest.raises(InitlabError, match="no layer"):
+        probe(nn.Sequential(nn.BatchNorm1d(4)), torch.randn(3, 4, generator=gen))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"vanishing": True}, {"exploding": True}, {"vanishing": 2.0, "exploding": 1.0},
+    {"symmetry_atol": math.inf}, {"saturation_level": 0.0}, {"saturation_level": 0.5},
+    {"dead": True}, {"symmetry_rtol": math.inf},
+])
+def test_bad_thresholds_raise(kwargs):
+    with pytest.raises(InitlabError, match="Thresholds"):
+        Thresholds(**kwargs)
+
+
+def test_lazy_modules_get_a_clear_error(gen):
+    net = nn.Sequential(nn.LazyLinear(4), nn.Tanh())
+    with pytest.raises(InitlabError, match="lazy"):
+        probe(net, torch.randn(3, 5, generator=gen))
+    net(torch.randn(3, 5, generator=gen))  # materialised by one forward: then it can be probed
+    assert probe(net, torch.randn(3, 5, generator=gen)).stat("0", "weight_std") > 0
+
+
+def test_inplace_activation_does_not_change_the_recorded_producer(gen):
+    """Stats are taken (and the sample copied) in the hook: a later in-place ReLU on the Linear's
+    output does not reach them."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(64, 4, generator=gen)
+    with torch.no_grad():
+        y = net[0](x)
+    res = probe(net, x)
+    assert res.stat("0", "min") == y.min().item() < 0
+    assert res.stat("0", "q01") < 0 and res.stat("1", "min") == 0
+
+
+def test_batch_of_one_float64_and_bfloat16(gen):
+    for dtype in (torch.float64, torch.bfloat16):
+        net = tutorial_net("xavier", gen).to(dtype)
+        res = probe(net, inputs(gen, 1).to(dtype))
+        assert math.isfinite(res.stat("act5", "std")) and res.stat("fc1", "grad_std") > 0
 
 
 # ---- records -------------------------------------------------------------------------------------
@@ -459,6 +679,30 @@ def test_cli_probe_small_vanishes(capsys, tmp_path):
     assert js.read_text() == "keep me"
     assert main([*args, "--force"]) == 0
     assert json.loads(js.read_text()) == rows  # same seed, same records
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--depth", "0"], "--depth"),
+    (["--activation", "nope"], "nope"),
+    (["--scheme", "nope"], "nope"),
+    (["--bins", "-1"], "--bins"),
+    (["--json", "MISSING/r.json"], "does not exist"),
+    (["--json", "FILE/r.json"], "not a directory"),
+    (["--json", "SAME", "--csv", "SAME"], "same file"),
+    # ~4 TB of weights: refused from an estimate before anything is allocated
+    (["--width", "1000000", "--in-features", "1000000", "--depth", "1", "--batch", "1"], "memory"),
+])
+def test_cli_probe_bad_options_one_line_exit_2(capsys, tmp_path, args, match):
+    (tmp_path / "FILE").write_text("x")
+    paths = {"MISSING/r.json": str(tmp_path / "missing" / "r.json"),
+             "FILE/r.json": str(tmp_path / "FILE" / "r.json"), "SAME": str(tmp_path / "same.out")}
+    args = [paths.get(a, a) for a in args]
+    assert main(["probe", *args]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and "Traceback" not in captured.err
+    assert captured.out == ""  # refused before probing
+    assert not (tmp_path / "same.out").exists()
 
 
 def test_cli_probe_errors(capsys, tmp_path):

@@ -230,7 +230,7 @@ def probe_command(depth: int, width: int, activation: str, scheme: str, batch: i
             raise FileNotFoundError(f"directory {target.parent} of {path} does not exist: create it first")
         if not target.parent.is_dir():
             raise NotADirectoryError(f"{target.parent} (in {path}) is not a directory: choose another path")
-    if json_path is not None and csv_path is not None and Path(json_path).resolve() == Path(csv_path).resolve():
+    if json_path and csv_path and Path(json_path).resolve() == Path(csv_path).resolve():
         raise InitlabError(f"--json and --csv name the same file {json_path}: give two paths")
     if scheme not in schemes.NAMED_SCHEMES:
         names = ", ".join(sorted(schemes.NAMED_SCHEMES))
@@ -337,10 +337,12 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
                  "steps": steps, "width": width, "lr": lr}
     base = PhaseConfig.quick() if quick else PhaseConfig()
     config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-    result = run_phase(config.validate(), progress=progress)
-    meta = {"config": result.config_dict(), "dataset": result.dataset,
-            "timings": {k: round(v, 3) for k, v in result.timings.items()}}
-    write_phase_report(result.records, out_path, meta=meta, force=force)
+    with _SigtermAsInterrupt():  # `kill` cleans up like Ctrl-C: no temporary directory is left
+        result = run_phase(config.validate(), progress=progress)
+        meta = {"config": result.config_dict(), "dataset": result.dataset,
+                "timings": {k: round(v, 3) for k, v in result.timings.items()}}
+        write_phase_report(result.records, out_path, meta=meta, force=force,
+                           notify=lambda message: click.echo(message, err=True))
     cp = result.critical
     q_text = f"q*={cp.q_star:.4g}" if not math.isnan(cp.q_star) else "every q is a fixed point"
     click.echo(f"initlab phase: {config.activation}, sigma_b2={config.sigma_b2:g}; critical sigma_w2="

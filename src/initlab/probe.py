@@ -20,13 +20,18 @@ symmetric:
 
 Moments, extremes and dead units are exact; quantiles, zero/saturation fractions and histograms
 are read from a fixed seeded sample of at most ``max_samples`` entries per tensor (see
-:func:`probe`). Each hook reduces its tensor to one small vector on the tensor's own device (no
-host sync; CPU tensors read their sample with NumPy); all vectors are copied to the host with
-ONE ``.tolist()`` per pass (per device): one after the forward, one after the backward.
-Module hooks are removed in a ``finally`` (also when the forward raises); gradients are
-taken with :func:`torch.autograd.grad`, so parameters' ``.grad`` are never touched; training
-flags, ``requires_grad`` and buffers (BatchNorm running statistics) are restored; no weight
-changes.
+:func:`probe`). Each hook reduces its tensor to four exact partials (sum-based mean, centred sum
+of squares, min, max) on the tensor's own device and copies its sample (no host sync); a weight's
+statistics are taken in its layer's forward hook (while the weight is in cache) and a parameter's
+gradient statistics in a hook on the weight as the backward produces the gradient. After each
+pass ONE batched reduction per (device, dtype) sorts all samples together and reads quantiles,
+counts and histograms from them, and everything is copied to the host with ONE ``.tolist()`` per
+pass (per device): one after the forward, one after the backward.
+Module and parameter hooks are removed in a ``finally`` (also when the forward or the loss
+raises); gradients are taken with :func:`torch.autograd.grad`, so parameters' ``.grad`` are never
+touched; training flags, ``requires_grad`` and buffers (BatchNorm running statistics) are
+restored; no weight changes. The probe's own passes run with autograd on, also when called under
+``torch.no_grad()`` or ``torch.inference_mode()`` (inference-mode input tensors are copied).
 
 Functional activations (``torch.tanh(x)`` inside a ``forward``) are captured with a
 :class:`torch.overrides.TorchFunctionMode` that sees every torch call the model really makes
@@ -165,6 +170,19 @@ def _layer_type(module: nn.Module) -> str | None:
 
 _WEIGHT_TYPES = ("linear", "conv", "conv_transpose")
 
+#: torch.nn classes whose ``forward`` calls no functional activation (besides the activation
+#: modules, whose own calls are not counted): a model built only from these (exact types) has no
+#: functional activations to capture, so the probe skips the TorchFunctionMode and its hooks.
+_NO_FUNCTIONAL: frozenset[type] = frozenset(_ACT_MODULES) | frozenset(
+    getattr(nn, name) for name in """
+    Sequential ModuleList ModuleDict Linear Bilinear Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d
+    ConvTranspose3d BatchNorm1d BatchNorm2d BatchNorm3d LayerNorm GroupNorm InstanceNorm1d InstanceNorm2d
+    InstanceNorm3d Dropout Dropout1d Dropout2d Dropout3d AlphaDropout Flatten Unflatten Embedding MaxPool1d
+    MaxPool2d MaxPool3d AvgPool1d AvgPool2d AvgPool3d AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d
+    AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d Upsample ZeroPad2d ConstantPad1d ConstantPad2d
+    ConstantPad3d""".split() if hasattr(nn, name)
+)
+
 #: Runs the hooks' own reductions outside the functional-capture mode (no per-op Python dispatch);
 #: a no-op context where torch lacks it.
 _no_torch_function = getattr(torch._C, "DisableTorchFunction", contextlib.nullcontext)
@@ -193,7 +211,8 @@ class Thresholds:
             ``atol + rtol * max|W|`` entry-wise always pass).
 
     Raises:
-        InitlabError: a non-positive or non-finite threshold, a fraction outside ``[0, 1]``.
+        InitlabError: a non-positive, non-finite or boolean threshold, ``vanishing >= exploding``,
+            a fraction outside ``[0, 1]``, ``saturation_level`` outside ``(0.5, 1]``.
 
     >>> Thresholds(vanishing=1e-2).exploding
     1000.0
@@ -208,16 +227,26 @@ class Thresholds:
     symmetry_atol: float = 1e-12
 
     def __post_init__(self) -> None:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         for name in ("vanishing", "exploding", "symmetry_rtol"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not (number(v) and v > 0):
                 raise InitlabError(f"Thresholds.{name}={v!r} is invalid: pass a finite number > 0")
-        for name in ("saturated", "dead", "saturation_level"):
+        if self.vanishing >= self.exploding:
+            raise InitlabError(f"Thresholds.vanishing={self.vanishing!r} >= exploding={self.exploding!r}: "
+                               "pass vanishing < exploding (defaults 1e-3 and 1e3)")
+        for name in ("saturated", "dead"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            if not (number(v) and 0.0 <= v <= 1.0):
                 raise InitlabError(f"Thresholds.{name}={v!r} is invalid: pass a fraction in [0, 1]")
-        if not (isinstance(self.symmetry_atol, (int, float)) and self.symmetry_atol >= 0):
-            raise InitlabError(f"Thresholds.symmetry_atol={self.symmetry_atol!r} is invalid: pass >= 0")
+        if not (number(self.saturation_level) and 0.5 < self.saturation_level <= 1.0):
+            raise InitlabError(f"Thresholds.saturation_level={self.saturation_level!r} is invalid: pass a "
+                               "fraction in (0.5, 1] (at or below 0.5 every sigmoid output would count)")
+        if not (number(self.symmetry_atol) and self.symmetry_atol >= 0):
+            raise InitlabError(f"Thresholds.symmetry_atol={self.symmetry_atol!r} is invalid: pass a finite "
+                               "number >= 0")
 
 
 @dataclass(frozen=True)
@@ -407,7 +436,7 @@ class ProbeResult:
                 ("w_expect", 1), ("units", 1)]
         rows = []
         for layer in self.layers:
-            info = self._info[layer]
+            info = self._info.get(layer, {})
 
             def get(kind: str, stat: str, layer: str = layer) -> Any:
                 return self._index.get((layer, kind, stat))
@@ -544,35 +573,50 @@ _ROW_LAYOUT = ["mean", "std", "min", "max", "_bad", "_k", "_zeros", "_sat", "q01
                "_bin_lo", "_bin_hi", "extra"]
 
 
-def _partials(flat: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+_AMINMAX_FROM = 1 << 20
+
+#: CPU tensors take the one-pass sum of squares (see :func:`_partials`) and NumPy's sort (see
+#: :func:`_sort_rows`); ``False`` sends them down the device path (the tests compare the two).
+_CPU_SHORTCUTS = True
+
+
+def _partials(flat: torch.Tensor, scratch: Callable[[], torch.Tensor] | None = None,
+              hi: torch.Tensor | None = None) -> torch.Tensor:
     """Exact full-tensor partials of a 1-D ``flat``, stacked on its device: ``[mean, ss, min, max]``
-    with ``ss = ||flat - mean||^2`` (two-pass: no cancellation when ``|mean| >> std``).
+    with ``ss = sum (flat - mean)^2``.
 
-    Four passes (sum, subtract, dot, aminmax), all float arithmetic or reductions (comparison
-    kernels returning bool are several times slower on CPU); ``scratch`` (same numel and dtype)
-    receives ``flat - mean`` so that no new buffer is allocated per tensor. A NaN/inf propagates
-    into every partial (torch semantics).
+    Device tensors: two-pass, ``ss = ||flat - mean||^2`` (sum, subtract, dot, aminmax; no host
+    sync). CPU tensors first try one pass fewer and no write: ``ss = ||flat||^2 - N mean^2``,
+    kept only when ``mean^2 <= ss / N`` (``|mean| <= std``), where its relative error is at most
+    about twice the two-pass one; otherwise (``|mean| > std``, e.g. a sigmoid's output, or a
+    non-finite entry) the two-pass value. ``scratch()`` (same numel and dtype), called only on
+    the two-pass path, receives ``flat - mean`` so that no new buffer is allocated per tensor.
+    A NaN/inf propagates into every partial (torch semantics). All float arithmetic or
+    reductions (comparison kernels returning bool are several times slower on CPU). ``hi``: the
+    max when the caller already has it (the ReLU family's dead-unit pass), saving a pass.
     """
-    mean = flat.sum() / flat.numel()
-    d = torch.sub(flat, mean, out=scratch) if scratch is not None else flat - mean
-    lo, hi = torch.aminmax(flat)
+    n = flat.numel()
+    total = flat.sum()
+    mean = total / n
+    # same values; on CPU amin + amax is faster up to ~1M entries, aminmax beyond
+    if hi is not None:
+        lo = flat.amin()
+    else:
+        lo, hi = (flat.amin(), flat.amax()) if n < _AMINMAX_FROM else torch.aminmax(flat)
+    if flat.device.type == "cpu" and _CPU_SHORTCUTS:
+        ss = torch.dot(flat, flat) - total * mean
+        m, v = float(mean), float(ss)  # CPU: reading a value is not a device sync
+        if math.isfinite(v) and m * m * n <= v:
+            return torch.stack([mean, ss, lo, hi])
+    d = torch.sub(flat, mean, out=scratch()) if scratch is not None else flat - mean
     return torch.stack([mean, torch.dot(d, d), lo, hi])
-
-
-def _core(x: torch.Tensor) -> torch.Tensor:
-    """Exact full-tensor statistics, on ``x``'s device: ``[mean, std, min, max, bad]``.
-
-    ``mean``, ``std`` (population, two-pass: ``||x - mean|| / sqrt(N)``), ``min``, ``max`` are
-    over ALL entries, so a NaN/inf propagates into them (torch semantics). ``bad`` is
-    ``(min - min) + (max - max)``: exactly 0 when every entry is finite, NaN otherwise (``aminmax``
-    propagates NaN and returns inf when an entry is infinite).
-    """
-    return _finish_core(_partials(x.reshape(-1)).reshape(1, 4), [x.numel()])[0]
 
 
 def _finish_core(parts: torch.Tensor, ns: Sequence[int]) -> torch.Tensor:
     """``[L, 4]`` partials (see :func:`_partials`) of tensors with ``ns`` entries -> ``[L, 5]``
-    ``[mean, std, min, max, bad]`` (elementwise, so each row equals its one-tensor value)."""
+    ``[mean, std, min, max, bad]``, elementwise (each row equals its one-tensor value): population
+    ``std = sqrt(ss / N)``; ``bad = (min - min) + (max - max)`` is exactly 0 when every entry is
+    finite and NaN otherwise (min/max propagate NaN and are infinite when an entry is)."""
     n = torch.tensor(list(ns), dtype=parts.dtype, device=parts.device)
     lo, hi = parts[:, 2], parts[:, 3]
     std = (parts[:, 1] / n).sqrt()
@@ -582,10 +626,10 @@ def _finish_core(parts: torch.Tensor, ns: Sequence[int]) -> torch.Tensor:
 class _Sampler:
     """Deterministic subsample of at most ``max_samples`` entries: seeded indices (drawn with
     replacement, then sorted for a cache-friendly gather: the sample is the same multiset) cached
-    per (numel, device) and shared by all probes; plus cached constants."""
+    per (numel, device) and shared by all probes; plus the projection directions."""
 
-    #: Constants, sample indices and projection directions, shared by all probes (a device
-    #: probe then copies nothing to the device after its first call); cleared when it grows.
+    #: Sample indices and projection directions, shared by all probes (a device probe then copies
+    #: nothing to the device after its first call); cleared when it grows.
     _shared: dict[Any, torch.Tensor] = {}
 
     def __init__(self, max_samples: int | None, seed: int) -> None:
@@ -594,13 +638,6 @@ class _Sampler:
         if len(self._shared) > 512:
             self._shared.clear()
         self._cache = self._shared
-
-    def const(self, key: Any, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-        """A cached constant vector on ``like``'s dtype and device."""
-        k = (key, like.dtype, like.device)
-        if k not in self._cache:
-            self._cache[k] = torch.tensor(list(values), dtype=like.dtype, device=like.device)
-        return self._cache[k]
 
     def directions(self, k: int, like: torch.Tensor, count: int = 8) -> torch.Tensor:
         """``count`` fixed random unit vectors of length ``k`` (columns), seeded, cached."""
@@ -641,11 +678,31 @@ class _Pending:
     meta: dict[str, Any] | None = None
 
 
-def _reduce(entries: list[_Pending], bins: int) -> list[torch.Tensor]:
-    """ONE batched reduction for all ``entries`` of a pass: per (device, dtype) group, the samples
-    are padded (+inf), sorted together and read with two batched ``searchsorted``; returns one
-    ``[L, len(_ROW_LAYOUT) + bins]`` tensor per group, rows in the order of ``entries`` within
-    the group (see :func:`_group_keys`).
+#: Most sample entries (rows x padded length) one batch of :func:`_reduce` holds at once.
+_BATCH_ENTRIES = 1 << 22
+
+
+def _chunks(entries: list[_Pending]) -> list[list[int]]:
+    """``entries`` split into batches that share a device and dtype and hold at most
+    ``_BATCH_ENTRIES`` padded sample entries (rows of similar length together; one row at least):
+    one batch per (device, dtype) with the default ``max_samples``."""
+    out: list[list[int]] = []
+    for idxs in _group_keys(entries).values():
+        idxs = sorted(idxs, key=lambda i: entries[i].sample.numel())
+        chunk: list[int] = []
+        for i in idxs:
+            if chunk and (len(chunk) + 1) * entries[i].sample.numel() > _BATCH_ENTRIES:
+                out.append(chunk)
+                chunk = []
+            chunk.append(i)
+        out.append(chunk)
+    return out
+
+
+def _reduce(entries: list[_Pending], bins: int) -> list[tuple[list[int], torch.Tensor]]:
+    """ONE batched reduction for all ``entries`` of a pass: per batch (see :func:`_chunks`), the
+    samples are padded (+inf), sorted together and read with two batched ``searchsorted``; returns
+    ``(indices into entries, [len(indices), len(_ROW_LAYOUT) + bins] tensor)`` per batch.
 
     On each row: ``k`` = finite sampled entries; quantiles by linear interpolation between order
     statistics of the finite entries; ``zeros``, saturation (entries below a ``below`` threshold or
@@ -654,7 +711,7 @@ def _reduce(entries: list[_Pending], bins: int) -> list[torch.Tensor]:
     are counted among the finite entries, comparisons in float64.
     """
     out = []
-    for idxs in _group_keys(entries).values():
+    for idxs in _chunks(entries):
         group = [entries[i] for i in idxs]
         core = _finish_core(torch.stack([e.parts for e in group]), [e.n for e in group])
         dtype, device = core.dtype, core.device
@@ -664,11 +721,11 @@ def _reduce(entries: list[_Pending], bins: int) -> list[torch.Tensor]:
             padded = torch.stack(samples)
         else:
             padded = torch.nn.utils.rnn.pad_sequence(samples, batch_first=True, padding_value=math.inf)
-        srt = torch.nan_to_num(padded, nan=math.inf, posinf=math.inf, neginf=math.inf)
-        # NumPy sorts CPU rows ~20x faster than torch.sort (same values)
-        srt = torch.from_numpy(np.sort(srt.numpy(), axis=1)) if device.type == "cpu" else srt.sort(dim=1).values
+        srt = _sort_rows(torch.nan_to_num(padded, nan=math.inf, posinf=math.inf, neginf=math.inf))
         rows, width = srt.shape
-        k = torch.isfinite(srt).sum(dim=1)
+        s64 = srt.to(f64)
+        # k = finite entries (non-finite ones were mapped to +inf, sorted last)
+        k = (srt < math.inf).sum(dim=1)
         last = (k - 1).clamp_min(0)
         # quantiles: v0 + (pos - i0) * (v1 - v0), the difference in the tensor's dtype
         pos = torch.tensor(_QUANTILES, dtype=f64, device=device) * (k - 1).unsqueeze(1).to(f64)
@@ -697,7 +754,6 @@ def _reduce(entries: list[_Pending], bins: int) -> list[torch.Tensor]:
             probes.append(lo_eff.unsqueeze(1) + (hi_eff - lo_eff).unsqueeze(1) * grid)
         probes.append(hi_eff.unsqueeze(1))
         probes_t = torch.cat(probes, dim=1)
-        s64 = srt.to(f64)
         left = torch.searchsorted(s64, probes_t)
         right = torch.searchsorted(s64, probes_t, right=True)
         zeros = right[:, 0] - left[:, 0]
@@ -712,9 +768,17 @@ def _reduce(entries: list[_Pending], bins: int) -> list[torch.Tensor]:
             counts = torch.zeros((rows, 0), dtype=dtype, device=device)
             rng = torch.full((rows, 2), math.nan, dtype=dtype, device=device)
         nan = torch.full((), math.nan, dtype=dtype, device=device)
-        extra = torch.stack([nan if e.extra is None else e.extra.to(dtype) for e in group]).reshape(rows, 1)
-        out.append(torch.cat([core, head, quant, rng, extra, counts], dim=1))
+        extra = torch.stack([nan if e.extra is None else e.extra for e in group]).to(dtype).reshape(rows, 1)
+        out.append((idxs, torch.cat([core, head, quant, rng, extra, counts], dim=1)))
     return out
+
+
+def _sort_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row of a 2-D tensor sorted ascending; CPU rows with NumPy (~20x faster than
+    ``torch.sort`` there; same values), others with ``torch.sort`` on their device."""
+    if x.device.type == "cpu" and _CPU_SHORTCUTS:
+        return torch.from_numpy(np.sort(x.numpy(), axis=1))
+    return x.sort(dim=1).values
 
 
 def _group_keys(entries: list[_Pending]) -> dict[tuple, list[int]]:
@@ -725,7 +789,7 @@ def _group_keys(entries: list[_Pending]) -> dict[tuple, list[int]]:
 
 
 def _nonfinite_fraction(bad: float, k: float, m: int, n: int) -> float:
-    """Host side: exactly 0 when ``bad`` (see :func:`_core`) is 0; else the sample's non-finite
+    """Host side: exactly 0 when ``bad`` (see :func:`_finish_core`) is 0; else the sample's non-finite
     fraction ``(m - k) / m`` (exact when the sample is the whole tensor), at least ``1 / n``."""
     if bad == 0:
         return 0.0
@@ -744,34 +808,43 @@ def _saturation_thresholds(act: str, limits: tuple[float, float] | None, level: 
     return ((level * lo,) if lo < 0 else ()), ((level * hi,) if hi > 0 else ())
 
 
-def _dead_fraction(x: torch.Tensor, unit_dim: int) -> torch.Tensor:
-    """Fraction of units (along ``unit_dim``) that are ``<= 0`` for every example and position."""
+def _unit_peak(x: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """The max of each unit (along ``unit_dim``) over every example and position; a unit is dead
+    when its peak is ``<= 0``. A 0-d/1-d ``x``: every entry is a unit."""
     if x.dim() <= 1:
-        return (x <= 0).to(x.dtype).mean()
+        return x.reshape(-1)
     ud = unit_dim % x.dim()
-    peak = x.amax(dim=[d for d in range(x.dim()) if d != ud])
-    return (peak <= 0).to(x.dtype).mean()
+    return x.amax(dim=[d for d in range(x.dim()) if d != ud])
 
 
-def _distinct_units(w: torch.Tensor, transposed: bool, rtol: float, atol: float,
-                    wmax: torch.Tensor, sampler: _Sampler) -> torch.Tensor:
-    """Number of distinct units (rows of ``w``; dim 1 of a transposed-conv weight), on device.
-
-    Each row (length ``k``) is projected on 8 fixed random unit directions (one pass over ``w``);
-    rows sorted by the first projection, two neighbours are the same unit when all 8 projections
-    differ by at most ``sqrt(k) * (atol + rtol * max|w|)``, which rows equal entry-wise within
-    ``atol + rtol * max|w|`` always satisfy, and rows that differ fail with probability ~0.
-    """
+def _projections(w: torch.Tensor, transposed: bool, sampler: _Sampler) -> torch.Tensor:
+    """The units of ``w`` (rows; dim 1 of a transposed-conv weight), each of length ``k``,
+    projected on 8 fixed random unit directions: ``[units, 8]`` (one pass over ``w``)."""
     units = w.shape[1] if transposed else w.shape[0]
     rows = (w.transpose(0, 1) if transposed else w).reshape(units, -1)
-    if units <= 1:
-        return torch.full((), float(units), dtype=w.dtype, device=w.device)
-    k = rows.shape[1]
-    proj = rows @ sampler.directions(k, rows)
-    srt = proj[torch.argsort(proj[:, 0])]
-    gaps = (srt[1:] - srt[:-1]).abs().amax(dim=1)
-    tol = (atol + rtol * wmax) * math.sqrt(k)
-    return 1.0 + (gaps > tol).sum().to(w.dtype)
+    return rows @ sampler.directions(rows.shape[1], rows)
+
+
+def _distinct_units(projs: list[torch.Tensor], ks: Sequence[int], wmax: torch.Tensor, rtol: float,
+                    atol: float) -> torch.Tensor:
+    """Number of distinct units of each weight, from its :func:`_projections` (same device and
+    dtype; ``ks`` the row lengths, ``wmax`` the ``max|W|`` of each), in one batch: ``[L]``.
+
+    Rows sorted (stably) by the first projection, two neighbours are the same unit when all 8
+    projections differ by at most ``sqrt(k) * (atol + rtol * max|w|)``, which rows equal
+    entry-wise within ``atol + rtol * max|w|`` always satisfy, and rows that differ fail with
+    probability ~0. A weight with a NaN/inf entry gets NaN (rows cannot be compared).
+    """
+    units = torch.tensor([p.shape[0] for p in projs], device=wmax.device)
+    padded = torch.nn.utils.rnn.pad_sequence(projs, batch_first=True, padding_value=math.inf)
+    order = torch.argsort(padded[:, :, 0], dim=1, stable=True)
+    srt = padded.gather(1, order.unsqueeze(2).expand(-1, -1, padded.shape[2]))
+    gaps = (srt[:, 1:] - srt[:, :-1]).abs().amax(dim=2)
+    tol = (atol + rtol * wmax) * torch.tensor(ks, dtype=wmax.dtype, device=wmax.device).sqrt()
+    valid = torch.arange(gaps.shape[1], device=wmax.device) < (units - 1).unsqueeze(1)
+    distinct = 1 + ((gaps > tol.unsqueeze(1)) & valid).sum(dim=1)
+    count = torch.where(units <= 1, units, distinct).to(wmax.dtype)
+    return torch.where(torch.isfinite(wmax), count, math.nan)  # a NaN/inf weight: unknown
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
@@ -827,6 +900,13 @@ class _Session:
         self.fwd: list[_Pending] = []
         self.bwd: list[_Pending] = []
         self.scratch: dict[tuple, torch.Tensor] = {}
+        # weights: stats taken in the layer's forward hook (the weight is then in cache), distinct
+        # units finished in one batch after the pass; parameter gradients: [sum, sum of squares]
+        # taken in a hook on the weight as the backward produces its gradient
+        self.weights: list[_Pending] = []
+        self.projections: list[tuple[torch.Tensor, int, torch.Tensor]] = []  # (proj, k, max|W|)
+        self.weight_ids: set[int] = set()
+        self.pgrads: dict[int, tuple[torch.Tensor, int]] = {}
         self.producers: dict[int, tuple[weakref.ref, str]] = {}
         self.stack: list[tuple[str, nn.Module]] = []
         self.fn_counts: dict[tuple[str, str], int] = {}
@@ -877,8 +957,11 @@ class _Session:
         saturating = act in _SATURATING
         below, above = (_saturation_thresholds(act, layer.limits, self.th.saturation_level)
                         if saturating else ((), ()))
-        dead = _dead_fraction(flat.view(out.shape), layer.unit_dim) if act in _RELU_FAMILY else None
-        self.fwd.append(_Pending(layer.name, "forward", self.partials(flat), self.sampler.sample(flat),
+        dead = hi = None
+        if act in _RELU_FAMILY:  # dead units: units <= 0 everywhere; their peaks also give the max
+            peak = _unit_peak(flat.view(out.shape), layer.unit_dim)
+            dead, hi = (peak <= 0).to(peak.dtype).mean(), peak.amax()
+        self.fwd.append(_Pending(layer.name, "forward", self.partials(flat, hi), self.sampler.sample(flat),
                                  flat.numel(), below, above, dead,
                                  {"saturating": saturating, "dead": dead is not None}))
 
@@ -889,15 +972,45 @@ class _Session:
             x = x.float()
         return x.reshape(-1)
 
-    def partials(self, flat: torch.Tensor) -> torch.Tensor:
-        """:func:`_partials` with a per-probe scratch buffer for ``flat - mean``."""
+    def partials(self, flat: torch.Tensor, hi: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`_partials` with a per-probe scratch buffer for ``flat - mean`` (allocated on
+        first use: CPU tensors rarely need one)."""
         if not flat.is_contiguous():
-            return _partials(flat)
-        key = (flat.numel(), flat.dtype, flat.device)
-        buf = self.scratch.get(key)
-        if buf is None:
-            buf = self.scratch[key] = torch.empty_like(flat)
-        return _partials(flat, buf)
+            return _partials(flat, hi=hi)
+
+        def scratch() -> torch.Tensor:
+            key = (flat.numel(), flat.dtype, flat.device)
+            if key not in self.scratch:
+                self.scratch[key] = torch.empty_like(flat)
+            return self.scratch[key]
+
+        return _partials(flat, scratch, hi)
+
+    def record_weight(self, layer: _Layer) -> None:
+        w = _weight_of(layer)
+        if w is None or id(w) in self.weight_ids:
+            return
+        self.weight_ids.add(id(w))
+        flat = self.flat(w)
+        parts = self.partials(flat)
+        transposed = layer.layer_type == "conv_transpose"
+        p = _projections(flat.view(w.shape), transposed, self.sampler)
+        self.projections.append((p, flat.numel() // p.shape[0], parts[2:4].abs().amax()))
+        meta = {"units": int(w.shape[1] if transposed else w.shape[0])}
+        self.weights.append(_Pending(layer.name, "weight", parts, self.sampler.sample(flat), flat.numel(),
+                                     meta=meta))
+
+    def param_grad_hook(self, key: int) -> Callable[[torch.Tensor], None]:
+        """A tensor hook for the weight with ``id`` ``key`` (see :meth:`record_param_grad`)."""
+        return lambda g: self.record_param_grad(key, g)
+
+    def record_param_grad(self, key: int, g: torch.Tensor) -> None:
+        if g is None:
+            return
+        with _no_torch_function():
+            flat = self.flat(g)
+            # one pass each: sum and sum of squares (var = E[g^2] - mean^2; for gradients |mean| << std)
+            self.pgrads[key] = (torch.stack([flat.sum(), torch.dot(flat, flat)]), flat.numel())
 
     # -- backward
     def record_grad(self, name: str, g: torch.Tensor) -> None:
@@ -930,6 +1043,8 @@ class _Session:
                     if act is not None:
                         layer.activation, layer.limits = act
                     self.record_forward(layer, t, _first_tensor(args))
+                    if layer_type in _WEIGHT_TYPES:
+                        self.record_weight(layer)
             finally:
                 self.busy = False
         return hook
@@ -1077,11 +1192,13 @@ def probe(
     .. math::
         \\mu = \\frac{1}{N}\\sum a_i, \\qquad \\sigma = \\sqrt{\\frac{1}{N}\\sum (a_i - \\mu)^2}
 
-    (``mean``, population ``std``), ``min``, ``max`` (a NaN/inf propagates into these, as in
-    torch), and ``dead_fraction`` for relu, relu6, leaky_relu, prelu, rrelu: the fraction of units
-    (features, the last dim, after a Linear; channels, dim 1, after a conv, or for any activation
-    output with >= 3 dims whose producer is unknown) that are ``<= 0`` for every example and
-    position in the batch.
+    (``mean``, population ``std``; the centred sum of squares is computed two-pass,
+    ``||a - mu||^2``, on devices; on the CPU as ``||a||^2 - N mu^2`` when ``|mu| <= sigma``, where
+    its rounding error is at most about twice the two-pass one, and two-pass otherwise), ``min``,
+    ``max`` (a NaN/inf propagates into these, as in torch), and ``dead_fraction`` for relu, relu6,
+    leaky_relu, prelu, rrelu: the fraction of units (features, the last dim, after a Linear;
+    channels, dim 1, after a conv, or for any activation output with >= 3 dims whose producer is
+    unknown) that are ``<= 0`` for every example and position in the batch.
 
     Read from a fixed seeded sample of ``m = min(N, max_samples)`` entries (the whole tensor when
     ``N <= max_samples``; else drawn with replacement, same indices for every call): quantiles
@@ -1095,7 +1212,8 @@ def probe(
 
     Backward: ``grad_mean, grad_std, grad_norm`` of ``dL/da`` (exact), its ``nonfinite_fraction``
     and histogram (``kind="grad_hist"``). Weights (``Linear``/``Conv``/``ConvTranspose``):
-    ``weight_mean, weight_std, weight_norm``; ``distinct_units`` (see :class:`Thresholds`); with
+    ``weight_mean, weight_std, weight_norm``; ``distinct_units`` (see :class:`Thresholds`; NaN
+    for a weight with a NaN/inf entry); with
     ``scheme``, ``expected_weight_std = named_spec(scheme, compute_fans(W.shape, groups=...,
     transposed=...), gain).expected_std`` where ``gain = initlab.gains.gain(activation)`` of the
     activation that consumes the layer's output directly (1 when none does). Parameters:
@@ -1116,7 +1234,8 @@ def probe(
         inputs: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
             (``model(**inputs)``).
         targets: passed to ``loss_fn(outputs, targets)``. With targets and no ``loss_fn``:
-            cross-entropy for integer targets, MSE for floating targets.
+            cross-entropy for integer targets, MSE for floating targets, on the model's first
+            floating-point output tensor.
         loss_fn: ``loss_fn(outputs, targets)`` (or ``loss_fn(outputs)`` when ``targets`` is None)
             returning a scalar tensor.
         layers: ``None`` (default: every Linear/Conv/ConvTranspose and activation module, plus
@@ -1133,8 +1252,8 @@ def probe(
             torch's global RNG (the model's randomness, not the probe's); BatchNorm uses batch
             statistics and its running statistics are restored afterwards.
         backward: ``False`` skips the backward pass (forward and weight stats only).
-        functional: capture functional activations (``TorchFunctionMode``); ``False`` is faster
-            for models that use activation modules only.
+        functional: capture functional activations (``TorchFunctionMode``); skipped anyway for
+            a model built only from torch.nn modules (exact types) that call none.
         max_samples: sample size for quantiles, fractions and histograms (``None``: every entry,
             exact but a full sort per layer).
         generator: ``torch.Generator`` for the default loss's projection (CPU); default seed 0.
@@ -1144,10 +1263,13 @@ def probe(
         :class:`ProbeResult`.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``; a bad ``layers`` entry.
+        TypeError: ``model`` is not an ``nn.Module``; a bad ``layers`` entry; ``generator`` is
+            not a ``torch.Generator``.
         InitlabError: bad ``bins``/``max_samples``; unknown ``scheme``; a ``layers`` pattern
-            that matches nothing; a loss that is not a scalar; a model output without a floating
-            tensor (default loss).
+            that matches nothing, or a selection (or a model) that yields no probed layer; inputs
+            whose tensors are all empty (a batch of 0 examples); lazy modules not yet initialised
+            (run one forward first); a loss that is not a scalar; a model output without a
+            floating tensor (default loss).
         Exception: whatever the model's forward raises (hooks are removed first).
 
     Source: the diagnostics of Glorot & Bengio (2010), "Understanding the difficulty of training
@@ -1183,7 +1305,17 @@ def probe(
         raise TypeError(f"thresholds={th!r} is not a Thresholds: pass initlab.probe.Thresholds(...)")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
+    elif not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator={generator!r} is not a torch.Generator: pass "
+                        "torch.Generator().manual_seed(seed), or None")
 
+    if any(nn.parameter.is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+        raise InitlabError("the model has uninitialized (lazy) parameters, e.g. of nn.LazyLinear: run one "
+                           "forward pass (model(inputs)) before probing; the probe does not initialise them")
+    leaves = _tensor_leaves(list(inputs.values()) if isinstance(inputs, Mapping) else inputs)
+    if leaves and all(t.numel() == 0 for t in leaves):
+        shapes = ", ".join(str(tuple(t.shape)) for t in leaves[:4])
+        raise InitlabError(f"inputs have no entries (shape {shapes}): pass a batch of at least one example")
     choose, wants, patterns = _selector(layers)
     session = _Session(model, bins, th, _Sampler(max_samples, seed=0), backward)
     session.wants_functional = wants
@@ -1195,12 +1327,14 @@ def probe(
             selected.append((name or "model", m, lt))
 
     handles: list[Any] = []
+    grad_handles: list[Any] = []
     saved_training = {m: m.training for _, m in named}
     params = [p for p in model.parameters()]
     saved_rg = [p.requires_grad for p in params]
     buffers = [b for b in model.buffers()]
     saved_buffers = [b.detach().clone() for b in buffers]
-    capture_functional = functional and (layers is None or bool(patterns))
+    capture_functional = (functional and (layers is None or bool(patterns))
+                          and not all(type(m) in _NO_FUNCTIONAL for _, m in named))
     loss_value = None
     try:
         if train is not None:
@@ -1214,9 +1348,15 @@ def probe(
                 handles.append(m.register_forward_hook(session.pop_hook))
         if backward:
             for p in params:
-                if p.is_floating_point() or p.is_complex():
+                if not p.requires_grad and (p.is_floating_point() or p.is_complex()):
                     p.requires_grad_(True)
-        args, kwargs = _split_inputs(inputs)
+            hooked: set[int] = set()
+            for _, m, lt in selected:
+                w = getattr(m, "weight", None) if lt in _WEIGHT_TYPES else None
+                if isinstance(w, torch.Tensor) and w.dim() >= 2 and w.requires_grad and id(w) not in hooked:
+                    hooked.add(id(w))
+                    grad_handles.append(w.register_hook(session.param_grad_hook(id(w))))
+        args, kwargs = _split_inputs(_thaw(inputs) if backward else inputs)
         input_leaves: list[torch.Tensor] = []
         if backward and not any(p.requires_grad for p in params):
             # nothing to differentiate: let gradients reach the layers through the inputs
@@ -1225,7 +1365,12 @@ def probe(
             it = iter(input_leaves)
             args = [next(it) + 0 if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                     for a in args]
-        with torch.enable_grad() if backward else torch.no_grad():
+        with contextlib.ExitStack() as modes:
+            if backward:  # autograd on for the probe's own passes, also under no_grad / inference_mode
+                modes.enter_context(torch.inference_mode(False))
+                modes.enter_context(torch.enable_grad())
+            else:
+                modes.enter_context(torch.no_grad())
             if capture_functional:
                 with _FunctionalCapture(session):
                     outputs = model(*args, **kwargs)
@@ -1235,26 +1380,26 @@ def probe(
                 h.remove()
             handles = []
             weight_entries = _weight_stats(session, th)
-            fwd_values = _sync(session.fwd + weight_entries, [], bins)
+            fwd_values = _sync(session.fwd, weight_entries, bins)
             bwd_values: list[tuple] = []
             if backward:
                 loss = _loss(outputs, targets, loss_fn, generator)
                 plain: list[tuple] = []
                 wanted = [p for p in params if p.requires_grad]
                 if loss.requires_grad and wanted + input_leaves:
-                    grads = torch.autograd.grad(loss.reshape(()), wanted + input_leaves, allow_unused=True)
-                    pgrads = dict(zip(map(id, wanted), grads[: len(wanted)], strict=True))
-                    plain = _param_grad_stats(session, pgrads)
+                    torch.autograd.grad(loss.reshape(()), wanted + input_leaves, allow_unused=True)
+                    plain = _param_grad_stats(session)
                 loss_entry = ("_loss", "loss", ["loss"], loss.detach().reshape(1).to(torch.float64), {})
                 bwd_values = _sync(session.bwd, plain + [loss_entry], bins)
                 loss_value = bwd_values.pop()[3][0]
     finally:
-        for h in handles:
+        for h in handles + grad_handles:
             h.remove()
         for m, flag in saved_training.items():
             m.training = flag
         for p, flag in zip(params, saved_rg, strict=True):
-            p.requires_grad_(flag)
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
         with torch.no_grad():
             for b, old in zip(buffers, saved_buffers, strict=True):
                 b.copy_(old)
@@ -1265,10 +1410,18 @@ def probe(
         ):
             known = [n for n, _ in named if n] + list(session.layers)
             raise InitlabError(f"layers pattern {pat!r} matches no layer: names are {', '.join(known[:40])}")
+    if not session.layers:
+        known = ", ".join(n for n, _ in named[1:41])
+        if layers is not None:
+            raise InitlabError(f"layers={layers!r} selects no layer of this model (its modules: {known}): "
+                               "pass names, types or a predicate that match")
+        raise InitlabError("no layer was probed: the model has no Linear/Conv/ConvTranspose or activation "
+                           f"module and calls no functional activation (its modules: {known}); choose some "
+                           "with layers=")
     ordered = sorted(session.layers.values(), key=lambda lay: lay.index)
     tag_dict = dict(tags or {})
     session.fwd, session.bwd, session.producers, session.model = [], [], {}, None  # keep only layers
-    session.scratch = {}
+    session.scratch, session.weights, session.projections, session.pgrads = {}, [], [], {}
     return ProbeResult(layers=[lay.name for lay in ordered], loss=loss_value, thresholds=th,
                        build=lambda: _build_records(session, fwd_values, bwd_values, scheme, tag_dict))
 
@@ -1278,7 +1431,8 @@ def _loss(outputs: Any, targets: Any, loss_fn: Callable[..., torch.Tensor] | Non
     if loss_fn is not None:
         loss = loss_fn(outputs) if targets is None else loss_fn(outputs, targets)
     elif targets is not None:
-        out = _first_tensor(outputs)
+        floats = [t for t in _tensor_leaves(outputs) if t.is_floating_point()]
+        out = floats[0] if floats else _first_tensor(outputs)
         if isinstance(targets, torch.Tensor) and not targets.is_floating_point():
             loss = F.cross_entropy(out, targets)
         else:
@@ -1289,6 +1443,21 @@ def _loss(outputs: Any, targets: Any, loss_fn: Callable[..., torch.Tensor] | Non
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise InitlabError(f"loss_fn returned {shape}: return a scalar (e.g. reduction='mean')")
     return loss
+
+
+def _thaw(obj: Any) -> Any:
+    """``obj`` with every inference-mode tensor (made under ``torch.inference_mode()``, which
+    autograd cannot save) replaced by a normal copy; containers rebuilt, other values as is."""
+    if isinstance(obj, torch.Tensor):
+        if not obj.is_inference():
+            return obj
+        with torch.inference_mode(False):
+            return obj.clone()
+    if isinstance(obj, Mapping):
+        return {k: _thaw(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_thaw(v) for v in obj) if type(obj) in (list, tuple) else obj
+    return obj
 
 
 def _split_inputs(inputs: Any) -> tuple[list, dict]:
@@ -1304,7 +1473,36 @@ def _weight_of(layer: _Layer) -> torch.Tensor | None:
     return w if isinstance(w, torch.Tensor) and w.dim() >= 2 else None
 
 
-def _weight_stats(session: _Session, th: Thresholds) -> list[_Pending]:
+#: Columns of a weight entry (:func:`_weight_stats`).
+_WEIGHT_LAYOUT = ["mean", "std", "min", "max", "_bad", "_k", "extra"]
+
+
+def _weight_stats(session: _Session, th: Thresholds) -> list[tuple]:
+    """The weight entries recorded by the forward hooks, finished in one batch per (device,
+    dtype): exact moments and extremes, the finite count of the sample (for the non-finite
+    fraction) and the distinct units; no quantiles or histograms (weights have none)."""
+    out: list[tuple | None] = [None] * len(session.weights)
+    groups: dict[tuple, list[int]] = {}
+    for i, e in enumerate(session.weights):
+        groups.setdefault((e.parts.device, e.parts.dtype), []).append(i)
+    for idxs in groups.values():
+        group = [session.weights[i] for i in idxs]
+        proj = [session.projections[i] for i in idxs]
+        core = _finish_core(torch.stack([e.parts for e in group]), [e.n for e in group])
+        samples = torch.nn.utils.rnn.pad_sequence([e.sample for e in group], batch_first=True,
+                                                  padding_value=math.nan)
+        k = torch.isfinite(samples).sum(dim=1).to(core.dtype)
+        distinct = _distinct_units([p[0] for p in proj], [p[1] for p in proj],
+                                   torch.stack([p[2] for p in proj]), th.symmetry_rtol, th.symmetry_atol)
+        rows = torch.cat([core, k.unsqueeze(1), distinct.to(core.dtype).unsqueeze(1)], dim=1)
+        for i, e, row in zip(idxs, group, rows.unbind(), strict=True):
+            meta = dict(e.meta or {}, m=e.sample.numel(), n=e.n)
+            out[i] = (e.layer, "weight", _WEIGHT_LAYOUT, row, meta)
+    return out  # type: ignore[return-value]
+
+
+def _param_grad_stats(session: _Session) -> list[tuple]:
+    """The parameter-gradient entries recorded by the weights' hooks, in layer order."""
     out = []
     seen: set[int] = set()
     for layer in session.layers.values():
@@ -1312,32 +1510,9 @@ def _weight_stats(session: _Session, th: Thresholds) -> list[_Pending]:
         if w is None or id(w) in seen:
             continue
         seen.add(id(w))
-        flat = session.flat(w)
-        parts = session.partials(flat)
-        transposed = layer.layer_type == "conv_transpose"
-        distinct = _distinct_units(flat.view(w.shape), transposed, th.symmetry_rtol, th.symmetry_atol,
-                                   parts[2:4].abs().amax(), session.sampler)
-        meta = {"units": int(w.shape[1] if transposed else w.shape[0])}
-        out.append(_Pending(layer.name, "weight", parts, session.sampler.sample(flat), flat.numel(),
-                            extra=distinct, meta=meta))
-    return out
-
-
-def _param_grad_stats(session: _Session, pgrads: dict[int, torch.Tensor | None]) -> list[tuple]:
-    out = []
-    seen: set[int] = set()
-    for layer in session.layers.values():
-        w = _weight_of(layer)
-        if w is None or id(w) in seen:
-            continue
-        seen.add(id(w))
-        g = pgrads.get(id(w))
-        if g is None:
-            continue
-        flat = session.flat(g)
-        # one pass each: sum and sum of squares (var = E[g^2] - mean^2; for gradients |mean| << std)
-        out.append((layer.name, "param_grad", ["_sum", "_sumsq"],
-                    torch.stack([flat.sum(), torch.dot(flat, flat)]), {"n": flat.numel()}))
+        if id(w) in session.pgrads:
+            vec, n = session.pgrads[id(w)]
+            out.append((layer.name, "param_grad", ["_sum", "_sumsq"], vec, {"n": n}))
     return out
 
 
@@ -1346,8 +1521,8 @@ def _sync(pending: list[_Pending], plain: list[tuple], bins: int) -> list[tuple]
     ``.tolist()`` per device (the pass's only host sync). ``plain`` entries are ``(layer, kind,
     layout, vector, meta)``. Returns ``(layer, kind, layout, values, meta)`` tuples, ``pending``
     first, in order."""
-    tensors: list[torch.Tensor] = _reduce(pending, bins) if pending else []
-    tensors += [e[3] for e in plain]
+    batches = _reduce(pending, bins) if pending else []
+    tensors = [b[1] for b in batches] + [e[3] for e in plain]
     by_device: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
@@ -1361,7 +1536,7 @@ def _sync(pending: list[_Pending], plain: list[tuple], bins: int) -> list[tuple]
             pos += n
     out: list[tuple | None] = [None] * len(pending)
     width = len(_ROW_LAYOUT) + bins
-    for g, idxs in enumerate(_group_keys(pending).values()):
+    for g, (idxs, _) in enumerate(batches):
         for r, i in enumerate(idxs):
             e = pending[i]
             meta = dict(e.meta or {}, m=e.sample.numel(), n=e.n)
