@@ -40,13 +40,13 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from initlab.apply import init_model
 from initlab.data import load_dataset
 from initlab.errors import DataError
+from initlab.experiments.common import sgd_step
 from initlab.lsuv import lsuv_
 from initlab.models import mlp
 
@@ -109,13 +109,9 @@ def run(ds, depth: int, activation: str, init: str, args) -> dict:
         perm = torch.randperm(len(x_tr), generator=order_gen)
         for i in range(0, len(x_tr), args.batch):
             b = perm[i:i + args.batch]
-            loss = F.cross_entropy(model(x_tr[b]), y_tr[b])
-            if not torch.isfinite(loss):
+            if sgd_step(model, opt, x_tr[b], y_tr[b]) is None:
                 diverged = True
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             step += 1
             if steps_to is None and step % args.eval_every == 0 and accuracy(model, x_ev, y_ev) >= 0.8:
                 steps_to = step

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,8 +161,60 @@ def test_report_files_and_atomic_replace(tiny_result, tmp_path):
     with pytest.raises(FileExistsError, match="not an initlab phase report"):
         write_phase_report(tiny_result.records, other)
     assert (other / "notes.txt").read_text() == "keep me"
-    write_phase_report(tiny_result.records, other, force=True)
+    notes = []
+    write_phase_report(tiny_result.records, other, force=True, notify=notes.append)
     assert is_phase_report_dir(other) and not (other / "notes.txt").exists()
+    # --force never deletes: the old contents are kept in <out>.backup-<time> beside it
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith("mine.backup-")]
+    assert len(backups) == 1 and (backups[0] / "notes.txt").read_text() == "keep me"
+    assert len(notes) == 1 and str(backups[0]) in notes[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["rep", "mine", backups[0].name])
+
+
+def test_phase_report_holding_user_files_is_not_replaced_silently(tiny_result, tmp_path):
+    out = write_phase_report(tiny_result.records, tmp_path / "rep")
+    (out / "mine.txt").write_text("mine")
+    assert not is_phase_report_dir(out)
+    with pytest.raises(FileExistsError, match="mine.txt"):
+        write_phase_report(tiny_result.records, out)
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+def test_cli_phase_force_keeps_user_files_in_a_backup(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    args = ["phase", "--quick", "--depths", "2", "--steps", "2", "--sigma-w2", "1", "--width", "8",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 2  # refused without --force, before any work
+    assert "--force" in capsys.readouterr().err and (out / "thesis.tex").read_text() == "precious"
+    assert main([*args, "--force"]) == 0
+    assert is_phase_report_dir(out)
+    backups = [p for p in tmp_path.iterdir() if p.name != "mine"]
+    assert len(backups) == 1 and (backups[0] / "thesis.tex").read_text() == "precious"
+    assert str(backups[0]) in capsys.readouterr().err  # the user is told where their files are
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "home"])
+def test_cli_phase_force_never_replaces_a_file_link_or_home(kind, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if kind == "home":
+        target, needle = Path.home(), "system or home directory"
+    else:
+        target = tmp_path / kind
+        if kind == "file":
+            target.write_text("data")
+            needle = "not a directory"
+        else:
+            (tmp_path / "real").mkdir()
+            target.symlink_to(tmp_path / "real", target_is_directory=True)
+            needle = "symbolic link"
+    assert main(["phase", "--quick", "--out", str(target), "--force", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (needle in err or (kind == "home" and "current directory" in err))  # tmp under home
+    assert len(err.strip().splitlines()) == 1
+    if kind == "file":
+        assert target.read_text() == "data"
 
 
 def test_cli_phase(tmp_path, capsys):
@@ -324,3 +377,32 @@ def test_cli_phase_refuses_an_out_under_a_file_before_any_work(tmp_path, capsys)
     assert main(["phase", "--out", str(blocker / "report"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "not a directory" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM") or __import__("os").name != "posix",
+                    reason="POSIX signals")
+def test_cli_phase_sigterm_while_writing_keeps_the_old_report(tmp_path, capsys, monkeypatch):
+    """`kill` (SIGTERM) while the report is written: the CLI turns it into an interrupt (exit 130),
+    the old report stays and no temporary directory is left (same handling as `initlab demo`)."""
+    import os
+    import signal
+
+    from initlab.report import phase_report
+
+    out = tmp_path / "rep"
+    args = ["phase", "--quick", "--depths", "2", "--steps", "2", "--sigma-w2", "1", "--width", "8",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    before = (out / "results.json").read_bytes()
+
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")  # pragma: no cover
+
+    monkeypatch.setattr(phase_report, "_html", killed)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main(args) == 130
+    assert capsys.readouterr().err.strip() in ("initlab: interrupted", "initlab: aborted")
+    assert (out / "results.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is restored

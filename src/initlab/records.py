@@ -27,18 +27,45 @@ RECORD_FIELDS: tuple[str, ...] = (
 )
 
 
-def _jsonable(value: Any) -> Any:
-    """Turn NumPy / torch scalars into plain Python; non-finite floats into ``None``."""
-    if hasattr(value, "item") and callable(value.item):
+def jsonable(obj: Any) -> Any:
+    """A JSON-ready deep copy of ``obj``: what ``json.dumps(..., allow_nan=False)`` accepts.
+
+    Conversions, applied recursively:
+
+    * mappings become ``dict`` with ``str`` keys; lists and tuples become lists;
+    * tensors, arrays and NumPy scalars of one element become Python numbers (``.item()``);
+    * non-finite floats (NaN, +-inf) become ``None`` (JSON has neither);
+    * ``None``, ``str``, ``int``, ``float`` and ``bool`` stay as they are;
+    * anything else (a multi-element tensor or array, a path, an object) becomes ``str(obj)``.
+
+    Args:
+        obj: any value; records, report documents, configs.
+
+    Returns:
+        A new object made of ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool`` and
+        ``None`` only; ``obj`` is not modified.
+
+    Raises:
+        Nothing: every value has a JSON form.
+
+    >>> import numpy as np
+    >>> jsonable({"value": np.float32(0.5), "shape": (2, 3), 1: float("nan")})
+    {'value': 0.5, 'shape': [2, 3], '1': None}
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
         try:
-            value = value.item()
+            obj = obj.item()
         except (ValueError, RuntimeError):
-            return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
+            return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
 
 
 def records_to_json(records: Iterable[Mapping[str, Any]], *, indent: int | None = None) -> str:
@@ -47,7 +74,7 @@ def records_to_json(records: Iterable[Mapping[str, Any]], *, indent: int | None 
     >>> records_to_json([{"stat": "std", "value": 0.5}])
     '[{"stat": "std", "value": 0.5}]'
     """
-    rows = [{k: _jsonable(v) for k, v in r.items()} for r in records]
+    rows = [jsonable(r) for r in records]
     return json.dumps(rows, indent=indent, allow_nan=False)
 
 
@@ -72,7 +99,7 @@ def records_to_csv(records: Iterable[Mapping[str, Any]], fields: Iterable[str] |
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: _jsonable(r.get(k)) for k in cols})
+        writer.writerow({k: jsonable(r.get(k)) for k in cols})
     return buf.getvalue()
 
 

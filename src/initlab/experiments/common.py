@@ -1,5 +1,6 @@
 """Shared pieces of the demo experiments: scheme names, seeded initialization of an MLP, a
-generator-driven dropout, stable seed derivation and record construction.
+generator-driven dropout, stable seed derivation, record construction and the SGD step with its
+divergence check.
 
 Every experiment initializes weights through :func:`init_mlp_`, which turns a scheme name into an
 :mod:`initlab.schemes` spec (:func:`initlab.schemes.named_spec`), picks the gain with
@@ -31,7 +32,9 @@ __all__ = [
     "scheme_spec",
     "init_mlp_",
     "make_record",
+    "sgd_step",
     "check_choice",
+    "check_ints",
     "StepCallback",
 ]
 
@@ -80,6 +83,31 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...] | list[Any]) ->
     if value not in choices:
         raise InitlabError(f"{name}={value!r} is invalid: use one of {', '.join(map(str, choices))}")
     return value
+
+
+def check_ints(config: Any, names: tuple[str, ...], minimum: int = 1, *, optional: bool = False,
+               note: str = "") -> None:
+    """Check that each attribute ``names`` of ``config`` is an ``int`` (not a ``bool``) ``>= minimum``
+    (or ``None`` when ``optional``); the config classes call it from ``__post_init__``.
+
+    Raises:
+        InitlabError: the first bad attribute, named with its value and the fix (``note`` is
+            appended to the message, e.g. ``"(0 = all)"``).
+
+    >>> from types import SimpleNamespace
+    >>> check_ints(SimpleNamespace(depth=3, width=None), ("depth", "width"), optional=True)
+    >>> check_ints(SimpleNamespace(depth=0), ("depth",))
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: depth=0 is invalid: pass an integer >= 1
+    """
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= {minimum}"
+                               + (f" {note}" if note else ""))
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -238,3 +266,46 @@ def make_record(experiment: str, scheme: str | None, activation: str | None, lay
            "stat": stat, "value": value, "epoch": epoch, "seed": seed}
     rec.update(extra)
     return rec
+
+
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor) -> float | None:
+    """One optimiser step on the mean cross-entropy of the mini-batch ``(x, y)``, unless the loss
+    is not finite (the run has diverged): then nothing is updated and ``None`` is returned.
+
+    .. math::  L = -\\frac{1}{B}\\sum_{i=1}^{B} \\log \\mathrm{softmax}(f(x_i))_{y_i},\\qquad
+               \\theta \\leftarrow \\mathrm{optimizer}(\\theta, \\nabla_\\theta L)
+
+    Args:
+        model: maps ``x`` of shape ``(B, n_features)`` to logits ``(B, n_classes)``.
+        optimizer: over ``model``'s parameters (SGD, with or without momentum, in initlab's
+            experiments); its gradients are cleared (``set_to_none``) before the backward pass.
+        x: float inputs ``(B, n_features)``.
+        y: int64 class labels ``(B,)`` in ``[0, n_classes)``.
+
+    Returns:
+        The loss before the step (a Python float), or ``None`` if it was NaN or infinite.
+
+    Raises:
+        Whatever ``torch.nn.functional.cross_entropy`` raises for mismatched shapes or labels.
+
+    Source: Robbins & Monro, "A stochastic approximation method", 1951 (stochastic gradient
+    descent).
+
+    >>> from initlab.models import mlp
+    >>> model = mlp(4, 8, 1, 3)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> loss = sgd_step(model, opt, torch.randn(16, 4, generator=g), torch.arange(16) % 3)
+    >>> isinstance(loss, float)
+    True
+    >>> sgd_step(model, opt, torch.full((2, 4), float("nan")), torch.tensor([0, 1])) is None
+    True
+    """
+    loss = nn.functional.cross_entropy(model(x), y)
+    if not torch.isfinite(loss):
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()

@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from initlab import __version__
-from initlab.errors import InitlabError
-from initlab.experiments.common import GAIN_POLICIES, check_choice, derive_seed
+from initlab.experiments.common import GAIN_POLICIES, check_choice, check_ints, derive_seed
 from initlab.experiments.forward import ForwardConfig, ForwardResult, run_forward
 from initlab.experiments.summary import SummaryResult, summarize
 from initlab.experiments.symmetry import SymmetryConfig, SymmetryResult, run_symmetry
@@ -65,19 +64,10 @@ class DemoConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InitlabError(f"seed={self.seed!r} is invalid: pass an integer >= 0")
-        for name in ("depth", "width", "epochs"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= 1")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise InitlabError(f"threads={self.threads!r} is invalid: pass an integer >= 0 "
-                               "(0 = torch's default)")
-        for name in ("limit", "max_test"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= 0 (0 = all)")
+        check_ints(self, ("seed",), 0)
+        check_ints(self, ("depth", "width", "epochs"), optional=True)
+        check_ints(self, ("threads",), 0, note="(0 = torch's default)")
+        check_ints(self, ("limit", "max_test"), 0, optional=True, note="(0 = all)")
         check_choice("gain_policy", self.gain_policy, GAIN_POLICIES)
 
     def resolved(self, name: str) -> Any:

@@ -28,6 +28,7 @@ from initlab.experiments.common import (
     GAIN_POLICIES,
     StepCallback,
     check_choice,
+    check_ints,
     derive_seed,
     init_mlp_,
     make_record,
@@ -69,10 +70,7 @@ class ForwardConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("batch", "in_features", "width", "depth", "bins"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= 1")
+        check_ints(self, ("batch", "in_features", "width", "depth", "bins"))
         check_choice("gain_policy", self.gain_policy, GAIN_POLICIES)
         if not self.schemes or not self.activations:
             raise InitlabError("schemes and activations must be non-empty: name at least one of each")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 import numbers
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -46,6 +45,7 @@ from torch import nn
 
 from initlab import theory
 from initlab.errors import InitlabError
+from initlab.experiments.common import derive_seed, sgd_step
 from initlab.models import mlp
 
 __all__ = ["PhaseConfig", "PhaseResult", "run_phase", "jacobian_singular_values", "init_gaussian_",
@@ -192,12 +192,6 @@ class PhaseResult:
 # ---- building blocks ---------------------------------------------------------------------------
 
 
-def _seed(seed: int, *keys: object) -> int:
-    """A stable per-cell seed (CRC-32 of the keys); independent of the grid's order."""
-    text = "\x1f".join(str(k) for k in keys).encode()
-    return (int(seed) * 1_000_003 + zlib.crc32(text)) % (2**63 - 1)
-
-
 def _mlp(in_features: int, width: int, depth: int, out_features: int | None, activation: str,
          param: float | None) -> nn.Sequential:
     """:func:`initlab.models.mlp` with the activation's parameter (e.g. the leaky_relu slope) set,
@@ -216,6 +210,20 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
+def _check_variances(sigma_w2: float, sigma_b2: float) -> None:
+    if not (sigma_w2 >= 0 and sigma_b2 >= 0):
+        raise InitlabError(f"sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r}: pass variances >= 0")
+
+
+def _init_bias_(lin: nn.Linear, sigma_b2: float, generator: torch.Generator) -> None:
+    """``b ~ N(0, sigma_b2)`` (zero when ``sigma_b2 == 0``, drawing nothing)."""
+    if lin.bias is not None:
+        if sigma_b2 > 0:
+            lin.bias.normal_(0.0, math.sqrt(sigma_b2), generator=generator)
+        else:
+            lin.bias.zero_()
+
+
 def init_gaussian_(model: nn.Module, sigma_w2: float, sigma_b2: float, *,
                    generator: torch.Generator) -> nn.Module:
     """Mean-field init of every ``nn.Linear``: ``W ~ N(0, sigma_w2 / fan_in)``, ``b ~ N(0, sigma_b2)``.
@@ -232,16 +240,11 @@ def init_gaussian_(model: nn.Module, sigma_w2: float, sigma_b2: float, *,
     >>> float(m.fc1.bias.detach().abs().max())
     0.0
     """
-    if not (sigma_w2 >= 0 and sigma_b2 >= 0):
-        raise InitlabError(f"sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r}: pass variances >= 0")
+    _check_variances(sigma_w2, sigma_b2)
     with torch.no_grad():
         for lin in _linears(model):
             lin.weight.normal_(0.0, math.sqrt(sigma_w2 / lin.in_features), generator=generator)
-            if lin.bias is not None:
-                if sigma_b2 > 0:
-                    lin.bias.normal_(0.0, math.sqrt(sigma_b2), generator=generator)
-                else:
-                    lin.bias.zero_()
+            _init_bias_(lin, sigma_b2, generator)
     return model
 
 
@@ -262,19 +265,14 @@ def init_orthogonal_(model: nn.Module, sigma_w2: float, sigma_b2: float, *,
     >>> bool(torch.allclose(m.fc1.weight @ m.fc1.weight.T, 2.0 * torch.eye(8), atol=1e-5))
     True
     """
-    if not (sigma_w2 >= 0 and sigma_b2 >= 0):
-        raise InitlabError(f"sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r}: pass variances >= 0")
+    _check_variances(sigma_w2, sigma_b2)
     with torch.no_grad():
         for lin in _linears(model):
             # orthonormal rows (out <= in) have entry variance 1/in, orthonormal columns 1/out:
             # the gain makes it sigma_w2 / fan_in either way
             gain = math.sqrt(sigma_w2 * max(1.0, lin.out_features / lin.in_features))
             nn.init.orthogonal_(lin.weight, gain=gain, generator=generator)
-            if lin.bias is not None:
-                if sigma_b2 > 0:
-                    lin.bias.normal_(0.0, math.sqrt(sigma_b2), generator=generator)
-                else:
-                    lin.bias.zero_()
+            _init_bias_(lin, sigma_b2, generator)
     return model
 
 
@@ -355,7 +353,7 @@ def _load(config: PhaseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 def _train_one(config: PhaseConfig, sigma_w2: float, depth: int, data: tuple, n_classes: int) -> dict:
     xtr, ytr, xte, yte = data
-    gen = torch.Generator().manual_seed(_seed(config.seed, "train", f"{sigma_w2:.6g}", depth))
+    gen = torch.Generator().manual_seed(derive_seed(config.seed, "train", f"{sigma_w2:.6g}", depth))
     model = _mlp(xtr.shape[1], config.width, depth, n_classes, config.activation, config.param)
     init_gaussian_(model, sigma_w2, config.sigma_b2, generator=gen)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
@@ -363,14 +361,11 @@ def _train_one(config: PhaseConfig, sigma_w2: float, depth: int, data: tuple, n_
     diverged = False
     for _ in range(config.steps):
         idx = torch.randint(0, xtr.shape[0], (config.batch_size,), generator=gen)
-        loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-        if not torch.isfinite(loss):
+        loss = sgd_step(model, opt, xtr[idx], ytr[idx])
+        if loss is None:
             diverged = True
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss)
     with torch.no_grad():
         logits = model(xte)
         ok = torch.isfinite(logits).all(dim=1)
@@ -485,7 +480,7 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
         for kind in ("gaussian", "orthogonal"):
             for s in range(config.jacobian_seeds):
                 bar.set_postfix_str(f"jacobian {kind} seed {s}")
-                gen = torch.Generator().manual_seed(_seed(config.seed, "jacobian", kind, s))
+                gen = torch.Generator().manual_seed(derive_seed(config.seed, "jacobian", kind, s))
                 sv = jacobian_singular_values(act, jcp, weights=kind, width=config.jacobian_width,
                                               depth=config.jacobian_depth, param=config.param, generator=gen)
                 p10, p50, p90 = torch.quantile(sv, torch.tensor([0.1, 0.5, 0.9], dtype=sv.dtype)).tolist()

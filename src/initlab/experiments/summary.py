@@ -85,6 +85,18 @@ def _tolerance(p1: float, p2: float, n: int | None) -> float:
     return 2.0 * math.sqrt((p1 * (1.0 - p1) + p2 * (1.0 - p2)) / n)
 
 
+def _row(activation: str, evidence: str, best: str, best_value: float | None, best_fixed: str | None,
+         best_fixed_value: float | None, rule_scheme: str | None, rule_value: float | None, verdict: str,
+         criterion: str, ranking: list[str]) -> dict[str, Any]:
+    """One summary row (keys in the documented order); the rule, its schemes and its source come
+    from :data:`RULES` for ``activation``."""
+    rule, family, source = RULES[activation]
+    return {"activation": activation, "evidence": evidence, "best_scheme": best, "best_value": best_value,
+            "best_fixed_scheme": best_fixed, "best_fixed_value": best_fixed_value, "rule": rule,
+            "rule_schemes": list(family), "rule_scheme": rule_scheme, "rule_value": rule_value,
+            "verdict": verdict, "criterion": criterion, "source": source, "ranking": ranking}
+
+
 def _training_rows(records: list[dict[str, Any]],
                    tie_tolerance: float | None) -> tuple[list[dict], dict]:
     final: dict[str, dict[str, float]] = defaultdict(dict)
@@ -112,7 +124,7 @@ def _training_rows(records: list[dict[str, Any]],
         best_fixed = fixed[0]
         if activation not in RULES:
             continue
-        rule, family, source = RULES[activation]
+        family = RULES[activation][1]
         members = [s for s in family if s in accs]
         if not members:
             continue
@@ -128,14 +140,10 @@ def _training_rows(records: list[dict[str, Any]],
         else:
             verdict = (f"disagree ({scheme_name(rule_best)} {gap * 100:.1f} pt behind "
                        f"{scheme_name(best_fixed)}, tolerance {tol * 100:.1f} pt)")
-        rows.append({"activation": activation, "evidence": "training", "best_scheme": best,
-                     "best_value": accs[best], "best_fixed_scheme": best_fixed,
-                     "best_fixed_value": accs[best_fixed], "rule": rule, "rule_schemes": list(family),
-                     "rule_scheme": rule_best, "rule_value": accs[rule_best], "verdict": verdict,
-                     "criterion": ("mean test accuracy over training (area under the curve; higher "
-                                   "is better)" if use_mean else "final test accuracy (higher is better)"),
-                     "source": source,
-                     "ranking": ranked})
+        criterion = ("mean test accuracy over training (area under the curve; higher is better)" if use_mean
+                     else "final test accuracy (higher is better)")
+        rows.append(_row(activation, "training", best, accs[best], best_fixed, accs[best_fixed], rule_best,
+                         accs[rule_best], verdict, criterion, ranked))
     return rows, final
 
 
@@ -163,7 +171,7 @@ def _forward_rows(records: list[dict[str, Any]], score_tolerance: float) -> list
             continue
         healthy = {s: v[0] for s, v in scores.items() if v[1]} or {s: v[0] for s, v in scores.items()}
         best = min(healthy, key=healthy.get)
-        rule, family, source = RULES[activation]
+        family = RULES[activation][1]
         members = [s for s in family if s in scores]
         if not members:
             continue
@@ -179,12 +187,10 @@ def _forward_rows(records: list[dict[str, Any]], score_tolerance: float) -> list
         else:
             verdict = (f"disagree ({scheme_name(rule_best)} drifts {rule_score:.2f} decades, "
                        f"{scheme_name(best)} {healthy[best]:.2f}; tolerance {score_tolerance:.3g})")
-        rows.append({"activation": activation, "evidence": "signal propagation", "best_scheme": best,
-                     "best_value": healthy[best], "best_fixed_scheme": best,
-                     "best_fixed_value": healthy[best], "rule": rule, "rule_schemes": list(family),
-                     "rule_scheme": rule_best, "rule_value": rule_score, "verdict": verdict,
-                     "criterion": "std drift over layers, forward + backward, in decades (lower is better)",
-                     "source": source, "ranking": sorted(healthy, key=healthy.get)})
+        rows.append(_row(activation, "signal propagation", best, healthy[best], best, healthy[best],
+                         rule_best, rule_score, verdict,
+                         "std drift over layers, forward + backward, in decades (lower is better)",
+                         sorted(healthy, key=healthy.get)))
     return rows
 
 
@@ -197,7 +203,6 @@ def _symmetry_row(records: list[dict[str, Any]], final: dict[str, dict[str, floa
     last_epoch = max((r["epoch"] for r in distinct), default=None)
     constant_ok = all(r["value"] == 1 for r in distinct if r["epoch"] == last_epoch)
     zeros_ok = all(gap >= 0.1 for gap in zero_gaps.values())
-    rule, family, source = RULES["any"]
     parts = []
     if distinct:
         units = [int(r["value"]) for r in distinct if r["epoch"] == last_epoch]
@@ -205,11 +210,8 @@ def _symmetry_row(records: list[dict[str, Any]], final: dict[str, dict[str, floa
     if zero_gaps:
         parts.append("zeros: " + ", ".join(f"{a} {g * 100:.1f} pt below the best"
                                            for a, g in zero_gaps.items()))
-    return {"activation": "any", "evidence": "symmetry + training",
-            "best_scheme": "random (not zero/constant)", "best_value": None, "best_fixed_scheme": None,
-            "best_fixed_value": None, "rule": rule, "rule_schemes": list(family), "rule_scheme": None,
-            "rule_value": None, "verdict": _symmetry_verdict(constant_ok, zeros_ok, zero_gaps),
-            "criterion": "; ".join(parts), "source": source, "ranking": []}
+    return _row("any", "symmetry + training", "random (not zero/constant)", None, None, None, None, None,
+                _symmetry_verdict(constant_ok, zeros_ok, zero_gaps), "; ".join(parts), [])
 
 
 def _symmetry_verdict(constant_ok: bool, zeros_ok: bool, zero_gaps: dict[str, float]) -> str:

@@ -30,6 +30,7 @@ from initlab.experiments.common import (
     GeneratorDropout,
     StepCallback,
     check_choice,
+    check_ints,
     derive_seed,
     init_mlp_,
     make_record,
@@ -71,10 +72,7 @@ class SymmetryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("width", "depth", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= 1")
+        check_ints(self, ("width", "depth", "epochs", "batch_size"))
         for p in self.dropouts:
             if not 0.0 <= p < 1.0:
                 raise InitlabError(f"dropout={p!r} is invalid: pass a probability in [0, 1)")

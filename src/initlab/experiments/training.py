@@ -26,9 +26,11 @@ from initlab.experiments.common import (
     GAIN_POLICIES,
     StepCallback,
     check_choice,
+    check_ints,
     derive_seed,
     init_mlp_,
     make_record,
+    sgd_step,
 )
 from initlab.models import mlp
 
@@ -96,11 +98,8 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("depth", "width", "epochs", "batch_size", "evals_per_epoch",
-                     "pretrain_epochs_per_layer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InitlabError(f"{name}={value!r} is invalid: pass an integer >= 1")
+        check_ints(self, ("depth", "width", "epochs", "batch_size", "evals_per_epoch",
+                          "pretrain_epochs_per_layer"))
         if not 0.0 < self.target_accuracy <= 1.0:
             raise InitlabError(f"target_accuracy={self.target_accuracy!r} is invalid: pass a value in (0, 1]")
         if not self.lr > 0:
@@ -238,15 +237,12 @@ def run_training(dataset: Any, config: TrainingConfig | None = None, *,
                 total, count = 0.0, 0
                 for start in range(0, n, config.batch_size):
                     idx = perm[start:start + config.batch_size]
-                    loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-                    if not torch.isfinite(loss):
+                    loss = sgd_step(model, opt, x[idx], y[idx])
+                    if loss is None:
                         diverged = True
                         break
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
                     step += 1
-                    total += loss.item() * len(idx)
+                    total += loss * len(idx)
                     count += len(idx)
                     if step % eval_every == 0:
                         _, acc = _evaluate(model, dataset.x_test, dataset.y_test)

@@ -52,24 +52,24 @@ Writing is atomic at the directory level: the report is built in a temporary dir
 only after the new one is in place. A non-empty ``out`` that is not an initlab report (no marker
 file, or files initlab does not write) is refused unless ``force=True``; with ``force`` its
 contents are moved to a backup directory beside it, never deleted. The current directory, its
-ancestors and files are always refused.
+ancestors and files are always refused. These rules are :mod:`initlab.report.outdir`'s, shared
+with the phase report (:mod:`initlab.report.phase_report`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from initlab.errors import InitlabError
-from initlab.records import RECORD_FIELDS, records_to_csv
+from initlab.records import RECORD_FIELDS, jsonable, records_to_csv
+from initlab.report import outdir
+from initlab.report.outdir import ReportLayout, backup_path
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "MARKER", "REPORT_ENTRIES", "is_report_dir", "foreign_entries",
-           "check_out_dir", "backup_path", "results_document", "validate_results", "write_report"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "MARKER", "REPORT_ENTRIES", "LAYOUT", "is_report_dir",
+           "foreign_entries", "check_out_dir", "backup_path", "results_document", "validate_results",
+           "write_report"]
 
 SCHEMA = "initlab.report"
 SCHEMA_VERSION = 1
@@ -80,39 +80,25 @@ _TOP_KEYS = {"schema": str, "schema_version": int, "initlab_version": str, "crea
              "figures": list, "record_fields": list, "records": list}
 
 
-#: What a report directory holds; anything else in it is the user's and is never deleted.
-REPORT_ENTRIES = ("index.html", "results.json", "results.csv", MARKER, "figures")
+#: The demo report's directory, for :mod:`initlab.report.outdir` (which checks ``--out`` and
+#: replaces the directory atomically for every report).
+LAYOUT = ReportLayout(SCHEMA, SCHEMA_VERSION, MARKER, ("index.html", "results.json", "results.csv"),
+                      label="initlab report", example="initlab-report", command="initlab demo")
 
-#: Files that file browsers drop into any folder they show; not user data.
-_OS_METADATA = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+#: What a report directory holds; anything else in it is the user's and is never deleted.
+REPORT_ENTRIES = LAYOUT.entries
 
 
 def foreign_entries(path: str | Path) -> list[str]:
     """Entries of directory ``path`` that :func:`write_report` does not write (sorted; names
     inside ``figures/`` are given as ``figures/NAME``). Symbolic links always count as foreign;
-    file-browser metadata (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) never does.
+    file-browser metadata (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) never does. See
+    :func:`initlab.report.outdir.foreign_entries`.
 
     >>> foreign_entries("/nonexistent-initlab-dir")
     []
     """
-    path = Path(path)
-    if not path.is_dir():
-        return []
-    out = []
-    for entry in path.iterdir():
-        if entry.name in _OS_METADATA and entry.is_file() and not entry.is_symlink():
-            continue
-        if entry.is_symlink() or entry.name not in REPORT_ENTRIES:
-            out.append(entry.name)
-        elif entry.name == "figures":
-            if not entry.is_dir():
-                out.append(entry.name)
-                continue
-            out += [f"figures/{f.name}" for f in entry.iterdir() if f.is_symlink() or not f.is_file()
-                    or (f.suffix != ".png" and f.name not in _OS_METADATA)]
-        elif not entry.is_file():
-            out.append(entry.name)
-    return sorted(out)
+    return outdir.foreign_entries(path, LAYOUT)
 
 
 def is_report_dir(path: str | Path) -> bool:
@@ -124,107 +110,24 @@ def is_report_dir(path: str | Path) -> bool:
     >>> is_report_dir("/nonexistent-initlab-dir")
     False
     """
-    path = Path(path)
-    if path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
-        return False
-    return not foreign_entries(path)
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not os.path.lexists(path) and path != path.parent:
-        path = path.parent
-    return path
+    return outdir.is_report_dir(path, LAYOUT)
 
 
 def check_out_dir(out: str | Path, *, force: bool = False) -> Path:
     """Check that a report may be written to ``out`` and return it as a ``Path``; nothing is
-    created or changed.
-
-    Allowed: a missing path in a writable directory, an empty directory, an initlab report
-    (:func:`is_report_dir`; it will be replaced), or — only with ``force=True`` — any other
-    directory, whose contents :func:`write_report` then keeps in a backup directory beside it.
-    Never allowed: the current directory or one that contains it (``.``, ``..``, ``/``), a
-    existing top-level directory (``/usr``), the home directory or one that contains it, a mount
-    point, a file, a symbolic link or anything else that is not a directory.
+    created or changed. :func:`initlab.report.outdir.check_out_dir` with :data:`LAYOUT`: a missing
+    path, an empty directory or an initlab report (:func:`is_report_dir`) is allowed; any other
+    directory only with ``force=True`` (its contents are then kept in a backup beside it); the
+    current directory, its ancestors, top-level and home directories, files and links never.
 
     Raises:
-        FileExistsError: ``out`` is a non-empty directory that is not an initlab report and
-            ``force`` is false (the message names the foreign files), or it is not a directory.
-        InitlabError: ``out`` is the current directory or contains it, a top-level or home
-            directory, or a mount point.
-        NotADirectoryError: a parent of ``out`` is a file.
-        PermissionError: the directory that would hold ``out`` is not writable.
+        FileExistsError, InitlabError, NotADirectoryError, PermissionError: as
+            :func:`initlab.report.outdir.check_out_dir` says.
 
     >>> check_out_dir("/nonexistent-initlab-dir").name
     'nonexistent-initlab-dir'
     """
-    out = Path(out)
-    shown = str(out)
-    target = Path(os.path.abspath(out))
-    cwd = Path.cwd()
-    for here in {cwd, cwd.resolve()}:
-        if target == here or target in here.parents or (
-                os.path.lexists(target) and target.resolve() in (here, *here.parents)):
-            raise InitlabError(f"--out {shown!r} is the current directory or contains it: choose a new "
-                               f"directory, e.g. --out initlab-report")
-    home = Path.home()
-    if os.path.lexists(target) and (len(target.parts) <= 2 or target == home or target in home.parents
-                                    or os.path.ismount(target)):
-        raise InitlabError(f"--out {shown!r} is a system or home directory (or a mount point): choose a new "
-                           "directory for the report, e.g. --out initlab-report")
-    if os.path.lexists(target):
-        if target.is_symlink() or not target.is_dir():
-            kind = "a symbolic link" if target.is_symlink() else "a file"
-            raise FileExistsError(f"--out {shown!r} is {kind}, not a directory: remove it or choose another "
-                                  "--out (--force never replaces a file)")
-        foreign = foreign_entries(target)
-        if foreign and (target / MARKER).is_file() and not force:
-            listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise FileExistsError(f"--out {shown!r} is an initlab report but also holds files initlab did "
-                                  f"not write ({listed}): move them, choose another --out, or pass --force "
-                                  "(the old directory is then kept as a backup beside it)")
-        if not force and any(target.iterdir()) and not is_report_dir(target):
-            raise FileExistsError(f"--out {shown!r} is a non-empty directory that is not an initlab report: "
-                                  "choose another --out, or pass --force (its contents are then kept as a "
-                                  "backup beside it)")
-    existing = _nearest_existing(target.parent)
-    if not existing.is_dir():
-        raise NotADirectoryError(f"--out {shown!r}: {str(existing)!r} is not a directory: choose --out in a "
-                                 "directory")
-    _probe_writable(existing, shown)
-    return out
-
-
-def _probe_writable(directory: Path, shown: str) -> None:
-    """Create and remove an empty directory in ``directory`` (``os.access`` is wrong for root and
-    read-only mounts)."""
-    import tempfile
-
-    try:
-        probe = tempfile.mkdtemp(prefix=".initlab-probe-", dir=directory)
-    except OSError as exc:
-        raise PermissionError(f"--out {shown!r}: directory {str(directory)!r} is not writable "
-                              f"({exc.strerror or exc}): choose --out in a writable directory") from None
-    os.rmdir(probe)
-
-
-def backup_path(out: str | Path) -> Path:
-    """A new sibling path for the old contents of ``out``: ``<out>.backup-YYYYmmdd-HHMMSS`` (with
-    ``-2``, ``-3``, ... when taken).
-
-    >>> backup_path("/tmp/x").name.startswith("x.backup-")
-    True
-    """
-    import datetime as _dt
-
-    out = Path(os.path.abspath(out))
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = out.with_name(f"{out.name}.backup-{stamp}")
-    k = 2
-    while os.path.lexists(candidate):
-        candidate = out.with_name(f"{out.name}.backup-{stamp}-{k}")
-        k += 1
-    return candidate
+    return outdir.check_out_dir(out, LAYOUT, force=force)
 
 
 def results_document(result: Any, figures: list[Any]) -> dict[str, Any]:
@@ -304,35 +207,19 @@ def validate_results(doc: Any) -> None:
             raise InitlabError(f"results.json: figure {i} lacks a file name")
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-ready copy: tensors / NumPy scalars to Python, tuples to lists, NaN and inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
-
-
 def _fill(directory: Path, result: Any) -> None:
     from initlab.report.figures import make_figures
     from initlab.report.html import PHASE_LINK, render_html
 
     figures = make_figures(result.records, directory / "figures")
     doc = results_document(result, figures)
-    (directory / "results.json").write_text(json.dumps(_clean(doc), indent=1, allow_nan=False),
+    (directory / "results.json").write_text(json.dumps(jsonable(doc), indent=1, allow_nan=False),
                                             encoding="utf-8")
     (directory / "results.csv").write_text(records_to_csv(result.records), encoding="utf-8")
     # ``directory`` is a sibling of the final report, so the relative link resolves the same way
     phase_available = (directory / PHASE_LINK).is_file()
     (directory / "index.html").write_text(render_html(result, figures, phase_available=phase_available),
                                           encoding="utf-8")
-    (directory / MARKER).write_text(f"{SCHEMA} {SCHEMA_VERSION}\n", encoding="utf-8")
 
 
 def write_report(result: Any, out: str | Path = "initlab-report", *, force: bool = False,
@@ -359,37 +246,5 @@ def write_report(result: Any, out: str | Path = "initlab-report", *, force: bool
     >>> write_report(run_demo(DemoConfig(quick=True)), "initlab-report")  # doctest: +SKIP
     PosixPath('initlab-report')
     """
-    out = check_out_dir(out, force=force)
-    target = Path(os.path.abspath(out))
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = parent / f".{target.name}.tmp-{tag}"
-    keep = os.path.lexists(target) and not is_report_dir(target) and any(target.iterdir())
-    old = backup_path(target) if keep else parent / f".{target.name}.old-{tag}"
-    tmp.mkdir()
-    try:
-        _fill(tmp, result)
-        if os.path.lexists(target):
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            if keep:
-                message = f"initlab demo: kept the previous contents of {out} in {old}"
-                if notify is None:
-                    import warnings
-
-                    warnings.warn(message, UserWarning, stacklevel=2)
-                else:
-                    notify(message)
-            else:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return outdir.replace_dir(out, LAYOUT, lambda directory: _fill(directory, result), force=force,
+                              notify=notify)

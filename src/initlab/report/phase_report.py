@@ -14,7 +14,10 @@ Layout of a report directory (default ``initlab-phase/``)::
 Writing is atomic at the directory level: the report is built in ``.<out>.tmp-<id>`` next to
 ``out`` and renamed into place; an existing phase report is renamed aside first and deleted only
 after the new one is in place. A non-empty ``out`` that is not a phase report is refused unless
-``force=True``.
+``force=True``; with ``force`` its contents are moved to a backup directory beside it, never
+deleted. The current directory, its ancestors, top-level and home directories, files and symbolic
+links are always refused. These rules are :mod:`initlab.report.outdir`'s, shared with the demo
+report (:mod:`initlab.report`).
 """
 
 from __future__ import annotations
@@ -23,19 +26,17 @@ import base64
 import html
 import json
 import math
-import os
-import shutil
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from initlab.errors import InitlabError
-from initlab.records import RECORD_FIELDS, records_to_csv, records_to_json
+from initlab.records import RECORD_FIELDS, jsonable, records_to_csv
+from initlab.report import outdir
+from initlab.report.outdir import ReportLayout
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "MARKER", "is_phase_report_dir", "check_phase_out_dir",
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "MARKER", "LAYOUT", "is_phase_report_dir", "check_phase_out_dir",
            "write_phase_report", "phase_figures"]
 
 SCHEMA = "initlab.phase"
@@ -47,68 +48,39 @@ FIGURE_DPI = 90
 # ---- the output directory ----------------------------------------------------------------------
 
 
+#: The phase report's directory, for :mod:`initlab.report.outdir` (the same ``--out`` rules and
+#: atomic replacement as the demo report).
+LAYOUT = ReportLayout(SCHEMA, SCHEMA_VERSION, MARKER, ("index.html", "results.json", "results.csv"),
+                      label="initlab phase report", example="initlab-phase", command="initlab phase")
+
+
 def is_phase_report_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a directory holding an initlab phase report (marker file, or a
-    ``results.json`` whose ``schema`` is :data:`SCHEMA`).
+    """Whether ``path`` is a directory that holds an initlab phase report and nothing else: the
+    marker file :data:`MARKER` is there and every entry is one :func:`write_phase_report` writes
+    (``index.html``, ``results.json``, ``results.csv``, PNG files in ``figures/``). Only such a
+    directory is replaced without ``force``.
 
     >>> is_phase_report_dir("/nonexistent-initlab-dir")
     False
     """
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    if (path / MARKER).is_file():
-        return True
-    try:
-        doc = json.loads((path / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and doc.get("schema") == SCHEMA
+    return outdir.is_report_dir(path, LAYOUT)
 
 
 def check_phase_out_dir(out: str | Path, *, force: bool = False) -> Path:
-    """Check that a phase report may be written to ``out``; return it as a ``Path``.
-
-    Allowed: a missing path, an empty directory, a phase report (it will be replaced), or
-    anything when ``force=True`` (it will be replaced) — except the current directory or one
-    above it, which cannot be replaced as a whole.
+    """Check that a phase report may be written to ``out`` and return it as a ``Path``; nothing is
+    created or changed. :func:`initlab.report.outdir.check_out_dir` with :data:`LAYOUT`, the same
+    rules as the demo report's: ``force=True`` keeps a foreign directory's contents in a backup
+    beside it; the current directory and its ancestors, top-level and home directories, files and
+    links are refused even then.
 
     Raises:
-        FileExistsError: ``out`` is a file, or a non-empty directory that is not a phase report;
-            the message says to choose another ``--out`` or pass ``--force``.
-        InitlabError: ``out`` is the current directory or one of its parents (even with ``force``).
-        NotADirectoryError: a parent of ``out`` exists and is not a directory.
+        FileExistsError, InitlabError, NotADirectoryError, PermissionError: as
+            :func:`initlab.report.outdir.check_out_dir` says.
 
     >>> check_phase_out_dir("/nonexistent-initlab-dir").name
     'nonexistent-initlab-dir'
     """
-    out = Path(out)
-    where, cwd = Path(os.path.abspath(out)), Path(os.path.abspath(os.getcwd()))
-    if where == cwd or where in cwd.parents:
-        raise InitlabError(
-            f"--out {str(out)!r} is the current directory or one above it: the report directory is "
-            "replaced as a whole, so choose a new subdirectory (e.g. --out initlab-phase)"
-        )
-    above = where.parent
-    while not os.path.lexists(above) and above != above.parent:
-        above = above.parent
-    if not above.is_dir():
-        raise NotADirectoryError(
-            f"--out {str(out)!r}: {str(above)!r} is not a directory; choose another --out"
-        )
-    if force or not os.path.lexists(out):
-        return out
-    if out.is_dir() and not out.is_symlink():
-        if not any(out.iterdir()) or is_phase_report_dir(out):
-            return out
-        raise FileExistsError(
-            f"--out {str(out)!r} is a non-empty directory that is not an initlab phase report: "
-            "choose another --out or pass --force to replace it"
-        )
-    raise FileExistsError(
-        f"--out {str(out)!r} exists and is not a directory: choose another --out or pass --force "
-        "to replace it"
-    )
+    return outdir.check_out_dir(out, LAYOUT, force=force)
 
 
 # ---- reading records ------------------------------------------------------------------------------
@@ -421,27 +393,12 @@ def _fill(directory: Path, records: list[Mapping[str, Any]], meta: Mapping[str, 
         "meta": dict(meta),
         "figures": figures,
         "record_fields": list(RECORD_FIELDS),
-        "records": json.loads(records_to_json(records)),
+        "records": records,
     }
-    text = json.dumps(_clean(doc), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(doc), indent=1, allow_nan=False)
     (directory / "results.json").write_text(text, encoding="utf-8")
     (directory / "results.csv").write_text(records_to_csv(records), encoding="utf-8")
     (directory / "index.html").write_text(_html(records, figures, directory, meta), encoding="utf-8")
-    (directory / MARKER).write_text(f"{SCHEMA} {SCHEMA_VERSION}\n", encoding="utf-8")
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 def write_phase_report(
@@ -450,6 +407,7 @@ def write_phase_report(
     *,
     meta: Mapping[str, Any] | None = None,
     force: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the phase report of ``records`` (from :func:`initlab.experiments.phase.run_phase`)
     to directory ``out`` (layout in the module docstring), atomically.
@@ -459,41 +417,24 @@ def write_phase_report(
         out: the report directory.
         meta: JSON-ready context for the page and ``results.json`` (``config``, ``dataset``,
             ``timings``); optional.
-        force: replace a non-empty ``out`` that is not a phase report.
+        force: write over a non-empty ``out`` that is not a phase report; its contents are
+            moved to a backup directory beside it (:func:`initlab.report.outdir.backup_path`),
+            never deleted.
+        notify: called with the backup's location when one is made (default: a ``UserWarning``).
+
+    An interruption never leaves half a report over a good one, nor a temporary directory
+    (:func:`initlab.report.outdir.replace_dir`).
 
     Returns:
         The report directory.
 
     Raises:
-        FileExistsError: ``out`` is non-empty and not a phase report, and ``force`` is false.
+        FileExistsError, InitlabError, NotADirectoryError, PermissionError: see
+            :func:`check_phase_out_dir`.
 
     >>> write_phase_report([], "/tmp/initlab-phase-doctest", force=True).name  # doctest: +SKIP
     'initlab-phase-doctest'
     """
     records = list(records)
-    out = check_phase_out_dir(out, force=force)
-    parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = parent / f".{out.name}.tmp-{tag}"
-    old = parent / f".{out.name}.old-{tag}"
-    tmp.mkdir()
-    try:
-        _fill(tmp, records, meta or {})
-        if os.path.lexists(out):
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return outdir.replace_dir(out, LAYOUT, lambda directory: _fill(directory, records, meta or {}),
+                              force=force, notify=notify)
