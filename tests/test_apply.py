@@ -829,3 +829,30 @@ def test_detection_leaves_no_trace_in_the_modules_python_state(cls):
     plan = init_model(model, example_inputs=torch.randn(2, 4), dry_run=True)
     assert plan["0.fc.weight"].activation == "relu"
     assert model[0].calls == 0 and model[0].last is None  # fx left a Proxy in `last` before
+
+
+def test_critical_with_a_bias_variance_takes_that_point_on_the_critical_line():
+    """sigma_b2 selects the critical point: tanh at sigma_b2 = 0.05 has sigma_w^2 ~ 1.76 (the
+    theory module's root, recomputed here); ReLU layers keep sigma_b2 = 0 and sigma_w^2 = 2."""
+    from initlab.theory import critical_point
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    plan = init_model(model, "critical", sigma_b2=0.05, generator=torch.Generator().manual_seed(0))
+    rows = {r.name: r for r in plan.rows}
+    tanh_cp = critical_point("tanh", sigma_b2=0.05)
+    assert 1.7 < tanh_cp.sigma_w2 < 1.8
+    assert rows["0.weight"].std == pytest.approx(math.sqrt(tanh_cp.sigma_w2 / 64), rel=1e-9)
+    assert rows["2.weight"].std == pytest.approx(math.sqrt(2.0 / 64), rel=1e-9)
+    # biases: N(0, 0.05) for the tanh layer, zero for the ReLU layer
+    assert float(model[0].bias.detach().std()) == pytest.approx(math.sqrt(0.05), rel=0.35)  # 64 draws
+    assert torch.count_nonzero(model[2].bias) == 0
+
+
+def test_critical_gelu_needs_a_bias_variance_and_the_error_says_so():
+    model = nn.Sequential(nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 4))
+    with pytest.raises(InitlabError, match=r"larger bias variance \(e\.g\. sigma_b2=1\.0"):
+        init_model(model, "critical", dry_run=True)
+    plan = init_model(model, "critical", sigma_b2=1.0, dry_run=True)
+    assert plan.rows[0].scheme == "critical"
+    with pytest.raises(InitlabError, match=r"sigma_b2=-1"):
+        init_model(model, "critical", sigma_b2=-1, dry_run=True)

@@ -109,6 +109,11 @@ def test_results_json_follows_schema(quick):
     bad = dict(doc, schema_version=SCHEMA_VERSION + 1)
     with pytest.raises(initlab.errors.InitlabError, match="schema_version"):
         validate_results(bad)
+    # the README's form: a path to the file, or to the report directory
+    validate_results(quick["out"] / "results.json")
+    validate_results(str(quick["out"]))
+    with pytest.raises(initlab.errors.InitlabError, match="does not exist"):
+        validate_results(quick["out"] / "nope.json")
 
 
 def test_out_refused_when_not_a_report(tmp_path, capsys):

@@ -107,9 +107,10 @@ kernel, zero bias, recurrent orthogonal, unit forget bias, Embedding ``U(±0.05)
 :func:`initlab.theory.critical_point`: weights :math:`N(0, \\sigma_w^2 / fan_{in})`, biases
 :math:`N(0, \\sigma_b^2)` (Poole et al. 2016; Schoenholz et al. 2017).
 
-With ``"critical"``, an activation that has no stable critical point at ``sigma_b2 = 0`` (GELU,
-SiLU, Mish, hardswish, softplus: :func:`initlab.theory.critical_point`) is an error that names
-the layer; a rule that decides all of that layer's parameters (e.g. ``(r"^mlp\\.fc1\\.", "auto")``)
+With ``"critical"``, ``sigma_b2`` picks the point on the critical line (default 0). An activation
+that has no stable critical point there (GELU, SiLU, Mish, hardswish, softplus at ``sigma_b2 = 0``:
+:func:`initlab.theory.critical_point`) is an error that names the layer and suggests a
+``sigma_b2``; a rule that decides all of that layer's parameters (e.g. ``(r"^mlp\\.fc1\\.", "auto")``)
 lets the rest of the model be critical.
 
 ``rules`` override the scheme for matching parameters: see :func:`init_model`. Besides scheme
@@ -175,6 +176,8 @@ _EXTRA_SCHEMES = ("auto", "critical")
 SCHEMES: tuple[str, ...] = tuple(sorted(set(schemes.NAMED_SCHEMES) | set(_EXTRA_SCHEMES)))
 
 _LINEAR = (None, "linear", "identity")
+#: Positively homogeneous activations: their critical point exists only at sigma_b2 = 0.
+_HOMOGENEOUS = frozenset({"linear", "identity", "relu", "leaky_relu", "prelu"})
 
 # ---- module classification ---------------------------------------------------------------------
 
@@ -834,16 +837,19 @@ class _NoCriticalPoint(InitlabError):
 class _Context:
     """Everything a handler needs: scheme, gains, detection, generator."""
 
-    def __init__(self, scheme: str, found: dict[str, _Found], embedding_std: float) -> None:
+    def __init__(
+        self, scheme: str, found: dict[str, _Found], embedding_std: float, sigma_b2: float | None = None
+    ) -> None:
         self.scheme = scheme
         self.found = found
         self.embedding_std = embedding_std
+        self.sigma_b2 = sigma_b2
         self._gains: dict[tuple[str, float | None], float] = {}
         self._critical: dict[tuple[str, float | None], Any] = {}
 
     def derive(self, scheme: str) -> _Context:
         """The same detection and caches under another scheme (for rules)."""
-        sub = _Context(scheme, self.found, self.embedding_std)
+        sub = _Context(scheme, self.found, self.embedding_std, self.sigma_b2)
         sub._gains, sub._critical = self._gains, self._critical
         return sub
 
@@ -865,11 +871,16 @@ class _Context:
         if key not in self._critical:
             from initlab.theory import critical_point
 
+            # positively homogeneous activations are critical only at sigma_b2 = 0 (q* diverges
+            # for any bias variance), so a requested sigma_b2 applies to the others only
+            kwargs = {} if self.sigma_b2 is None or key[0] in _HOMOGENEOUS else {"sigma_b2": self.sigma_b2}
             try:
                 try:
-                    self._critical[key] = critical_point(key[0], param=param)
+                    self._critical[key] = critical_point(key[0], param=param, **kwargs)
                 except InitlabError:
-                    self._critical[key] = critical_point(key[0])
+                    if param is None:
+                        raise
+                    self._critical[key] = critical_point(key[0], **kwargs)
             except InitlabError as exc:
                 raise _NoCriticalPoint(str(exc)) from None
         return self._critical[key]
@@ -1343,6 +1354,7 @@ def init_model(
     generator: torch.Generator | None = None,
     dry_run: bool = False,
     embedding_std: float = 1.0,
+    sigma_b2: float | None = None,
 ) -> InitPlan:
     """Initialize every parameter of ``model`` in place with the scheme its layer needs, and
     return the plan (see the module docstring for the per-module table and the detection).
@@ -1372,6 +1384,11 @@ def init_model(
             far and ``generator``'s state are restored: the model is unchanged). Rules also reach
             parameters of modules the plan does not know. A rule that decides no parameter
             warns (``UserWarning``).
+        sigma_b2: with ``scheme="critical"``, the bias variance whose critical point each layer
+            takes (:func:`initlab.theory.critical_point`); ``None`` means 0. ReLU, leaky ReLU and
+            linear layers always use 0 (their critical point exists only there). GELU and SiLU
+            have a stable critical point only with a bias variance (GELU from about 0.5, SiLU
+            about 1).
         generator: ``torch.Generator`` for every draw (parameters are filled in plan order, so
             one seed gives identical bits); ``None`` uses torch's global generator, like
             ``torch.nn.init`` (then ``torch.manual_seed(s)`` before the call gives identical bits:
@@ -1417,9 +1434,14 @@ def init_model(
             f"init_model: generator must be a torch.Generator or None, got {type(generator).__name__}: "
             "pass e.g. torch.Generator().manual_seed(0)"
         )
+    if sigma_b2 is not None and (
+        isinstance(sigma_b2, bool) or not isinstance(sigma_b2, (int, float))
+        or not (math.isfinite(sigma_b2) and sigma_b2 >= 0)
+    ):
+        raise InitlabError(f"sigma_b2={sigma_b2!r} is invalid: pass a finite bias variance >= 0, or None")
     checked_rules = _check_rules(rules)
     found, method, why = _detect(model, example_inputs)
-    ctx = _Context(scheme, found, float(embedding_std))
+    ctx = _Context(scheme, found, float(embedding_std), None if sigma_b2 is None else float(sigma_b2))
 
     mha_out = {
         f"{q}.out_proj" if q else "out_proj"
@@ -1459,7 +1481,8 @@ def init_model(
         except _NoCriticalPoint as exc:
             if not all(_match(checked_rules, n, m) for n in fresh_names):
                 raise InitlabError(
-                    f"scheme 'critical' cannot initialise layer {q!r} ({type(m).__name__}): {exc}. Use "
+                    f"scheme 'critical' cannot initialise layer {q!r} ({type(m).__name__}): {exc}. "
+                    "Pass a larger bias variance (e.g. sigma_b2=1.0; CLI --sigma-b2 1), use "
                     f"scheme='auto', or a rule for this layer, e.g. rules=[(r'^{re.escape(q)}\\.', 'auto')]"
                 ) from None
             mrows = _handle(ctx.derive("auto"), q, m, q in mha_out)  # placeholders: rules decide all

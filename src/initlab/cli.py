@@ -15,10 +15,16 @@ USER_ERRORS = (InitlabError, ValueError, TypeError, FileNotFoundError, FileExist
                NotADirectoryError, PermissionError, KeyError)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="initlab")
-def cli() -> None:
-    """initlab: weight initialization for deep networks — every scheme, and why it works."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """initlab: weight initialization for deep networks — every scheme, and why it works.
+
+    Start with `initlab demo`, which writes initlab-report/index.html.
+    """
+    if ctx.invoked_subcommand is None:  # bare `initlab`: show the commands, not an error
+        click.echo(ctx.get_help())
 
 
 # ---- commands are added below, one section each --------------------------------------------
@@ -64,9 +70,11 @@ def gain_command(name: str, param: float | None) -> None:
               help="Write the initialized state_dict here (torch.save); needs --apply.")
 @click.option("--force", is_flag=True, help="Let --save overwrite an existing file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator.")
+@click.option("--sigma-b2", type=float, default=None,
+              help="With --scheme critical: the bias variance of the critical point (default 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
 def plan_command(target: str, input_shape: str | None, scheme: str, do_apply: bool, save: str | None,
-                 force: bool, seed: int, as_json: bool) -> None:
+                 force: bool, seed: int, sigma_b2: float | None, as_json: bool) -> None:
     """Print the init plan of the model that FUNCTION in FILE.py builds (e.g. model.py:build_model)."""
     from pathlib import Path
 
@@ -98,7 +106,8 @@ def plan_command(target: str, input_shape: str | None, scheme: str, do_apply: bo
             raise InitlabError(f"--input-shape {input_shape}: cannot make an example input of shape {shape} "
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
     gen = torch.Generator().manual_seed(seed)
-    plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply)
+    plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply,
+                      sigma_b2=sigma_b2)
     click.echo(plan.to_json() if as_json else plan.table())
     if save is not None:
         tmp = Path(save).with_name(f".{Path(save).name}.tmp")
@@ -304,7 +313,9 @@ def _number_list(text: str | None, name: str, kind: type) -> tuple | None:
 @click.option("--depths", default=None, help="Depths (hidden layers), comma-separated, e.g. 4,8,16,32.")
 @click.option("--sigma-w2", "sigma_w2", default=None,
               help="Weight variances x fan_in, comma-separated; the critical one is always added.")
-@click.option("--sigma-b2", type=float, default=0.05, show_default=True, help="Bias variance of every layer.")
+@click.option("--sigma-b2", type=float, default=None,
+              help="Bias variance of every layer [default: 0.05; 0 for relu, leaky_relu and linear, "
+                   "whose critical point exists only at 0].")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="SGD steps per network.")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Hidden width.")
 @click.option("--lr", type=float, default=None, help="SGD learning rate.")
@@ -318,8 +329,8 @@ def _number_list(text: str | None, name: str, kind: type) -> tuple | None:
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an initlab phase report.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def phase_command(activation: str, param: float | None, depths: str | None, sigma_w2: str | None,
-                  sigma_b2: float, steps: int | None, width: int | None, lr: float | None, dataset: str,
-                  data_dir: str | None, out: str, quick: bool, seed: int, force: bool,
+                  sigma_b2: float | None, steps: int | None, width: int | None, lr: float | None,
+                  dataset: str, data_dir: str | None, out: str, quick: bool, seed: int, force: bool,
                   progress: bool) -> None:
     """Trainability phase diagram (sigma_w^2 x depth) against the mean-field 6 xi_c, and the
     Jacobian spectrum at criticality (Gaussian vs orthogonal weights)."""
@@ -330,6 +341,8 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
     from initlab.report.phase_report import check_phase_out_dir, write_phase_report
 
     out_path = check_phase_out_dir(out, force=force)  # refuse before any work
+    if sigma_b2 is None and activation in ("relu", "leaky_relu", "prelu", "linear", "identity"):
+        sigma_b2 = 0.0  # positively homogeneous: critical only without bias variance
     overrides = {"activation": activation, "param": param, "sigma_b2": sigma_b2, "seed": seed,
                  "dataset": dataset, "data_dir": data_dir,
                  "depths": _number_list(depths, "--depths", int),

@@ -159,17 +159,31 @@ def results_document(result: Any, figures: list[Any]) -> dict[str, Any]:
 
 
 def validate_results(doc: Any) -> None:
-    """Check that ``doc`` (a parsed ``results.json``) follows the documented schema.
+    """Check that ``doc`` follows the documented ``results.json`` schema.
+
+    Args:
+        doc: the parsed ``results.json`` (a dict), or the path of the file (``str`` or
+            ``pathlib.Path``), or of the report directory that holds it.
 
     Raises:
         InitlabError: the first deviation found (missing key, wrong type, wrong schema or
-            version, a record without a standard field).
+            version, a record without a standard field), or a file that is missing or not JSON.
 
     >>> validate_results({"schema": "other"})
     Traceback (most recent call last):
     ...
     initlab.errors.InitlabError: results.json: key 'schema_version' is missing: ...
     """
+    if isinstance(doc, (str, Path)):
+        path = Path(doc)
+        if path.is_dir():
+            path = path / "results.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InitlabError(f"{path} does not exist: pass the results.json of initlab demo") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InitlabError(f"{path} is not a readable JSON file ({exc})") from None
     if not isinstance(doc, dict):
         raise InitlabError(f"results.json: top level is {type(doc).__name__}, expected an object")
     for key, typ in _TOP_KEYS.items():
