@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from initlab import schemes
-from initlab.apply import SCHEMES, init_model, parse_shape, residual_scaling_rule
+from initlab.apply import (
+    SCHEMES,
+    DetectionFallbackWarning,
+    init_model,
+    parse_shape,
+    residual_scaling_rule,
+)
 from initlab.cli import main
 from initlab.errors import InitlabError
 from initlab.gains import gain
@@ -157,7 +163,8 @@ def test_untraceable_model_gets_a_plan_with_the_fallback_named(gen):
     assert plan.detection == "hooks" and "fx" in plan.detection_note
     assert plan["a.weight"].activation == "tanh" and plan["a.weight"].found_by == "hooks"
     assert plan["b.weight"].activation == "linear"
-    blind = init_model(Branchy(), dry_run=True)  # no example inputs: module order, named
+    with pytest.warns(DetectionFallbackWarning, match=r"no example input was given.*module order"):
+        blind = init_model(Branchy(), dry_run=True)  # no example inputs: module order, named, warned
     assert blind.detection == "module_order"
     assert {r.found_by for r in blind.rows} == {"module_order"}
     assert "module_order" in blind.table()
@@ -856,3 +863,122 @@ def test_critical_gelu_needs_a_bias_variance_and_the_error_says_so():
     assert plan.rows[0].scheme == "critical"
     with pytest.raises(InitlabError, match=r"sigma_b2=-1"):
         init_model(model, "critical", sigma_b2=-1, dry_run=True)
+
+
+# ---- detection fallback: warned in the library and the CLI; --input-dtype for token models ----------
+
+FALLBACK_FILE = '''
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x))
+        return self.fc2(h) if h.sum() > -1e9 else h  # data-dependent: fx cannot trace it
+
+class Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        h = F.gelu(self.fc(self.emb(ids)))
+        h = h if h.sum() > -1e9 else -h  # data-dependent: fx cannot trace it
+        return self.head(h.mean(1))
+
+def build_functional():
+    return Functional()
+
+def build_tokens():
+    return Tokens()
+'''
+
+
+class _Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        return self.fc2(h) if h.sum() > -1e9 else h  # data-dependent: fx cannot trace it
+
+
+def test_library_warns_when_detection_falls_back_to_module_order():
+    x_bad = torch.randn(4, 21, generator=torch.Generator().manual_seed(0))
+    failed = r"the example input failed \(RuntimeError: .*4x21"
+    with pytest.warns(DetectionFallbackWarning, match=failed) as rec:
+        plan = init_model(_Untraceable(), example_inputs=x_bad, dry_run=True)
+    assert plan.detection == "module_order" and plan["fc1.weight"].activation == "linear"  # F.relu missed
+    message = str(rec[0].message)
+    assert "fx could not trace the model (TraceError" in message and "example_inputs" in message
+    assert len(message.splitlines()) == 1
+    assert issubclass(DetectionFallbackWarning, UserWarning)
+    with pytest.warns(DetectionFallbackWarning, match="no example input was given"):
+        init_model(_Untraceable(), dry_run=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fx, or hooks on a good input: no warning
+        plan = init_model(_Untraceable(), example_inputs=torch.randn(4, 20), dry_run=True)
+        assert plan["fc1.weight"].activation == "relu" and plan.detection == "hooks"
+        assert init_model(mlp(4, 8, 2, 3, "relu"), dry_run=True).detection == "fx"
+        container = nn.ModuleDict({"fc": nn.Linear(3, 3)})  # no forward: module order is all there is
+        assert init_model(container, dry_run=True).detection == "module_order"
+
+
+def test_cli_plan_warns_on_a_wrong_input_shape_and_without_one(tmp_path, capsys):
+    src = tmp_path / "model.py"
+    src.write_text(FALLBACK_FILE)
+    assert main(["plan", f"{src}:build_functional", "--input-shape", "4,21", "--json"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("initlab: warning: fx could not trace the model (TraceError")
+    assert "the example input failed (RuntimeError" in err[0] and "4x21" in err[0]
+    assert "guessed from module order" in err[0] and "pass --input-shape" in err[0]
+    assert json.loads(captured.out)["detection"] == "module_order"
+    assert main(["plan", f"{src}:build_functional"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no example input was given" in err[0] and "--input-shape" in err[0], err
+    assert main(["plan", f"{src}:build_functional", "--input-shape", "4,20", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    rows = {r["name"]: r for r in json.loads(captured.out)["rows"]}
+    assert (rows["fc1.weight"]["activation"], rows["fc1.weight"]["found_by"]) == ("tanh", "hooks")
+
+
+def test_cli_plan_input_dtype_int64_lets_token_models_use_hooks(tmp_path, capsys):
+    src = tmp_path / "model.py"
+    src.write_text(FALLBACK_FILE)
+    assert main(["plan", f"{src}:build_tokens", "--input-shape", "2,5"]) == 0  # float ids: warned
+    err = capsys.readouterr().err
+    assert "example input failed" in err and "--input-dtype int64" in err, err
+    for dtype in ("int64", "long", "int32"):
+        assert main(["plan", f"{src}:build_tokens", "--input-shape", "2,5", "--input-dtype", dtype,
+                     "--json"]) == 0
+        captured = capsys.readouterr()
+        assert captured.err == "", (dtype, captured.err)
+        plan = json.loads(captured.out)
+        rows = {r["name"]: r for r in plan["rows"]}
+        assert plan["detection"] == "hooks"
+        assert (rows["fc.weight"]["activation"], rows["fc.weight"]["found_by"]) == ("gelu", "hooks")
+    assert main(["plan", f"{src}:build_tokens", "--input-dtype", "int64"]) == 2
+    err = capsys.readouterr().err
+    assert "needs --input-shape" in err and len(err.strip().splitlines()) == 1, err
+    assert main(["plan", f"{src}:build_tokens", "--input-shape", "2,5", "--input-dtype", "bogus"]) == 2
+    assert "--input-dtype" in capsys.readouterr().err
+
+
+def test_cli_plan_help_documents_input_shape_and_dtype(capsys):
+    assert main(["plan", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Used only when fx cannot trace the model" in text and "ignored, even if wrong" in text
+    assert "--input-dtype" in text and "token ids" in text

@@ -86,7 +86,8 @@ Activation detection (the plan's ``found_by`` column says which one found each r
    tensor identity into the same data-flow graph. Buffers (BatchNorm running stats) and the
    global RNG are restored.
 3. ``"module_order"`` — otherwise: the first activation module registered after the layer, skipping
-   the pass-through modules above. A guess: functional activations are invisible to it.
+   the pass-through modules above. A guess: functional activations are invisible to it, so
+   ``init_model`` warns (:class:`DetectionFallbackWarning`) when a row was guessed this way.
 4. ``"structure"`` — layers inside MultiheadAttention and the RNN gates (the module defines them),
    and ``linear1`` / ``linear2`` of torch's ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` (their
    ``activation`` attribute) when neither fx nor hooks saw them (fx cannot trace these layers).
@@ -165,6 +166,8 @@ __all__ = [
     "load_factory",
     "parse_shape",
     "Packed",
+    "DetectionFallbackWarning",
+    "fallback_message",
 ]
 
 #: Activations that get He (fan_in) under ``"auto"``.
@@ -654,6 +657,32 @@ def _detect_unrestored(
     for name, f in order.items():  # layers the traced forward never reached
         found.setdefault(name, f)
     return found, method, why
+
+
+class DetectionFallbackWarning(UserWarning):
+    """Warned by :func:`init_model` when fx could not trace the model and the hook fallback did
+    not run (no ``example_inputs``) or failed on them: the activations were guessed from module
+    order, which misses functional activations (``F.relu`` in ``forward``)."""
+
+
+def fallback_message(why: str | None, hint: str = "pass example_inputs matching the model's input") -> str:
+    """One line that says why activation detection fell back to module order, and ``hint``.
+
+    Args:
+        why: the detection note (:attr:`InitPlan.detection_note`, ``"fx: ...; hooks: ..."``).
+        hint: what the user should do (the CLI names ``--input-shape``).
+
+    >>> print(fallback_message("fx: TraceError: symbolically traced variables; hooks: no example_inputs"))
+    fx could not trace the model (TraceError: symbolically traced variables) and no example input was ...
+    """
+    fx, sep, hooks = (why or "").rpartition("; hooks: ")
+    if not sep:
+        fx, hooks = why or "", ""
+    fx = fx.removeprefix("fx: ") or "unknown error"
+    second = ("no example input was given" if hooks in ("", "no example_inputs")
+              else f"the example input failed ({hooks})")
+    return (f"fx could not trace the model ({fx}) and {second}: activations were guessed from module "
+            f"order; {hint}")
 
 
 # ---- the plan ------------------------------------------------------------------------------------
@@ -1384,6 +1413,12 @@ def init_model(
             far and ``generator``'s state are restored: the model is unchanged). Rules also reach
             parameters of modules the plan does not know. A rule that decides no parameter
             warns (``UserWarning``).
+
+    Warns:
+        DetectionFallbackWarning: (a ``UserWarning``) fx could not trace the model and
+            ``example_inputs`` were not given or the forward failed on them, so the activations of
+            some rows were guessed from module order (:func:`fallback_message` says why). Not for
+            a container without ``forward`` (``nn.ModuleDict``), where module order is all there is.
         sigma_b2: with ``scheme="critical"``, the bias variance whose critical point each layer
             takes (:func:`initlab.theory.critical_point`); ``None`` means 0. ReLU, leaky ReLU and
             linear layers always use 0 (their critical point exists only there). GELU and SiLU
@@ -1522,6 +1557,9 @@ def init_model(
         _check_rule_fills(mrows)
         rows.extend(mrows)
     _warn_unused_rules(checked_rules, decided, shadowed, tied_hits)
+    has_forward = type(model).forward is not nn.Module.forward  # ModuleDict / ModuleList: no data flow
+    if method == "module_order" and has_forward and any(r.found_by == "module_order" for r in rows):
+        warnings.warn(f"init_model: {fallback_message(why)}", DetectionFallbackWarning, stacklevel=2)
 
     plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why)
     if dry_run:
