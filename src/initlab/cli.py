@@ -63,7 +63,13 @@ def gain_command(name: str, param: float | None) -> None:
 @cli.command("plan")
 @click.argument("target", metavar="FILE.py:FUNCTION")
 @click.option("--input-shape", default=None,
-              help="Shape of an example input, e.g. 1,3,32,32 (used when fx cannot trace the model).")
+              help="Shape of an example input, e.g. 1,3,32,32. Used only when fx cannot trace the model "
+                   "(one forward on it finds the activations); ignored, even if wrong, when fx can.")
+@click.option("--input-dtype", type=click.Choice(["float32", "float64", "int64", "long", "int32"]),
+              default="float32", show_default=True,
+              help="dtype of that example input: floats are N(0, 1); int64/long/int32 are token ids drawn "
+                   "in [0, 2) (below every Embedding's num_embeddings), for models that start with "
+                   "nn.Embedding. Needs --input-shape.")
 @click.option("--scheme", default="auto", show_default=True, help="auto, critical, or a named scheme.")
 @click.option("--apply", "do_apply", is_flag=True, help="Initialize the weights (needed for --save).")
 @click.option("--save", type=click.Path(dir_okay=False), default=None,
@@ -73,16 +79,25 @@ def gain_command(name: str, param: float | None) -> None:
 @click.option("--sigma-b2", type=float, default=None,
               help="With --scheme critical: the bias variance of the critical point (default 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
-def plan_command(target: str, input_shape: str | None, scheme: str, do_apply: bool, save: str | None,
-                 force: bool, seed: int, sigma_b2: float | None, as_json: bool) -> None:
+def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme: str, do_apply: bool,
+                 save: str | None, force: bool, seed: int, sigma_b2: float | None, as_json: bool) -> None:
     """Print the init plan of the model that FUNCTION in FILE.py builds (e.g. model.py:build_model)."""
+    import warnings
     from pathlib import Path
 
     import torch
 
-    from initlab.apply import init_model, load_factory, parse_shape
+    from initlab.apply import (
+        DetectionFallbackWarning,
+        fallback_message,
+        init_model,
+        load_factory,
+        parse_shape,
+    )
 
     shape = parse_shape(input_shape) if input_shape is not None else None
+    if input_dtype != "float32" and shape is None:
+        raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
     if save is not None and not do_apply:
         raise InitlabError(f"--save {save} needs --apply: add --apply to write initialized weights")
     if save is not None and Path(save).exists() and not force:
@@ -100,14 +115,31 @@ def plan_command(target: str, input_shape: str | None, scheme: str, do_apply: bo
         raise TypeError(f"{target} returned {type(model).__name__}, not an nn.Module: return the model")
     example = None
     if shape is not None:
-        try:  # its own generator: the weights depend on --seed, not on whether --input-shape is given
-            example = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        example_gen = torch.Generator().manual_seed(seed)  # the weights depend on --seed, not on the input
+        dtype = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64,
+                 "long": torch.int64, "int32": torch.int32}[input_dtype]
+        try:
+            if dtype.is_floating_point:
+                example = torch.randn(shape, generator=example_gen, dtype=dtype)
+            else:  # token ids: valid for every Embedding (num_embeddings >= 1)
+                high = min([2] + [m.num_embeddings for m in model.modules()
+                                  if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))])
+                example = torch.randint(0, max(high, 1), shape, generator=example_gen, dtype=dtype)
         except RuntimeError as exc:
             raise InitlabError(f"--input-shape {input_shape}: cannot make an example input of shape {shape} "
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
     gen = torch.Generator().manual_seed(seed)
-    plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply,
-                      sigma_b2=sigma_b2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply,
+                          sigma_b2=sigma_b2)
+    for w in caught:  # one line each on stderr; the detection fallback names the CLI's options
+        message = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+        if issubclass(w.category, DetectionFallbackWarning):
+            message = fallback_message(
+                plan.detection_note, "pass --input-shape matching the model's input"
+                + (" (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""))
+        click.echo(f"initlab: warning: {message}", err=True)
     click.echo(plan.to_json() if as_json else plan.table())
     if save is not None:
         tmp = Path(save).with_name(f".{Path(save).name}.tmp")

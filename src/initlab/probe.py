@@ -170,6 +170,19 @@ def _layer_type(module: nn.Module) -> str | None:
 
 _WEIGHT_TYPES = ("linear", "conv", "conv_transpose")
 
+#: Modules a weight layer's output passes through on its way to the activation that consumes it
+#: (for ``layer.activation`` and the gain of ``expected_weight_std``): norm layers re-standardise
+#: their input, so ``conv -> BatchNorm -> ReLU`` takes the ReLU's gain, as
+#: :func:`initlab.init_model` does; also dropout, identity, flatten and pooling (the same modules
+#: ``initlab.apply`` follows). Functional pass-throughs (``F.dropout``, ``x.view``) are not followed.
+_PASS_THROUGH: tuple[type, ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+    nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten,
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+
 #: torch.nn classes whose ``forward`` calls no functional activation (besides the activation
 #: modules, whose own calls are not counted): a model built only from these (exact types) has no
 #: functional activations to capture, so the probe skips the TorchFunctionMode and its hooks.
@@ -197,8 +210,13 @@ class Thresholds:
     Attributes:
         vanishing: forward ``std`` below ``vanishing`` times the first layer's of the same kind
             (weight-layer outputs and activation outputs are compared separately) is vanishing;
-            backward ``grad_std`` below ``vanishing`` times the LAST layer's (where the backward
-            pass starts) is a vanishing gradient. Default ``1e-3``.
+            backward ``grad_norm`` below ``vanishing`` times the LAST layer's (where the backward
+            pass starts) is a vanishing gradient. Default ``1e-3``. The gradient is compared by
+            its norm ``||dL/da||`` (= ``sqrt(B)`` times the per-example RMS norm, ``B`` the batch,
+            the same for every layer), not its per-element std: the norm is what backprop
+            through a layer's Jacobian preserves when the layer is healthy (dynamical isometry),
+            while the per-element std also shrinks with the number of elements per example, e.g.
+            by ``1 / (H W)`` through global average pooling, which would flag a healthy CNN.
         exploding: the same ratios above ``exploding`` (default ``1e3``) are exploding.
         saturated: ``saturation`` above this fraction is saturated (default ``0.5``).
         dead: ``dead_fraction`` above this fraction is dead (default ``0.5``).
@@ -286,7 +304,8 @@ class ProbeResult:
             of the layer's first call), ``layer_type`` (``linear``, ``conv``, ``conv_transpose``,
             ``activation``, ``module``), ``module`` (class or function name), ``activation``
             (an activation layer's own activation; for a weight layer the activation that
-            consumes its output, when one does directly), ``shape`` (forward records), ``bin,
+            its output reaches, directly or through norm, dropout, identity, flatten or pooling
+            modules), ``shape`` (forward records), ``bin,
             bin_lo, bin_hi`` (histogram records), ``units`` (``distinct_units``), ``gain`` and
             ``spec`` (``expected_weight_std``), plus ``scheme`` and any ``tags`` given to probe.
             Built on first use (a probe's cost is its passes; materialising thousands of dicts
@@ -467,8 +486,9 @@ class ProbeResult:
         * ``nonfinite`` — any NaN/inf in a layer's output or weight (else in a gradient);
         * ``vanishing`` / ``exploding`` — forward std below ``vanishing`` / above ``exploding``
           times the first layer's of the same kind;
-        * ``vanishing_gradient`` / ``exploding_gradient`` — backward grad_std relative to the last
-          layer's of the same kind, first offender in backward order;
+        * ``vanishing_gradient`` / ``exploding_gradient`` — backward ``grad_norm`` relative to the
+          last layer's of the same kind, first offender in backward order (see
+          :class:`Thresholds` for why the norm and not the per-element std);
         * ``saturated`` — ``saturation > saturated``; ``dead`` — ``dead_fraction > dead``;
         * ``symmetric`` — a weight layer with more than one unit but 1 distinct unit.
 
@@ -505,7 +525,7 @@ class ProbeResult:
                     gs.append(s)
             return gs
 
-        for kind, stat, backward in (("forward", "std", False), ("backward", "grad_std", True)):
+        for kind, stat, backward in (("forward", "std", False), ("backward", "grad_norm", True)):
             hits: dict[str, tuple[int, str, float, str, float]] = {}
             for g in groups(kind, stat):
                 seq = list(reversed(g)) if backward else g
@@ -527,7 +547,7 @@ class ProbeResult:
                 _, lay, ratio, ref_layer, v = hits[vk]
                 name = vk + ("_gradient" if backward else "")
                 limit = th.vanishing if vk == "vanishing" else th.exploding
-                what = "gradient std" if backward else "forward std"
+                what = "gradient norm" if backward else "forward std"
                 out.append(Verdict(name, lay, f"{name.replace('_', ' ')}: {what} at {lay} is {v:.3g}, "
                                    f"{ratio:.3g} x that of {ref_layer} (threshold {limit:g})", ratio))
         for vk, stat, limit, label in (("saturated", "saturation", th.saturated, "saturated"),
@@ -720,12 +740,12 @@ def _reduce(entries: list[_Pending], bins: int) -> list[tuple[list[int], torch.T
         if len({s.numel() for s in samples}) == 1:
             padded = torch.stack(samples)
         else:
-            padded = torch.nn.utils.rnn.pad_sequence(samples, batch_first=True, padding_value=math.inf)
+            padded = _pad_rows(samples, math.inf)
         srt = _sort_rows(torch.nan_to_num(padded, nan=math.inf, posinf=math.inf, neginf=math.inf))
         rows, width = srt.shape
         s64 = srt.to(f64)
         # k = finite entries (non-finite ones were mapped to +inf, sorted last)
-        k = (srt < math.inf).sum(dim=1)
+        k = torch.searchsorted(srt, torch.full((rows, 1), math.inf, dtype=srt.dtype, device=device))[:, 0]
         last = (k - 1).clamp_min(0)
         # quantiles: v0 + (pos - i0) * (v1 - v0), the difference in the tensor's dtype
         pos = torch.tensor(_QUANTILES, dtype=f64, device=device) * (k - 1).unsqueeze(1).to(f64)
@@ -771,6 +791,17 @@ def _reduce(entries: list[_Pending], bins: int) -> list[tuple[list[int], torch.T
         extra = torch.stack([nan if e.extra is None else e.extra for e in group]).to(dtype).reshape(rows, 1)
         out.append((idxs, torch.cat([core, head, quant, rng, extra, counts], dim=1)))
     return out
+
+
+def _pad_rows(rows: list[torch.Tensor], value: float) -> torch.Tensor:
+    """The 1-D ``rows`` stacked into ``[len(rows), longest]``, shorter ones padded with ``value``
+    (what ``pad_sequence(rows, batch_first=True, padding_value=value)`` returns, in one ``cat``
+    instead of one copy per row)."""
+    width = max(r.shape[0] for r in rows)
+    tail = rows[0].shape[1:]
+    parts = [r if r.shape[0] == width else torch.cat([r, r.new_full((width - r.shape[0], *tail), value)])
+             for r in rows]
+    return torch.cat(parts).view(len(rows), width, *tail)
 
 
 def _sort_rows(x: torch.Tensor) -> torch.Tensor:
@@ -836,7 +867,7 @@ def _distinct_units(projs: list[torch.Tensor], ks: Sequence[int], wmax: torch.Te
     probability ~0. A weight with a NaN/inf entry gets NaN (rows cannot be compared).
     """
     units = torch.tensor([p.shape[0] for p in projs], device=wmax.device)
-    padded = torch.nn.utils.rnn.pad_sequence(projs, batch_first=True, padding_value=math.inf)
+    padded = _pad_rows(projs, math.inf)
     order = torch.argsort(padded[:, :, 0], dim=1, stable=True)
     srt = padded.gather(1, order.unsqueeze(2).expand(-1, -1, padded.shape[2]))
     gaps = (srt[:, 1:] - srt[:, :-1]).abs().amax(dim=2)
@@ -904,10 +935,12 @@ class _Session:
         # units finished in one batch after the pass; parameter gradients: [sum, sum of squares]
         # taken in a hook on the weight as the backward produces its gradient
         self.weights: list[_Pending] = []
-        self.projections: list[tuple[torch.Tensor, int, torch.Tensor]] = []  # (proj, k, max|W|)
+        self.projections: list[tuple[torch.Tensor, int]] = []  # (proj, k); max|W| from min/max later
         self.weight_ids: set[int] = set()
         self.pgrads: dict[int, tuple[torch.Tensor, int]] = {}
         self.producers: dict[int, tuple[weakref.ref, str]] = {}
+        # tensor id -> the weight layer whose output it carries through pass-through modules
+        self.sources: dict[int, tuple[weakref.ref, str]] = {}
         self.stack: list[tuple[str, nn.Module]] = []
         self.fn_counts: dict[tuple[str, str], int] = {}
         self.busy = False
@@ -940,12 +973,20 @@ class _Session:
         elif layer.layer_type == "activation":
             if producer is not None:
                 layer.unit_dim = producer.unit_dim
-                if producer.layer_type in _WEIGHT_TYPES and producer.activation is None:
-                    producer.activation = layer.activation
             elif out.dim() >= 3:
                 layer.unit_dim = 1
+            # the weight layer whose output reaches this activation (directly or through
+            # pass-through modules, see _PASS_THROUGH) takes it as its consuming activation;
+            # nn.Identity is itself a pass-through and claims nothing
+            entry = self.sources.get(id(inp)) if inp is not None else None
+            if entry is not None and entry[0]() is inp and not isinstance(layer.module, nn.Identity):
+                source = self.layers.get(entry[1])
+                if source is not None and source.activation is None:
+                    source.activation = layer.activation
         try:
             self.producers[id(out)] = (weakref.ref(out), layer.name)
+            if layer.layer_type in _WEIGHT_TYPES:
+                self.sources[id(out)] = (weakref.ref(out), layer.name)
         except TypeError:  # pragma: no cover - tensors support weakrefs
             pass
         if self.backward and out.requires_grad:
@@ -995,7 +1036,7 @@ class _Session:
         parts = self.partials(flat)
         transposed = layer.layer_type == "conv_transpose"
         p = _projections(flat.view(w.shape), transposed, self.sampler)
-        self.projections.append((p, flat.numel() // p.shape[0], parts[2:4].abs().amax()))
+        self.projections.append((p, flat.numel() // p.shape[0]))
         meta = {"units": int(w.shape[1] if transposed else w.shape[0])}
         self.weights.append(_Pending(layer.name, "weight", parts, self.sampler.sample(flat), flat.numel(),
                                      meta=meta))
@@ -1019,6 +1060,16 @@ class _Session:
         flat = self.flat(g)
         self.bwd.append(_Pending(name, "backward", self.partials(flat), self.sampler.sample(flat),
                                  flat.numel()))
+
+    def pass_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Forward hook of a pass-through module (see :data:`_PASS_THROUGH`): its output carries
+        the same weight layer's signal as its input."""
+        inp, out = _first_tensor(args), _first_tensor(output)
+        if inp is None or out is None or out is inp:
+            return
+        entry = self.sources.get(id(inp))
+        if entry is not None and entry[0]() is inp:
+            self.sources[id(out)] = (weakref.ref(out), entry[1])
 
     # -- module stack (owner of functional calls)
     def push_hook(self, name: str) -> Callable:
@@ -1216,7 +1267,10 @@ def probe(
     for a weight with a NaN/inf entry); with
     ``scheme``, ``expected_weight_std = named_spec(scheme, compute_fans(W.shape, groups=...,
     transposed=...), gain).expected_std`` where ``gain = initlab.gains.gain(activation)`` of the
-    activation that consumes the layer's output directly (1 when none does). Parameters:
+    activation that consumes the layer's output, directly or through norm layers
+    (BatchNorm/LayerNorm/GroupNorm/InstanceNorm/...), Dropout, Identity, Flatten or pooling modules,
+    as :func:`initlab.init_model` follows them (so ``conv -> BatchNorm -> ReLU`` gets the ReLU
+    gain); 1 when none does. Parameters:
     ``param_grad_std``, ``param_grad_norm``, ``grad_to_weight_ratio = ||dL/dW|| / ||W||``.
 
     The default loss (no ``loss_fn``): a fixed random projection of the outputs,
@@ -1342,6 +1396,10 @@ def probe(
         for name, m, lt in selected:
             act = _module_activation(m) if lt == "activation" else None
             handles.append(m.register_forward_hook(session.module_hook(name, lt, act)))
+        if any(lt in _WEIGHT_TYPES for _, _, lt in selected):
+            for _, m in named:
+                if isinstance(m, _PASS_THROUGH):
+                    handles.append(m.register_forward_hook(session.pass_hook))
         if capture_functional:
             for name, m in named:
                 handles.append(m.register_forward_pre_hook(session.push_hook(name)))
@@ -1420,7 +1478,8 @@ def probe(
                            "with layers=")
     ordered = sorted(session.layers.values(), key=lambda lay: lay.index)
     tag_dict = dict(tags or {})
-    session.fwd, session.bwd, session.producers, session.model = [], [], {}, None  # keep only layers
+    session.fwd, session.bwd, session.producers, session.model = [], [], {}, None
+    session.sources = {}  # keep only layers
     session.scratch, session.weights, session.projections, session.pgrads = {}, [], [], {}
     return ProbeResult(layers=[lay.name for lay in ordered], loss=loss_value, thresholds=th,
                        build=lambda: _build_records(session, fwd_values, bwd_values, scheme, tag_dict))
@@ -1489,11 +1548,11 @@ def _weight_stats(session: _Session, th: Thresholds) -> list[tuple]:
         group = [session.weights[i] for i in idxs]
         proj = [session.projections[i] for i in idxs]
         core = _finish_core(torch.stack([e.parts for e in group]), [e.n for e in group])
-        samples = torch.nn.utils.rnn.pad_sequence([e.sample for e in group], batch_first=True,
-                                                  padding_value=math.nan)
+        samples = _pad_rows([e.sample for e in group], math.nan)
         k = torch.isfinite(samples).sum(dim=1).to(core.dtype)
-        distinct = _distinct_units([p[0] for p in proj], [p[1] for p in proj],
-                                   torch.stack([p[2] for p in proj]), th.symmetry_rtol, th.symmetry_atol)
+        wmax = core[:, 2:4].abs().amax(dim=1)  # max|W| (NaN when W has a NaN)
+        distinct = _distinct_units([p[0] for p in proj], [p[1] for p in proj], wmax, th.symmetry_rtol,
+                                   th.symmetry_atol)
         rows = torch.cat([core, k.unsqueeze(1), distinct.to(core.dtype).unsqueeze(1)], dim=1)
         for i, e, row in zip(idxs, group, rows.unbind(), strict=True):
             meta = dict(e.meta or {}, m=e.sample.numel(), n=e.n)
