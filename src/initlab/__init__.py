@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "fans", "gains", "schemes", "init", "numpy_init", "apply", "lsuv",
-    "pretrain", "theory", "data", "experiments", "report", "records", "errors",
+    "pretrain", "theory", "data", "experiments", "report", "records", "errors", "models",
 }
 _ATTRS = {
     "gain": ("initlab.gains", "gain"),
