@@ -1140,15 +1140,6 @@ def delta_orthogonal_(
     return _fill_spec(tensor, schemes.DeltaOrthogonal(gain), generator)
 
 
-_SPEC_DIMS: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
-    schemes.Orthogonal: (2, None, ""),
-    schemes.Identity: (0, (2,), ""),
-    schemes.Sparse: (0, (2,), ""),
-    schemes.Dirac: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
-    schemes.DeltaOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
-}
-
-
 def apply_spec_(
     tensor: Tensor,
     spec: schemes.Spec,
@@ -1198,26 +1189,13 @@ def apply_spec_(
     >>> torch.allclose(w[2:4] @ w[2:4].T, torch.eye(2), atol=1e-6)
     True
     """
-    if not isinstance(spec, schemes.Spec):
-        raise TypeError(
-            f"apply_spec_: spec must be an initlab.schemes.Spec, got {type(spec).__name__}: "
-            "build one with initlab.schemes (e.g. schemes.he_normal(fans))"
-        )
-    known = (schemes.Normal, schemes.Uniform, schemes.TruncatedNormal, schemes.Constant, *_SPEC_DIMS)
-    if not isinstance(spec, known):
-        raise TypeError(f"apply_spec_ cannot realise a {type(spec).__name__}: use one of the initlab specs")
-    min_dims, dims, what = _SPEC_DIMS.get(type(spec), (0, None, ""))
+    min_dims, dims, what = schemes.shape_requirement(spec, "apply_spec_")
     name = f"apply_spec_({spec.describe()})"
     if _check(tensor, name, min_dims=min_dims, dims=dims, what=what):
         return tensor
     _check_chunks(tensor, chunks, "apply_spec_")
-    if isinstance(spec, schemes.Normal) and spec.std < 0:
-        raise InitlabError(f"apply_spec_: Normal std={spec.std!r} is negative: pass std >= 0")
-    if isinstance(spec, schemes.Uniform) and spec.low > spec.high:
-        raise InitlabError(f"apply_spec_: Uniform low={spec.low!r} > high={spec.high!r}: swap them")
-    if isinstance(spec, schemes.Sparse) and not (0.0 <= spec.sparsity <= 1.0 and spec.std >= 0):
-        raise InitlabError(f"apply_spec_: {spec} needs sparsity in [0, 1] and std >= 0")
-    if tensor.is_meta and type(spec) in _SPEC_DIMS:  # no storage: structural fills are no-ops
+    # the specs validated their own parameters (std >= 0, low <= high, ...) when constructed
+    if tensor.is_meta and type(spec) in schemes.STRUCTURAL_SHAPES:  # no storage: structural fills are no-ops
         return tensor
     with torch.no_grad():
         _realise(tensor, spec, generator, chunks)

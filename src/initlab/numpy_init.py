@@ -79,7 +79,6 @@ __all__ = [
 ]
 
 RngLike = np.random.Generator | int | None
-_CONV = " (a Conv1d/2d/3d weight)"
 
 
 # ---- argument handling --------------------------------------------------------------------------
@@ -255,15 +254,6 @@ def _fill_structural(spec: schemes.Spec, shape: tuple[int, ...], rng: np.random.
     raise TypeError(f"sample_spec cannot realise a {type(spec).__name__}")  # pragma: no cover
 
 
-_SPEC_DIMS: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
-    schemes.Orthogonal: (2, None, ""),
-    schemes.Identity: (0, (2,), ""),
-    schemes.Sparse: (0, (2,), ""),
-    schemes.Dirac: (0, (3, 4, 5), _CONV),
-    schemes.DeltaOrthogonal: (0, (3, 4, 5), _CONV),
-}
-
-
 def _sample(
     spec: schemes.Spec, shape: tuple[int, ...], rng: RngLike, dt: np.dtype, chunks: int = 1
 ) -> np.ndarray:
@@ -357,18 +347,8 @@ def sample_spec(
     >>> np.allclose(w[2:4] @ w[2:4].T, np.eye(2), atol=1e-12)
     True
     """
-    if not isinstance(spec, schemes.Spec):
-        raise TypeError(
-            f"sample_spec: spec must be an initlab.schemes.Spec, got {type(spec).__name__}: "
-            "build one with initlab.schemes (e.g. schemes.he_normal(fans))"
-        )
-    known = (schemes.Normal, schemes.Uniform, schemes.TruncatedNormal, schemes.Constant, *_SPEC_DIMS)
-    if not isinstance(spec, known):
-        raise TypeError(f"sample_spec cannot realise a {type(spec).__name__}: use one of the initlab specs")
-    min_dims, dims, what = _SPEC_DIMS.get(type(spec), (0, None, ""))
+    min_dims, dims, what = schemes.shape_requirement(spec, "sample_spec")
     sh, dt, empty = _prepare(shape, dtype, f"sample_spec({spec.describe()})", min_dims, dims, what, 3)
-    if isinstance(spec, schemes.Sparse) and not (0.0 <= spec.sparsity <= 1.0 and spec.std >= 0):
-        raise InitlabError(f"sparse: {spec} needs sparsity in [0, 1] and std >= 0")
     if empty:
         return np.empty(sh, dtype=dt)
     chunks = _check_chunks(sh, chunks, "sample_spec")
@@ -378,7 +358,7 @@ def sample_spec(
 def _spec_call(
     name: str, spec: schemes.Spec, shape: Any, rng: RngLike, dtype: Any, chunks: int = 1
 ) -> np.ndarray:
-    min_dims, dims, what = _SPEC_DIMS.get(type(spec), (0, None, ""))
+    min_dims, dims, what = schemes.STRUCTURAL_SHAPES.get(type(spec), (0, None, ""))
     sh, dt, empty = _prepare(shape, dtype, name, min_dims, dims, what)
     if empty:
         return np.empty(sh, dtype=dt)

@@ -44,6 +44,8 @@ __all__ = [
     "Dirac",
     "DeltaOrthogonal",
     "Sparse",
+    "STRUCTURAL_SHAPES",
+    "shape_requirement",
     "variance_scaling",
     "glorot_normal",
     "glorot_uniform",
@@ -244,6 +246,43 @@ class Sparse(Spec):
 
     def describe(self) -> str:
         return f"sparse(sparsity={self.sparsity:.3g}, std={self.std:.4g})"
+
+
+#: The dimensions each structural spec needs: ``type -> (min_dims, allowed ndims or None, what)``;
+#: i.i.d. specs (Normal, Uniform, TruncatedNormal, Constant) take any shape.
+STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
+    Orthogonal: (2, None, ""),
+    Identity: (0, (2,), ""),
+    Sparse: (0, (2,), ""),
+    Dirac: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
+    DeltaOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
+}
+_IID = (Normal, Uniform, TruncatedNormal, Constant)
+
+
+def shape_requirement(spec: Spec, caller: str) -> tuple[int, tuple[int, ...] | None, str]:
+    """What shape a sampler needs to realise ``spec``: ``(min_dims, allowed ndims or None, what)``.
+
+    Both front ends (:func:`initlab.init.apply_spec_`, :func:`initlab.numpy_init.sample_spec`)
+    call this, so they accept and refuse the same specs.
+
+    Raises:
+        TypeError: ``spec`` is not an initlab Spec, or a Spec subclass no sampler knows
+            (``caller`` names the function in the message).
+
+    >>> shape_requirement(Orthogonal(), "apply_spec_")
+    (2, None, '')
+    >>> shape_requirement(Normal(1.0), "apply_spec_")
+    (0, None, '')
+    """
+    if not isinstance(spec, Spec):
+        raise TypeError(
+            f"{caller}: spec must be an initlab.schemes.Spec, got {type(spec).__name__}: "
+            "build one with initlab.schemes (e.g. schemes.he_normal(fans))"
+        )
+    if not isinstance(spec, (*_IID, *STRUCTURAL_SHAPES)):
+        raise TypeError(f"{caller} cannot realise a {type(spec).__name__}: use one of the initlab specs")
+    return STRUCTURAL_SHAPES.get(type(spec), (0, None, ""))
 
 
 def variance_scaling(
