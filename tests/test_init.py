@@ -60,8 +60,14 @@ SCHEMES = {
     "lecun_truncated_normal_": (lambda t, g: I.lecun_truncated_normal_(t, generator=g), 2, None),
     "variance_scaling_": (lambda t, g: I.variance_scaling_(t, 2.0, "fan_avg", generator=g), 2, None),
     "delta_orthogonal_": (lambda t, g: I.delta_orthogonal_(t, generator=g), 0, (3, 4, 5)),
+    # rows-mirrored only, so the odd widths of the table's 2-D shapes are allowed (dim 1 unmirrored);
+    # the other mirror modes and the odd-width errors are in tests/test_looks_linear.py
+    "looks_linear_": (lambda t, g: I.looks_linear_(t, mirror_cols=False, generator=g), 0, (2,)),
     "apply_spec_(Orthogonal)": (lambda t, g: I.apply_spec_(t, schemes.Orthogonal(2.0), generator=g), 2, None),
     "apply_spec_(Normal)": (lambda t, g: I.apply_spec_(t, schemes.Normal(0.3), generator=g), 0, None),
+    "apply_spec_(LooksLinear)": (
+        lambda t, g: I.apply_spec_(t, schemes.LooksLinear(1.5, mirror_cols=False), generator=g), 0, (2,)
+    ),
 }
 RANDOM = [
     n for n in SCHEMES if n not in ("constant_", "ones_", "zeros_", "eye_", "dirac_")
@@ -605,6 +611,10 @@ def test_apply_spec_structural_specs():
     assert _gram_error(orth, 3.0) <= 1e-6 * 3.0**2
     per_chunk = I.apply_spec_(torch.empty(4, 4), schemes.Identity(), chunks=2)
     assert torch.equal(per_chunk, torch.eye(2, 4).repeat(2, 1))
+    ll = I.apply_spec_(torch.empty(8, 12), schemes.LooksLinear(gain=3.0), generator=gen())
+    a = ll[:4, :6]
+    assert torch.equal(ll, torch.cat([torch.cat([a, -a], 1), torch.cat([-a, a], 1)]))
+    assert _gram_error(a, 3.0) <= 1e-6 * 3.0**2
 
 
 def test_apply_spec_equals_named_functions_bitwise():
@@ -613,6 +623,9 @@ def test_apply_spec_equals_named_functions_bitwise():
         (schemes.lecun_normal(Fans(fi, fo)), lambda t: I.lecun_normal_(t, generator=gen())),
         (schemes.he_truncated_normal(Fans(fi, fo)), lambda t: I.he_truncated_normal_(t, generator=gen())),
         (schemes.Orthogonal(1.0), lambda t: I.orthogonal_(t, generator=gen())),
+        (schemes.LooksLinear(1.0), lambda t: I.looks_linear_(t, generator=gen())),
+        (schemes.LooksLinear(2.0, mirror_rows=False),
+         lambda t: I.looks_linear_(t, 2.0, mirror_rows=False, generator=gen())),
     ]
     for spec, call in pairs:
         ours = I.apply_spec_(torch.empty(30, 20), spec, generator=gen())

@@ -221,7 +221,7 @@ def test_named_schemes_are_sample_spec_of_schemes():
 SPECS = [
     schemes.Normal(0.3, 0.1), schemes.Uniform(-0.2, 0.4), schemes.TruncatedNormal(0.5, 0.0, -0.4, 0.6),
     schemes.Constant(0.7), schemes.Orthogonal(1.5), schemes.Identity(2.0), schemes.Dirac(2),
-    schemes.DeltaOrthogonal(1.0), schemes.Sparse(0.1, 0.02),
+    schemes.DeltaOrthogonal(1.0), schemes.Sparse(0.1, 0.02), schemes.LooksLinear(1.5),
 ]
 
 
@@ -237,7 +237,7 @@ def test_sample_spec_realises_every_spec(spec):
 
 # ---- contract table: scheme x shape x dtype ------------------------------------------------------
 
-ANY, FAN, TWO_D, CONV = "any", "fan", "2d", "conv"
+ANY, FAN, TWO_D, CONV, LINEAR = "any", "fan", "2d", "conv", "linear"
 CONTRACT = {
     "uniform": (ni.uniform, {}, ANY),
     "normal": (ni.normal, {}, ANY),
@@ -260,6 +260,7 @@ CONTRACT = {
     "sparse": (ni.sparse, {"sparsity": 0.2}, TWO_D),
     "dirac": (ni.dirac, {}, CONV),
     "delta_orthogonal": (ni.delta_orthogonal, {}, CONV),
+    "looks_linear": (ni.looks_linear, {}, LINEAR),
 }
 SHAPES = [(), (7,), (16, 8), (8, 4, 3), (8, 4, 3, 3), (4, 2, 3, 3, 3), (8, 4, 3, 3, 3, 3)]
 DTYPES = [np.float16, np.float32, np.float64]
@@ -271,6 +272,8 @@ def _expected_error(kind, shape):
         return f"needs a shape with at least 2 dimensions, got {ndim} (shape {shape})"
     if kind == TWO_D and ndim != 2:
         return f"needs a shape with 2 dimensions, got {ndim} (shape {shape})"
+    if kind == LINEAR and ndim != 2:
+        return f"needs a shape with 2 dimensions (a Linear weight), got {ndim} (shape {shape})"
     if kind == CONV and ndim not in (3, 4, 5):
         return f"needs a shape with 3, 4 or 5 dimensions (a Conv1d/2d/3d weight), got {ndim} (shape {shape})"
     return None
@@ -301,7 +304,7 @@ def test_contract_table(name, shape, dtype):
 @pytest.mark.parametrize("name", sorted(CONTRACT))
 def test_zero_element_shape_warns_and_returns_empty(name):
     kind = CONTRACT[name][2]
-    shape = {ANY: (0, 3), FAN: (0, 3), TWO_D: (4, 0), CONV: (0, 4, 3, 3)}[kind]
+    shape = {ANY: (0, 3), FAN: (0, 3), TWO_D: (4, 0), LINEAR: (4, 0), CONV: (0, 4, 3, 3)}[kind]
     with pytest.warns(UserWarning, match=re.escape(f"{name}: a zero-element shape {shape}")):
         w = _call(name, shape, np.float32)
     assert w.shape == shape and w.dtype == np.float32
@@ -311,7 +314,7 @@ def test_zero_element_shape_warns_and_returns_empty(name):
 @pytest.mark.parametrize("dtype", [np.int32, np.bool_, np.complex64])
 def test_non_float_dtype_is_a_type_error(name, dtype):
     kind = CONTRACT[name][2]
-    shape = {ANY: (4, 3), FAN: (4, 3), TWO_D: (4, 3), CONV: (4, 4, 3)}[kind]
+    shape = {ANY: (4, 3), FAN: (4, 3), TWO_D: (4, 3), LINEAR: (4, 4), CONV: (4, 4, 3)}[kind]
     with pytest.raises(TypeError, match=re.escape(f"{name} samples floating-point arrays, got dtype "
                                                   f"{np.dtype(dtype)}")):
         _call(name, shape, dtype)
@@ -371,6 +374,8 @@ def test_global_numpy_state_is_never_read():
          "dirac: groups=4 must be a positive integer dividing dim 0 (= 6)"),
         (lambda: ni.orthogonal((6, 2), chunks=4), InitlabError,
          "orthogonal: chunks=4 does not divide dim 0 of shape (6, 2)"),
+        (lambda: ni.looks_linear((6, 5)), InitlabError,
+         "looks_linear: mirror_cols=True needs an even dim 1 (cols), got 5 in shape (6, 5)"),
         (lambda: ni.he_normal((4, 1, 3, 3), groups=3), InitlabError, "groups=3 does not divide"),
         (lambda: ni.he_normal((4, 4), layout="tf"), InitlabError, "layout='tf' is unknown"),
         (lambda: ni.he_normal((4, 4), mode="fan_max"), InitlabError, "mode='fan_max' is unknown"),

@@ -211,13 +211,15 @@ def test_truncated_normal_expected_std_formula():
     "spec",
     [
         schemes.Orthogonal(), schemes.Identity(), schemes.Dirac(2), schemes.DeltaOrthogonal(),
-        schemes.Sparse(0.1),
+        schemes.Sparse(0.1), schemes.LooksLinear(),
     ],
     ids=lambda s: s.describe(),
 )
 def test_structural_specs_have_no_single_std(spec):
     assert spec.expected_std is None
-    assert type(spec).__name__.lower().replace("deltaorthogonal", "delta_orthogonal") in spec.describe()
+    name = type(spec).__name__.lower()
+    name = name.replace("deltaorthogonal", "delta_orthogonal").replace("lookslinear", "looks_linear")
+    assert name in spec.describe()
 
 
 def test_describe_shows_the_numbers():

@@ -51,9 +51,12 @@ def test_named_spec_without_gain_is_the_scheme_itself(name):
         lambda: schemes.TruncatedNormal(-1.0),
         lambda: schemes.Sparse(1.5),
         lambda: schemes.Dirac(0),
+        lambda: schemes.LooksLinear(float("nan")),
+        lambda: schemes.LooksLinear(1.0, mirror_rows=1),
+        lambda: schemes.LooksLinear(1.0, False, False),
     ],
     ids=["normal-neg-std", "normal-nan-std", "uniform-inverted", "trunc-a>b", "trunc-neg-std", "sparse>1",
-         "dirac-0-groups"],
+         "dirac-0-groups", "looks-linear-nan-gain", "looks-linear-int-flag", "looks-linear-no-mirror"],
 )
 def test_invalid_spec_parameters_are_refused(make):
     with pytest.raises(InitlabError):

@@ -8,9 +8,9 @@
 numbers the same way, so the same generator gives the same bits as torch. New initializers follow
 the same form: :func:`lecun_normal_`, :func:`lecun_uniform_`, the ``*_truncated_normal_`` family
 (the Keras / JAX defaults), :func:`variance_scaling_` (true fans for grouped, transposed and packed
-weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_` and
-:func:`apply_spec_`, which realises any :class:`initlab.schemes.Spec`. ``glorot_*`` / ``he_*`` are
-aliases (assignments) of ``xavier_*`` / ``kaiming_*``.
+weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_`, :func:`looks_linear_`
+(Balduzzi et al. 2017) and :func:`apply_spec_`, which realises any :class:`initlab.schemes.Spec`.
+``glorot_*`` / ``he_*`` are aliases (assignments) of ``xavier_*`` / ``kaiming_*``.
 
 Every initializer:
 
@@ -87,6 +87,7 @@ __all__ = [
     "lecun_truncated_normal_",
     "variance_scaling_",
     "delta_orthogonal_",
+    "looks_linear_",
     "apply_spec_",
     # torch's deprecated aliases (FutureWarning), kept so old code runs unchanged
     "uniform",
@@ -216,6 +217,22 @@ def _delta_orthogonal(tensor: Tensor, gain: float, generator) -> None:
     tensor[(slice(None), slice(None), *centre)] = q
 
 
+def _looks_linear(tensor: Tensor, spec: schemes.LooksLinear, generator) -> None:
+    """Fill a 2-D block with the signed copies of one orthogonal ``(rb, cb)`` block ``A``, drawn
+    exactly as :func:`orthogonal_` draws an ``(rb, cb)`` tensor with ``spec.gain``."""
+    rb, cb = schemes.looks_linear_block(spec, tensor.shape)
+    # the same draws, QR and cast as orthogonal_ on torch.empty(rb, cb, dtype=tensor.dtype)
+    a = _orthogonal_matrix(rb, cb, spec.gain, tensor, generator).to(tensor.dtype)
+    neg = a.neg()  # exact, also after the cast of a 16-bit tensor
+    tensor[:rb, :cb] = a
+    if spec.mirror_rows:
+        tensor[rb:, :cb] = neg
+    if spec.mirror_cols:
+        tensor[:rb, cb:] = neg
+    if spec.mirror_rows and spec.mirror_cols:
+        tensor[rb:, cb:] = a
+
+
 def _sparse(tensor: Tensor, sparsity: float, std: float, generator) -> None:
     rows, cols = tensor.shape
     num_zeros = math.ceil(sparsity * rows)
@@ -279,6 +296,8 @@ def _realise(tensor: Tensor, spec: schemes.Spec, generator, chunks: int = 1) -> 
                 _orthogonal(block, spec.gain, generator)
             elif isinstance(spec, schemes.DeltaOrthogonal):
                 _delta_orthogonal(block, spec.gain, generator)
+            elif isinstance(spec, schemes.LooksLinear):
+                _looks_linear(block, spec, generator)
             elif isinstance(spec, schemes.Identity):
                 _eye(block, spec.gain)
             elif isinstance(spec, schemes.Dirac):
@@ -1140,6 +1159,73 @@ def delta_orthogonal_(
     return _fill_spec(tensor, schemes.DeltaOrthogonal(gain), generator)
 
 
+def looks_linear_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    *,
+    mirror_rows: bool = True,
+    mirror_cols: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Looks-linear init: an orthogonal block ``A`` (times ``gain``) mirrored with signs.
+
+    For a 2-D ``(rows, cols)`` Linear weight, with ``A`` Haar (semi-)orthogonal of shape
+    ``(rb, cb)`` (``rb = rows/2`` if ``mirror_rows`` else ``rows``; ``cb`` likewise):
+
+    .. math::
+        W = \begin{bmatrix} A & -A \\ -A & A \end{bmatrix}\ (\text{both}),\quad
+        W = \begin{bmatrix} A \\ -A \end{bmatrix}\ (\text{mirror\_rows}),\quad
+        W = \begin{bmatrix} A & -A \end{bmatrix}\ (\text{mirror\_cols}),\qquad
+        A A^\top = \text{gain}^2 I\ (rb \le cb),\ A^\top A = \text{gain}^2 I\ (rb > cb)
+
+    Because :math:`\phi(u) - \phi(-u) = c\,u` for ReLU, GELU, SiLU, softplus (``c = 1``) and leaky
+    ReLU (``c = 1 + slope``), a chain ``Linear(mirror_cols=False) -> phi -> Linear(both) -> phi
+    -> ... -> Linear(mirror_rows=False)`` (zero biases) computes
+    :math:`c^{L-1} A_L \cdots A_1 x` at initialization: a product of (semi-)orthogonal maps
+    (dynamical isometry), whose gradients do not shatter with depth; the first gradient step
+    breaks the mirror symmetry, since :math:`\phi'(u) \ne \phi'(-u)`.
+
+    ``A`` is drawn by the same code as :func:`orthogonal_` (bit-identical to
+    ``orthogonal_(torch.empty(rb, cb), gain, generator)``; float32 QR for 16-bit tensors), then
+    copied with its signs; ``-A`` is exact in every dtype.
+
+    Args:
+        tensor: a 2-D floating-point tensor ``(out_features, in_features)``, filled in place; each
+            mirrored dim must be even.
+        gain: scaling factor of ``A`` (finite real).
+        mirror_rows: keyword-only; mirror dim 0 (outputs), ``[A; -A]`` — a layer whose output
+            feeds the ReLU-like activation.
+        mirror_cols: keyword-only; mirror dim 1 (inputs), ``[A, -A]`` — a layer reading
+            mirrored features (e.g. the classifier head).
+        generator: keyword-only; ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        TypeError: integer or bool ``tensor``. InitlabError: not 2-D; a mirrored dim of odd size;
+        ``gain`` not finite; ``mirror_*`` not bools, or both False (use :func:`orthogonal_`).
+        A zero-element tensor warns and is returned unchanged (as :func:`orthogonal_`).
+
+    Source: Balduzzi, Frean, Leary, Lewis, Ma & McWilliams (2017), "The Shattered Gradients
+    Problem: If resnets are the answer, then what is the question?", ICML.
+
+    >>> w = looks_linear_(torch.empty(6, 4), generator=torch.Generator().manual_seed(0))
+    >>> a = w[:3, :2]
+    >>> torch.equal(w, torch.cat([torch.cat([a, -a], 1), torch.cat([-a, a], 1)]))
+    True
+    >>> torch.allclose(a.T @ a, torch.eye(2), atol=1e-6)
+    True
+    """
+    spec = schemes.LooksLinear(gain, mirror_rows, mirror_cols)
+    if _check(tensor, "looks_linear_", dims=(2,), what=" (a Linear weight)"):
+        return tensor
+    schemes.looks_linear_block(spec, tensor.shape)
+    if tensor.is_meta:
+        return tensor
+    return _fill_spec(tensor, spec, generator)
+
+
 def apply_spec_(
     tensor: Tensor,
     spec: schemes.Spec,
@@ -1162,6 +1248,9 @@ def apply_spec_(
     ``Dirac(groups)``           :func:`dirac_` (3-5 dims)
     ``DeltaOrthogonal(gain)``   :func:`delta_orthogonal_` (3-5 dims)
     ``Sparse(sparsity, std)``   :func:`sparse_` (2 dims)
+    ``LooksLinear(gain, ...)``  :func:`looks_linear_`: ``[[A, -A], [-A, A]]``, ``[[A], [-A]]`` or
+                                ``[A, -A]``, ``A`` orthogonal times ``gain`` (2 dims; mirrored
+                                dims even, per chunk)
     ==========================  ===================================================================
 
     The entries then have std ``spec.expected_std`` (for the distribution specs).
@@ -1179,7 +1268,8 @@ def apply_spec_(
 
     Raises:
         TypeError: ``spec`` is not a Spec; integer or bool ``tensor``. InitlabError: too few dims
-        for the spec; ``chunks`` not dividing dim 0; invalid spec parameters.
+        for the spec; ``chunks`` not dividing dim 0; a ``LooksLinear`` mirrored dim (of a chunk)
+        that is odd; invalid spec parameters.
 
     Source: the schemes' own papers (see :mod:`initlab.schemes`).
 
@@ -1194,6 +1284,8 @@ def apply_spec_(
     if _check(tensor, name, min_dims=min_dims, dims=dims, what=what):
         return tensor
     _check_chunks(tensor, chunks, "apply_spec_")
+    if isinstance(spec, schemes.LooksLinear):  # refuse an odd mirrored dim before any draw
+        schemes.looks_linear_block(spec, (tensor.shape[0] // chunks, tensor.shape[1]))
     # the specs validated their own parameters (std >= 0, low <= high, ...) when constructed
     if tensor.is_meta and type(spec) in schemes.STRUCTURAL_SHAPES:  # no storage: structural fills are no-ops
         return tensor

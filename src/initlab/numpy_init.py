@@ -73,6 +73,7 @@ __all__ = [
     "variance_scaling",
     "orthogonal",
     "delta_orthogonal",
+    "looks_linear",
     "sparse",
     "sample_spec",
     "as_generator",
@@ -224,6 +225,11 @@ def _fill_structural(spec: schemes.Spec, shape: tuple[int, ...], rng: np.random.
             out_ch, in_ch, spec.gain, rng
         )
         return w
+    if isinstance(spec, schemes.LooksLinear):
+        rb, cb = schemes.looks_linear_block(spec, shape)
+        a = _orthogonal_matrix(rb, cb, spec.gain, rng)  # the draws of orthogonal((rb, cb), gain=)
+        top = np.concatenate([a, -a], axis=1) if spec.mirror_cols else a
+        return np.concatenate([top, -top], axis=0) if spec.mirror_rows else top
     if isinstance(spec, schemes.Identity):
         w = np.zeros(shape)
         np.fill_diagonal(w, spec.gain)
@@ -322,6 +328,7 @@ def sample_spec(
     ``Dirac(groups)``           see :func:`dirac` (3-5 dims)
     ``DeltaOrthogonal(gain)``   see :func:`delta_orthogonal` (3-5 dims)
     ``Sparse(sparsity, std)``   see :func:`sparse` (2 dims)
+    ``LooksLinear(gain, ...)``  see :func:`looks_linear` (2 dims; mirrored dims even, per chunk)
     ==========================  ==================================================================
 
     The entries of a distribution spec have std ``spec.expected_std``.
@@ -338,7 +345,8 @@ def sample_spec(
 
     Raises:
         TypeError: ``spec`` not a Spec; non-float dtype; bad ``rng``. InitlabError: too few dims for
-        the spec; ``chunks`` not dividing dim 0; invalid spec parameters.
+        the spec; ``chunks`` not dividing dim 0; a ``LooksLinear`` mirrored dim (of a chunk) that
+        is odd; invalid spec parameters.
 
     Source: the schemes' papers (see :mod:`initlab.schemes`).
 
@@ -352,6 +360,8 @@ def sample_spec(
     if empty:
         return np.empty(sh, dtype=dt)
     chunks = _check_chunks(sh, chunks, "sample_spec")
+    if isinstance(spec, schemes.LooksLinear):  # refuse an odd mirrored dim before any draw
+        schemes.looks_linear_block(spec, (sh[0] // chunks, *sh[1:]))
     return _sample(spec, sh, rng, dt, chunks)
 
 
@@ -840,6 +850,61 @@ def delta_orthogonal(
     (True, 0.0)
     """
     return _spec_call("delta_orthogonal", schemes.DeltaOrthogonal(gain), shape, rng, dtype)
+
+
+def looks_linear(
+    shape: Sequence[int], rng: RngLike = None, dtype: Any = np.float32, *, gain: float = 1.0,
+    mirror_rows: bool = True, mirror_cols: bool = True,
+) -> np.ndarray:
+    r"""Looks-linear init: one Haar (semi-)orthogonal block ``A`` (times ``gain``) mirrored with
+    signs, for a 2-D ``(rows, cols)`` Linear weight (torch layout ``(out, in)``).
+
+    With ``A`` of shape ``(rb, cb)``, ``rb = rows/2`` if ``mirror_rows`` else ``rows`` (``cb``
+    likewise):
+
+    .. math::
+        W = \begin{bmatrix} A & -A \\ -A & A \end{bmatrix}\ (\text{both}),\quad
+        W = \begin{bmatrix} A \\ -A \end{bmatrix}\ (\text{mirror\_rows}),\quad
+        W = \begin{bmatrix} A & -A \end{bmatrix}\ (\text{mirror\_cols}),\qquad
+        A A^\top = \text{gain}^2 I\ (rb \le cb),\ A^\top A = \text{gain}^2 I\ (rb > cb)
+
+    Since :math:`\phi(u) - \phi(-u) = c\,u` for ReLU, GELU, SiLU, softplus (``c = 1``) and leaky
+    ReLU (``c = 1 + slope``), a chain of a rows-mirrored first layer, both-mirrored hidden layers
+    and a cols-mirrored head (zero biases) computes :math:`c^{L-1} A_L \cdots A_1 x` at
+    initialization: a product of (semi-)orthogonal maps, while the first gradient step breaks
+    the symmetry.
+
+    ``A`` is the array :func:`orthogonal` returns for ``(rb, cb)`` with the same ``rng`` and
+    ``gain`` (same draws, float64 QR), then signed copies are cast to ``dtype`` (``-A`` exactly).
+
+    Args:
+        shape: ``(rows, cols)``; each mirrored dim even. rng, dtype: module conventions.
+        gain: scaling factor of ``A`` (finite real).
+        mirror_rows: mirror dim 0 (outputs), ``[A; -A]`` (a layer feeding a ReLU-like activation).
+        mirror_cols: mirror dim 1 (inputs), ``[A, -A]`` (a layer reading mirrored features).
+
+    Returns:
+        ``ndarray`` of ``shape`` and ``dtype``.
+
+    Raises:
+        InitlabError: ``shape`` not 2-D; a mirrored dim of odd size; ``gain`` not finite;
+        ``mirror_*`` not bools, or both False (use :func:`orthogonal`). TypeError: non-float
+        dtype, bad ``rng``. A zero-element shape warns and gives an empty array.
+
+    Source: Balduzzi, Frean, Leary, Lewis, Ma & McWilliams (2017), "The Shattered Gradients
+    Problem: If resnets are the answer, then what is the question?", ICML.
+
+    >>> w = looks_linear((6, 4), rng=0, dtype=np.float64)
+    >>> a = w[:3, :2]
+    >>> bool((w == np.block([[a, -a], [-a, a]])).all()), np.allclose(a.T @ a, np.eye(2), atol=1e-12)
+    (True, True)
+    """
+    spec = schemes.LooksLinear(gain, mirror_rows, mirror_cols)
+    sh, dt, empty = _prepare(shape, dtype, "looks_linear", dims=(2,), what=" (a Linear weight)", stacklevel=3)
+    if empty:
+        return np.empty(sh, dtype=dt)
+    schemes.looks_linear_block(spec, sh)
+    return _sample(spec, sh, rng, dt)
 
 
 def sparse(

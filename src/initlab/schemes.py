@@ -2,9 +2,10 @@
 
 A *spec* is a small frozen dataclass (:class:`Normal`, :class:`Uniform`, :class:`TruncatedNormal`,
 :class:`Constant`, :class:`Orthogonal`, :class:`Identity`, :class:`Dirac`,
-:class:`DeltaOrthogonal`, :class:`Sparse`). The samplers in :mod:`initlab.init` (torch) and
-:mod:`initlab.numpy_init` (NumPy) realise specs; :mod:`initlab.apply` and :mod:`initlab.probe`
-read them to print and check the std a layer should have.
+:class:`DeltaOrthogonal`, :class:`Sparse`, :class:`LooksLinear`). The samplers in
+:mod:`initlab.init` (torch) and :mod:`initlab.numpy_init` (NumPy) realise specs;
+:mod:`initlab.apply` and :mod:`initlab.probe` read them to print and check the std a layer
+should have.
 
 All variance-preserving schemes are one core, :func:`variance_scaling` (the JAX / Keras
 ``VarianceScaling`` initializer):
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -44,6 +45,8 @@ __all__ = [
     "Dirac",
     "DeltaOrthogonal",
     "Sparse",
+    "LooksLinear",
+    "looks_linear_block",
     "STRUCTURAL_SHAPES",
     "shape_requirement",
     "variance_scaling",
@@ -248,6 +251,116 @@ class Sparse(Spec):
         return f"sparse(sparsity={self.sparsity:.3g}, std={self.std:.4g})"
 
 
+@dataclass(frozen=True)
+class LooksLinear(Spec):
+    r"""Looks-linear init (Balduzzi et al. 2017): one Haar (semi-)orthogonal block ``A`` (times
+    ``gain``, as :class:`Orthogonal` makes it) mirrored with signs, for a 2-D ``(rows, cols)``
+    Linear weight:
+
+    .. math::
+        W = \begin{bmatrix} A & -A \\ -A & A \end{bmatrix}\ (\text{rows and cols}),\quad
+        W = \begin{bmatrix} A \\ -A \end{bmatrix}\ (\text{rows}),\quad
+        W = \begin{bmatrix} A & -A \end{bmatrix}\ (\text{cols})
+
+    with ``A`` of shape :func:`looks_linear_block` (``rows/2`` and/or ``cols/2``). For any
+    activation whose odd part is linear, :math:`\phi(u) - \phi(-u) = c\,u` (ReLU and GELU,
+    SiLU, softplus: ``c = 1``; leaky ReLU: ``c = 1 + slope``), so a chain
+    ``Linear(rows-mirrored) -> phi -> Linear(rows+cols) -> phi -> ... -> Linear(cols-mirrored)``
+    computes :math:`W_2\,\phi(W_1 x) = c\,A_2 A_1 x` at initialization: the deep ReLU network is a
+    (semi-)orthogonal linear map (dynamical isometry, no shattered gradients), yet the first gradient
+    step breaks the mirror symmetry because :math:`\phi'(u) \ne \phi'(-u)`. Use
+    ``mirror_rows`` only on a layer reading raw input, ``mirror_cols`` only on a head reading
+    mirrored features, both in between. Structural: no single std (``expected_std`` is None).
+
+    Args:
+        gain: finite real; scales ``A`` (``A A^T = gain^2 I`` or ``A^T A = gain^2 I``).
+        mirror_rows: split dim 0 (output units) into ``[A; -A]``.
+        mirror_cols: split dim 1 (input features) into ``[A, -A]``.
+
+    Raises:
+        InitlabError: ``gain`` not a finite real number; ``mirror_rows`` / ``mirror_cols`` not a
+            bool; both False (that is :class:`Orthogonal`).
+
+    Source: Balduzzi, Frean, Leary, Lewis, Ma & McWilliams (2017), "The Shattered Gradients
+    Problem: If resnets are the answer, then what is the question?", ICML.
+
+    >>> LooksLinear().describe(), LooksLinear(2.0, mirror_cols=False).describe()
+    ('looks_linear(gain=1, rows+cols)', 'looks_linear(gain=2, rows)')
+    >>> looks_linear_block(LooksLinear(), (8, 6))
+    (4, 3)
+    """
+
+    gain: float = 1.0
+    mirror_rows: bool = True
+    mirror_cols: bool = True
+
+    def __post_init__(self) -> None:
+        g = self.gain
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(g):
+            raise InitlabError(
+                f"LooksLinear gain={g!r} is invalid: pass a finite real number (the scale of the "
+                "orthogonal block; 1 keeps a ReLU/GELU chain an isometry)"
+            )
+        for name in ("mirror_rows", "mirror_cols"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise InitlabError(f"LooksLinear {name}={value!r} is invalid: pass True or False")
+        if not (self.mirror_rows or self.mirror_cols):
+            raise InitlabError(
+                "LooksLinear(mirror_rows=False, mirror_cols=False) mirrors nothing: set at least one "
+                "to True, or use Orthogonal(gain) for a plain orthogonal matrix"
+            )
+
+    def describe(self) -> str:
+        sides = "+".join(s for s, on in (("rows", self.mirror_rows), ("cols", self.mirror_cols)) if on)
+        return f"looks_linear(gain={self.gain:.4g}, {sides})"
+
+
+def looks_linear_block(spec: LooksLinear, shape: Sequence[int]) -> tuple[int, int]:
+    r"""The shape ``(rb, cb)`` of the orthogonal block ``A`` of a looks-linear ``(rows, cols)`` weight.
+
+    .. math::
+        rb = rows / 2 \text{ if mirror\_rows else } rows,\qquad
+        cb = cols / 2 \text{ if mirror\_cols else } cols
+
+    Both front ends (:func:`initlab.init.looks_linear_`, :func:`initlab.numpy_init.looks_linear`)
+    call this on each block (each chunk of a packed weight), so they refuse the same shapes.
+
+    Args:
+        spec: a :class:`LooksLinear`.
+        shape: the 2-D weight shape ``(rows, cols)`` (torch layout ``(out, in)``).
+
+    Returns:
+        ``(rb, cb)``, ints.
+
+    Raises:
+        TypeError: ``spec`` is not a :class:`LooksLinear`.
+        InitlabError: ``shape`` not 2-D; a mirrored dim of odd size (the fix: an even width).
+
+    Source: Balduzzi et al. (2017), "The Shattered Gradients Problem" (ICML).
+
+    >>> looks_linear_block(LooksLinear(mirror_cols=False), (8, 5))
+    (4, 5)
+    """
+    if not isinstance(spec, LooksLinear):
+        raise TypeError(f"looks_linear_block needs a LooksLinear spec, got {type(spec).__name__}")
+    dims = tuple(int(d) for d in shape)
+    if len(dims) != 2:
+        raise InitlabError(
+            f"looks_linear needs a 2-D (rows, cols) shape (a Linear weight), got {len(dims)} dims "
+            f"(shape {dims})"
+        )
+    rows, cols = dims
+    for dim, label, size, on in ((0, "rows", rows, spec.mirror_rows), (1, "cols", cols, spec.mirror_cols)):
+        if on and size % 2:
+            flag = "mirror_rows" if dim == 0 else "mirror_cols"
+            raise InitlabError(
+                f"looks_linear: {flag}=True needs an even dim {dim} ({label}), got {size} in shape "
+                f"{dims}: use an even width ({size - 1} or {size + 1}), or {flag}=False"
+            )
+    return (rows // 2 if spec.mirror_rows else rows, cols // 2 if spec.mirror_cols else cols)
+
+
 #: The dimensions each structural spec needs: ``type -> (min_dims, allowed ndims or None, what)``;
 #: i.i.d. specs (Normal, Uniform, TruncatedNormal, Constant) take any shape.
 STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
@@ -256,6 +369,7 @@ STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
     Sparse: (0, (2,), ""),
     Dirac: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
     DeltaOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
+    LooksLinear: (0, (2,), " (a Linear weight)"),
 }
 _IID = (Normal, Uniform, TruncatedNormal, Constant)
 
