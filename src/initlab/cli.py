@@ -70,7 +70,8 @@ def gain_command(name: str, param: float | None) -> None:
               help="dtype of that example input: floats are N(0, 1); int64/long/int32 are token ids drawn "
                    "in [0, 2) (below every Embedding's num_embeddings), for models that start with "
                    "nn.Embedding. Needs --input-shape.")
-@click.option("--scheme", default="auto", show_default=True, help="auto, critical, or a named scheme.")
+@click.option("--scheme", default="auto", show_default=True,
+              help="auto, variance, critical, or a named scheme.")
 @click.option("--apply", "do_apply", is_flag=True, help="Initialize the weights (needed for --save).")
 @click.option("--save", type=click.Path(dir_okay=False), default=None,
               help="Write the initialized state_dict here (torch.save); needs --apply.")

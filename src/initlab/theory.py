@@ -134,6 +134,11 @@ __all__ = [
     "kumar_critical_sigma_w2",
     "PhaseDiagram",
     "phase_diagram",
+    "CHI_1_TARGET",
+    "ODD_LINEAR_TOL",
+    "odd_part_slope",
+    "IsometricPoint",
+    "isometric_point",
 ]
 
 #: Gauss–Legendre nodes per piece of the composite rule for 1-D expectations (:func:`gaussian_rule_1d`).
@@ -1258,3 +1263,163 @@ def phase_diagram(
         tuple(mean_field(act, w, b, order=order, order_2d=order_2d) for w in ws) for b in bs
     )
     return PhaseDiagram(act.name, ws, bs, pts)
+
+
+# ---- isometric initialization of plain chains ----------------------------------------------------
+
+#: ``chi_1`` that :func:`isometric_point` aims at for activations that are not looks-linear: just
+#: above 1, so that over a chain of ``L`` layers the gradient norm grows by ``CHI_1_TARGET ** L``
+#: at most (1.64 at depth 50) while ``q*`` stays small and the Jacobian well conditioned.
+CHI_1_TARGET: float = 1.01
+#: Relative residual below which an activation's odd part counts as linear (:func:`odd_part_slope`).
+ODD_LINEAR_TOL: float = 1e-6
+_Q_SEARCH = (1e-4, 16.0)
+
+
+def odd_part_slope(activation: Any, *, param: float | None = None, q: float = 1.0,
+                   tol: float = ODD_LINEAR_TOL) -> float | None:
+    """The slope ``c`` of an activation's odd part when that part is linear, else ``None``.
+
+    .. math::
+        \\phi(u) - \\phi(-u) = c\\,u \\quad (u \\sim N(0, q)),\\qquad
+        c = \\frac{\\mathbb{E}[u\\,(\\phi(u) - \\phi(-u))]}{q},\\qquad
+        \\text{linear iff}\\ \\frac{\\mathbb{E}[(\\phi(u) - \\phi(-u) - c u)^2]}{\\mathbb{E}[(\\phi(u) -
+        \\phi(-u))^2]} \\le \\text{tol}
+
+    ReLU and softplus (``c = 1``), leaky ReLU (``1 + slope``), GELU and SiLU (``1``, since
+    ``x Phi(x) + x Phi(-x) = x``) qualify; tanh, sigmoid, SELU, ELU and hardswish do not. For these
+    activations a mirrored ("looks-linear") chain computes a linear map at init (Balduzzi et al.
+    2017). ``relu6`` qualifies at ``q = 1`` (it is linear up to |u| = 6).
+
+    Args:
+        activation: name or elementwise torch callable; param: its parameter.
+        q: variance of the pre-activation the test is made at (> 0).
+        tol: relative residual allowed.
+
+    Raises:
+        InitlabError: unknown activation, ``q <= 0``.
+
+    Source: Balduzzi et al., "The Shattered Gradients Problem: If resnets are the answer, then what
+    is the question?", ICML 2017 (the looks-linear initialization).
+
+    >>> odd_part_slope("relu"), round(odd_part_slope("leaky_relu", param=0.2), 12), odd_part_slope("tanh")
+    (1.0, 1.2, None)
+    """
+    if not (isinstance(q, numbers.Real) and q > 0 and math.isfinite(q)):
+        raise InitlabError(f"q={q!r} is invalid: pass a pre-activation variance > 0")
+    act = _resolve(activation, param)
+    kinks = tuple(sorted({k for k in act.kinks} | {-k for k in act.kinks}))
+    u, w = gaussian_rule_1d(float(q), kinks=kinks, order=ORDER_1D)
+    d = act.phi(u) - act.phi(-u)
+    c = float(w @ (u * d)) / float(q)
+    norm = float(w @ (d * d))
+    if norm == 0.0 or c == 0.0:
+        return None
+    resid = float(w @ (d - c * u) ** 2) / norm
+    if resid > tol:
+        return None
+    return round(c, 12) if abs(c - round(c, 12)) < 1e-13 else c
+
+
+@dataclass(frozen=True)
+class IsometricPoint:
+    """Where :func:`isometric_point` puts a link ``Linear -> phi -> Linear`` of a plain chain.
+
+    Attributes:
+        activation, param: the activation.
+        kind: ``"looks_linear"`` (mirrored weights; the link is exactly linear at init),
+            ``"near_critical"`` (orthogonal weights at ``chi_1 = chi_target``) or ``"variance"``
+            (no such point: orthogonal weights keeping ``q = 1``, the forward gain).
+        odd_slope: ``c`` of :func:`odd_part_slope` (looks-linear only, else ``None``).
+        shift: ``phi(0)``; the consuming layer's bias subtracts ``shift * W 1`` so that it reads
+            ``psi = phi - phi(0)``, which passes through the origin (sigmoid: 0.5).
+        q_star: pre-activation variance of the link (1 for looks-linear and variance).
+        sigma_w2: weight variance times fan_in of the layer that reads ``psi`` and writes the same
+            ``q_star`` again, ``q* / E[psi(sqrt(q*) z)^2]`` (looks-linear: ``1 / c^2``).
+        chi_1: :math:`\\sigma_w^2\\,\\mathbb{E}[\\psi'(\\sqrt{q^*} z)^2]` (looks-linear: 1 exactly).
+    """
+
+    activation: str
+    param: float | None
+    kind: str
+    odd_slope: float | None
+    shift: float
+    q_star: float
+    sigma_w2: float
+    chi_1: float
+
+    @property
+    def sigma_w(self) -> float:
+        """``sqrt(sigma_w2)``, the gain of the orthogonal block."""
+        return math.sqrt(self.sigma_w2)
+
+
+def isometric_point(activation: Any, *, param: float | None = None, chi_target: float = CHI_1_TARGET,
+                    looks_linear: bool = True, near_critical: bool = True) -> IsometricPoint:
+    """Where a plain chain of ``Linear -> phi`` layers should start for dynamical isometry.
+
+    1. **Looks-linear** when ``phi``'s odd part is linear (:func:`odd_part_slope`, ReLU/GELU/SiLU
+       family): mirrored orthogonal weights make every link exactly linear at init, the whole chain
+       an orthogonal map (Balduzzi et al. 2017); ``sigma_w2 = 1 / c^2``.
+    2. **Near-critical** otherwise: with ``psi = phi - phi(0)`` (the consuming layer's bias takes out
+       ``phi(0)``), zero-bias mean-field theory gives, at the fixed point ``q*``,
+
+       .. math::
+           \\sigma_w^2 = \\frac{q^*}{\\mathbb{E}[\\psi(\\sqrt{q^*} z)^2]},\\qquad
+           \\chi_1(q^*) = \\sigma_w^2\\,\\mathbb{E}[\\psi'(\\sqrt{q^*} z)^2]
+
+       and ``q*`` is the smallest root of ``chi_1(q*) = chi_target`` in ``[1e-4, 16]`` (brentq).
+       ``chi_1 -> 1`` as ``q* -> 0`` for a smooth ``psi`` with ``psi'(0) != 0``: small ``q*`` is the
+       dynamical-isometry regime of Pennington et al. 2017 (tanh: ``q* = 0.11``, ``sigma_w2 = 1.2``;
+       sigmoid: the same point in units four times larger).
+    3. **Variance** when there is no root (e.g. ``chi_1`` stays above ``chi_target``): ``q* = 1`` and
+       ``sigma_w2 = 1 / E[psi(z)^2]`` (the forward gain squared).
+
+    Args:
+        activation: name or elementwise torch callable; param: its parameter.
+        chi_target: the ``chi_1`` aimed at, ``> 1`` (default :data:`CHI_1_TARGET`).
+        looks_linear: ``False`` skips step 1 (a link that cannot be mirrored: no next layer, or an
+            odd width); ``near_critical=False`` skips step 2 too (the variance point).
+
+    Returns:
+        :class:`IsometricPoint`.
+
+    Raises:
+        InitlabError: unknown activation; ``chi_target`` not a real number > 1.
+
+    Source: Balduzzi et al., ICML 2017 (looks-linear); Pennington, Schoenholz & Ganguli,
+    "Resurrecting the sigmoid in deep learning through dynamical isometry", NeurIPS 2017;
+    Schoenholz et al., "Deep information propagation", ICLR 2017 (chi_1).
+
+    >>> p = isometric_point("tanh")
+    >>> p.kind, round(p.q_star, 3), round(p.sigma_w2, 3), round(p.chi_1, 6)
+    ('near_critical', 0.111, 1.208, 1.01)
+    >>> isometric_point("relu").kind
+    'looks_linear'
+    """
+    if isinstance(chi_target, bool) or not isinstance(chi_target, numbers.Real) or not chi_target > 1 \
+            or not math.isfinite(chi_target):
+        raise InitlabError(f"chi_target={chi_target!r} is invalid: pass a real number > 1 (e.g. 1.01)")
+    act = _resolve(activation, param)
+    c = odd_part_slope(act) if looks_linear else None
+    if c is not None:
+        return IsometricPoint(act.name, act.param, "looks_linear", c, 0.0, 1.0, 1.0 / (c * c), 1.0)
+    shift = float(act.phi(np.zeros(1))[0])
+    psi = _Act(f"{act.name}-phi(0)", act.param, lambda t: act.fn(t) - shift, act.kinks)
+
+    def chi(q: float) -> float:
+        m = _moments(psi, np.array([q]), ORDER_1D)
+        return float(q * m["dphi2"][0] / m["phi2"][0])
+
+    grid = np.geomspace(*_Q_SEARCH, 49) if near_critical else np.zeros(0)
+    values = [chi(float(q)) for q in grid]
+    for lo, hi, vlo, vhi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
+        if vlo <= chi_target < vhi:
+            q = float(optimize.brentq(lambda x: chi(x) - chi_target, lo, hi, xtol=1e-12, rtol=1e-12))
+            m = _moments(psi, np.array([q]), ORDER_1D)
+            sw2 = float(q / m["phi2"][0])
+            return IsometricPoint(act.name, act.param, "near_critical", None, shift, q, sw2,
+                                  float(sw2 * m["dphi2"][0]))
+    m = _moments(psi, np.array([1.0]), ORDER_1D)
+    sw2 = float(1.0 / m["phi2"][0])
+    return IsometricPoint(act.name, act.param, "variance", None, shift, 1.0, sw2, float(sw2 * m["dphi2"][0]))
