@@ -617,8 +617,11 @@ def test_critical_without_a_critical_point_names_the_layer_and_a_rule_rescues_it
                           nn.Linear(8, 2))
     with pytest.raises(InitlabError, match=rf"scheme 'critical'.*layer '2'.*{activation}.*rules"):
         init_model(model, "critical", dry_run=True)
-    plan = init_model(model, "critical", rules=[(r"^2\.", "auto")], dry_run=True)
+    plan = init_model(model, "critical", rules=[(r"^2\.", "variance")], dry_run=True)
     assert plan["0.weight"].scheme == "critical" and plan["2.weight"].scheme == "glorot_normal"
+    # "auto" in a rule is what "auto" gives that row: this model is a plain chain, so looks-linear
+    plan = init_model(model, "critical", rules=[(r"^2\.", "auto")], dry_run=True)
+    assert plan["2.weight"].scheme == "looks_linear"
 
 
 def test_rules_that_decide_nothing_warn(gen):

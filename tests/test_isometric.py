@@ -97,9 +97,9 @@ def _gen(seed: int = 0) -> torch.Generator:
 @pytest.mark.parametrize("act", ["relu", "gelu", "silu", "leaky_relu"])
 def test_looks_linear_mlp_is_an_orthogonal_map_at_init(act):
     """Mirrored weights: phi(u) - phi(-u) = c u makes the whole MLP linear at init, and with the
-    blocks' gains 1/c it is a product of (semi-)orthogonal blocks: the 32 x 64 Jacobian has 32
-    singular values equal to c (the first layer's 32 x 64 block has orthonormal rows). float64,
-    tol 1e-9."""
+    blocks' gains 1/c (the head's too) it is a product of (semi-)orthogonal blocks: the 32 x 64
+    Jacobian has 32 singular values equal to 1 (the first layer's 32 x 64 block has orthonormal
+    rows). float64, tol 1e-9."""
     net = mlp(64, 64, 8, 32, act).double()
     plan = init_model(net, generator=_gen())
     assert plan["fc1.weight"].scheme == "looks_linear" and plan["out.weight"].scheme == "looks_linear"
@@ -108,9 +108,8 @@ def test_looks_linear_mlp_is_an_orthogonal_map_at_init(act):
     assert torch.allclose(net(2 * x - 3 * y), 2 * net(x) - 3 * net(y), atol=1e-9)
     jac = torch.autograd.functional.jacobian(lambda v: net(v[None])[0], x[0])
     assert jac.shape == (32, 64)
-    # hidden blocks have gain 1/c, so each link is orthogonal; the head (gain 1) reads c * u
-    c = odd_part_slope(act)
-    assert torch.allclose(torch.linalg.svdvals(jac), torch.full((32,), c, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(torch.linalg.svdvals(jac), torch.ones(32, dtype=torch.float64), atol=1e-9)
+    assert plan["out.weight"].gain == pytest.approx(1 / odd_part_slope(act), rel=1e-12)
 
 
 def test_tanh_chain_is_orthogonal_at_its_near_critical_point():
@@ -169,18 +168,72 @@ class _Shared(nn.Module):
         return self.out(torch.tanh(self.fc(torch.tanh(self.fc(x)))))
 
 
+def _tied():
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    m[2].weight = m[0].weight
+    return m
+
+
+def _weight_norm():
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.warns(FutureWarning):
+        m[2] = nn.utils.weight_norm(m[2])
+    return m
+
+
 @pytest.mark.parametrize("model", [
     lambda: nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)),
     _Residual,
     _Shared,
     lambda: nn.Sequential(nn.Linear(8, 8)),
-], ids=["batchnorm", "residual", "shared-weights", "single-layer"])
+    _tied,
+    _weight_norm,
+    # a flatten between two layers mixes features of a (B, T, H) input: no mirror survives it
+    lambda: nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Flatten(), nn.Linear(24, 5)),
+    # sigmoid needs the next layer's bias to centre it; without one the chain would collapse
+    lambda: nn.Sequential(nn.Linear(8, 8, bias=False), nn.Sigmoid(), nn.Linear(8, 8, bias=False)),
+    lambda: nn.Sequential(nn.Linear(8, 8), nn.Hardtanh(0.0, 1.0), nn.Linear(8, 2)),  # asymmetric
+    lambda: nn.LSTM(8, 8),
+], ids=["batchnorm", "residual", "shared-weights", "single-layer", "tied", "weight-norm",
+        "flatten-between", "sigmoid-no-bias", "asymmetric-hardtanh", "lstm"])
 def test_models_that_are_not_plain_chains_get_the_variance_rule(model):
     net = model()
     auto = init_model(net, generator=_gen(), dry_run=True)
     variance = init_model(net, "variance", generator=_gen(), dry_run=True)
     assert [(r.name, r.scheme, r.std) for r in auto] == [(r.name, r.scheme, r.std) for r in variance]
     assert not any(r.scheme in ("looks_linear", "centering") for r in auto)
+
+
+class _ViewMLP(nn.Module):
+    """The MNIST idiom: view, a mask argument that is not used, log-probabilities."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x, mask=None):
+        x = x.view(x.size(0), -1)
+        return F.log_softmax(self.fc3(F.gelu(self.fc2(F.relu(self.fc1(x))))), dim=1)
+
+
+def test_common_plain_mlp_idioms_are_chains():
+    plan = init_model(_ViewMLP(), generator=_gen())
+    assert [plan[f"fc{i}.weight"].scheme for i in (1, 2, 3)] == ["looks_linear"] * 3
+    plan = init_model(nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3),
+                                    nn.LogSoftmax(dim=1)), generator=_gen())
+    assert plan["1.weight"].scheme == "orthogonal" and "near-critical tanh" in plan["1.weight"].note
+
+
+def test_rule_auto_under_another_scheme_gives_the_isometric_rows():
+    plan = init_model(mlp(8, 8, 3, 2, "relu"), "he_normal", rules=[(r"^fc2\.", "auto")], dry_run=True)
+    assert plan["fc1.weight"].scheme == "he_normal" and plan["fc2.weight"].scheme == "looks_linear"
+
+
+def test_isometric_point_refuses_a_constant_activation():
+    with pytest.raises(InitlabError, match="constant"):
+        isometric_point(lambda t: torch.zeros_like(t))
+    with pytest.raises(InitlabError, match="q=True"):
+        odd_part_slope("relu", q=True)
 
 
 def test_odd_width_link_is_orthogonal_at_the_variance_point():

@@ -248,11 +248,19 @@ _PASS_FUNCTIONS = frozenset({
     "max_pool3d_with_indices",
 })
 #: Pass-through nodes that keep every feature in its place (a private link may cross them).
-_ELEMENTWISE_MODULES: tuple[type, ...] = (nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten)
+_ELEMENTWISE_MODULES: tuple[type, ...] = (nn.modules.dropout._DropoutNd, nn.Identity)
 _ELEMENTWISE_FUNCTIONS = frozenset({
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
-    "flatten", "contiguous", "clone",
+    "contiguous", "clone",
 })
+#: Reshapes allowed between the model's input and a plain chain's first layer (``x.view(-1, 784)``).
+_INPUT_RESHAPE_MODULES: tuple[type, ...] = (nn.Flatten,)
+_INPUT_RESHAPE_FUNCTIONS = frozenset({"flatten", "view", "reshape"})
+#: Allowed between a plain chain's last layer and the model's output (a classifier's log-probabilities).
+_OUTPUT_MODULES: tuple[type, ...] = (nn.Softmax, nn.LogSoftmax)
+_OUTPUT_FUNCTIONS = frozenset({"softmax", "log_softmax"})
+#: Calls on the model's input that only read its shape (``x.size(0)`` in ``x.view(x.size(0), -1)``).
+_SHAPE_READS = frozenset({"size", "dim", "getattr"})
 _NORM_FUNCTIONS = frozenset({"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"})
 _ACT_FUNCTIONS = frozenset({
     "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus",
@@ -358,6 +366,8 @@ class _Graph:
         self.users: list[list[int]] = []
         self.inputs: list[list[int]] = []
         self.elementwise: set[int] = set()  # pass nodes that keep each feature where it is (dropout)
+        self.input_reshape: set[int] = set()  # flatten / view / reshape (allowed before the first layer)
+        self.output_ok: set[int] = set()  # softmax / log_softmax (allowed after the last layer)
 
     def add(self, kind: tuple) -> int:
         self.kind.append(kind)
@@ -402,27 +412,37 @@ class _Graph:
                 return None
 
     def reads_input(self, start: int) -> bool:
-        """``start`` reads the model's input through elementwise nodes, and nothing else reads it."""
+        """``start`` reads the model's only (used) input through elementwise nodes and reshapes
+        (``flatten``, ``view``; a ``x.size(0)`` beside them is allowed), and nothing else reads it."""
+        def users(n: int) -> list[int]:
+            return [u for u in self.users[n] if not (self.kind[u][0] == "other" and self.kind[u][1:2]
+                                                     and self.kind[u][1] in _SHAPE_READS)]
+
+        used_inputs = [i for i, k in enumerate(self.kind) if k[0] == "input" and any(  # fx's guard on
+            self.kind[u][1:2] != ("_assert_is_none",) for u in self.users[i])]        # mask=None args
         node = start
-        while len(self.inputs[node]) == 1:
-            node = self.inputs[node][0]
-            if len(self.users[node]) != 1:
+        while self.inputs[node]:
+            if len(self.inputs[node]) != 1 and node not in self.input_reshape:
+                return False
+            node = self.inputs[node][0]  # a reshape's tensor argument comes first
+            if len(users(node)) != 1:
                 return False
             if self.kind[node][0] == "input":
-                return sum(k[0] == "input" for k in self.kind) == 1
-            if node not in self.elementwise:
+                return used_inputs == [node]
+            if node not in self.elementwise and node not in self.input_reshape:
                 return False
         return False
 
     def writes_output(self, start: int) -> bool:
-        """``start``'s output reaches the model's output through activations and elementwise nodes
-        only, and nothing else reads it."""
+        """``start``'s output reaches the model's output through activations, elementwise nodes
+        and a softmax only, and nothing else reads it."""
         node = start
         while len(self.users[node]) == 1:
             node = self.users[node][0]
             if self.kind[node][0] == "output":
                 return True
-            if len(self.inputs[node]) != 1 or not (node in self.elementwise or self.kind[node][0] == "act"):
+            ok = node in self.elementwise or node in self.output_ok or self.kind[node][0] == "act"
+            if len(self.inputs[node]) != 1 or not ok:
                 return False
         return False
 
@@ -531,11 +551,14 @@ def _detect_fx(model: nn.Module) -> dict[str, _Found]:
         index[node] = g.add(kind)
         if kind[0] == "layer":
             layers.setdefault(kind[1], []).append(index[node])
-        if kind[0] == "pass" and (
-            isinstance(modules.get(node.target) if node.op == "call_module" else None, _ELEMENTWISE_MODULES)
-            or (node.op != "call_module" and _fn_name(node.target) in _ELEMENTWISE_FUNCTIONS)
-        ):
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        fn = _fn_name(node.target) if node.op in ("call_function", "call_method") else None
+        if kind[0] == "pass" and (isinstance(mod, _ELEMENTWISE_MODULES) or fn in _ELEMENTWISE_FUNCTIONS):
             g.elementwise.add(index[node])
+        if kind[0] == "pass" and (isinstance(mod, _INPUT_RESHAPE_MODULES) or fn in _INPUT_RESHAPE_FUNCTIONS):
+            g.input_reshape.add(index[node])
+        if isinstance(mod, _OUTPUT_MODULES) or fn in _OUTPUT_FUNCTIONS:
+            g.output_ok.add(index[node])
     for node in graph.nodes:
         for src in node.all_input_nodes:
             g.edge(index[src], index[node])
@@ -978,11 +1001,15 @@ def _plain_chain(model: nn.Module, found: dict[str, _Found], method: str) -> lis
         return None
     names = []
     for q, m in model.named_modules():
-        if next(iter(m.parameters(recurse=False)), None) is None:
+        own = dict(m.named_parameters(recurse=False))
+        if not own:
             continue
-        if type(m) is not nn.Linear or q not in found:
+        if type(m) is not nn.Linear or q not in found or not {"weight"} <= set(own) <= {"weight", "bias"}:
             return None
         names.append(q)
+    ids = [id(p) for p in model.parameters()]
+    if len(ids) != len(list(model.named_parameters(remove_duplicate=False))):
+        return None  # a tied weight: one matrix in two places cannot be mirrored both ways
     if len(names) < 2:
         return None
     nxt = {q: found[q].next_layer for q in names}
@@ -998,7 +1025,7 @@ def _plain_chain(model: nn.Module, found: dict[str, _Found], method: str) -> lis
     return chain if len(chain) == len(names) and found[chain[-1]].writes_output else None
 
 
-def _plan_chain(model: nn.Module, chain: list[str], found: dict[str, _Found]) -> dict[str, _ChainRole]:
+def _plan_chain(model: nn.Module, chain: list[str], found: dict[str, _Found]) -> dict[str, _ChainRole] | None:
     """The isometric rule for a plain chain (:func:`initlab.theory.isometric_point` per link).
 
     A link is the activation between ``chain[k]`` and ``chain[k + 1]``; the last layer's consuming
@@ -1007,25 +1034,42 @@ def _plan_chain(model: nn.Module, chain: list[str], found: dict[str, _Found]) ->
     (``looks_linear=False``). Layer ``k`` reads ``V_in`` per unit — 1 for the chain's input (assumed
     standardised), ``c^2 q`` from a mirrored link, ``q / sigma_w2`` from an orthogonal one — and
     writes the next link's ``q``, so its block gain is ``sqrt(q_out / V_in)``; the last layer
-    without an activation (the head) has gain 1.
+    without an activation (the head) has gain 1, or ``1/c`` after a mirrored link (the whole
+    network is then exactly orthogonal).
+
+    Returns ``None`` (the caller falls back to the variance rule) when a link cannot be planned:
+    an activation whose parameters detection could not read (an asymmetric ``Hardtanh``), or a
+    layer after an activation with ``phi(0) != 0`` (sigmoid) that has no bias to centre it with.
     """
     from initlab.theory import isometric_point
 
     modules = dict(model.named_modules())
+    cache: dict[tuple, Any] = {}
+
+    def point(act: str, param: float | None, **kw: bool) -> Any:
+        key = (act, param, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = isometric_point(act, param=param, **kw)
+        return cache[key]
+
     points: list[Any] = []
     for k, q in enumerate(chain):
         f = found[q]
         if f.activation in _LINEAR:
             points.append(None)
             continue
+        if f.activation == "hardtanh" and f.param is None:  # asymmetric bounds: not in the table
+            return None
         try:
-            pt = isometric_point(f.activation, param=f.param)
+            pt = point(f.activation, f.param)
         except (InitlabError, TypeError):
-            pt = isometric_point(f.activation)
+            return None
         last = k + 1 == len(chain)
         if pt.kind == "looks_linear" and (last or modules[q].out_features % 2):
             # the model's output (keep q = 1, the chain's scale) or an odd width (near-critical)
-            pt = isometric_point(pt.activation, param=pt.param, looks_linear=False, near_critical=not last)
+            pt = point(pt.activation, pt.param, looks_linear=False, near_critical=not last)
+        if pt.shift != 0.0 and not last and modules[chain[k + 1]].bias is None:
+            return None
         points.append(pt)
     roles: dict[str, _ChainRole] = {}
     for k, q in enumerate(chain):
@@ -1041,7 +1085,10 @@ def _plan_chain(model: nn.Module, chain: list[str], found: dict[str, _Found]) ->
             v_in = before.odd_slope ** 2 * before.q_star
         else:
             v_in = before.q_star / before.sigma_w2
-        g = math.sqrt(after.q_star / v_in) if after is not None else 1.0
+        if after is not None:
+            g = math.sqrt(after.q_star / v_in)
+        else:  # the head: gain 1, or undo the mirrored link's slope c
+            g = 1.0 / before.odd_slope if cols_m else 1.0
         rb, cb = (rows // 2 if rows_m else rows), (cols // 2 if cols_m else cols)
         g_block = g * math.sqrt(max(rb, cb) / cb) if cb else g
         spec: schemes.Spec = (schemes.LooksLinear(g_block, rows_m, cols_m) if rows_m or cols_m
@@ -1301,7 +1348,7 @@ def _handle_rnn(ctx: _Context, q: str, m: nn.RNNBase) -> list[PlanRow]:
             else:
                 fans = compute_fans(tuple(p.shape), chunks=k)
                 row.fan_in, row.fan_out, row.chunks = fans.fan_in, fans.fan_out, k
-                if recurrent and ctx.scheme == "auto":
+                if recurrent and ctx.scheme in ("auto", "variance"):
                     _set(row, "orthogonal", schemes.Orthogonal(1.0), chunks=k, gain=1.0)
                 else:
                     label, spec, g = ctx.weight_spec(fans, "linear", None)
@@ -1309,7 +1356,7 @@ def _handle_rnn(ctx: _Context, q: str, m: nn.RNNBase) -> list[PlanRow]:
                 row.note = "per gate" + (" (recurrent)" if recurrent else " (input)")
         else:  # biases
             row.chunks = k
-            forget = m.mode == "LSTM" and ctx.scheme in ("auto", "keras_default")
+            forget = m.mode == "LSTM" and ctx.scheme in ("auto", "variance", "keras_default")
             if ctx.scheme == "critical":
                 label, spec = ctx.bias_spec("linear", None)
             else:
@@ -1704,7 +1751,8 @@ def init_model(
         raise InitlabError(f"sigma_b2={sigma_b2!r} is invalid: pass a finite bias variance >= 0, or None")
     checked_rules = _check_rules(rules)
     found, method, why = _detect(model, example_inputs)
-    chain = _plain_chain(model, found, method) if scheme == "auto" else None
+    wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in checked_rules)
+    chain = _plain_chain(model, found, method) if wants_auto else None
     ctx = _Context(scheme, found, float(embedding_std), None if sigma_b2 is None else float(sigma_b2),
                    _plan_chain(model, chain, found) if chain else None)
 

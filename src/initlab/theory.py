@@ -1287,7 +1287,7 @@ def odd_part_slope(activation: Any, *, param: float | None = None, q: float = 1.
         \\phi(-u))^2]} \\le \\text{tol}
 
     ReLU and softplus (``c = 1``), leaky ReLU (``1 + slope``), GELU and SiLU (``1``, since
-    ``x Phi(x) + x Phi(-x) = x``) qualify; tanh, sigmoid, SELU, ELU and hardswish do not. For these
+    ``x Phi(x) + x Phi(-x) = x``) and hardswish (``1``) qualify; tanh, sigmoid, SELU and ELU do not. For these
     activations a mirrored ("looks-linear") chain computes a linear map at init (Balduzzi et al.
     2017). ``relu6`` qualifies at ``q = 1`` (it is linear up to |u| = 6).
 
@@ -1305,7 +1305,7 @@ def odd_part_slope(activation: Any, *, param: float | None = None, q: float = 1.
     >>> odd_part_slope("relu"), round(odd_part_slope("leaky_relu", param=0.2), 12), odd_part_slope("tanh")
     (1.0, 1.2, None)
     """
-    if not (isinstance(q, numbers.Real) and q > 0 and math.isfinite(q)):
+    if isinstance(q, bool) or not (isinstance(q, numbers.Real) and q > 0 and math.isfinite(q)):
         raise InitlabError(f"q={q!r} is invalid: pass a pre-activation variance > 0")
     act = _resolve(activation, param)
     kinks = tuple(sorted({k for k in act.kinks} | {-k for k in act.kinks}))
@@ -1385,7 +1385,8 @@ def isometric_point(activation: Any, *, param: float | None = None, chi_target: 
         :class:`IsometricPoint`.
 
     Raises:
-        InitlabError: unknown activation; ``chi_target`` not a real number > 1.
+        InitlabError: unknown activation; ``chi_target`` not a real number > 1; a constant
+        activation.
 
     Source: Balduzzi et al., ICML 2017 (looks-linear); Pennington, Schoenholz & Ganguli,
     "Resurrecting the sigmoid in deep learning through dynamical isometry", NeurIPS 2017;
@@ -1406,6 +1407,12 @@ def isometric_point(activation: Any, *, param: float | None = None, chi_target: 
         return IsometricPoint(act.name, act.param, "looks_linear", c, 0.0, 1.0, 1.0 / (c * c), 1.0)
     shift = float(act.phi(np.zeros(1))[0])
     psi = _Act(f"{act.name}-phi(0)", act.param, lambda t: act.fn(t) - shift, act.kinks)
+    unit = _moments(psi, np.array([1.0]), ORDER_1D)
+    if not unit["phi2"][0] > 0 or not unit["dphi2"][0] > 0:
+        raise InitlabError(
+            f"activation {act.name!r} is constant (E[(phi - phi(0))^2] = 0 or E[phi'^2] = 0 at q = 1): "
+            "no weight scale propagates a signal through it; pass a nonconstant activation"
+        )
 
     def chi(q: float) -> float:
         m = _moments(psi, np.array([q]), ORDER_1D)
@@ -1420,6 +1427,6 @@ def isometric_point(activation: Any, *, param: float | None = None, chi_target: 
             sw2 = float(q / m["phi2"][0])
             return IsometricPoint(act.name, act.param, "near_critical", None, shift, q, sw2,
                                   float(sw2 * m["dphi2"][0]))
-    m = _moments(psi, np.array([1.0]), ORDER_1D)
-    sw2 = float(1.0 / m["phi2"][0])
-    return IsometricPoint(act.name, act.param, "variance", None, shift, 1.0, sw2, float(sw2 * m["dphi2"][0]))
+    sw2 = float(1.0 / unit["phi2"][0])
+    return IsometricPoint(act.name, act.param, "variance", None, shift, 1.0, sw2,
+                          float(sw2 * unit["dphi2"][0]))
