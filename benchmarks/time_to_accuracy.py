@@ -19,11 +19,17 @@ Initializations, run one after the other on each task (alternating, in one proce
   closest rectifier); the output layer ``xavier_normal_`` (gain 1); zero biases;
 * ``lsuv``          — ``initlab.lsuv_`` (Mishkin & Matas 2016) on 512 training examples.
 
+``auto`` on these plain MLPs is the isometric rule of :mod:`initlab.apply` (looks-linear weights for
+ReLU and GELU, orthogonal near-critical weights for tanh, SELU and sigmoid, with centring biases
+after a sigmoid).
+
 Measured: ``steps`` — the first optimiser step at which the accuracy on a fixed 2,000-example
 subset of the test set reaches 80 % (checked every ``--eval-every`` steps, so it is a multiple of
 that), ``-`` if never; ``final`` — accuracy on the whole test set after training; ``time`` — wall
 seconds of the run. Per task: ``auto / best peer`` = auto's steps over the fewest steps of any peer
-(< 1: auto is faster; ``inf``: auto never reached 80 % but a peer did).
+(< 1: auto is faster; ``inf``: auto never reached 80 % but a peer did). With ``--seeds 0 1 2`` every
+run is repeated per seed (the seed sets the data order and every init) and the summary compares the
+medians over seeds (a run that never reaches 80 % counts as infinitely many steps).
 
 Usage::
 
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; medians compared")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--json", default=None, help="also write the records here")
     p.add_argument("--no-progress", action="store_true")
@@ -147,37 +154,48 @@ def main(argv: list[str] | None = None) -> int:
         args.train_limit = 20000
     torch.set_flush_denormal(True)
     try:
-        ds = load_dataset(args.dataset, seed=args.seed)
+        ds = load_dataset(args.dataset, seed=0)
     except DataError as exc:
         print(f"{args.dataset} unavailable ({exc}); using mnist5k", file=sys.stderr)
-        ds = load_dataset("mnist5k", seed=args.seed)
+        ds = load_dataset("mnist5k", seed=0)
     print(f"data: {ds.name} train {tuple(ds.x_train.shape)} test {tuple(ds.x_test.shape)}; width "
           f"{args.width}, SGD(lr={args.lr}, momentum=0.9), batch {args.batch}, {args.epochs} epoch(s)"
           + (f" on the first {args.train_limit} examples" if args.train_limit else "")
-          + f", seed {args.seed}, torch threads {torch.get_num_threads()}")
-    jobs = [(d, a, i) for d in args.depths for a in args.activations for i in args.inits]
+          + f", seeds {args.seeds}, torch threads {torch.get_num_threads()}")
+    jobs = [(d, a, i, s) for s in args.seeds for d in args.depths for a in args.activations
+            for i in args.inits]
     records = []
-    for d, a, i in tqdm(jobs, file=sys.stderr, disable=args.no_progress, desc="runs"):
-        records.append(run(ds, d, a, i, args))
-    fmt_steps = lambda s: "-" if s is None else str(s)  # noqa: E731
-    print(f"\n{'depth':>5} {'act':<8} {'init':<14} {'steps>=80%':>10} {'final':>7} {'time_s':>7}")
+    for d, a, i, s in tqdm(jobs, file=sys.stderr, disable=args.no_progress, desc="runs"):
+        args.seed = s
+        records.append({**run(ds, d, a, i, args), "seed": s})
+
+    def fmt_steps(v: float | None) -> str:
+        return "-" if v is None or v == math.inf else f"{v:g}"
+
+    print(f"\n{'depth':>5} {'act':<8} {'init':<14} {'seed':>4} {'steps>=80%':>10} {'final':>7} {'time_s':>7}")
     for r in records:
-        print(f"{r['depth']:>5} {r['activation']:<8} {r['init']:<14} {fmt_steps(r['steps_to_80']):>10} "
-              f"{r['final_acc']:>7.4f} {r['time_s']:>7.1f}")
-    print(f"\n{'depth':>5} {'act':<8} {'auto':>6} {'best peer':>16} {'auto/best':>9}")
+        print(f"{r['depth']:>5} {r['activation']:<8} {r['init']:<14} {r['seed']:>4} "
+              f"{fmt_steps(r['steps_to_80']):>10} {r['final_acc']:>7.4f} {r['time_s']:>7.1f}")
+    what = "steps" if len(args.seeds) == 1 else f"median steps over {len(args.seeds)} seeds"
+    print(f"\n{what}\n{'depth':>5} {'act':<8} {'auto':>6} {'best peer':>16} {'auto/best':>9}")
     for d in args.depths:
         for a in args.activations:
-            rs = {r["init"]: r for r in records if r["depth"] == d and r["activation"] == a}
-            if "auto" not in rs:
+            steps: dict[str, float] = {}
+            for i in args.inits:
+                got = [r["steps_to_80"] for r in records
+                       if (r["depth"], r["activation"], r["init"]) == (d, a, i)]
+                if got:
+                    steps[i] = statistics.median(math.inf if v is None else v for v in got)
+            if "auto" not in steps:
                 continue
-            peers = [(r["steps_to_80"], k) for k, r in rs.items() if k != "auto" and r["steps_to_80"]]
-            auto = rs["auto"]["steps_to_80"]
+            peers = [(v, k) for k, v in steps.items() if k != "auto" and v != math.inf]
+            auto = steps["auto"]
             if peers:
                 best, who = min(peers)
-                ratio = f"{auto / best:.2f}" if auto else "inf"
-                peer = f"{best} ({who})"
+                ratio = f"{auto / best:.2f}" if auto != math.inf else "inf"
+                peer = f"{best:g} ({who})"
             else:
-                peer, ratio = "-", ("-" if auto is None else "0 (only auto)")
+                peer, ratio = "-", ("-" if auto == math.inf else "0 (only auto)")
             print(f"{d:>5} {a:<8} {fmt_steps(auto):>6} {peer:>16} {ratio:>9}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
