@@ -79,8 +79,9 @@ def main() -> None:
     reps = args.reps or (3 if args.quick else 15)
     torch.set_flush_denormal(True)
     g = torch.Generator().manual_seed(0)
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, reps {reps} (median)")
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, reps {reps} (median), load average {load}")
     net = mlp(512, 512, 30, 10, "tanh")
     x = torch.randn(256, 512, generator=g)
     bench("MLP 30x512, batch 256", net, x, reps)
