@@ -206,3 +206,72 @@ def test_without_histograms_backward_records_are_unchanged(gen, monkeypatch, pla
     assert not any(r["kind"] in ("hist", "grad_hist") for r in host.records)
     if plant is not None:
         assert host.stat("0", "nonfinite_fraction", "backward") > 0
+
+
+# ---- regressions found in review -----------------------------------------------------------------
+
+
+def test_weight_stats_under_cpu_bf16_autocast_match_the_plain_run():
+    """The host path's projections run outside autocast; the weight's std is exact either way."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    x = torch.randn(4, 8)
+    plain = initlab.probe(net, x, backward=False)
+    with torch.autocast("cpu"):
+        cast = initlab.probe(net, x, backward=False)
+    for layer in ("0", "2"):
+        assert cast.stat(layer, "weight_std") == pytest.approx(plain.stat(layer, "weight_std"), rel=1e-6)
+        assert cast.stat(layer, "distinct_units") == plain.stat(layer, "distinct_units")
+
+
+def test_weight_mean_is_exact_when_matmuls_run_in_reduced_precision():
+    """sum W does not come from a matmul: with float32 matmul precision "medium" (bf16 on CPUs
+    with AMX) a weight 1 + 1e-3 N(0, 1) keeps its mean and std to float32 rounding (tol 1e-6)."""
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(512, 256)
+    with torch.no_grad():
+        lin.weight.copy_(1 + 1e-3 * torch.randn(256, 512, generator=g))
+    w = lin.weight.detach().double()
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        res = initlab.probe(nn.Sequential(lin), torch.randn(4, 512, generator=g), backward=False)
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert res.stat("0", "weight_mean") == pytest.approx(float(w.mean()), rel=1e-6)
+    assert res.stat("0", "weight_std") == pytest.approx(float(w.std(unbiased=False)), rel=1e-4)
+
+
+class _HookedAfter(nn.Module):
+    """A gradient-scaling tensor hook registered on a layer's output after the layer returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(6, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h.register_hook(lambda g: g * 10)
+        return self.out(torch.tanh(h))
+
+
+def test_grad_of_an_output_ignores_user_hooks_registered_after_the_layer():
+    """dL/dh is what autograd gives for h, not what a later x10 hook turns it into (rel 1e-5)."""
+    torch.manual_seed(0)
+    net = _HookedAfter()
+    x = torch.randn(7, 6)
+
+    def loss_fn(out: torch.Tensor) -> torch.Tensor:
+        return out.square().sum()
+
+    res = initlab.probe(net, x, loss_fn=loss_fn)
+    h = net.fc(x).detach().requires_grad_()
+    (g,) = torch.autograd.grad(loss_fn(net.out(torch.tanh(h))), h)
+    assert res.stat("fc", "grad_norm") == pytest.approx(float(g.norm()), rel=1e-5)
+    assert res.stat("out", "grad_norm") > 0  # the layers after it are recorded as before
+
+
+def test_no_hook_is_left_on_a_leaf_output():
+    x = torch.randn(3, 4, requires_grad=True)
+    initlab.probe(nn.Sequential(nn.Identity(), nn.Linear(4, 2), nn.Tanh()), x)
+    assert not x._backward_hooks

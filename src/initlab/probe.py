@@ -26,9 +26,8 @@ the partials are read as Python floats at once, since reading a CPU value is no 
 the few reductions per tensor are the whole per-tensor cost); the hooks on layer outputs'
 gradients are pre-hooks on the autograd nodes that made them, attached in one loop after the
 forward. A weight's statistics are taken once per probe, in its layer's forward hook (while the
-weight is in cache; on the CPU its sum comes with the projections used for the distinct units,
-see :func:`_host_weight`), and a parameter's gradient statistics in a hook on the weight as the
-backward produces the gradient. Work that no record needs is skipped: on the CPU, without
+weight is in cache, see :func:`_host_weight`), and a parameter's gradient statistics in a hook
+on the weight as the backward produces the gradient. Work that no record needs is skipped: on the CPU, without
 histograms (``bins=0``), a finite gradient is reduced to its sum and sum of squares only (its
 extremes and sample would serve only the histogram). After each pass ONE batched reduction per (device, dtype)
 sorts all samples together and reads quantiles, counts and histograms from them (NumPy on the
@@ -770,15 +769,6 @@ class _Sampler:
             self._cache[key] = d.to(like.device, like.dtype)
         return self._cache[key]
 
-    def with_ones(self, d: torch.Tensor) -> torch.Tensor:
-        """The ``[count, k]`` directions ``d`` followed by a row of ones, cached."""
-        key = ("ones", id(d))
-        hit = self._cache.get(key)
-        if hit is None or hit[0] is not d:
-            hit = (d, torch.cat([d, torch.ones_like(d[:1])]))
-            self._cache[key] = hit
-        return hit[1]
-
     def sample(self, flat: torch.Tensor) -> torch.Tensor:
         """A copy of all entries of the 1-D ``flat`` when there are at most ``max_samples``, else
         a fixed seeded draw (with replacement) of ``max_samples`` of them (a snapshot either way:
@@ -798,7 +788,7 @@ class _Sampler:
 class _Pending:
     """One tensor's partials and sample, waiting for the pass's batched reduction. ``parts``:
     ``[mean, ss, min, max]`` (see :func:`_partials`), a tensor on the tensor's device or, from the
-    host path, a list of Python floats (a host-path weight: ``[||W||^2, min, max]``, see
+    host path, a list of Python floats (a host-path weight: ``[||W||^2, min, max, sum W]``, see
     :func:`_host_weight`); ``extra`` likewise a 0-d tensor or a float."""
 
     layer: str
@@ -1100,30 +1090,28 @@ def _unit_peak(x: torch.Tensor, unit_dim: int) -> torch.Tensor:
     return x.amax(dim=[d for d in range(x.dim()) if d != ud])
 
 
-def _projections(w: torch.Tensor, transposed: bool, sampler: _Sampler, sums: bool = False) -> torch.Tensor:
+def _projections(w: torch.Tensor, transposed: bool, sampler: _Sampler) -> torch.Tensor:
     """The units of ``w`` (rows; dim 1 of a transposed-conv weight), each of length ``k``,
     projected on 8 fixed random unit directions: ``[units, 8]`` (one pass over ``w``), computed as
     ``(D R^T)^T`` (``D`` the contiguous ``[8, k]`` directions, ``R`` the rows): the same products,
-    about three times as fast on the CPU as ``R D^T`` with its 8-column right-hand side. With
-    ``sums``, ``[units, 9]``: a 9th direction of ones gives each row's sum in the same pass."""
+    about three times as fast on the CPU as ``R D^T`` with its 8-column right-hand side."""
     units = w.shape[1] if transposed else w.shape[0]
     rows = (w.transpose(0, 1) if transposed else w).reshape(units, -1)
     d = sampler.directions(rows.shape[1], rows)
-    if sums:
-        d = sampler.with_ones(d)
     return (d @ rows.T).T
 
 
 def _host_weight(flat: torch.Tensor, shape: torch.Size, transposed: bool, sampler: _Sampler
                  ) -> tuple[list[float], torch.Tensor]:
     """Host path of a weight's statistics in its layer's hook (``flat``: 1-D contiguous CPU
-    float32/float64), four kernels while the weight is in cache: ``[||W||^2, min, max]`` (dot,
-    amin, amax) and the projections with a 9th direction of ones (``[units, 9]``, the last column
-    each row's sum, which add up to ``sum W`` in one pass fewer); :func:`_weight_rows_host`
-    finishes the rest after the pass, in NumPy."""
+    float32/float64), five kernels while the weight is in cache: ``[||W||^2, min, max, sum W]``
+    (dot, amin, amax, sum: exact, whatever the matmul precision) and the projections
+    (``[units, 8]``, computed outside any autocast); :func:`_weight_rows_host` finishes the rest
+    after the pass, in NumPy."""
     sq = torch.dot(flat, flat).item()  # first: the streaming pass brings W into cache
-    p9 = _projections(flat.view(shape), transposed, sampler, sums=True)
-    return [sq, flat.amin().item(), flat.amax().item()], p9
+    with torch.autocast("cpu", enabled=False):  # a bf16 autocast would round the projections
+        p8 = _projections(flat.view(shape), transposed, sampler)
+    return [sq, flat.amin().item(), flat.amax().item(), flat.sum().item()], p8
 
 
 def _distinct_units(projs: list[torch.Tensor], ks: Sequence[int], wmax: torch.Tensor, rtol: float,
@@ -1208,7 +1196,7 @@ class _Session:
         self.projections: list[tuple] = []  # (proj, k, flat weight); max|W| from min/max later
         self.weight_ids: set[int] = set()
         # (layer, autograd node, output slot) of each recorded output; (layer, leaf tensor, -1)
-        self.grad_targets: list[tuple[str, Any, int]] = []
+        self.grad_targets: list[tuple[str, Any, int, torch.Tensor, int]] = []
         self.pgrads: dict[int, tuple[torch.Tensor | list[float], int]] = {}
         self.producers: dict[int, tuple[weakref.ref, str]] = {}
         # tensor id -> the weight layer whose output it carries through pass-through modules
@@ -1263,8 +1251,10 @@ class _Session:
             pass
         if self.backward and out.requires_grad:  # dL/d(out): hooked after the pass (grad_hooks)
             fn = out.grad_fn
-            self.grad_targets.append((layer.name, fn, out.output_nr) if fn is not None
-                                     else (layer.name, out, -1))
+            # with the user's tensor hooks on ``out`` so far: those registered later must not
+            # change what the probe sees (see grad_hooks)
+            self.grad_targets.append((layer.name, fn, out.output_nr, out, len(out._backward_hooks or ()))
+                                     if fn is not None else (layer.name, out, -1, out, 0))
         if out.numel() == 0:
             return
         flat = self.flat(out)
@@ -1349,18 +1339,33 @@ class _Session:
         self.pgrads[key] = (vec, flat.numel())
 
     # -- backward
-    def grad_hooks(self) -> None:
+    def grad_hooks(self) -> list[Any]:
         """Hook ``dL/d(out)`` of every recorded output, in one loop after the forward: a pre-hook on
         the autograd node that made ``out`` (taken when ``out`` was recorded, so that a later
         in-place change of ``out`` does not redirect it), reading the gradient of ``out``'s output
         slot, the gradient a tensor hook registered in the layer's hook would see; a tensor hook for
-        a leaf."""
-        for name, fn, nr in self.grad_targets:
+        a leaf. A node pre-hook runs after the tensor hooks of ``out``; when the user registered
+        tensor hooks on ``out`` after the layer returned (a gradient-scaling hook), a tensor hook is
+        put in their place instead, ahead of them, so that they do not change what is recorded.
+        Returns the handles of the tensor hooks (the caller removes them: a leaf, or an output the
+        user keeps, outlives the probe)."""
+        handles = []
+        for name, fn, nr, out, before in self.grad_targets:
             if nr < 0:
-                fn.register_hook(lambda g, name=name: self.record_grad(name, g))
+                handles.append(fn.register_hook(lambda g, name=name: self.record_grad(name, g)))
+            elif len(out._backward_hooks or ()) > before:
+                handle = out.register_hook(lambda g, name=name: self.record_grad(name, g))
+                hooks = out._backward_hooks  # ordered: move ours to where the layer's hook stood
+                items = list(hooks.items())
+                mine = items.pop()
+                items.insert(before, mine)
+                hooks.clear()
+                hooks.update(items)
+                handles.append(handle)
             else:
                 fn.register_prehook(lambda gs, name=name, nr=nr: self.record_grad(name, gs[nr]))
         self.grad_targets = []
+        return handles
 
     def record_grad(self, name: str, g: torch.Tensor | None) -> None:
         if g is None or g.numel() == 0:
@@ -1766,7 +1771,7 @@ def probe(
             for h in handles:
                 h.remove()
             handles = []
-            session.grad_hooks()
+            grad_handles += session.grad_hooks()
             weight_entries = _weight_stats(session, th)
             fwd_values = _sync(session.fwd, weight_entries, bins)
             bwd_values: list[tuple] = []
@@ -1902,7 +1907,7 @@ def _weight_rows_host(group: list[_Pending], proj: list[tuple], th: Thresholds, 
                       ) -> list[list[float]]:
     """:func:`_weight_stats` of one batch of host-path weights (see :func:`_host_weight`), in
     NumPy, operation for operation: ``_WEIGHT_LAYOUT`` rows with the same values as the device
-    path. ``sum W`` adds up the projections' row sums in float64; ``ss`` as in
+    path. ``ss`` as in
     :func:`_host_partials` (one pass, or two when ``|mean| > std``); distinct units as in
     :func:`_distinct_units`, weight by weight. The sample (for the non-finite fraction) is taken
     only from a weight with a NaN/inf."""
@@ -1910,9 +1915,8 @@ def _weight_rows_host(group: list[_Pending], proj: list[tuple], th: Thresholds, 
     rows: list[list[float]] = []
     wmax = np.empty(len(group), dtype=dt)
     with np.errstate(all="ignore"):
-        for r, (e, (p9, _, flat)) in enumerate(zip(group, proj, strict=True)):
-            sq, lo, hi = e.parts
-            total = float(p9.T.numpy()[-1].sum(dtype=np.float64))  # row sums (see _projections)
+        for r, (e, (_, _, flat)) in enumerate(zip(group, proj, strict=True)):
+            sq, lo, hi, total = e.parts
             mean, ss, _, _ = _finish_host(flat, e.n, total, sq, lo, hi, None)
             lo32, hi32 = dt.type(lo), dt.type(hi)
             bad = float((lo32 - lo32) + (hi32 - hi32))
@@ -1923,14 +1927,14 @@ def _weight_rows_host(group: list[_Pending], proj: list[tuple], th: Thresholds, 
                 finite = float(torch.isfinite(e.sample).sum())
             rows.append([float(dt.type(mean)), float(np.sqrt(dt.type(ss) / dt.type(e.n))), float(lo32),
                          float(hi32), bad, finite, math.nan])
-        for r, (p9, k, _) in enumerate(proj):
-            units = p9.shape[0]
+        for r, (p8, k, _) in enumerate(proj):
+            units = p8.shape[0]
             if rows[r][4] != 0:
                 continue  # a NaN/inf weight: unknown
             if units <= 1:
                 rows[r][6] = float(units)
                 continue
-            pt = p9.T.numpy()[:-1]  # [8, units]
+            pt = p8.T.numpy()  # [8, units]
             srt = np.take(pt, np.argsort(pt[0], kind="stable"), axis=1)
             gaps = np.abs(srt[:, 1:] - srt[:, :-1]).max(axis=0)
             tol = (th.symmetry_atol + th.symmetry_rtol * wmax[r]) * np.sqrt(dt.type(k))
