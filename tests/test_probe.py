@@ -367,8 +367,10 @@ def test_conv_net_dead_channels_and_expected_std(gen):
     res = probe(net, torch.randn(2, 4, 5, 5, generator=gen), scheme="he_normal")
     assert res.stat("1", "dead_fraction") == 0.5
     assert res.info("0")["activation"] == "relu"
-    # grouped conv: fan_in = (4 / 2) * 3 * 3 = 18, He gain for ReLU sqrt(2)
-    assert res.stat("0", "expected_weight_std") == pytest.approx(math.sqrt(2 / 18), rel=1e-6)
+    # grouped conv: fan_in = (4 / 2) * 3 * 3 = 18; it reads the data, so gain 1 (He et al. 2015,
+    # sec. 2.2, as init_model); the head: no activation consumes it, gain 1
+    assert res.stat("0", "expected_weight_std") == pytest.approx(math.sqrt(1 / 18), rel=1e-6)
+    assert res.stat("3", "expected_weight_std") == pytest.approx(math.sqrt(1 / 200), rel=1e-6)
     assert res.stat("0", "weight_std") == pytest.approx(conv.weight.std(correction=0).item(), rel=1e-5)
     assert res.info("0")["shape"] == (2, 8, 5, 5)
 
@@ -501,18 +503,33 @@ def test_partials_mean_and_std_are_accurate(gen, shift):
 def test_expected_std_follows_through_batchnorm_dropout_identity(gen):
     """conv -> BatchNorm -> ReLU and linear -> Dropout -> Identity -> tanh: the weight layer's
     consuming activation is found through the pass-through modules, as initlab.init_model does,
-    so expected_weight_std uses its gain (He: sqrt(2) / sqrt(fan_in))."""
+    so expected_weight_std uses its gain (He: g / sqrt(fan_in)) — when a nonlinearity made the
+    layer's input; the first conv reads the data (gain 1)."""
     from initlab.gains import gain
 
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                         nn.Linear(4 * 3 * 3, 5), nn.Dropout(0.1), nn.Identity(), nn.Tanh(), nn.Linear(5, 2))
     res = probe(net, torch.randn(3, 3, 5, 5, generator=gen), scheme="he_normal")
     assert res.info("0")["activation"] == "relu"
-    assert res.stat("0", "expected_weight_std") == pytest.approx(math.sqrt(2) / math.sqrt(27), rel=1e-6)
+    assert res.stat("0", "expected_weight_std") == pytest.approx(1 / math.sqrt(27), rel=1e-6)
     assert res.info("4")["activation"] == "tanh"
     assert res.stat("4", "expected_weight_std") == pytest.approx(gain("tanh") / math.sqrt(36), rel=1e-6)
     assert res.info("8")["activation"] is None  # no activation after the head: gain 1
     assert res.stat("8", "expected_weight_std") == pytest.approx(1 / math.sqrt(5), rel=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["he_normal", "glorot_uniform", "lecun_normal"])
+def test_expected_std_agrees_with_init_model_plan(gen, scheme):
+    """probe(scheme=s) expects, layer by layer, the std init_model(model, s) gives (same gain rule:
+    the consuming activation's, 1 for a layer whose input no nonlinearity made)."""
+    from initlab.apply import init_model
+
+    net = nn.Sequential(nn.Linear(10, 12), nn.Tanh(), nn.Linear(12, 12), nn.Dropout(0.0), nn.ReLU(),
+                        nn.Linear(12, 8), nn.LayerNorm(8), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
+    plan = init_model(net, scheme, generator=gen)
+    res = probe(net, torch.randn(6, 10, generator=gen), scheme=scheme)
+    for i in (0, 2, 5, 7, 9):
+        assert res.stat(str(i), "expected_weight_std") == pytest.approx(plan[f"{i}.weight"].std, rel=1e-9), i
 
 
 def test_healthy_cnn_with_global_average_pooling_has_no_vanishing_gradient(gen):

@@ -181,9 +181,12 @@ _WEIGHT_TYPES = ("linear", "conv", "conv_transpose")
 #: their input, so ``conv -> BatchNorm -> ReLU`` takes the ReLU's gain, as
 #: :func:`initlab.init_model` does; also dropout, identity, flatten and pooling (the same modules
 #: ``initlab.apply`` follows). Functional pass-throughs (``F.dropout``, ``x.view``) are not followed.
-_PASS_THROUGH: tuple[type, ...] = (
+_NORMS: tuple[type, ...] = (
     nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
     nn.LocalResponseNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+_PASS_THROUGH: tuple[type, ...] = (
+    *_NORMS,
     nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten,
     nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
     nn.modules.pooling._AdaptiveMaxPoolNd,
@@ -1173,6 +1176,7 @@ class _Layer:
     module: nn.Module | None = None
     shape: tuple[int, ...] = ()
     unit_dim: int = -1
+    input_from_activation: bool = False  # a recorded nonlinearity made the weight layer's input
 
 
 class _Session:
@@ -1228,6 +1232,9 @@ class _Session:
                 producer = self.layers.get(entry[1])
         # units: channels (dim 1) after a conv, features (last dim) after a Linear; an activation
         # inherits its producer's; with no known producer, dim 1 for >= 3-d outputs (NC...)
+        if layer.layer_type in _WEIGHT_TYPES:
+            layer.input_from_activation = (producer is not None and producer.layer_type == "activation"
+                                           and not isinstance(producer.module, nn.Identity))
         if layer.layer_type in ("conv", "conv_transpose"):
             layer.unit_dim = 1
         elif layer.layer_type == "activation":
@@ -1404,6 +1411,10 @@ class _Session:
         entry = self.sources.get(id(inp))
         if entry is not None and entry[0]() is inp:
             self.sources[id(out)] = (weakref.ref(out), entry[1])
+        if not isinstance(module, _NORMS):  # a norm's output has unit second moment: no producer
+            entry = self.producers.get(id(inp))
+            if entry is not None and entry[0]() is inp:
+                self.producers[id(out)] = (weakref.ref(out), entry[1])
 
     # -- module stack (owner of functional calls)
     def push_hook(self, name: str) -> Callable:
@@ -1604,7 +1615,9 @@ def probe(
     activation that consumes the layer's output, directly or through norm layers
     (BatchNorm/LayerNorm/GroupNorm/InstanceNorm/...), Dropout, Identity, Flatten or pooling modules,
     as :func:`initlab.init_model` follows them (so ``conv -> BatchNorm -> ReLU`` gets the ReLU
-    gain); 1 when none does. Parameters:
+    gain); 1 when none does, and 1 when no recorded nonlinearity made the layer's *input* (the
+    first layer reads the data; a layer after a norm reads unit second moments: He et al. 2015,
+    sec. 2.2), again as :func:`initlab.init_model` does. Parameters:
     ``param_grad_std``, ``param_grad_norm``, ``grad_to_weight_ratio = ||dL/dW|| / ||W||``.
 
     The default loss (no ``loss_fn``): a fixed random projection of the outputs,
@@ -2032,7 +2045,7 @@ def _expected(layer: _Layer, scheme: str) -> tuple[float | None, float, str]:
         fans = compute_fans(tuple(w.shape), groups=groups, transposed=layer.layer_type == "conv_transpose")
     except InitlabError:  # a weight whose layout the fans cannot read: no expectation
         return None, 1.0, ""
-    gain = _gain(layer.activation)
+    gain = _gain(layer.activation) if layer.input_from_activation else 1.0
     spec = named_spec(scheme, fans, gain)
     return spec.expected_std, gain, spec.describe()
 
