@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{auto / best:.2f}" if auto != math.inf else "inf"
                 peer = f"{best:g} ({who})"
             else:
-                peer, ratio = "-", ("-" if auto == math.inf else "0 (only auto)")
+                peer, ratio = "-", ("-" if auto == math.inf else "only auto")
             print(f"{d:>5} {a:<8} {fmt_steps(auto):>6} {peer:>16} {ratio:>9}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
