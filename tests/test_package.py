@@ -25,3 +25,10 @@ def test_functions_are_not_shadowed_by_their_modules():
     importlib.import_module("initlab.probe")
     assert callable(initlab.probe) and not isinstance(initlab.probe, type(initlab))
     assert callable(initlab.init_model) and callable(initlab.lsuv_) and callable(initlab.gain)
+
+
+def test_dir_lists_the_lazy_public_names():
+    """dir(initlab) (tab completion) shows names that are imported only on first use."""
+    names = dir(initlab)
+    assert {"init_model", "gain", "theory", "lsuv_", "probe"} <= set(names)
+    assert set(initlab.__all__) <= set(names)

@@ -53,6 +53,11 @@ def __getattr__(name: str) -> Any:
         return module
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    """The loaded names and every lazily imported public one (``dir(initlab)``, tab completion)."""
+    return sorted(set(globals()) | set(__all__))
+
 # `initlab.probe` must be the FUNCTION even after `import initlab.probe` (which binds the submodule
 # as an attribute of the package): import it eagerly so the name is rebound to the function.
 from initlab.probe import ProbeResult as ProbeResult  # noqa: E402
