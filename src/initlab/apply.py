@@ -1244,7 +1244,7 @@ def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool, chunks: in
                 role = ctx.chain[q]
                 _set(row, "looks_linear" if isinstance(role.spec, schemes.LooksLinear) else "orthogonal",
                      role.spec, gain=role.gain)
-                row.note = role.note
+                row.note = "; ".join(filter(None, [row.note, role.note]))
             elif ctx.scheme == "keras_default":
                 _set(row, "keras_default", schemes.glorot_uniform(tfans))
             else:
