@@ -32,17 +32,19 @@ anything else with its own parameters     left alone and listed in :attr:`InitPl
 ========================================  ============================================================
 
 **Plain MLPs: the isometric rule.** When the whole model is one *plain chain* — every module with
-parameters an ``nn.Linear`` called once, linked ``Linear -> phi -> Linear -> ... -> Linear`` with
-nothing but dropout, ``Identity`` or ``Flatten`` between them, the first layer reading the model's
-input and the last writing its output (fx detection) — ``"auto"`` starts it at dynamical isometry,
-link by link (:func:`initlab.theory.isometric_point`):
+parameters an ``nn.Linear`` called once and no weight tied, linked ``Linear -> phi -> Linear -> ...
+-> Linear`` with nothing but dropout or ``Identity`` between them, the first layer reading the
+model's only input (a ``Flatten`` / ``view`` before it is fine) and the last writing its output (a
+softmax after it is fine), as fx sees it — ``"auto"`` starts it at dynamical isometry, link by link
+(:func:`initlab.theory.isometric_point`):
 
 * a link whose activation has a linear odd part, :math:`\\phi(u) - \\phi(-u) = c\\,u` (ReLU,
   leaky ReLU, GELU, SiLU, softplus, hardswish), is **looks-linear** (Balduzzi et al. 2017): the
   layer before it has mirrored rows :math:`[A; -A]`, the layer after it mirrored columns
   :math:`[B, -B]` (both: :math:`[[B, -B], [-B, B]]`), ``A``, ``B`` orthogonal, so
-  :math:`B(\\phi(Au) - \\phi(-Au)) = c\\,BAu`: the network is an orthogonal linear map at init,
-  and the first gradient step breaks the mirror (:math:`\\phi'(u) \\ne \\phi'(-u)`);
+  :math:`B(\\phi(Au) - \\phi(-Au)) = c\\,BAu`: the network is an orthogonal linear map at init
+  (with dropout off, i.e. in eval mode), and the first gradient step breaks the mirror
+  (:math:`\\phi'(u) \\ne \\phi'(-u)`);
 * any other link (tanh, sigmoid, SELU, ELU, ...) is **orthogonal at its near-critical point**:
   the smallest ``q*`` where :math:`\\chi_1 = 1.01` at zero bias, :math:`\\sigma_w^2 = q^* /
   \\mathbb{E}[\\psi(\\sqrt{q^*} z)^2]` with :math:`\\psi = \\phi - \\phi(0)` (tanh: ``q* = 0.11``,
@@ -51,10 +53,13 @@ link by link (:func:`initlab.theory.isometric_point`):
   :math:`\\psi`, not a constant 0.5 that makes every input look alike;
 * each layer's block gain is :math:`\\sqrt{q_{out} / V_{in}}`: it reads ``V_in`` per unit (1 for the
   data, assumed standardised; :math:`c^2 q` from a mirrored link; :math:`q^*/\\sigma_w^2` otherwise)
-  and writes the next link's ``q``; a head (no activation after it) has gain 1. Blocks that
+  and writes the next link's ``q``; a head (no activation after it) has gain 1, or ``1/c`` after a
+  mirrored link (so the whole network is orthogonal). Blocks that
   expand (rows > cols) are scaled by :math:`\\sqrt{rows/cols}` so each unit keeps the variance;
 * a link that cannot be mirrored (odd width; the model's last activation) takes the near-critical
-  point, or for the last activation the variance point ``q = 1``.
+  point, or for the last activation the variance point ``q = 1``;
+* the variance rule is used instead when a link cannot be planned: an asymmetric ``Hardtanh``
+  (whose bounds detection does not read), or a sigmoid-like link whose next layer has no bias.
 
 Biases are zero except the centring ones. Why: a deep plain network trains fast only near
 :math:`\\chi_1 = 1` with a well-conditioned Jacobian; He/Glorot keep the forward variance but not
