@@ -868,11 +868,7 @@ def _reduce(entries: list[_Pending], bins: int) -> list[tuple[list[int], torch.T
         lo, hi = core[:, 2].to(f64), core[:, 3].to(f64)
         first = torch.where(k > 0, srt[:, 0].to(f64), 0.0)
         top = torch.where(k > 0, srt.gather(1, last.unsqueeze(1))[:, 0].to(f64), 0.0)
-        lo = torch.where(torch.isfinite(lo), lo, first)
-        hi = torch.where(torch.isfinite(hi), hi, top)
-        positive = hi > lo
-        lo_eff = torch.where(positive, lo, lo - 0.5)
-        hi_eff = torch.where(positive, hi, lo + 0.5)
+        lo_eff, hi_eff = _hist_range(torch.where, torch.isfinite, lo, hi, first, top)
         # probes per row, counted "< p": 0, below thresholds (pad -inf), bin edges; counted "<= p":
         # 0, above thresholds (pad +inf), hi
         nb = max(len(e.below) for e in group)
@@ -899,6 +895,17 @@ def _reduce(entries: list[_Pending], bins: int) -> list[tuple[list[int], torch.T
         extra = _stack_extra(group, dtype, device)
         out.append((idxs, torch.cat([core, head, quant, rng, extra, counts], dim=1)))
     return out
+
+
+def _hist_range(where: Callable, isfinite: Callable, lo: Any, hi: Any, first: Any, top: Any) -> tuple:
+    """Each row's histogram range ``(lo_eff, hi_eff)`` (float64 arrays or tensors, with
+    ``where``/``isfinite`` of NumPy or torch): the tensor's exact min and max, the sample's
+    finite extremes ``first``/``top`` where those are not finite, widened by 0.5 each side for a
+    constant row."""
+    lo = where(isfinite(lo), lo, first)
+    hi = where(isfinite(hi), hi, top)
+    positive = hi > lo
+    return where(positive, lo, lo - 0.5), where(positive, hi, lo + 0.5)
 
 
 def _reduce_host(group: list[_Pending], bins: int) -> np.ndarray:
@@ -947,11 +954,7 @@ def _reduce_host(group: list[_Pending], bins: int) -> np.ndarray:
         lo, hi = lo32.astype(f64), hi32.astype(f64)
         first = np.where(k > 0, srt[:, 0].astype(f64), 0.0)
         top = np.where(k > 0, srt[np.arange(rows), last].astype(f64), 0.0)
-        lo = np.where(np.isfinite(lo), lo, first)
-        hi = np.where(np.isfinite(hi), hi, top)
-        positive = hi > lo
-        lo_eff = np.where(positive, lo, lo - 0.5)
-        hi_eff = np.where(positive, hi, lo + 0.5)
+        lo_eff, hi_eff = _hist_range(np.where, np.isfinite, lo, hi, first, top)
         # probes: counted "< p": 0, below thresholds (pad -inf), bin edges; "<= p": 0, above (pad +inf), hi
         nb = max(len(e.below) for e in group)
         na = max(len(e.above) for e in group)
