@@ -111,8 +111,14 @@ def _entries(gen: torch.Generator, dtype: torch.dtype) -> list:
 @pytest.mark.parametrize("bins", [0, 16])
 def test_numpy_reduction_equals_the_torch_one(gen, monkeypatch, dtype, bins):
     """The host batch reduction (NumPy) and the device one (torch, forced on the CPU) give the
-    same rows, bit for bit: rows of different lengths, zeros, NaN/inf entries, an all-NaN row,
-    saturation thresholds on some rows only, a dead fraction, with and without histograms."""
+    same rows: rows of different lengths, zeros, NaN/inf entries, an all-NaN row, saturation
+    thresholds on some rows only, a dead fraction, with and without histograms.
+
+    Counts (finite entries, zeros, saturation, histogram bins), min/max and the quantiles (order
+    statistics interpolated in float64) are equal exactly. ``std = sqrt(ss / n)`` takes two
+    roundings in either path, and torch's vectorised division and square root (AVX2, AVX-512)
+    may round differently from NumPy's: the float columns agree to ``4 * eps(dtype)`` relative
+    (two roundings of at most ``eps / 2`` each per path), never bit for bit."""
     entries = _entries(gen, dtype)
     ((order_h, rows_h),) = mod._reduce(entries, bins)
     monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
@@ -121,7 +127,11 @@ def test_numpy_reduction_equals_the_torch_one(gen, monkeypatch, dtype, bins):
     rows_d = rows_d[torch.tensor(order_d).argsort()]
     assert rows_h.dtype == rows_d.dtype == dtype
     assert torch.equal(rows_h.isnan(), rows_d.isnan())
-    assert torch.equal(rows_h.nan_to_num(nan=0.0), rows_d.nan_to_num(nan=0.0))
+    rounded = [mod._ROW_LAYOUT.index(c) for c in ("mean", "std")]
+    exact = [i for i in range(rows_h.shape[1]) if i not in rounded]
+    assert torch.equal(rows_h[:, exact].nan_to_num(nan=0.0), rows_d[:, exact].nan_to_num(nan=0.0))
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(rows_h[:, rounded], rows_d[:, rounded], rtol=4 * eps, atol=0, equal_nan=True)
 
 
 def test_weight_rows_host_equal_device_for_symmetric_and_broken_weights(gen, monkeypatch):
