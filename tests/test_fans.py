@@ -110,6 +110,63 @@ def test_keras_layout(layout):
     assert compute_fans((10, 80), layout=layout, chunks=4) == Fans(10, 20, 1)
 
 
+def _counted_fans(conv: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) counted from the Jacobian of ``conv`` (positive weights, so no connection
+    cancels): inputs one interior output unit depends on, outputs one interior input unit affects."""
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(0)) + 0.5)
+    x = torch.zeros(1, *in_shape)
+    y_shape = conv(x).shape
+    jac = torch.autograd.functional.jacobian(conv, x).reshape(math.prod(y_shape), x.numel())
+    out_unit = (y_shape[2] // 2) * y_shape[3] + y_shape[3] // 2  # channel 0, centre
+    in_unit = (in_shape[1] // 2) * in_shape[2] + in_shape[2] // 2
+    return int((jac[out_unit] != 0).sum()), int((jac[:, in_unit] != 0).sum())
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_keras_depthwise_kernel_has_the_fans_of_its_connections(multiplier):
+    """DepthwiseConv2D(3, depth_multiplier=m) on 4 channels is torch's Conv2d(4, 4m, 3, groups=4)."""
+    conv = nn.Conv2d(4, 4 * multiplier, 3, groups=4, bias=False)
+    keras_kernel = (3, 3, 4, multiplier)  # (*k, in_channels, depth_multiplier)
+    fans = compute_fans(keras_kernel, layout="keras_depthwise")
+    assert (fans.fan_in, fans.fan_out) == _counted_fans(conv, (4, 9, 9)) == (3 * 3, 3 * 3 * multiplier)
+    assert fans == compute_fans(conv.weight.shape, groups=4)
+    # Keras's own reading of the same kernel, fan_in = in_channels * rf, counts 4 inputs per output
+    assert compute_fans(keras_kernel, layout="keras").fan_in == 4 * 3 * 3
+
+
+def test_keras_depthwise_1d_3d_and_separable():
+    assert compute_fans((5, 8, 3), layout="keras_depthwise") == Fans(5, 15, 5)  # DepthwiseConv1D
+    assert compute_fans((3, 3, 3, 2, 1), layout="keras_depthwise") == Fans(27, 27, 27)
+    # SeparableConv2D(32, 3) on 64 channels: depthwise kernel (3, 3, 64, 1), pointwise (1, 1, 64, 32)
+    assert compute_fans((3, 3, 64, 1), layout="keras_depthwise") == Fans(9, 9, 9)
+    assert compute_fans((1, 1, 64, 32), layout="keras") == Fans(64, 32, 1)
+    # groups=in_channels states what the layout means, and changes nothing
+    assert compute_fans((3, 3, 64, 1), layout="keras_depthwise", groups=64) == Fans(9, 9, 9)
+
+
+def test_jax_depthwise_and_grouped_kernels_take_feature_group_count_as_groups():
+    """flax Conv(features, kernel, feature_group_count=g): kernel (*k, in/g, features)."""
+    assert compute_fans((3, 3, 1, 64), layout="jax", groups=64) == Fans(9, 9, 9)
+    assert compute_fans((3, 3, 1, 128), layout="jax", groups=64) == Fans(9, 18, 9)  # multiplier 2
+    conv = nn.Conv2d(6, 12, 3, groups=3, bias=False)
+    jax_kernel = tuple(conv.weight.permute(2, 3, 1, 0).shape)  # (3, 3, 2, 12)
+    fans = compute_fans(jax_kernel, layout="jax", groups=3)
+    assert (fans.fan_in, fans.fan_out) == _counted_fans(conv, (6, 9, 9))
+    with pytest.raises(InitlabError, match=re.escape("groups=5 does not divide the output dim (= 64)")):
+        compute_fans((3, 3, 1, 64), layout="jax", groups=5)
+
+
+def test_glorot_uniform_limit_of_a_keras_depthwise_kernel():
+    """Keras GlorotUniform: limit = sqrt(6 / (fan_in + fan_out)) with the true fans of a
+    DepthwiseConv2D(3) kernel (3, 3, 64, 1): one input channel in, one output channel out."""
+    fan_in, fan_out = 3 * 3 * 1, 3 * 3 * 1
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    assert round(limit, 3) == 0.577
+    spec = schemes.glorot_uniform(compute_fans((3, 3, 64, 1), layout="keras_depthwise"))
+    assert spec.high == pytest.approx(limit, rel=1e-12) and spec.low == pytest.approx(-limit, rel=1e-12)
+
+
 def test_keras_and_torch_layouts_agree_on_the_same_conv():
     conv = nn.Conv2d(16, 32, 3)
     keras_kernel = conv.weight.permute(2, 3, 1, 0)  # (kh, kw, in, out)
@@ -171,7 +228,22 @@ def test_zero_sized_dims_give_zero_fans():
         ((10, 81), {"chunks": 4, "layout": "keras"}, "chunks=4 does not divide the last dim (= 81)"),
         ((3, 3, 2, 9), {"groups": 2, "layout": "keras"}, "groups=2 does not divide the output dim (= 9)"),
         ((7,), {"vector": "keras", "chunks": 2}, "chunks=2 does not divide the length 7"),
-        ((4, 4), {"layout": "tf"}, "layout='tf' is unknown: use one of torch, keras, jax"),
+        ((4, 4), {"layout": "tf"}, "layout='tf' is unknown: use one of torch, keras, jax, keras_depthwise"),
+        ((3, 3, 64, 1), {"layout": "keras-depthwise"},
+         "layout='keras-depthwise' is unknown: use one of torch, keras, jax, keras_depthwise (a Keras "
+         "DepthwiseConv kernel (*k, in, depth_multiplier) is 'keras_depthwise'; a torch or JAX depthwise "
+         "kernel is 'torch' / 'jax' with groups=in_channels)"),
+        ((4, 4), {"layout": None}, "layout=None is unknown: use one of"),
+        ((4, 4), {"layout": ["keras"]}, "layout=['keras'] is unknown: use one of"),
+        ((64, 1), {"layout": "keras_depthwise"}, "layout='keras_depthwise' (kernel (*k, in_channels, "
+         "depth_multiplier), shape (64, 1)) needs >= 3 dims: a Dense kernel (in, out) is layout='keras'"),
+        ((3, 3, 64, 1), {"layout": "keras_depthwise", "groups": 8},
+         "groups=8 contradicts layout='keras_depthwise' (kernel (*k, in_channels, depth_multiplier), shape "
+         "(3, 3, 64, 1)), which means groups = in_channels (= 64): leave groups=1"),
+        ((3, 3, 64, 1), {"layout": "keras_depthwise", "transposed": True},
+         "transposed=True with layout='keras_depthwise'"),
+        ((3, 3, 64, 2), {"layout": "keras_depthwise", "chunks": 2},
+         "chunks=2 with layout='keras_depthwise'"),
         ((4, 4), {"vector": "numpy"}, "vector='numpy' is unknown"),
         ((4, -1), {}, "has a negative dimension"),
         (None, {}, "shape=None is not a sequence of ints"),
@@ -190,7 +262,7 @@ def test_numpy_integers_are_accepted():
 
 
 def test_layouts_listed():
-    assert LAYOUTS == ("torch", "keras", "jax")
+    assert LAYOUTS == ("torch", "keras", "jax", "keras_depthwise")
 
 
 def test_fans_properties():

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.init as tinit
 from scipy import stats
 
+import initlab.errors
 import initlab.gains
 from initlab import init as I  # noqa: N812 - drop-in spelling
 from initlab import schemes
@@ -36,6 +40,8 @@ def torch_fans(shape) -> tuple[int, int]:
 
 
 # ---- the contract table: scheme x shape x dtype ----------------------------------------------------
+
+TORCH_ZERO_ELEMENT = "Initializing zero-element tensors is a no-op"  # torch's text (and its tests' regex)
 
 # name -> (call(tensor, generator), min_dims, allowed dims or None)
 SCHEMES = {
@@ -96,16 +102,41 @@ def test_contract_shape_dtype_and_dims(name, shape, dtype):
             call(t, gen())
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool], ids=str)
-@pytest.mark.parametrize("name", list(SCHEMES))
-def test_contract_integer_and_bool_raise_type_error(name, dtype):
-    t = torch.zeros(6, 4, 3, dtype=dtype) if name in ("dirac_", "delta_orthogonal_") else torch.zeros(
-        6, 5, dtype=dtype
-    )
+INT_DTYPES = [torch.int64, torch.int32, torch.uint8, torch.bool]
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+@pytest.mark.parametrize("name", RANDOM)
+def test_contract_random_initializers_refuse_integer_and_bool(name, dtype):
+    """A TypeError naming the dtype, and a NotImplementedError (RuntimeError) as torch raises."""
+    t = torch.zeros(6, 4, 3, dtype=dtype) if name == "delta_orthogonal_" else torch.zeros(6, 5, dtype=dtype)
     before = t.clone()
-    with pytest.raises(TypeError, match=str(dtype).replace("torch.", "")):
+    with pytest.raises(TypeError, match=str(dtype).replace("torch.", "")) as info:
         SCHEMES[name][0](t, gen())
+    assert isinstance(info.value, NotImplementedError) and isinstance(info.value, I.InitDtypeError)
     assert torch.equal(t, before)
+
+
+# the deterministic fillers on integer and bool tensors: torch code that works keeps working
+FILLERS = {
+    "zeros_": ((5, 4), ()),
+    "ones_": ((5, 4), ()),
+    "constant_": ((5, 4), (3,)),
+    "constant_(2.7)": ((5, 4), (2.7,)),  # Tensor.fill_ casts: 2 in an int tensor, True in a bool one
+    "eye_": ((3, 5), ()),
+    "dirac_": ((4, 2, 3, 3), (2,)),
+}
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+@pytest.mark.parametrize("case", list(FILLERS))
+def test_deterministic_fillers_fill_integer_and_bool_tensors_as_torch(case, dtype):
+    shape, args = FILLERS[case]
+    name = case.split("(")[0]
+    ours, theirs = torch.full(shape, 7, dtype=dtype), torch.full(shape, 7, dtype=dtype)
+    assert getattr(I, name)(ours, *args) is ours
+    getattr(tinit, name)(theirs, *args)
+    assert ours.dtype == dtype and torch.equal(ours, theirs)
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
@@ -114,7 +145,7 @@ def test_contract_zero_element_warns_and_returns_unchanged(name):
     ndim = dims[0] if dims else max(min_dims, 1)
     shape = (0,) + (4,) * (ndim - 1)
     t = torch.empty(shape)
-    with pytest.warns(UserWarning, match="zero-element") as record:
+    with pytest.warns(UserWarning, match=TORCH_ZERO_ELEMENT) as record:
         out = SCHEMES[name][0](t, gen())
     assert out is t and out.shape == torch.Size(shape)
     assert record[0].filename == __file__  # the warning points at the caller
@@ -123,6 +154,120 @@ def test_contract_zero_element_warns_and_returns_unchanged(name):
 def test_not_a_tensor_raises_type_error():
     with pytest.raises(TypeError, match="list"):
         I.normal_([1.0, 2.0])
+
+
+# ---- deliberate differences from torch (the table in initlab.init's docstring) ---------------------
+
+
+@pytest.mark.parametrize("name", ["kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "zeros_"])
+def test_zero_element_warning_has_torchs_text(name):
+    """torch's own test regex matches; torch really warns with it (kaiming_*); a filter written for
+    torch's warning silences initlab's too."""
+    with pytest.warns(UserWarning, match=TORCH_ZERO_ELEMENT):
+        getattr(I, name)(torch.empty(0, 1))
+    if name.startswith("kaiming"):
+        with pytest.warns(UserWarning, match=TORCH_ZERO_ELEMENT):
+            getattr(tinit, name)(torch.empty(0, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=TORCH_ZERO_ELEMENT)
+        getattr(I, name)(torch.empty(0, 1))
+
+
+def test_zero_element_warning_names_the_initializer_and_shape():
+    with pytest.warns(UserWarning, match=re.escape(f"{TORCH_ZERO_ELEMENT} (orthogonal_ on shape (0, 3))")):
+        I.orthogonal_(torch.empty(0, 3))
+
+
+def test_zero_elements_with_too_few_dims_are_refused():
+    """Documented difference: torch warns and returns here; the call is wrong at any size."""
+    with pytest.warns(UserWarning, match=TORCH_ZERO_ELEMENT):
+        tinit.kaiming_uniform_(torch.empty(0))
+    with pytest.raises(ValueError, match="at least 2 dimensions, got 1"):
+        I.kaiming_uniform_(torch.empty(0))
+
+
+ARGUMENT_ERRORS = {  # torch raises RuntimeError on each
+    "uniform_ a > b": lambda m: m.uniform_(torch.empty(4), 2.0, 1.0),
+    "normal_ std < 0": lambda m: m.normal_(torch.empty(4), 0.0, -1.0),
+    "sparse_ std < 0": lambda m: m.sparse_(torch.empty(4, 3), 0.5, std=-1.0),
+    "trunc_normal_ a > b": lambda m: m.trunc_normal_(torch.empty(4), 0.0, 1.0, 2.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(ARGUMENT_ERRORS))
+def test_argument_errors_are_both_value_error_and_torchs_runtime_error(case):
+    with pytest.raises(RuntimeError):
+        ARGUMENT_ERRORS[case](tinit)
+    for cls in (RuntimeError, ValueError, I.InitArgumentError, initlab.errors.InitlabError):
+        with pytest.raises(cls):
+            ARGUMENT_ERRORS[case](I)
+
+
+TORCH_RANDOM = ["uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "kaiming_normal_", "orthogonal_",
+                "sparse_"]
+
+
+@pytest.mark.parametrize("name", TORCH_RANDOM)
+def test_random_initializers_on_ints_are_caught_by_torchs_except_clause(name):
+    args = (0.5,) if name == "sparse_" else ()
+    with pytest.raises(RuntimeError):
+        getattr(tinit, name)(torch.zeros(3, 3, dtype=torch.int64), *args)
+    with pytest.raises(RuntimeError, match="int64"):
+        getattr(I, name)(torch.zeros(3, 3, dtype=torch.int64), *args)
+
+
+def test_trunc_normal_degenerate_interval_fills_a_as_torch():
+    ours = I.trunc_normal_(torch.empty(5), 0.0, 1.0, 0.5, 0.5, generator=gen())
+    theirs = tinit.trunc_normal_(torch.empty(5), 0.0, 1.0, 0.5, 0.5, generator=gen())
+    assert torch.equal(ours, theirs) and torch.equal(ours, torch.full((5,), 0.5))
+
+
+def test_trunc_normal_std_not_positive_is_refused():
+    """Documented: torch divides by zero for std = 0, and for std < 0 samples as if |std|."""
+    with pytest.raises(ZeroDivisionError):
+        tinit.trunc_normal_(torch.empty(4), 0.0, 0.0)
+    tinit.trunc_normal_(torch.empty(4), 0.0, -1.0)  # torch accepts a negative std
+    for std in (0.0, -1.0):
+        with pytest.raises(I.InitArgumentError, match=re.escape(f"std={std!r} is invalid: pass std > 0")):
+            I.trunc_normal_(torch.empty(4), 0.0, std)
+
+
+@pytest.mark.parametrize("sparsity", [1.5, -0.25, 15])
+def test_sparsity_outside_the_unit_interval_is_refused(sparsity):
+    """Documented: torch zeroes every row for sparsity > 1 and slices from the end for < 0."""
+    theirs = tinit.sparse_(torch.empty(4, 3), sparsity)
+    zeros_per_column = 4 if sparsity > 1 else 4 - math.floor(-sparsity * 4)
+    assert ((theirs == 0).sum(0) == zeros_per_column).all()
+    with pytest.raises(ValueError, match=re.escape(f"sparsity={sparsity!r} is outside [0, 1]")):
+        I.sparse_(torch.empty(4, 3), sparsity)
+
+
+def test_not_a_tensor_is_a_type_error_where_torch_raises_attribute_error():
+    with pytest.raises(AttributeError):
+        tinit.zeros_([1.0])
+    with pytest.raises(TypeError, match="got list"):
+        I.zeros_([1.0])
+
+
+def _table_cases(text: str, rule: str) -> list[str]:
+    """The first-column entries of the differences table (RST in the docstring, Markdown in README)."""
+    if rule == "rst":
+        lines = text.splitlines()
+        borders = [i for i, line in enumerate(lines) if re.fullmatch(r"=+( +=+)+", line)]
+        width = lines[borders[0]].index(" ")
+        body = lines[borders[1] + 1:borders[2]]
+        return [line[:width].strip() for line in body if line[:width].strip()]
+    return [row.split("|")[1].strip() for row in text.splitlines()
+            if row.startswith("|") and not set(row) <= set("|-: ")][1:]
+
+
+def test_differences_table_in_readme_is_the_docstrings():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Tensor initializers"):readme.index("### Fans and gains")]
+    doc_cases = [c.replace("``", "`") for c in _table_cases(I.__doc__, "rst")]
+    assert len(doc_cases) >= 10
+    assert _table_cases(section, "md") == doc_cases
 
 
 # ---- drop-in for torch.nn.init --------------------------------------------------------------------
@@ -525,6 +670,19 @@ def test_variance_scaling_keras_layout_matches_keras(spy):
     assert spy[0][1] == pytest.approx((-limit, limit), rel=1e-12)
 
 
+def test_variance_scaling_keras_depthwise_glorot_uniform_limit(spy):
+    """Keras GlorotUniform on a DepthwiseConv2D(3) kernel (3, 3, 64, 1), with its true fans: each
+    output unit reads one input channel (fan_in = 3*3), each input unit feeds one output channel
+    (fan_out = 3*3*1); limit = sqrt(6 / (fan_in + fan_out))."""
+    fan_in, fan_out = 3 * 3, 3 * 3 * 1
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    I.variance_scaling_(torch.empty(3, 3, 64, 1), 1.0, "fan_avg", "uniform", layout="keras_depthwise")
+    assert spy[-1][1] == pytest.approx((-limit, limit), rel=1e-12)
+    # the same conv as a JAX kernel (*k, in/groups, out) with feature_group_count = groups = 64
+    I.variance_scaling_(torch.empty(3, 3, 1, 64), 1.0, "fan_avg", "uniform", layout="jax", groups=64)
+    assert spy[-1][1] == pytest.approx((-limit, limit), rel=1e-12)
+
+
 @pytest.mark.parametrize(
     "name,spec_fn,kwargs",
     [
@@ -585,7 +743,7 @@ def test_variance_scaling_errors(kwargs, match):
         (lambda: I.normal_(torch.empty(4), std=-1.0), "std=-1.0 is negative"),
         (lambda: I.uniform_(torch.empty(4), 1.0, 0.0), "a=1.0 > b=0.0"),
         (lambda: I.trunc_normal_(torch.empty(4), std=0.0), "std=0.0 is invalid"),
-        (lambda: I.trunc_normal_(torch.empty(4), a=1.0, b=-1.0), "a=1.0 must be < b=-1.0"),
+        (lambda: I.trunc_normal_(torch.empty(4), a=1.0, b=-1.0), "a=1.0 must be <= b=-1.0"),
         (lambda: I.sparse_(torch.empty(4, 4), 1.5), "sparsity=1.5 is outside"),
         (lambda: I.dirac_(torch.empty(6, 2, 3), groups=4), "groups=4 must be a positive integer dividing"),
         (lambda: I.orthogonal_(torch.empty(4, 4), chunks=0), "chunks=0 is invalid"),

@@ -195,6 +195,27 @@ def test_keras_documented_limits():
         assert abs(w).max() <= limit and abs(w).max() > 0.99 * limit
 
 
+def test_keras_depthwise_glorot_uniform_limit():
+    """A DepthwiseConv2D(3) kernel (3, 3, 64, 1): true fans 3*3 (one input channel) and 3*3*1, so
+    Keras GlorotUniform's limit sqrt(6 / (fan_in + fan_out)) is sqrt(6 / 18); Keras's own fans
+    (3*3*64, 3*3) would give sqrt(6 / 585)."""
+    shape = (3, 3, 64, 1)
+    fan_in, fan_out = 3 * 3, 3 * 3 * 1
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    for w in [
+        ni.glorot_uniform(shape, 4, np.float64, layout="keras_depthwise"),
+        ni.variance_scaling(shape, 1.0, "fan_avg", "uniform", layout="keras_depthwise", rng=4,
+                            dtype=np.float64),
+    ]:
+        # 576 uniform samples: P(max |w| < 0.95 limit) = 0.95 ** 576 < 1e-12
+        assert w.shape == shape and abs(w).max() <= limit and abs(w).max() > 0.95 * limit
+    # the same conv as a JAX kernel (feature_group_count=64): same fans, so the same draws
+    assert np.array_equal(ni.glorot_uniform(shape, 4, np.float64, layout="keras_depthwise").ravel(),
+                          ni.glorot_uniform((3, 3, 1, 64), 4, np.float64, layout="jax", groups=64).ravel())
+    with pytest.raises(InitlabError, match=re.escape("layout='depthwise' is unknown")):
+        ni.glorot_uniform(shape, layout="depthwise")
+
+
 def test_aliases_are_the_same_functions():
     assert ni.xavier_normal is ni.glorot_normal and ni.xavier_uniform is ni.glorot_uniform
     assert ni.kaiming_normal is ni.he_normal and ni.kaiming_uniform is ni.he_uniform

@@ -5,7 +5,8 @@ feed one output unit, ``fan_out`` the outputs that one input unit feeds. Varianc
 schemes (Glorot & Bengio 2010; He et al. 2015; LeCun et al. 1998) scale the weight variance by
 ``1 / fan``, so a wrong fan is a wrong init.
 
-Layouts (``k`` is the kernel size, ``receptive_field = prod(k)``; ``g`` is ``groups``):
+Layouts (``k`` is the kernel size, ``receptive_field = prod(k)``; ``g`` is ``groups``, Keras's
+``groups`` and Flax's ``feature_group_count``; ``m`` is a depthwise conv's ``depth_multiplier``):
 
 ============================  ==========================  ====================  ======================
 layout                        weight shape                fan_in                fan_out
@@ -15,6 +16,7 @@ layout                        weight shape                fan_in                
 ``"torch"`` ConvTransposeNd   ``(in, out/g, *k)``         ``in/g * rf``         ``out/g * rf``
 ``"keras"`` / ``"jax"``       ``(*k, in/g, out)``         ``in/g * rf``         ``out/g * rf``
 ``"keras"`` transposed        ``(*k, out/g, in)``         ``in/g * rf``         ``out/g * rf``
+``"keras_depthwise"``         ``(*k, in, m)``             ``rf``                ``m * rf``
 ============================  ==========================  ====================  ======================
 
 Differences from ``torch.nn.init._calculate_fan_in_and_fan_out``, which always reads
@@ -27,6 +29,10 @@ Differences from ``torch.nn.init._calculate_fan_in_and_fan_out``, which always r
 * packed weights (``chunks``) are split into the blocks that are really separate layers:
   ``nn.MultiheadAttention(512, 8).in_proj_weight`` ``(1536, 512)`` is Q, K and V, three
   ``(512, 512)`` maps (``chunks=3``); LSTM weights hold 4 gates, GRU weights 3.
+
+Keras and JAX read ``fan_in = shape[-2] * rf`` and ``fan_out = shape[-1] * rf`` whatever the layer,
+so a Keras ``DepthwiseConv2D(3, depth_multiplier=1)`` kernel ``(3, 3, 64, 1)`` gets
+``fan_in = 576`` there; each of its output units reads one input channel, so here ``fan_in = 9``.
 
 A 1-D weight has no fan in torch (it raises); Keras uses ``fan_in = fan_out = n``. Choose with
 ``vector="raise"`` (default, torch) or ``vector="keras"``. A 0-D weight always raises.
@@ -44,7 +50,6 @@ from initlab.errors import InitlabError
 
 __all__ = ["Fans", "compute_fans", "fan_for_mode", "LAYOUTS", "MODES"]
 
-LAYOUTS: tuple[str, ...] = ("torch", "keras", "jax")
 MODES: tuple[str, ...] = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 
 
@@ -104,105 +109,36 @@ def _as_dims(shape: object) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def compute_fans(
-    shape: Sequence[int],
-    *,
-    layout: str = "torch",
-    groups: int = 1,
-    transposed: bool = False,
-    chunks: int = 1,
-    vector: str = "raise",
-) -> Fans:
-    """Fans of a weight of ``shape`` under ``layout`` (see the module table).
-
-    .. math::
-        \\mathrm{fan\\_in} = \\frac{c_{in}}{g}\\,\\prod k, \\qquad
-        \\mathrm{fan\\_out} = \\frac{c_{out}}{g}\\,\\prod k
-
-    Args:
-        shape: the weight's shape, a sequence of non-negative ints (``torch.Size`` works).
-        layout: ``"torch"`` — Linear ``(out, in)``, ConvNd ``(out, in/groups, *k)``, and with
-            ``transposed=True`` ConvTransposeNd ``(in, out/groups, *k)``; ``"keras"`` / ``"jax"`` —
-            ``(*k, in/groups, out)``, and with ``transposed=True`` (``Conv2DTranspose``)
-            ``(*k, out/groups, in)``.
-        groups: convolution groups ``g`` (``groups == in_channels`` for depthwise). For
-            ``"torch"`` it must divide ``shape[0]`` (out channels, or in channels if transposed);
-            for ``"keras"`` it must divide ``shape[-1]``.
-        transposed: the weight is a transposed-convolution weight (in either layout).
-        chunks: the weight packs this many equal blocks (QKV: 3, LSTM: 4, GRU: 3) along the output
-            axis (dim 0 in torch layout, the last axis in Keras layout); fans are per block.
-        vector: what a 1-D shape means: ``"raise"`` (torch) or ``"keras"`` (``fan_in = fan_out = n``).
-
-    Returns:
-        :class:`Fans` of one block.
-
-    Raises:
-        InitlabError: a shape that is not a sequence of ints (a string, floats, bools, or a weight
-            tensor instead of its shape); 0-D shape; 1-D shape with ``vector="raise"``; unknown ``layout`` or
-            ``vector``; ``groups`` or ``chunks`` not a positive int or not dividing the axis.
-
-    Example:
-        >>> compute_fans((4, 1, 3, 3), groups=4)          # depthwise Conv2d(4, 4, 3, groups=4)
-        Fans(fan_in=9, fan_out=9, receptive_field=9)
-        >>> compute_fans((16, 64, 3, 3), transposed=True).fan_in   # ConvTranspose2d(16, 64, 3)
-        144
-        >>> compute_fans((1536, 512), chunks=3)           # MultiheadAttention(512, 8) in_proj
-        Fans(fan_in=512, fan_out=512, receptive_field=1)
-        >>> compute_fans((3, 3, 16, 32), layout="keras")
-        Fans(fan_in=144, fan_out=288, receptive_field=9)
-    """
-    dims = _as_dims(shape)
-    for d in dims:
-        if d < 0:
-            raise InitlabError(f"shape={dims} has a negative dimension: dimensions must be >= 0")
-    if layout not in LAYOUTS:
-        raise InitlabError(f"layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
-    if vector not in ("raise", "keras"):
-        raise InitlabError(f"vector={vector!r} is unknown: use 'raise' (torch) or 'keras'")
-    groups = _check_int("groups", groups, 1)
-    chunks = _check_int("chunks", chunks, 1)
-
-    if len(dims) == 0:
+def _torch_layout(dims: tuple[int, ...], groups: int, transposed: bool, chunks: int) -> Fans:
+    """``(out, in/groups, *k)``, or ``(in, out/groups, *k)`` if transposed."""
+    rf = math.prod(dims[2:])
+    if transposed:
+        if chunks != 1:
+            raise InitlabError("chunks is not supported for transposed weights: pass chunks=1")
+        if dims[0] % groups:
+            raise InitlabError(
+                f"groups={groups} does not divide dim 0 (in_channels = {dims[0]}) of the "
+                f"transposed weight {dims}: pass the module's own `groups`"
+            )
+        return Fans(dims[0] // groups * rf, dims[1] * rf, rf)
+    # possibly `chunks` blocks stacked along dim 0
+    if dims[0] % chunks:
         raise InitlabError(
-            "fans are not defined for a 0-D (scalar) tensor: pass a weight with >= 1 dimension"
+            f"chunks={chunks} does not divide dim 0 (= {dims[0]}) of shape {dims}: "
+            "packed weights stack equal blocks along dim 0"
         )
-    if len(dims) == 1:
-        if vector == "raise":
-            raise InitlabError(
-                f"fans are not defined for a 1-D tensor of shape {dims} (torch raises here): "
-                "pass vector='keras' to use fan_in = fan_out = n, or a weight with >= 2 dims"
-            )
-        n = dims[0]
-        if n % chunks:
-            raise InitlabError(f"chunks={chunks} does not divide the length {n} of shape {dims}")
-        return Fans(n // chunks, n // chunks, 1)
+    block = dims[0] // chunks
+    if block % groups:
+        raise InitlabError(
+            f"groups={groups} does not divide the output channels (= {block}) of shape "
+            f"{dims}: pass the module's own `groups`"
+        )
+    return Fans(dims[1] * rf, block // groups * rf, rf)
 
-    if layout == "torch":
-        rf = math.prod(dims[2:])
-        if transposed:  # (in, out/groups, *k)
-            if chunks != 1:
-                raise InitlabError("chunks is not supported for transposed weights: pass chunks=1")
-            if dims[0] % groups:
-                raise InitlabError(
-                    f"groups={groups} does not divide dim 0 (in_channels = {dims[0]}) of the "
-                    f"transposed weight {dims}: pass the module's own `groups`"
-                )
-            return Fans(dims[0] // groups * rf, dims[1] * rf, rf)
-        # (out, in/groups, *k), possibly `chunks` blocks stacked along dim 0
-        if dims[0] % chunks:
-            raise InitlabError(
-                f"chunks={chunks} does not divide dim 0 (= {dims[0]}) of shape {dims}: "
-                "packed weights stack equal blocks along dim 0"
-            )
-        block = dims[0] // chunks
-        if block % groups:
-            raise InitlabError(
-                f"groups={groups} does not divide the output channels (= {block}) of shape "
-                f"{dims}: pass the module's own `groups`"
-            )
-        return Fans(dims[1] * rf, block // groups * rf, rf)
 
-    # keras / jax: (*k, in/groups, out); transposed (Conv*Transpose): (*k, out/groups, in)
+def _keras_layout(dims: tuple[int, ...], groups: int, transposed: bool, chunks: int) -> Fans:
+    """``(*k, in/groups, out)`` (Keras ``Conv*``, Flax ``Conv`` with ``feature_group_count``), or
+    ``(*k, out/groups, in)`` if transposed (``Conv*Transpose``)."""
     rf = math.prod(dims[:-2])
     if transposed:
         if chunks != 1:
@@ -224,6 +160,139 @@ def compute_fans(
     if c_out % groups:
         raise InitlabError(f"groups={groups} does not divide the output dim (= {c_out}) of {dims}")
     return Fans(c_in * rf, c_out // groups * rf, rf)
+
+
+def _keras_depthwise_layout(dims: tuple[int, ...], groups: int, transposed: bool, chunks: int) -> Fans:
+    """``(*k, in, multiplier)`` (Keras ``DepthwiseConv*``, ``SeparableConv*`` depthwise kernel):
+    an output unit reads one input channel over the kernel, an input unit feeds ``multiplier``
+    output channels at each kernel position."""
+    where = f"layout='keras_depthwise' (kernel (*k, in_channels, depth_multiplier), shape {dims})"
+    if len(dims) < 3:
+        raise InitlabError(
+            f"{where} needs >= 3 dims: a Dense kernel (in, out) is layout='keras'"
+        )
+    if groups not in (1, dims[-2]):
+        raise InitlabError(
+            f"groups={groups} contradicts {where}, which means groups = in_channels "
+            f"(= {dims[-2]}): leave groups=1"
+        )
+    if transposed:
+        raise InitlabError(f"transposed=True with {where}: Keras has no transposed depthwise conv")
+    if chunks != 1:
+        raise InitlabError(f"chunks={chunks} with {where}: a depthwise kernel packs no blocks; pass chunks=1")
+    rf = math.prod(dims[:-2])
+    return Fans(rf, dims[-1] * rf, rf)
+
+
+#: layout name -> fans of an N-D (N >= 2) shape in that layout; one entry and its test per layout.
+_LAYOUT_FANS = {
+    "torch": _torch_layout,
+    "keras": _keras_layout,
+    "jax": _keras_layout,
+    "keras_depthwise": _keras_depthwise_layout,
+}
+LAYOUTS: tuple[str, ...] = tuple(_LAYOUT_FANS)
+
+
+def _check_layout(layout: object) -> str:
+    if isinstance(layout, str) and layout in _LAYOUT_FANS:
+        return layout
+    hint = ""
+    if isinstance(layout, str) and "depthwise" in layout.lower():
+        hint = (
+            " (a Keras DepthwiseConv kernel (*k, in, depth_multiplier) is 'keras_depthwise'; a torch "
+            "or JAX depthwise kernel is 'torch' / 'jax' with groups=in_channels)"
+        )
+    raise InitlabError(f"layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}{hint}")
+
+
+def compute_fans(
+    shape: Sequence[int],
+    *,
+    layout: str = "torch",
+    groups: int = 1,
+    transposed: bool = False,
+    chunks: int = 1,
+    vector: str = "raise",
+) -> Fans:
+    """Fans of a weight of ``shape`` under ``layout`` (see the module table).
+
+    .. math::
+        \\mathrm{fan\\_in} = \\frac{c_{in}}{g}\\,\\prod k, \\qquad
+        \\mathrm{fan\\_out} = \\frac{c_{out}}{g}\\,\\prod k
+
+    A Keras depthwise kernel ``(*k, c_in, m)`` has ``g = c_in`` and ``c_out = m\\,c_in``, so
+    ``fan_in = prod(k)`` and ``fan_out = m * prod(k)``.
+
+    Args:
+        shape: the weight's shape, a sequence of non-negative ints (``torch.Size`` works).
+        layout: ``"torch"`` — Linear ``(out, in)``, ConvNd ``(out, in/groups, *k)``, and with
+            ``transposed=True`` ConvTransposeNd ``(in, out/groups, *k)``; ``"keras"`` / ``"jax"`` —
+            ``(*k, in/groups, out)``, and with ``transposed=True`` (``Conv2DTranspose``)
+            ``(*k, out/groups, in)``; ``"keras_depthwise"`` — a Keras ``DepthwiseConv1D/2D``
+            (or ``SeparableConv*`` depthwise) kernel ``(*k, in, depth_multiplier)``, >= 3 dims.
+        groups: convolution groups ``g`` (``groups == in_channels`` for depthwise): torch's and
+            Keras's ``groups``, Flax's ``feature_group_count``. For ``"torch"`` it must divide
+            ``shape[0]`` (out channels, or in channels if transposed); for ``"keras"`` / ``"jax"``
+            it must divide ``shape[-1]``; ``"keras_depthwise"`` implies it (leave it 1).
+        transposed: the weight is a transposed-convolution weight (``"torch"``, ``"keras"``,
+            ``"jax"``).
+        chunks: the weight packs this many equal blocks (QKV: 3, LSTM: 4, GRU: 3) along the output
+            axis (dim 0 in torch layout, the last axis in Keras layout); fans are per block.
+        vector: what a 1-D shape means: ``"raise"`` (torch) or ``"keras"`` (``fan_in = fan_out = n``).
+
+    Returns:
+        :class:`Fans` of one block.
+
+    Raises:
+        InitlabError: a shape that is not a sequence of ints (a string, floats, bools, or a weight
+            tensor instead of its shape); 0-D shape; 1-D shape with ``vector="raise"``; unknown ``layout`` or
+            ``vector``; ``groups`` or ``chunks`` not a positive int or not dividing the axis;
+            ``"keras_depthwise"`` with fewer than 3 dims, ``transposed``, ``chunks`` or a
+            ``groups`` other than 1 or ``in``.
+
+    Source: Glorot & Bengio (2010) define the fans as the units' connection counts; the layouts
+    are torch's, Keras's and Flax's kernel shapes.
+
+    Example:
+        >>> compute_fans((4, 1, 3, 3), groups=4)          # depthwise Conv2d(4, 4, 3, groups=4)
+        Fans(fan_in=9, fan_out=9, receptive_field=9)
+        >>> compute_fans((16, 64, 3, 3), transposed=True).fan_in   # ConvTranspose2d(16, 64, 3)
+        144
+        >>> compute_fans((1536, 512), chunks=3)           # MultiheadAttention(512, 8) in_proj
+        Fans(fan_in=512, fan_out=512, receptive_field=1)
+        >>> compute_fans((3, 3, 16, 32), layout="keras")
+        Fans(fan_in=144, fan_out=288, receptive_field=9)
+        >>> compute_fans((3, 3, 64, 2), layout="keras_depthwise")  # DepthwiseConv2D(3, depth_multiplier=2)
+        Fans(fan_in=9, fan_out=18, receptive_field=9)
+        >>> compute_fans((3, 3, 1, 64), layout="jax", groups=64)  # Conv(64, (3, 3), feature_group_count=64)
+        Fans(fan_in=9, fan_out=9, receptive_field=9)
+    """
+    dims = _as_dims(shape)
+    for d in dims:
+        if d < 0:
+            raise InitlabError(f"shape={dims} has a negative dimension: dimensions must be >= 0")
+    layout_fans = _LAYOUT_FANS[_check_layout(layout)]
+    if vector not in ("raise", "keras"):
+        raise InitlabError(f"vector={vector!r} is unknown: use 'raise' (torch) or 'keras'")
+    groups = _check_int("groups", groups, 1)
+    chunks = _check_int("chunks", chunks, 1)
+
+    if len(dims) == 0:
+        raise InitlabError(
+            "fans are not defined for a 0-D (scalar) tensor: pass a weight with >= 1 dimension"
+        )
+    if len(dims) == 1:
+        if vector == "raise":
+            raise InitlabError(
+                f"fans are not defined for a 1-D tensor of shape {dims} (torch raises here): "
+                "pass vector='keras' to use fan_in = fan_out = n, or a weight with >= 2 dims"
+            )
+        n = dims[0]
+        if n % chunks:
+            raise InitlabError(f"chunks={chunks} does not divide the length {n} of shape {dims}")
+        return Fans(n // chunks, n // chunks, 1)
+    return layout_fans(dims, groups, bool(transposed), chunks)
 
 
 def fan_for_mode(fans: Fans, mode: str) -> float:

@@ -12,30 +12,52 @@ weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_`, :fun
 (Balduzzi et al. 2017) and :func:`apply_spec_`, which realises any :class:`initlab.schemes.Spec`.
 ``glorot_*`` / ``he_*`` are aliases (assignments) of ``xavier_*`` / ``kaiming_*``.
 
-Every initializer:
+Every initializer fills the tensor in place under ``torch.no_grad()`` and returns it (shape and
+dtype kept); takes ``generator=`` (a ``torch.Generator`` on the tensor's device; ``None`` is
+torch's default generator); samples on the tensor's device and dtype with torch's own in-place
+samplers, so it is as fast as torch; and raises :class:`~initlab.errors.InitlabError` (a
+``ValueError``, as torch) saying how many dimensions are needed when the tensor has too few.
 
-* fills the tensor in place under ``torch.no_grad()`` and returns it (shapes and dtype kept);
-* takes ``generator=`` (a ``torch.Generator`` on the tensor's device) and never touches global RNG
-  state except through torch's own default generator when ``generator`` is ``None``;
-* samples on the tensor's own device and dtype with torch's in-place samplers (``Tensor.uniform_``,
-  ``Tensor.normal_``, torch's ``trunc_normal_``), so it is as fast as torch;
-* warns (``UserWarning``) and returns the tensor unchanged when it has zero elements;
-* raises ``TypeError`` (naming the dtype) for integer and bool tensors, and
-  :class:`~initlab.errors.InitlabError` (a ``ValueError``) saying how many dimensions are needed
-  when the tensor has too few.
+Deliberate differences from ``torch.nn.init`` (torch 2.13). Torch code that works keeps working
+except in the rows marked *refused*; where both refuse, initlab's exception is also an instance of
+torch's class.
 
-Where initlab deliberately differs from torch (all are strict improvements that leave valid
-calls unchanged):
+==================================  =============================  ====================================
+case                                torch 2.13                     initlab
+==================================  =============================  ====================================
+zero-element tensor                 warns in ``kaiming_*`` only    warns in every initializer; the
+                                                                   message starts with torch's text
+                                                                   "Initializing zero-element tensors
+                                                                   is a no-op"
+zero elements and too few dims      ``kaiming_*`` warn, return     *refused*: ``ValueError``, dims are
+                                                                   checked first
+                                                                   (``kaiming_uniform_(empty(0))``)
+random initializer, int/bool        ``NotImplementedError`` (a     :class:`InitDtypeError`, a
+                                    ``RuntimeError``)              ``TypeError`` and a
+                                                                   ``NotImplementedError``
+``a > b``; ``std < 0``              ``RuntimeError`` (in           :class:`InitArgumentError`, a
+                                    ``uniform_``, ``normal_``,     ``ValueError`` and a
+                                    ``sparse_``,                   ``RuntimeError``
+                                    ``trunc_normal_``)
+``trunc_normal_`` ``std <= 0``      0: ``ZeroDivisionError``;      *refused*: :class:`InitArgumentError`
+                                    ``< 0``: samples of the        (a sign error; ``normal_`` refuses
+                                    absolute std                   it in torch)
+``sparse_`` sparsity < 0 or > 1     ``> 1``: all zero; ``< 0``:    *refused*: ``ValueError`` (15 meant
+                                    slices from the end            as 15 % would zero the weight)
+``sparse_`` row permutations        global RNG, even with          drawn from ``generator``
+                                    ``generator``                  (``None``: torch's bits)
+``orthogonal_`` float16/bfloat16    ``NotImplementedError`` on     QR in float32, then cast
+                                    CPU (no 16-bit QR)
+``orthogonal_`` zero in diag(R)     that column of ``Q`` is zero   sign ``+1``: ``Q`` stays orthogonal
+not a tensor                        ``AttributeError``             ``TypeError`` naming the type
+``orthogonal_(..., chunks=k)``      no such keyword                each of ``k`` packed blocks (QKV,
+                                                                   LSTM/GRU gates) on its own
+==================================  =============================  ====================================
 
-* orthogonal and delta-orthogonal run the QR in float32 for ``float16`` / ``bfloat16`` tensors and
-  cast the result (torch raises: there is no 16-bit QR on CPU); the sign correction treats an
-  exactly-zero diagonal entry of ``R`` as ``+1`` (torch would zero that column);
-* ``sparse_`` draws its row permutations from ``generator`` too (torch reads the global RNG there);
-  with ``generator=None`` the bits are torch's;
-* zero-element tensors warn in every initializer (torch warns only in ``kaiming_*``), and the
-  dimension check comes before the zero-element check;
-* ``orthogonal_`` and the other structural initializers take a keyword-only ``chunks=`` to fill
-  the blocks of a packed weight (QKV, LSTM/GRU gates) independently.
+The deterministic fillers (``zeros_``, ``ones_``, ``constant_``, ``eye_``, ``dirac_``) accept any
+dtype, integer and bool included, as torch. To silence the zero-element warning of torch and
+initlab alike: ``warnings.filterwarnings("ignore", message="Initializing zero-element tensors is
+a no-op")``.
 """
 
 from __future__ import annotations
@@ -56,6 +78,9 @@ from initlab.fans import Fans, compute_fans
 from initlab.gains import calculate_gain
 
 __all__ = [
+    # errors that are both initlab's and torch's exception class
+    "InitArgumentError",
+    "InitDtypeError",
     # torch.nn.init names (drop-in)
     "calculate_gain",
     "uniform_",
@@ -105,6 +130,23 @@ __all__ = [
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
+#: torch's own zero-element warning, kept verbatim at the start of ours so that a
+#: ``warnings.filterwarnings("ignore", message=...)`` written for torch also silences initlab.
+ZERO_ELEMENT_WARNING = "Initializing zero-element tensors is a no-op"
+
+
+class InitArgumentError(InitlabError, RuntimeError):
+    """A sampler argument that torch refuses too (``uniform_`` with ``a > b``, ``normal_`` /
+    ``sparse_`` with ``std < 0``, ``trunc_normal_`` with ``a > b``), or a ``trunc_normal_`` std
+    ``<= 0``. A ``ValueError`` like every initlab error, and a ``RuntimeError`` like torch's own
+    refusal, so code written for either ``except`` clause catches it."""
+
+
+class InitDtypeError(TypeError, NotImplementedError):
+    """A random initializer given an integer or bool tensor. A ``TypeError`` naming the dtype, and
+    a ``NotImplementedError`` (a ``RuntimeError``) like torch's ``"normal_kernel_cpu" not
+    implemented for 'Long'``, so code written for either ``except`` clause catches it."""
+
 
 # ---- checks shared by every initializer ---------------------------------------------------------
 
@@ -115,14 +157,16 @@ def _check(
     min_dims: int = 0,
     dims: tuple[int, ...] | None = None,
     what: str = "",
+    any_dtype: bool = False,
 ) -> bool:
     """Validate ``tensor`` for initializer ``name``; True means "nothing to fill" (zero elements,
-    after a warning). The warning points at the caller of the public function."""
+    after a warning). The warning points at the caller of the public function. ``any_dtype``:
+    integer and bool tensors are allowed (the deterministic fillers, as in torch)."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name} fills a torch.Tensor, got {type(tensor).__name__}: pass a tensor")
-    if not (tensor.is_floating_point() or tensor.is_complex()):
-        raise TypeError(
-            f"{name} fills floating-point tensors, got dtype {tensor.dtype}: "
+    if not (any_dtype or tensor.is_floating_point() or tensor.is_complex()):
+        raise InitDtypeError(
+            f"{name} samples floating-point tensors, got dtype {tensor.dtype}: "
             "initialize a float tensor (e.g. tensor.float()) and convert afterwards"
         )
     ndim = tensor.dim()
@@ -140,7 +184,7 @@ def _check(
         )
     if tensor.numel() == 0:
         warnings.warn(
-            f"{name}: initializing a zero-element tensor (shape {tuple(tensor.shape)}) is a no-op",
+            f"{ZERO_ELEMENT_WARNING} ({name} on shape {tuple(tensor.shape)})",
             UserWarning,
             stacklevel=3,
         )
@@ -270,9 +314,9 @@ def _eye(tensor: Tensor, gain: float = 1.0) -> None:
 
 def _trunc_normal(tensor: Tensor, mean: float, std: float, a: float, b: float, generator) -> None:
     if not std > 0:
-        raise InitlabError(f"trunc_normal_: std={std!r} is invalid: pass std > 0")
-    if not a < b:
-        raise InitlabError(f"trunc_normal_: a={a!r} must be < b={b!r}: pass the cut-offs in order")
+        raise InitArgumentError(f"trunc_normal_: std={std!r} is invalid: pass std > 0")
+    if not a <= b:
+        raise InitArgumentError(f"trunc_normal_: a={a!r} must be <= b={b!r}: pass the cut-offs in order")
     # torch's own method (same bits, same speed); looked up at call time.
     _torch_init.trunc_normal_(tensor, mean, std, a, b, generator=generator)
 
@@ -331,7 +375,8 @@ def uniform_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: ``a > b``.
+        InitDtypeError: integer or bool ``tensor``. InitArgumentError (a ``ValueError`` and a
+        ``RuntimeError``, as torch raises): ``a > b``.
 
     Source: ``torch.nn.init.uniform_`` (identical bits for the same generator).
 
@@ -344,7 +389,7 @@ def uniform_(
     if _check(tensor, "uniform_"):
         return tensor
     if a > b:
-        raise InitlabError(f"uniform_: a={a!r} > b={b!r}: pass a <= b")
+        raise InitArgumentError(f"uniform_: a={a!r} > b={b!r}: pass a <= b")
     with torch.no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
@@ -369,7 +414,8 @@ def normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: ``std < 0``.
+        InitDtypeError: integer or bool ``tensor``. InitArgumentError (a ``ValueError`` and a
+        ``RuntimeError``, as torch raises): ``std < 0``.
 
     Source: ``torch.nn.init.normal_`` (identical bits for the same generator).
 
@@ -384,7 +430,7 @@ def normal_(
     if _check(tensor, "normal_"):
         return tensor
     if std < 0:
-        raise InitlabError(f"normal_: std={std!r} is negative: pass std >= 0")
+        raise InitArgumentError(f"normal_: std={std!r} is negative: pass std >= 0")
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
@@ -412,14 +458,17 @@ def trunc_normal_(
 
     Args:
         tensor: any-shaped floating-point tensor, filled in place.
-        mean, std: the parent normal (``std > 0``). a, b: cut-offs, ``a < b``.
+        mean, std: the parent normal (``std > 0``). a, b: cut-offs, ``a <= b``.
         generator: ``torch.Generator`` on the tensor's device (default: torch's global one).
 
     Returns:
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: ``std <= 0`` or ``a >= b``.
+        InitDtypeError: integer or bool ``tensor``. InitArgumentError (a ``ValueError`` and a
+        ``RuntimeError``): ``std <= 0`` (torch: ``ZeroDivisionError`` for 0, and for ``std < 0``
+        the samples of ``|std|``); ``a > b`` (torch: ``RuntimeError``). ``a == b`` fills ``a``,
+        as torch.
 
     Source: ``torch.nn.init.trunc_normal_`` (identical bits for the same generator).
 
@@ -442,13 +491,14 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
     biases and norm scales, not for weights.
 
     Args:
-        tensor: any-shaped floating-point tensor, filled in place. val: the value.
+        tensor: any-shaped tensor of any dtype (as torch: an integer tensor gets ``val`` cast
+            by ``Tensor.fill_``), filled in place. val: the value.
 
     Returns:
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``.
+        TypeError: ``tensor`` is not a tensor.
 
     Source: ``torch.nn.init.constant_``.
 
@@ -458,7 +508,7 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
     """
     if has_torch_function_variadic(tensor):
         return handle_torch_function(constant_, (tensor,), tensor=tensor, val=val)
-    if _check(tensor, "constant_"):
+    if _check(tensor, "constant_", any_dtype=True):
         return tensor
     with torch.no_grad():
         return tensor.fill_(val)
@@ -468,20 +518,20 @@ def ones_(tensor: Tensor) -> Tensor:
     r"""Fill ``tensor`` with ones (:math:`w = 1`), e.g. a LayerNorm / BatchNorm scale.
 
     Args:
-        tensor: any-shaped floating-point tensor, filled in place.
+        tensor: any-shaped tensor of any dtype (integer and bool too, as torch), filled in place.
 
     Returns:
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``.
+        TypeError: ``tensor`` is not a tensor.
 
     Source: ``torch.nn.init.ones_``.
 
     >>> ones_(torch.empty(3))
     tensor([1., 1., 1.])
     """
-    if _check(tensor, "ones_"):
+    if _check(tensor, "ones_", any_dtype=True):
         return tensor
     with torch.no_grad():
         return tensor.fill_(1.0)
@@ -491,20 +541,20 @@ def zeros_(tensor: Tensor) -> Tensor:
     r"""Fill ``tensor`` with zeros (:math:`w = 0`), e.g. a bias or a residual branch's last layer.
 
     Args:
-        tensor: any-shaped floating-point tensor, filled in place.
+        tensor: any-shaped tensor of any dtype (integer and bool too, as torch), filled in place.
 
     Returns:
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``.
+        TypeError: ``tensor`` is not a tensor.
 
     Source: ``torch.nn.init.zeros_``.
 
     >>> zeros_(torch.empty(3))
     tensor([0., 0., 0.])
     """
-    if _check(tensor, "zeros_"):
+    if _check(tensor, "zeros_", any_dtype=True):
         return tensor
     with torch.no_grad():
         return tensor.zero_()
@@ -516,13 +566,14 @@ def eye_(tensor: Tensor) -> Tensor:
     A ``Linear(n, m)`` weight ``(m, n)`` then passes through ``min(m, n)`` of its inputs.
 
     Args:
-        tensor: a 2-D floating-point tensor ``(out, in)``, filled in place.
+        tensor: a 2-D tensor ``(out, in)`` of any dtype (integer and bool too, as torch), filled in
+            place.
 
     Returns:
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: not 2-D.
+        InitlabError (a ``ValueError``): not 2-D.
 
     Source: ``torch.nn.init.eye_``; identity init of recurrent nets: Le, Jaitly & Hinton (2015),
     "A simple way to initialize recurrent networks of rectified linear units".
@@ -531,7 +582,7 @@ def eye_(tensor: Tensor) -> Tensor:
     tensor([[1., 0., 0.],
             [0., 1., 0.]])
     """
-    if _check(tensor, "eye_", dims=(2,)):
+    if _check(tensor, "eye_", dims=(2,), any_dtype=True):
         return tensor
     with torch.no_grad():
         _eye(tensor)
@@ -548,15 +599,14 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     where :math:`c_g = c_{out} / \text{groups}` output channels per group.
 
     Args:
-        tensor: a 3-, 4- or 5-D floating-point tensor ``(out, in/groups, *k)`` (Conv1d/2d/3d).
+        tensor: a 3-, 4- or 5-D tensor ``(out, in/groups, *k)`` (Conv1d/2d/3d) of any dtype.
         groups: the conv's groups (must divide ``out``); each group preserves its channels.
 
     Returns:
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: not 3-5-D; ``groups`` not dividing
-        dim 0.
+        InitlabError (a ``ValueError``): not 3-5-D; ``groups`` not dividing dim 0.
 
     Source: ``torch.nn.init.dirac_``; Zagoruyko & Komodakis (2017), "DiracNets".
 
@@ -565,7 +615,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     tensor([[1., 0.],
             [0., 1.]])
     """
-    if _check(tensor, "dirac_", dims=(3, 4, 5), what=" (a Conv1d/2d/3d weight)"):
+    if _check(tensor, "dirac_", dims=(3, 4, 5), what=" (a Conv1d/2d/3d weight)", any_dtype=True):
         return tensor
     if tensor.is_meta:
         return tensor
@@ -597,7 +647,7 @@ def xavier_uniform_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
 
     Source: Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward
     neural networks"; ``torch.nn.init.xavier_uniform_`` (identical bits).
@@ -636,7 +686,7 @@ def xavier_normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
 
     Source: Glorot & Bengio (2010); ``torch.nn.init.xavier_normal_`` (identical bits).
 
@@ -691,7 +741,7 @@ def kaiming_uniform_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
         ValueError: unknown ``nonlinearity`` (from :func:`calculate_gain`).
 
     Source: He, Zhang, Ren & Sun (2015), "Delving deep into rectifiers: surpassing human-level
@@ -741,7 +791,7 @@ def kaiming_normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
         ValueError: unknown ``nonlinearity``.
 
     Source: He et al. (2015); ``torch.nn.init.kaiming_normal_`` (identical bits).
@@ -790,7 +840,7 @@ def orthogonal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims; ``chunks`` not
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims; ``chunks`` not
         dividing dim 0.
 
     Source: Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear dynamics of
@@ -834,8 +884,9 @@ def sparse_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: not 2-D; ``sparsity`` outside
-        ``[0, 1]``; ``std < 0``.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: not 2-D; ``sparsity`` outside
+        ``[0, 1]`` (torch zeroes every row for ``sparsity > 1``). InitArgumentError (a
+        ``ValueError`` and a ``RuntimeError``, as torch raises): ``std < 0``.
 
     Source: Martens (2010), "Deep learning via Hessian-free optimization";
     ``torch.nn.init.sparse_``.
@@ -847,9 +898,12 @@ def sparse_(
     if _check(tensor, "sparse_", dims=(2,)):
         return tensor
     if not 0.0 <= sparsity <= 1.0:
-        raise InitlabError(f"sparse_: sparsity={sparsity!r} is outside [0, 1]: pass a fraction")
+        raise InitlabError(
+            f"sparse_: sparsity={sparsity!r} is outside [0, 1]: pass the fraction of each column to "
+            "zero (torch would zero every row for sparsity > 1)"
+        )
     if std < 0:
-        raise InitlabError(f"sparse_: std={std!r} is negative: pass std >= 0")
+        raise InitArgumentError(f"sparse_: std={std!r} is negative: pass std >= 0")
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
@@ -896,7 +950,7 @@ def lecun_normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
 
     Source: LeCun, Bottou, Orr & Müller (1998), "Efficient BackProp".
 
@@ -929,7 +983,7 @@ def lecun_uniform_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
 
     Source: LeCun et al. (1998), "Efficient BackProp".
 
@@ -964,7 +1018,7 @@ def glorot_truncated_normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
 
     Source: Glorot & Bengio (2010); Keras ``GlorotNormal`` / JAX ``glorot_normal``.
 
@@ -1003,7 +1057,7 @@ def he_truncated_normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims, unknown ``mode``.
         ValueError: unknown ``nonlinearity``.
 
     Source: He et al. (2015); Keras ``HeNormal`` / JAX ``he_normal``.
@@ -1040,7 +1094,7 @@ def lecun_truncated_normal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims.
 
     Source: LeCun et al. (1998); Klambauer et al. (2017), "Self-normalizing neural networks";
     Keras ``LecunNormal``.
@@ -1090,9 +1144,10 @@ def variance_scaling_(
         scale: variance multiplier ``> 0`` (``gain**2``: 1 Glorot/LeCun, 2 He).
         mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
         distribution: ``"truncated_normal"``, ``"normal"`` or ``"uniform"``.
-        layout: ``"torch"`` (``(out, in/groups, *k)``) or ``"keras"`` / ``"jax"``
-            (``(*k, in/groups, out)``).
-        groups: the conv's groups. transposed: a ``ConvTransposeNd`` weight (torch layout).
+        layout: ``"torch"`` (``(out, in/groups, *k)``), ``"keras"`` / ``"jax"``
+            (``(*k, in/groups, out)``) or ``"keras_depthwise"`` (``(*k, in, depth_multiplier)``).
+        groups: the conv's groups (Flax's ``feature_group_count``). transposed: a transposed-conv
+            weight.
         chunks: number of packed blocks along the output axis (QKV 3, LSTM 4, GRU 3).
         generator: ``torch.Generator`` on the tensor's device.
 
@@ -1100,7 +1155,7 @@ def variance_scaling_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims; bad ``scale``,
+        InitDtypeError: integer or bool ``tensor``. InitlabError: fewer than 2 dims; bad ``scale``,
         ``mode``, ``distribution``, ``layout``, or ``groups`` / ``chunks`` not dividing the axis.
 
     Source: Keras / JAX ``VarianceScaling``; Glorot & Bengio (2010); He et al. (2015).
@@ -1142,7 +1197,7 @@ def delta_orthogonal_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: not 3-5-D; ``out < in``.
+        InitDtypeError: integer or bool ``tensor``. InitlabError: not 3-5-D; ``out < in``.
 
     Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
     mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks".
@@ -1203,7 +1258,7 @@ def looks_linear_(
         ``tensor``.
 
     Raises:
-        TypeError: integer or bool ``tensor``. InitlabError: not 2-D; a mirrored dim of odd size;
+        InitDtypeError: integer or bool ``tensor``. InitlabError: not 2-D; a mirrored dim of odd size;
         ``gain`` not finite; ``mirror_*`` not bools, or both False (use :func:`orthogonal_`).
         A zero-element tensor warns and is returned unchanged (as :func:`orthogonal_`).
 
@@ -1267,7 +1322,8 @@ def apply_spec_(
         ``tensor``.
 
     Raises:
-        TypeError: ``spec`` is not a Spec; integer or bool ``tensor``. InitlabError: too few dims
+        TypeError: ``spec`` is not a Spec. InitDtypeError: integer or bool ``tensor``.
+        InitlabError: too few dims
         for the spec; ``chunks`` not dividing dim 0; a ``LooksLinear`` mirrored dim (of a chunk)
         that is odd; invalid spec parameters.
 

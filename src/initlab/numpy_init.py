@@ -8,7 +8,8 @@ module only samples.
 Conventions shared by every function:
 
 * ``shape``: an int or a sequence of non-negative ints; layouts as in :mod:`initlab.fans`
-  (torch ``(out, in/groups, *k)`` by default, ``layout="keras"`` for ``(*k, in, out)``).
+  (torch ``(out, in/groups, *k)`` by default, ``layout="keras"`` for ``(*k, in, out)``,
+  ``layout="keras_depthwise"`` for a Keras depthwise kernel ``(*k, in, depth_multiplier)``).
 * ``rng``: a ``numpy.random.Generator`` (used as is: it advances), an int seed (a fresh
   ``np.random.default_rng(seed)``: same seed, same bits), or ``None`` — a fresh
   ``np.random.default_rng()`` seeded from OS entropy, so the result is *not* reproducible.
@@ -563,7 +564,8 @@ def variance_scaling(
         scale: variance multiplier ``> 0`` (``gain**2``). mode: ``"fan_in"``, ``"fan_out"``,
             ``"fan_avg"``, ``"fan_geo_avg"``. distribution: ``"truncated_normal"``, ``"normal"``,
             ``"uniform"``.
-        layout: ``"torch"`` ``(out, in/groups, *k)`` or ``"keras"``/``"jax"`` ``(*k, in, out)``.
+        layout: ``"torch"`` ``(out, in/groups, *k)``, ``"keras"``/``"jax"`` ``(*k, in, out)`` or
+            ``"keras_depthwise"`` ``(*k, in, depth_multiplier)``.
         groups, transposed, chunks: as :func:`initlab.fans.compute_fans`.
         rng, dtype: module conventions.
 
