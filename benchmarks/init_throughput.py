@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/init_throughput.py            # 1M and 64M float32 tensors, 4096x4096 orthogonal
     python benchmarks/init_throughput.py --quick    # 1M only, 1024x1024 orthogonal, 5 pairs
+    python benchmarks/init_throughput.py --threads 4  # torch intra-op threads (default 1)
 """
 
 from __future__ import annotations
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=None, help="seconds per measurement (default 0.1)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: pass 1 or more")
     repeats = args.repeats or (5 if args.quick else 15)
     min_time = args.min_time or (0.02 if args.quick else 0.1)
     torch.set_num_threads(args.threads)

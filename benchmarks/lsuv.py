@@ -10,7 +10,8 @@ repeat) in one process. Printed per model:
   measured independently after each init;
 * test accuracy after one epoch of SGD from each init (mean over repeats).
 
-Goal: at least as accurate, no slower. Run: ``python benchmarks/lsuv.py [--quick]``.
+Goal: at least as accurate, no slower. Run: ``python benchmarks/lsuv.py [--quick] [--threads N]``
+(torch threads, default 1; the times and the accuracies depend on it).
 The ``lsuv`` package is a benchmark-only dependency, not one of initlab's.
 """
 
@@ -126,15 +127,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 10")
     parser.add_argument("--batch", type=int, default=256, help="LSUV batch size")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: pass 1 or more")
     repeats = 3 if args.quick else 10
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     ds = load_dataset("digits", seed=0)
     batch = ds.x_train[: args.batch]
     impls = {"initlab": run_initlab, "lsuv (PyPI)": run_reference}
     print(f"digits: {len(ds.x_train)} train / {len(ds.x_test)} test; LSUV batch {len(batch)}; "
-          f"target std 1, tol 0.1, max_iter 10; {repeats} repeats, alternating order; 1 thread")
+          f"target std 1, tol 0.1, max_iter 10; {repeats} repeats, alternating order; "
+          f"threads {torch.get_num_threads()}")
     summary = []
     for model_name, factory in MODELS.items():
         stats = {k: {"time": [], "passes": [], "maxdev": [], "spread": [], "acc": []} for k in impls}

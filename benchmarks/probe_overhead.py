@@ -8,7 +8,7 @@ sides alike; reports the median time of each and the ratio probe / plain (goal: 
 
 The plain side computes the same loss (the probe's default random projection) and the gradients
 of all parameters with ``torch.autograd.grad``. Run ``python benchmarks/probe_overhead.py``
-(``--quick`` for a short run, ``--reps N``).
+(``--quick`` for a short run, ``--reps N``, ``--threads N``: torch threads, default 1).
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions")
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = ap.parse_args()
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: pass 1 or more")
+    torch.set_num_threads(args.threads)
     reps = args.reps or (3 if args.quick else 15)
     torch.set_flush_denormal(True)
     g = torch.Generator().manual_seed(0)

@@ -35,6 +35,8 @@ Usage::
 
     python benchmarks/time_to_accuracy.py            # full: 15 tasks x 5 inits, ~1 h on 1 CPU core
     python benchmarks/time_to_accuracy.py --quick    # depth 10 only, 1 epoch on 20k examples
+
+``--threads N`` sets torch's threads (default 1); the steps, not only the times, depend on it.
 """
 
 from __future__ import annotations
@@ -145,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--json", default=None, help="also write the records here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads {args.threads}: pass 1 or more")
+    torch.set_num_threads(args.threads)
     if args.depths is None:
         args.depths = [10] if args.quick else [10, 30, 50]
     if args.epochs is None:

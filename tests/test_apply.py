@@ -940,17 +940,17 @@ def test_library_warns_when_detection_falls_back_to_module_order():
         assert init_model(container, dry_run=True).detection == "module_order"
 
 
-def test_cli_plan_warns_on_a_wrong_input_shape_and_without_one(tmp_path, capsys):
+def test_cli_plan_refuses_a_wrong_input_shape_and_warns_without_one(tmp_path, capsys):
+    """An explicit --input-shape the forward cannot take is a user error (one line, exit 2);
+    without one, the module-order guess is a warning."""
     src = tmp_path / "model.py"
     src.write_text(FALLBACK_FILE)
-    assert main(["plan", f"{src}:build_functional", "--input-shape", "4,21", "--json"]) == 0
+    assert main(["plan", f"{src}:build_functional", "--input-shape", "4,21", "--json"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("initlab: warning: fx could not trace the model (TraceError")
-    assert "the example input failed (RuntimeError" in err[0] and "4x21" in err[0]
-    assert "guessed from module order" in err[0] and "pass --input-shape" in err[0]
-    assert json.loads(captured.out)["detection"] == "module_order"
+    assert len(err) == 1 and err[0].startswith("initlab: error: --input-shape"), err
+    assert "4,21" in err[0] or "4x21" in err[0], err
+    assert captured.out == ""
     assert main(["plan", f"{src}:build_functional"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no example input was given" in err[0] and "--input-shape" in err[0], err
@@ -964,9 +964,9 @@ def test_cli_plan_warns_on_a_wrong_input_shape_and_without_one(tmp_path, capsys)
 def test_cli_plan_input_dtype_int64_lets_token_models_use_hooks(tmp_path, capsys):
     src = tmp_path / "model.py"
     src.write_text(FALLBACK_FILE)
-    assert main(["plan", f"{src}:build_tokens", "--input-shape", "2,5"]) == 0  # float ids: warned
+    assert main(["plan", f"{src}:build_tokens", "--input-shape", "2,5"]) == 2  # float ids: refused
     err = capsys.readouterr().err
-    assert "example input failed" in err and "--input-dtype int64" in err, err
+    assert len(err.strip().splitlines()) == 1 and "--input-dtype int64" in err, err
     for dtype in ("int64", "long", "int32"):
         assert main(["plan", f"{src}:build_tokens", "--input-shape", "2,5", "--input-dtype", dtype,
                      "--json"]) == 0

@@ -45,3 +45,98 @@ def test_python_dash_m_runs_the_cli():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "1.414214" in done.stdout
+
+
+# ---- review: one rule per option, errors that are errors ----------------------------------------
+
+
+MODEL_PY = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(10, 20), nn.Linear(20, 5)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace, the example input is needed
+            x = x * 1
+        return self.fc2(self.fc1(x).relu())
+
+
+def build():
+    return Net()
+'''
+
+
+def test_plan_input_shape_that_does_not_fit_is_an_error(tmp_path, capsys):
+    """An explicit --input-shape whose forward fails used to give a warning, a guessed plan and
+    exit 0; it is a bad value: one line naming the shape and the error, exit 2."""
+    (tmp_path / "model.py").write_text(MODEL_PY)
+    target = f"{tmp_path / 'model.py'}:build"
+    assert main(["plan", target, "--input-shape", "2,7"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("initlab: error: --input-shape 2,7")
+    assert "(2, 7)" in err and "mat1 and mat2" in err and "Traceback" not in err
+    assert captured.out == ""
+    assert main(["plan", target, "--input-shape", "2,10"]) == 0  # the right shape: hooks find the ReLU
+    captured = capsys.readouterr()
+    assert "detection=hooks" in captured.out and captured.err == ""
+    assert main(["plan", target]) == 0  # no input given: the fallback warns and guesses, as before
+    captured = capsys.readouterr()
+    assert "detection=module_order" in captured.out
+    assert captured.err.startswith("initlab: warning:") and "--input-shape" in captured.err
+
+
+def test_every_seed_option_follows_one_rule(tmp_path, capsys):
+    """probe and plan took a negative --seed that demo and phase refused: one type for all."""
+    (tmp_path / "model.py").write_text(MODEL_PY)
+    calls = {"demo": ["demo", "--out", str(tmp_path / "d")], "phase": ["phase", "--out", str(tmp_path / "p")],
+             "probe": ["probe"], "plan": ["plan", f"{tmp_path / 'model.py'}:build"]}
+    for bad in ("-1", str(2**63)):
+        errors = set()
+        for command, args in calls.items():
+            assert main([*args, "--seed", bad]) == 2, command
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1, err
+            errors.add(err)
+        assert len(errors) == 1 and "'--seed'" in errors.pop()
+    assert main(["probe", "--depth", "1", "--width", "2", "--batch", "2", "--in-features", "2",
+                 "--seed", str(2**63 - 1)]) == 0
+    assert f"seed {2**63 - 1}" in capsys.readouterr().out
+
+
+def test_sigterm_exits_143_and_ctrl_c_130(monkeypatch, capsys):
+    """128 + the signal's number, as a shell reports a process the signal killed."""
+    from initlab import cli, gains
+
+    for raised, status, message in ((cli.Terminated, 143, "terminated"), (KeyboardInterrupt, 130, "")):
+        def interrupted(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(gains, "gain", interrupted)
+        assert main(["gain", "tanh"]) == status
+        assert message in capsys.readouterr().err
+
+
+def test_every_benchmark_takes_threads():
+    """The benchmarks train or time, and both depend on the thread count: each takes --threads
+    (default 1), sets it and prints it."""
+    import ast
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        options = {}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                options[node.args[0].value] = {k.arg: k.value for k in node.keywords}
+        assert "--threads" in options, script.name
+        assert ast.literal_eval(options["--threads"]["default"]) == 1, script.name
+        source = script.read_text(encoding="utf-8")
+        assert "torch.set_num_threads(args.threads)" in source, script.name

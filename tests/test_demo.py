@@ -73,10 +73,18 @@ def test_constant_init_keeps_one_unit_without_dropout(quick):
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_xavier_and_he_beat_zeros_small_large(quick, activation):
+    """Final test accuracy of the quick training experiment (6 x 64 MLP, 2 epochs), one seed.
+
+    Measured over seeds 0-9, each with 1 and 2 threads and with 1 thread under
+    ATEN_CPU_CAPABILITY=default (30 runs): zeros, small and large stay at 0.08-0.21 (chance 0.1;
+    tanh/large the highest); Xavier and He reach 0.78-0.83 with tanh, He 0.70-0.83 and Xavier
+    0.28-0.54 with ReLU. The gap, the worse of Xavier and He minus the best of the three, was
+    0.58-0.67 (tanh) and 0.18-0.44 (ReLU; seed 0: 0.33), so a margin of 0.1 holds for every seed
+    and thread count tried."""
     acc = {r["scheme"]: r["value"] for r in quick["records"] if r["experiment"] == "training"
            and r["activation"] == activation and r["stat"] == "final_test_accuracy"}
     worst = max(acc["zeros"], acc["small"], acc["large"])
-    assert acc["xavier_normal"] > worst and acc["he_normal"] > worst
+    assert min(acc["xavier_normal"], acc["he_normal"]) > worst + 0.1, acc
 
 
 def test_report_files_and_figures(quick):
@@ -407,8 +415,9 @@ def test_pretrain_figure_of_a_deep_net_stays_readable(tmp_path):
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM") or __import__("os").name != "posix",
                     reason="POSIX signals")
 def test_kill_while_writing_leaves_no_temporary_directory(quick, tmp_path):
-    """`kill` (SIGTERM) while the report is being written: the old report stays, and the temporary
-    directory is removed (Python's default SIGTERM action skips every cleanup)."""
+    """`kill` (SIGTERM) while the report is being written: the old report stays, the temporary
+    directory is removed (Python's default SIGTERM action skips every cleanup), and the exit
+    status is 143 (Ctrl-C's is 130)."""
     import glob
     import os
     import signal
@@ -430,7 +439,7 @@ def test_kill_while_writing_leaves_no_temporary_directory(quick, tmp_path):
     rc = proc.wait(timeout=60)
     if rc == 0:
         pytest.skip("the run finished before the signal arrived")
-    assert rc == 130, proc.stderr.read()
+    assert rc == 143, proc.stderr.read()  # 128 + SIGTERM, as a shell reports a killed process
     assert (tmp_path / "rep" / "index.html").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
 

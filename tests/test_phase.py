@@ -5,8 +5,10 @@ All runs are seeded and CPU-only; the data set is scikit-learn's digits (bundled
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -36,25 +38,33 @@ def tiny_result():
 
 def test_quick_run_trains_deeper_at_criticality():
     """sigma_b2 = 0.05 puts the edge of chaos at sigma_w2 ~ 1.76, so sigma_w2 = 1 is ordered (not
-    critical) and 4 chaotic; at depth 30 only the critical network still learns in 200 steps
-    (checked on seeds 0-4: critical 0.63-0.70 test accuracy, the others <= 0.39; threshold ~0.53)."""
-    config = PhaseConfig.quick(depths=(20, 30), theory_points=2, jacobian_seeds=1, jacobian_width=8,
+    critical) and 4 chaotic; at depth 30 the critical network learns in 200 steps, the others
+    hardly do. The claim is on the median over seeds 0-2, with a margin, not on one seed.
+
+    Measured (quick config, depth 30, seeds 0-9, each with 1 and 2 threads and with 1 thread under
+    ATEN_CPU_CAPABILITY=default; 30 runs): critical 0.39-0.84 test accuracy (sd over seeds
+    0.08-0.15), sigma_w2 = 1 0.10-0.37, sigma_w2 = 4 0.09-0.32. One seed's gap, critical minus
+    the better of the others, ranged 0.16-0.63: the old single-seed claim (trainable depth 30 vs
+    20, threshold ~0.5) failed on seed 0 with 1 thread (critical 0.499). The gap of the medians
+    over seeds 0-2 was 0.37-0.54 in the three settings (>= 0.16 for any 3 of the 10 seeds), so
+    the test asks for > 0.1."""
+    config = PhaseConfig.quick(depths=(30,), theory_points=2, jacobian_seeds=1, jacobian_width=8,
                                jacobian_depth=2)
     assert config.sigma_b2 == 0.05 and set(config.sigma_w2s) == {1.0, 4.0}
-    res = run_phase(config)
-    crit = res.critical.sigma_w2
+    runs = [run_phase(dataclasses.replace(config, seed=seed)) for seed in range(3)]
+    crit = runs[0].critical.sigma_w2
     assert crit == pytest.approx(theory.critical_point("tanh", sigma_b2=0.05).sigma_w2)
     assert theory.mean_field("tanh", 1.0, 0.05).phase == "ordered"
     assert theory.mean_field("tanh", 4.0, 0.05).phase == "chaotic"
-    depth = res.trainable_depth()
-    assert set(depth) == {1.0, crit, 4.0}
-    assert depth[crit] > depth[1.0], depth
-    assert depth[crit] > depth[4.0], depth
+    accs = [res.accuracy() for res in runs]
+    assert all(len(acc) == 3 and all(0.0 <= a <= 1.0 for a in acc.values()) for acc in accs)
+    median = {w: statistics.median(acc[(w, 30)] for acc in accs) for w in (1.0, crit, 4.0)}
+    assert median[crit] > median[1.0] + 0.1, median
+    assert median[crit] > median[4.0] + 0.1, median
+    assert all(set(res.trainable_depth()) == {1.0, crit, 4.0} for res in runs)
     # the theory agrees on the ordering: 6 xi_c is infinite at criticality, finite on both sides
-    theo = {r["sigma_w2"]: r["value"] for r in res.select("trainable_depth_theory")}
+    theo = {r["sigma_w2"]: r["value"] for r in runs[0].select("trainable_depth_theory")}
     assert theo[crit] == math.inf and theo[1.0] < math.inf and theo[4.0] < math.inf
-    acc = res.accuracy()
-    assert len(acc) == 6 and all(0.0 <= a <= 1.0 for a in acc.values())
 
 
 def test_orthogonal_weights_give_a_tighter_jacobian_spectrum_at_criticality():
@@ -382,8 +392,9 @@ def test_cli_phase_refuses_an_out_under_a_file_before_any_work(tmp_path, capsys)
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM") or __import__("os").name != "posix",
                     reason="POSIX signals")
 def test_cli_phase_sigterm_while_writing_keeps_the_old_report(tmp_path, capsys, monkeypatch):
-    """`kill` (SIGTERM) while the report is written: the CLI turns it into an interrupt (exit 130),
-    the old report stays and no temporary directory is left (same handling as `initlab demo`)."""
+    """`kill` (SIGTERM) while the report is written: the CLI turns it into an interrupt (exit 143,
+    128 + SIGTERM, as a shell reports it; Ctrl-C stays 130), the old report stays and no temporary
+    directory is left (same handling as `initlab demo`)."""
     import os
     import signal
 
@@ -401,8 +412,68 @@ def test_cli_phase_sigterm_while_writing_keeps_the_old_report(tmp_path, capsys, 
 
     monkeypatch.setattr(phase_report, "_html", killed)
     previous = signal.getsignal(signal.SIGTERM)
-    assert main(args) == 130
-    assert capsys.readouterr().err.strip() in ("initlab: interrupted", "initlab: aborted")
+    assert main(args) == 143
+    assert capsys.readouterr().err.strip() == "initlab: terminated"
     assert (out / "results.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
     assert signal.getsignal(signal.SIGTERM) == previous  # the handler is restored
+
+
+# ---- review: threads, activations ----------------------------------------------------------------
+
+
+def test_threads_are_set_for_the_run_restored_and_recorded(tmp_path, capsys, monkeypatch):
+    """The accuracies depend on the thread count (seed 0, quick config, critical net at depth 30:
+    0.499 with 1 thread, 0.685 with 2), so the run sets it (default 1, like `initlab demo`),
+    restores the caller's count after, and records it in results.json and on the page."""
+    from initlab.experiments import phase
+
+    seen = []
+    real = phase._train_one
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(phase, "_train_one", spy)
+    before = torch.get_num_threads()
+    assert PhaseConfig().threads == 1
+    res = run_phase(PhaseConfig(**{**TINY, "threads": 2}))
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    assert res.config_dict()["threads"] == 2 and res.environment["threads"] == 2
+    with pytest.raises(InitlabError, match="threads"):
+        PhaseConfig(threads=-1).validate()
+    out = tmp_path / "rep"
+    args = ["phase", "--quick", "--depths", "2", "--steps", "2", "--sigma-w2", "1", "--width", "8",
+            "--out", str(out), "--no-progress", "--threads", "2"]
+    seen.clear()
+    assert main(args) == 0
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    assert "2 thread(s)" in capsys.readouterr().out
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["meta"]["config"]["threads"] == 2 and doc["meta"]["environment"]["threads"] == 2
+    assert "torch threads 2" in (out / "index.html").read_text()
+    assert "--threads" in _help(capsys, "phase")
+
+
+def _help(capsys, command):
+    assert main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_phase_activations_help_and_validation_are_one_list(tmp_path, capsys):
+    """`initlab phase --help` listed `sin`, which the run then refused: the help now shows the
+    names the run takes (initlab.experiments.phase.ACTIVATIONS), and each is accepted."""
+    from initlab.experiments.phase import ACTIVATIONS
+
+    text = " ".join(_help(capsys, "phase").split())
+    listed = text.split("--activation [", 1)[1].split("]", 1)[0].replace(" ", "").split("|")
+    assert tuple(listed) == ACTIVATIONS and "tanh" in listed and "sin" not in listed
+    for name in ACTIVATIONS:
+        PhaseConfig(activation=name).validate()
+    with pytest.raises(InitlabError, match="activation"):
+        PhaseConfig(activation="sin").validate()
+    assert main(["phase", "--activation", "sin", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'sin' is not one of" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -10,6 +10,11 @@ import click
 from initlab import __version__
 from initlab.errors import InitlabError
 
+#: Exit statuses of an interrupted run, as a shell reports a process killed by the signal
+#: (128 + signal number): Ctrl-C (SIGINT) and ``kill`` (SIGTERM).
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
 #: Exceptions that mean "the user gave a bad value"; the CLI prints them as one line, exit 2.
 USER_ERRORS = (InitlabError, ValueError, TypeError, FileNotFoundError, FileExistsError,
                NotADirectoryError, PermissionError, KeyError)
@@ -25,6 +30,46 @@ def cli(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand is None:  # bare `initlab`: show the commands, not an error
         click.echo(ctx.get_help())
+
+
+# ---- options shared by several commands ------------------------------------------------------
+
+#: Every ``--seed``: a torch generator seed (``manual_seed`` takes at most 64 bits; the
+#: experiments derive 63-bit seeds from it), so one rule and one message for all commands.
+SEED = click.IntRange(0, 2**63 - 1)
+
+
+def _seed_option(help_text: str):
+    """The ``--seed`` option of every command (type :data:`SEED`, default 0)."""
+    return click.option("--seed", type=SEED, default=0, show_default=True, help=help_text)
+
+
+#: ``--threads`` of the commands that train (``initlab demo``, ``initlab phase``): their numbers
+#: depend on the thread count, which the run sets and records
+#: (:func:`initlab.experiments.common.torch_threads`).
+_threads_option = click.option(
+    "--threads", type=click.IntRange(min=0), default=1, show_default=True,
+    help="torch threads for the run (0 = torch's default); the numbers depend on it, and 1 is fastest "
+         "for these small nets.")
+
+
+class _LazyChoice(click.Choice):
+    """A ``click.Choice`` whose names come from ``load()`` on first use, so that help and
+    validation share one list without importing the experiments when the CLI starts."""
+
+    def __init__(self, load) -> None:  # no super().__init__: ``choices`` is computed
+        self._load = load
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._load())
+
+
+def _phase_activations() -> tuple[str, ...]:
+    from initlab.experiments.phase import ACTIVATIONS
+
+    return ACTIVATIONS
 
 
 # ---- commands are added below, one section each --------------------------------------------
@@ -64,7 +109,8 @@ def gain_command(name: str, param: float | None) -> None:
 @click.argument("target", metavar="FILE.py:FUNCTION")
 @click.option("--input-shape", default=None,
               help="Shape of an example input, e.g. 1,3,32,32. Used only when fx cannot trace the model "
-                   "(one forward on it finds the activations); ignored, even if wrong, when fx can.")
+                   "(one forward on it finds the activations; if that forward fails, exit 2); ignored, "
+                   "even if wrong, when fx can.")
 @click.option("--input-dtype", type=click.Choice(["float32", "float64", "int64", "long", "int32"]),
               default="float32", show_default=True,
               help="dtype of that example input: floats are N(0, 1); int64/long/int32 are token ids drawn "
@@ -76,7 +122,7 @@ def gain_command(name: str, param: float | None) -> None:
 @click.option("--save", type=click.Path(dir_okay=False), default=None,
               help="Write the initialized state_dict here (torch.save); needs --apply.")
 @click.option("--force", is_flag=True, help="Let --save overwrite an existing file.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator.")
+@_seed_option("Seed of the generator.")
 @click.option("--sigma-b2", type=float, default=None,
               help="With --scheme critical: the bias variance of the critical point (default 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
@@ -134,6 +180,11 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
         warnings.simplefilter("always")
         plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply,
                           sigma_b2=sigma_b2)
+    failed = _example_failure(plan.detection_note) if example is not None else None
+    if failed is not None:  # an input the user chose does not fit: an error, not a guessed plan
+        ids = " (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""
+        raise InitlabError(f"--input-shape {input_shape}: the model's forward failed on an input of shape "
+                           f"{tuple(shape)} ({failed}): pass the shape of the model's input{ids}")
     for w in caught:  # one line each on stderr; the detection fallback names the CLI's options
         message = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
         if issubclass(w.category, DetectionFallbackWarning):
@@ -153,14 +204,27 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
         click.echo(f"saved initialized state_dict to {save}", err=True)
 
 
+def _example_failure(detection_note: str | None) -> str | None:
+    """``"Type: message"`` of the forward that failed on the example input, from an
+    :attr:`initlab.apply.InitPlan.detection_note` (``"fx: ...; hooks: ..."``); ``None`` when the
+    example input was not needed (fx traced the model) or ran.
+
+    >>> _example_failure("fx: TraceError: x; hooks: RuntimeError: mat1 and mat2 shapes")
+    'RuntimeError: mat1 and mat2 shapes'
+    >>> _example_failure(None) is None
+    True
+    """
+    _, sep, hooks = (detection_note or "").rpartition("; hooks: ")
+    return hooks if sep and hooks and hooks != "no example_inputs" else None
+
+
 # ---- demo (engineer "demo") ----------------------------------------------------------------
 
 
 @cli.command("demo")
 @click.option("--out", default="initlab-report", show_default=True, type=click.Path(),
               help="Report directory (index.html, figures/, results.json, results.csv).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seeds the data split, all weights, shuffling and dropout masks.")
+@_seed_option("Seeds the data split, all weights, shuffling and dropout masks.")
 @click.option("--dataset", default="mnist5k", show_default=True,
               help="mnist5k, digits, fashion-mnist, mnist, or a .npz / .csv file.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
@@ -175,8 +239,7 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
               help="At most this many training examples, 0 = all [default: 4000; --quick: 1500].")
 @click.option("--quick", is_flag=True, help="Small, fast run (<= 20 s): for tests and CI.")
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an initlab report.")
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-              help="torch threads for the run (0 = torch's default); 1 is fastest for these small nets.")
+@_threads_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def demo_command(out: str, seed: int, dataset: str, data_dir: str | None, depth: int | None,
                  width: int | None, epochs: int | None, limit: int | None, quick: bool, force: bool,
@@ -198,9 +261,14 @@ def demo_command(out: str, seed: int, dataset: str, data_dir: str | None, depth:
                f"({result.dataset['name']}, seed {seed})")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that cleanup runs like on Ctrl-C; :func:`main` exits
+    with 143 (128 + SIGTERM) for it and 130 (128 + SIGINT) for Ctrl-C."""
+
+
 class _SigtermAsInterrupt:
-    """Within the block, SIGTERM raises KeyboardInterrupt, so ``finally`` clauses run (main thread
-    of a POSIX process only; elsewhere a no-op)."""
+    """Within the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), so
+    ``finally`` clauses run (main thread of a POSIX process only; elsewhere a no-op)."""
 
     def __enter__(self) -> _SigtermAsInterrupt:
         import signal
@@ -219,7 +287,7 @@ class _SigtermAsInterrupt:
 
     @staticmethod
     def _interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
 
 # ---- probe (engineer "probe") ---------------------------------------------------------------
@@ -235,7 +303,7 @@ class _SigtermAsInterrupt:
               help="Examples in the N(0, 1) input batch.")
 @click.option("--in-features", type=click.IntRange(min=1), default=100, show_default=True,
               help="Input dimension.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights, inputs and loss.")
+@_seed_option("Seeds the weights, inputs and loss.")
 @click.option("--bins", type=click.IntRange(min=0), default=64, show_default=True, help="Histogram bins.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the records as JSON here.")
@@ -341,7 +409,8 @@ def _number_list(text: str | None, name: str, kind: type) -> tuple | None:
 
 
 @cli.command("phase")
-@click.option("--activation", default="tanh", show_default=True, help="tanh, relu, sin, selu, ...")
+@click.option("--activation", type=_LazyChoice(_phase_activations), default="tanh", show_default=True,
+              help="Activation of every hidden layer.")
 @click.option("--param", type=float, default=None, help="Activation parameter (e.g. leaky_relu slope).")
 @click.option("--depths", default=None, help="Depths (hidden layers), comma-separated, e.g. 4,8,16,32.")
 @click.option("--sigma-w2", "sigma_w2", default=None,
@@ -357,14 +426,14 @@ def _number_list(text: str | None, name: str, kind: type) -> tuple | None:
 @click.option("--out", default="initlab-phase", show_default=True, type=click.Path(),
               help="Report directory.")
 @click.option("--quick", is_flag=True, help="Fast run (~20 s): sigma_w2 in {1, critical, 4}, depths 10-30.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of every network.")
+@_seed_option("Seed of every network.")
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an initlab phase report.")
+@_threads_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def phase_command(activation: str, param: float | None, depths: str | None, sigma_w2: str | None,
                   sigma_b2: float | None, steps: int | None, width: int | None, lr: float | None,
                   dataset: str, data_dir: str | None, out: str, quick: bool, seed: int, force: bool,
-                  progress: bool) -> None:
+                  threads: int, progress: bool) -> None:
     """Trainability phase diagram (sigma_w^2 x depth) against the mean-field 6 xi_c, and the
     Jacobian spectrum at criticality (Gaussian vs orthogonal weights)."""
     import dataclasses
@@ -377,7 +446,7 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
     if sigma_b2 is None and activation in ("relu", "leaky_relu", "prelu", "linear", "identity"):
         sigma_b2 = 0.0  # positively homogeneous: critical only without bias variance
     overrides = {"activation": activation, "param": param, "sigma_b2": sigma_b2, "seed": seed,
-                 "dataset": dataset, "data_dir": data_dir,
+                 "threads": threads, "dataset": dataset, "data_dir": data_dir,
                  "depths": _number_list(depths, "--depths", int),
                  "sigma_w2s": _number_list(sigma_w2, "--sigma-w2", float),
                  "steps": steps, "width": width, "lr": lr}
@@ -386,6 +455,7 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
     with _SigtermAsInterrupt():  # `kill` cleans up like Ctrl-C: no temporary directory is left
         result = run_phase(config.validate(), progress=progress)
         meta = {"config": result.config_dict(), "dataset": result.dataset,
+                "environment": result.environment,
                 "timings": {k: round(v, 3) for k, v in result.timings.items()}}
         write_phase_report(result.records, out_path, meta=meta, force=force,
                            notify=lambda message: click.echo(message, err=True))
@@ -393,7 +463,7 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
     q_text = f"q*={cp.q_star:.4g}" if not math.isnan(cp.q_star) else "every q is a fixed point"
     click.echo(f"initlab phase: {config.activation}, sigma_b2={config.sigma_b2:g}; critical sigma_w2="
                f"{cp.sigma_w2:.4g} ({q_text}); {result.dataset.get('name')}, "
-               f"{config.steps} SGD steps")
+               f"{config.steps} SGD steps, seed {config.seed}, {result.environment['threads']} thread(s)")
     theory_depth = {r["sigma_w2"]: r["value"] for r in result.select("trainable_depth_theory")}
     click.echo(f"{'sigma_w2':>9}  {'6 xi_c':>8}  {'trainable depth (measured)':>26}")
     for w, d in sorted(result.trainable_depth().items()):
@@ -416,9 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``initlab`` console script; returns the exit status."""
     try:
         cli.main(args=argv, prog_name="initlab", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("initlab: terminated", err=True)
+            return EXIT_SIGTERM
         click.echo("initlab: aborted", err=True)
-        return 130
+        return EXIT_SIGINT
     except click.exceptions.ClickException as exc:  # bad option, missing argument, ...
         click.echo(f"initlab: error: {exc.format_message()}", err=True)
         return 2
@@ -428,9 +501,12 @@ def main(argv: list[str] | None = None) -> int:
             message = str(exc.args[0]) if exc.args else "KeyError"
         click.echo(f"initlab: error: {message}", err=True)
         return 2
+    except Terminated:
+        click.echo("initlab: terminated", err=True)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         click.echo("initlab: interrupted", err=True)
-        return 130
+        return EXIT_SIGINT
     return 0
 
 

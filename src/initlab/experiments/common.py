@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "sgd_step",
     "check_choice",
     "check_ints",
+    "torch_threads",
     "StepCallback",
 ]
 
@@ -309,3 +311,36 @@ def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Run the block with ``threads`` torch intra-op threads and restore the previous count after.
+
+    Training results depend on the thread count (a matmul split over threads sums in another
+    order, and over hundreds of SGD steps the rounding differences grow), so the experiments
+    (``initlab demo``, ``initlab phase``) set it for the run and record it.
+
+    Args:
+        threads: threads for ``torch.set_num_threads``; ``0`` keeps torch's current setting.
+
+    Yields:
+        the thread count in effect inside the block.
+
+    Raises:
+        InitlabError: ``threads`` is not an integer ``>= 0``.
+
+    >>> with torch_threads(1) as n:
+    ...     n == torch.get_num_threads() == 1
+    True
+    """
+    from types import SimpleNamespace
+
+    check_ints(SimpleNamespace(threads=threads), ("threads",), 0, note="(0 = torch's default)")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)

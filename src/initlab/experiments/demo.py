@@ -19,13 +19,13 @@ from typing import Any
 import torch
 
 from initlab import __version__
-from initlab.experiments.common import GAIN_POLICIES, check_choice, check_ints, derive_seed
+from initlab.experiments.common import GAIN_POLICIES, check_choice, check_ints, derive_seed, torch_threads
 from initlab.experiments.forward import ForwardConfig, ForwardResult, run_forward
 from initlab.experiments.summary import SummaryResult, summarize
 from initlab.experiments.symmetry import SymmetryConfig, SymmetryResult, run_symmetry
 from initlab.experiments.training import TrainingConfig, TrainingResult, run_training
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "subset_test"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "subset_test", "torch_threads"]
 
 _FULL = {"depth": 10, "width": 128, "epochs": 8, "limit": 4000, "max_test": 2000}
 _QUICK = {"depth": 6, "width": 64, "epochs": 2, "limit": 1500, "max_test": 500}
@@ -164,13 +164,8 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, dataset
     'agree'
     """
     config = config or DemoConfig()
-    old_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, progress, dataset)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _run(config: DemoConfig, progress: bool, dataset: Any) -> DemoResult:

@@ -43,15 +43,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from initlab import theory
+from initlab import gains, theory
 from initlab.errors import InitlabError
-from initlab.experiments.common import derive_seed, sgd_step
-from initlab.models import mlp
+from initlab.experiments.common import check_choice, check_ints, derive_seed, sgd_step, torch_threads
+from initlab.models import ACTIVATION_MODULES, mlp
 
-__all__ = ["PhaseConfig", "PhaseResult", "run_phase", "jacobian_singular_values", "init_gaussian_",
-           "init_orthogonal_"]
+__all__ = ["ACTIVATIONS", "PhaseConfig", "PhaseResult", "run_phase", "jacobian_singular_values",
+           "init_gaussian_", "init_orthogonal_"]
 
 EXPERIMENT = "phase"
+
+#: The activations the experiment runs: the networks need a module
+#: (:data:`initlab.models.ACTIVATION_MODULES`), the theory a function (:data:`initlab.gains.ACTIVATIONS`).
+#: ``initlab phase --activation`` takes exactly these.
+ACTIVATIONS: tuple[str, ...] = tuple(name for name in gains.ACTIVATIONS if name in ACTIVATION_MODULES)
 
 
 def _is_real(value: Any) -> bool:
@@ -64,8 +69,8 @@ class PhaseConfig:
     """What :func:`run_phase` measures. Defaults take about a minute on 2 cores.
 
     Attributes:
-        activation: activation name (:data:`initlab.models.ACTIVATION_MODULES`); param its
-            parameter (leaky_relu slope, ...).
+        activation: activation name (one of :data:`ACTIVATIONS`); param its parameter
+            (leaky_relu slope, ...).
         sigma_b2: bias variance of every layer. At ``0.05`` tanh is critical at
             ``sigma_w2 ~ 1.76``, so ``sigma_w2 = 1`` is ordered, not critical.
         sigma_w2s: weight variances (times fan_in) of the grid; ``include_critical`` adds the
@@ -75,7 +80,10 @@ class PhaseConfig:
         steps, batch_size, lr: plain SGD (no momentum, no weight decay).
         dataset, data_dir, limit: passed to :func:`initlab.data.load_dataset` (``limit`` caps the
             training examples).
-        seed: the run's seed; every cell derives its own from it (same seed, same bits).
+        seed: the run's seed; every cell derives its own from it (same seed and threads, same
+            bits).
+        threads: torch intra-op threads during the run (restored after; ``0``: torch's
+            setting). The accuracies depend on it, so it is part of the configuration.
         trainable_fraction: a depth counts as trainable when its test accuracy reaches
             ``chance + trainable_fraction * (best - chance)``, ``best`` over the whole grid.
         theory_points: ``sigma_w2`` points of the ``6 xi_c`` curve (log-spaced over the grid).
@@ -97,6 +105,7 @@ class PhaseConfig:
     data_dir: str | None = None
     limit: int | None = None
     seed: int = 0
+    threads: int = 1
     trainable_fraction: float = 0.5
     theory_points: int = 48
     jacobian_width: int = 64
@@ -122,6 +131,7 @@ class PhaseConfig:
                                  for v in values):
                 raise InitlabError(f"{name}={tuple(values)!r} is invalid: pass one or more integers >= 1")
 
+        check_choice("activation", self.activation, ACTIVATIONS)
         positive_ints("depths", self.depths)
         for name in ("width", "steps", "batch_size", "theory_points", "jacobian_width", "jacobian_depth",
                      "jacobian_seeds"):
@@ -144,6 +154,7 @@ class PhaseConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed={self.seed!r} is invalid: pass an integer")
+        check_ints(self, ("threads",), 0, note="(0 = torch's default)")
         return self
 
 
@@ -157,6 +168,7 @@ class PhaseResult:
         records: tidy records (see the module docstring).
         dataset: name, sizes and source of the data.
         timings: seconds for ``data``, ``theory``, ``training``, ``jacobian``, ``total``.
+        environment: ``threads`` (torch threads in effect during the run) and ``torch`` (version).
     """
 
     config: PhaseConfig
@@ -164,6 +176,7 @@ class PhaseResult:
     records: list[dict[str, Any]]
     dataset: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def select(self, stat: str, scheme: str | None = None) -> list[dict[str, Any]]:
         """Records with this ``stat`` (and ``scheme``, if given)."""
@@ -385,7 +398,8 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
         \\text{trainable iff } L \\lesssim 6\\, \\xi_c(\\sigma_w^2, \\sigma_b^2)
 
     Args:
-        config: a :class:`PhaseConfig` (default: ``PhaseConfig()``).
+        config: a :class:`PhaseConfig` (default: ``PhaseConfig()``); the run uses
+            ``config.threads`` torch threads and restores the previous count after.
         progress: show a tqdm bar on stderr.
 
     Returns:
@@ -401,9 +415,16 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
     >>> sorted(res.trainable_depth())  # doctest: +SKIP
     [1.0, 1.7609546396067..., 4.0]
     """
+    config = (config or PhaseConfig()).validate()
+    with torch_threads(config.threads) as threads:
+        result = _run(config, progress)
+    result.environment = {"threads": threads, "torch": torch.__version__}
+    return result
+
+
+def _run(config: PhaseConfig, progress: bool) -> PhaseResult:
     from tqdm.auto import tqdm
 
-    config = (config or PhaseConfig()).validate()
     torch.set_flush_denormal(True)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}

@@ -13,8 +13,9 @@ the same for every report:
   top-level directory (``/usr``), the home directory or one that contains it, a mount point, a
   file, a symbolic link.
 * Writing (:func:`replace_dir`) builds the report in ``.<out>.tmp-<id>`` next to ``out`` and renames
-  it into place, so an interruption (Ctrl-C; ``kill`` under the CLI, which turns SIGTERM into
-  ``KeyboardInterrupt``) never leaves half a report over a good one, nor a temporary directory.
+  it into place, so an interruption (Ctrl-C; ``kill`` under the CLI, which turns SIGTERM into a
+  ``KeyboardInterrupt`` subclass and exits 143) never leaves half a report over a good one, nor a
+  temporary directory.
 """
 
 from __future__ import annotations

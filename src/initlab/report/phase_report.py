@@ -6,7 +6,8 @@ Layout of a report directory (default ``initlab-phase/``)::
     index.html              the report, self-contained (figures embedded as data: URIs)
     figures/*.png           the same figures as files (matplotlib Agg, PNG)
     results.json            {"schema": "initlab.phase", "schema_version": 1, "initlab_version",
-                             "meta": {config, dataset, timings}, "figures": [...],
+                             "meta": {config (with threads), dataset, environment (threads,
+                             torch), timings}, "figures": [...],
                              "record_fields": [...], "records": [...]}
     results.csv             the records, one per row (standard fields first, then extras)
     .initlab-phase-report   marker file: "initlab.phase <schema_version>"
@@ -306,12 +307,15 @@ def _html(records: list[Mapping[str, Any]], figures: list[dict[str, str]], root:
                      f"ξ<sub>q</sub> = {_fmt(crit.get('xi_q'))}.</p>")
     ds = meta.get("dataset") or {}
     cfg = meta.get("config") or {}
+    threads = (meta.get("environment") or {}).get("threads") or cfg.get("threads")
     if ds or cfg:
         parts.append(f"<p>Data: {html.escape(str(ds.get('name', '?')))} ({_fmt(ds.get('n_train'))} train / "
                      f"{_fmt(ds.get('n_test'))} test, {_fmt(ds.get('n_classes'))} classes). Training: width "
                      f"{_fmt(cfg.get('width'))}, {_fmt(cfg.get('steps'))} SGD steps, batch "
                      f"{_fmt(cfg.get('batch_size'))}, lr {_fmt(cfg.get('lr'))}, "
-                     f"seed {_fmt(cfg.get('seed'))}.</p>")
+                     f"seed {_fmt(cfg.get('seed'))}, torch threads {_fmt(threads)} (the accuracies "
+                     "depend on the thread count: rerun with the same seed and threads to get the same "
+                     "numbers).</p>")
     for fig in figures:
         data = base64.b64encode((root / fig["file"]).read_bytes()).decode("ascii")
         parts.append(f"<h2>{html.escape(fig['title'])}</h2><img alt=\"{html.escape(fig['alt'])}\" "
@@ -416,7 +420,7 @@ def write_phase_report(
         records: the run's tidy records.
         out: the report directory.
         meta: JSON-ready context for the page and ``results.json`` (``config``, ``dataset``,
-            ``timings``); optional.
+            ``environment``, ``timings``); optional.
         force: write over a non-empty ``out`` that is not a phase report; its contents are
             moved to a backup directory beside it (:func:`initlab.report.outdir.backup_path`),
             never deleted.
