@@ -1,0 +1,177 @@
+"""Example inputs for a model nobody gave inputs for: from a Hugging Face model's own dummy inputs
+or config, else from its first weighted layer. Seeded; the global RNG is never read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from initlab.errors import InitlabError
+from initlab.graph import vocab
+from initlab.graph.nodes import Kind
+from initlab.graph.record import leaf_modules
+
+__all__ = ["example_inputs", "BATCH", "SEQUENCE", "SIDE"]
+
+#: Batch size, sequence length and spatial side of built inputs.
+BATCH, SEQUENCE, SIDE = 2, 16, 32
+_SEED = 0
+
+
+def _generator() -> torch.Generator:
+    return torch.Generator().manual_seed(_SEED)
+
+
+def _place(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's first floating parameter (CPU, float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _randn(model: nn.Module, *shape: int) -> torch.Tensor:
+    device, dtype = _place(model)
+    return torch.randn(shape, generator=_generator()).to(device=device, dtype=dtype)
+
+
+def _tokens(model: nn.Module, vocab_size: int, length: int) -> torch.Tensor:
+    ids = torch.randint(0, vocab_size, (BATCH, length), generator=_generator())
+    return ids.to(_place(model)[0])
+
+
+def _is_hf(model: nn.Module) -> bool:
+    if "transformers" not in sys.modules:  # a transformers model means transformers is imported
+        return False
+    from transformers import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
+def _from_hf(model: nn.Module) -> tuple[Any, str] | None:
+    """``model.dummy_inputs`` when they hold the model's main input (``model.main_input_name``),
+    else pixel values / input ids built from ``model.config``."""
+    main = getattr(model, "main_input_name", "input_ids")
+    try:
+        dummy = model.dummy_inputs
+    except Exception:  # a model class whose dummy_inputs property fails
+        dummy = None
+    if isinstance(dummy, dict) and main in dummy:
+        device = _place(model)[0]
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
+        return moved, "model.dummy_inputs"
+    config = getattr(model, "config", None)
+    size = getattr(config, "image_size", None)
+    side = size if isinstance(size, int) else (tuple(size) if isinstance(size, (tuple, list)) else None)
+    if main == "pixel_values" and side is not None:
+        channels = getattr(config, "num_channels", 3)
+        shape = (BATCH, channels, *((side, side) if isinstance(side, int) else side))
+        return {"pixel_values": _randn(model, *shape)}, f"built from config: pixel_values randn{shape}"
+    vocab_size = getattr(config, "vocab_size", None)
+    if main == "input_ids" and isinstance(vocab_size, int):
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        length = min(SEQUENCE, positions) if isinstance(positions, int) else SEQUENCE
+        return ({"input_ids": _tokens(model, vocab_size, length)},
+                f"built from config: input_ids randint({vocab_size}, ({BATCH}, {length}))")
+    return None
+
+
+def _conv(model: nn.Module, m: nn.Module) -> tuple[Any, str]:
+    dims = len(m.kernel_size)
+    reach = max(d * (k - 1) + 1 for d, k in zip(m.dilation, m.kernel_size, strict=True))
+    side = max(SIDE if dims < 3 else SIDE // 2, reach)
+    shape = (BATCH, m.in_channels, *(side,) * dims)
+    return _randn(model, *shape), f"randn{shape}"
+
+
+def _sequence(model: nn.Module, m: nn.Module, features: int) -> tuple[Any, str]:
+    shape = (BATCH, 8, features) if getattr(m, "batch_first", False) else (8, BATCH, features)
+    x = _randn(model, *shape)
+    return ((x, x, x) if m is model and isinstance(m, nn.MultiheadAttention) else x), f"randn{shape}"
+
+
+#: First weighted leaf -> (inputs, what they are); keyed by the vocabulary's op (the class name)
+#: through the MRO, like the vocabulary itself.
+_BUILDERS: dict[type | str, Callable[[nn.Module, nn.Module], tuple[Any, str]]] = {
+    nn.Linear: lambda model, m: (_randn(model, BATCH, m.in_features), f"randn({BATCH}, {m.in_features})"),
+    nn.Bilinear: lambda model, m: (
+        (_randn(model, BATCH, m.in1_features), _randn(model, BATCH, m.in2_features)),
+        f"randn({BATCH}, {m.in1_features}), randn({BATCH}, {m.in2_features})"),
+    nn.modules.conv._ConvNd: _conv,
+    nn.Embedding: lambda model, m: (_tokens(model, m.num_embeddings, SEQUENCE),
+                                    f"randint({m.num_embeddings}, ({BATCH}, {SEQUENCE}))"),
+    nn.EmbeddingBag: lambda model, m: (_tokens(model, m.num_embeddings, SEQUENCE),
+                                       f"randint({m.num_embeddings}, ({BATCH}, {SEQUENCE}))"),
+    nn.RNNBase: lambda model, m: _sequence(model, m, m.input_size),
+    nn.MultiheadAttention: lambda model, m: _sequence(model, m, m.embed_dim),
+    "transformers.pytorch_utils.Conv1D": lambda model, m: (
+        _randn(model, BATCH, int(m.weight.shape[0])), f"randn({BATCH}, {int(m.weight.shape[0])})"),
+}
+
+
+def _builder(m: nn.Module) -> Callable[[nn.Module, nn.Module], tuple[Any, str]] | None:
+    for klass in type(m).__mro__:
+        b = _BUILDERS.get(klass) or _BUILDERS.get(f"{klass.__module__}.{klass.__qualname__}")
+        if b is not None:
+            return b
+    return None
+
+
+def _weighted_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    if vocab.lookup_module(model) is not None:
+        return [("", model)]
+    return [(q, m) for q, m in leaf_modules(model)
+            if (e := vocab.lookup_module(m)) is not None and e.kind is Kind.LAYER]
+
+
+def example_inputs(model: nn.Module) -> tuple[Any, str]:
+    """Inputs ``model`` can be called on, and a line that says where they came from.
+
+    * a Hugging Face ``PreTrainedModel``: ``model.dummy_inputs`` when they hold its
+      ``main_input_name``, else from ``model.config`` by that name: ``pixel_values``
+      ``(2, num_channels, image_size, image_size)``, ``input_ids``
+      ``(2, min(16, max_position_embeddings))`` below ``vocab_size``;
+    * else the first weighted leaf (in module order; a model that is itself a layer counts):
+      ``Linear`` -> ``randn(2, in_features)``; ``Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` ->
+      ``randn(2, in_channels, 32[, 32[, 16, ...]])`` (16 per side in 3-D; at least the dilated kernel);
+      ``Embedding`` -> token ids ``(2, 16)`` below ``num_embeddings``; ``LSTM`` / ``GRU`` / ``RNN`` ->
+      ``(2, 8, input_size)`` (``(8, 2, .)`` unless ``batch_first``); ``MultiheadAttention`` ->
+      ``(2, 8, embed_dim)`` likewise (``(x, x, x)`` for the module itself); HF ``Conv1D`` ->
+      ``randn(2, in)``.
+
+    Floating inputs take the dtype and device of the model's first floating parameter. Samples come
+    from a ``torch.Generator`` seeded with 0: same model, same bits; the global RNG is not touched.
+    The first layer in module order is a guess at the first one called, and spatial sizes are
+    guesses too (a CNN ending in ``Linear(64 * 7 * 7, 10)`` wants 28 x 28): pass inputs when it fails.
+
+    Returns:
+        ``(inputs, description)``: a tensor, a tuple or a dict of keyword inputs; the description
+        goes to :attr:`Graph.inputs_from` (``"built from Linear 'fc1' in_features=784: randn(2, 784)"``).
+
+    Raises:
+        InitlabError: nothing to build from (no weighted layer the vocabulary knows); the message
+            names the model and says to pass ``example_inputs``.
+
+    >>> x, how = example_inputs(nn.Sequential(nn.Linear(784, 10)))
+    >>> x.shape, how
+    (torch.Size([2, 784]), "built from Linear '0' in_features=784: randn(2, 784)")
+    """
+    if _is_hf(model) and (built := _from_hf(model)) is not None:
+        return built
+    for qualname, m in _weighted_leaves(model):
+        builder = _builder(m)
+        if builder is None:
+            continue
+        inputs, what = builder(model, m)
+        size = next((f" {a}={getattr(m, a)}" for a in ("in_features", "in_channels", "num_embeddings",
+                                                        "input_size", "embed_dim") if hasattr(m, a)), "")
+        return inputs, f"built from {type(m).__name__} '{qualname}'{size}: {what}"
+    raise InitlabError(
+        f"cannot build example inputs for {type(model).__name__}: it has no Linear, Conv, Embedding, RNN or "
+        "MultiheadAttention layer to read an input size from; pass example_inputs"
+    )
