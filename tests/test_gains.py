@@ -284,6 +284,55 @@ def test_named_gain_is_cached_and_stable():
     assert gain("mish", "backward") == first
 
 
+# ---- moments at a non-zero mean ------------------------------------------------------------------
+
+
+def _quad_moments(f, mean, var, points=()):
+    """E[f(x)], E[f(x)^2] for x ~ N(mean, var) by scipy quad, split at `points`."""
+    pdf = lambda x: math.exp(-((x - mean) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
+    cuts = [-np.inf, *points, np.inf]
+    return tuple(
+        sum(
+            integrate.quad(lambda x, p=p: f(x) ** p * pdf(x), a, b, epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+        )
+        for p in (1, 2)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "f", "points"),
+    [
+        ("relu", lambda x: max(x, 0.0), (0.0,)),
+        ("tanh", math.tanh, ()),
+        ("sigmoid", special.expit, ()),
+        ("gelu", lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))), ()),
+        ("silu", lambda x: x * special.expit(x), ()),
+        ("relu6", lambda x: min(max(x, 0.0), 6.0), (0.0, 6.0)),
+    ],
+)
+def test_activation_moments_match_quad_at_nonzero_mean(name, f, points):
+    m1, m2 = gains.activation_moments(name, 0.5, 2.0)
+    e1, e2 = _quad_moments(f, 0.5, 2.0, points)
+    assert m1 == pytest.approx(e1, rel=1e-8) and m2 == pytest.approx(e2, rel=1e-8)
+
+
+def test_activation_moments_callable_kinks_zero_var_and_errors():
+    named = gains.activation_moments("leaky_relu", -0.7, 1.5, 0.2)
+    fn = lambda x: F.leaky_relu(x, 0.2)  # noqa: E731
+    assert gains.activation_moments(fn, -0.7, 1.5, kinks=(0.0,)) == pytest.approx(named, rel=1e-12)
+    assert gains.activation_moments("tanh", 0.3, 0.0) == pytest.approx((math.tanh(0.3), math.tanh(0.3) ** 2))
+    m, q = gains.activation_moments("relu")
+    assert q == pytest.approx(0.5, rel=1e-13) and m == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-13)
+    with pytest.raises(InitlabError, match="var=-1"):
+        gains.activation_moments("relu", 0.0, -1.0)
+    with pytest.raises(InitlabError, match="mean=nan"):
+        gains.activation_moments("relu", math.nan)
+    with pytest.raises(InitlabError, match="param"):
+        gains.activation_moments(fn, 0.0, 1.0, 0.2)
+    np.testing.assert_array_equal(gains.activation_values("relu", np.array([[-1.0, 2.0]])), [[0.0, 2.0]])
+
+
 # ---- CLI ----------------------------------------------------------------------------------------
 
 
