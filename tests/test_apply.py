@@ -15,6 +15,7 @@ from initlab import schemes
 from initlab.apply import (
     SCHEMES,
     DetectionFallbackWarning,
+    SkippedParameterWarning,
     init_model,
     parse_shape,
     residual_scaling_rule,
@@ -242,7 +243,8 @@ def test_embedding_norm_prelu_and_unknown_modules(gen):
             self.scale = nn.Parameter(torch.full((3,), 7.0))
 
     model = nn.Sequential(nn.Embedding(50, 16, padding_idx=0), nn.LayerNorm(16), nn.PReLU(), Odd())
-    plan = init_model(model, generator=gen, embedding_std=0.5)
+    with pytest.warns(SkippedParameterWarning, match=r"3\.scale \(Odd: no handler for this module type\)"):
+        plan = init_model(model, generator=gen, embedding_std=0.5)
     emb = model[0].weight.detach()
     assert torch.equal(emb[0], torch.zeros(16))
     assert abs(emb[1:].std().item() - 0.5) < 5 * 0.5 / math.sqrt(2 * 49 * 16)
@@ -252,7 +254,8 @@ def test_embedding_norm_prelu_and_unknown_modules(gen):
     assert plan.skipped == [{"module": "3", "type": "Odd", "params": ["scale"],
                              "why": "no handler for this module type"}]
     assert "skipped" in plan.table() and "Odd" in plan.table()  # ... and listed
-    root = init_model(Odd(), dry_run=True).table().splitlines()[-1]  # the model itself owns it
+    with pytest.warns(SkippedParameterWarning, match=r"scale .*rules=\[\(r\"\^scale\$\""):
+        root = init_model(Odd(), dry_run=True).table().splitlines()[-1]  # the model itself owns it
     assert root.startswith("skipped") and "(root) (Odd): scale" in root
     assert all(line == line.rstrip() for line in plan.table().splitlines())
 
@@ -396,7 +399,8 @@ def test_rule_scheme_names_give_what_init_model_gives(gen):
                            "pos": Pos()})
     rules = [("fc", "torch_default"), (nn.LayerNorm, "zeros"), ("rnn", "keras_default"),
              (r"pos\.table", "orthogonal")]
-    plan = init_model(model, rules=rules, generator=gen)
+    with pytest.warns(SkippedParameterWarning, match=r"left 1 parameter as it was.*pos\.vec"):
+        plan = init_model(model, rules=rules, generator=gen)
     assert plan["fc.bias"].bound == pytest.approx(1 / 3)  # torch's bias: U(+-1/sqrt(fan_in))
     assert plan["fc.weight"].bound == pytest.approx(1 / 3)
     assert torch.equal(model["ln"].weight, torch.zeros(5))
@@ -642,13 +646,46 @@ def test_layer_parameters_no_handler_knows_are_skipped_not_blank_rows(gen):
     lin.weight_v = nn.Parameter(torch.full((4, 4), 5.0))
     lin.weight = lin.weight_v * 1.0
     model = nn.Sequential(lin, nn.ReLU(), nn.Linear(4, 2))
-    plan = init_model(model, generator=gen)
+    with pytest.warns(SkippedParameterWarning, match=r"0\.weight_g, 0\.weight_v \(Linear: no handler for"):
+        plan = init_model(model, generator=gen)
     assert [r.name for r in plan.rows if not r.scheme] == []
     assert plan.skipped == [{"module": "0", "type": "Linear", "params": ["weight_g", "weight_v"],
                              "why": "no handler for this parameter"}]
     assert torch.equal(lin.weight_g, torch.full((4, 1), 3.0))
-    plan = init_model(model, rules=[(r"weight_v$", "orthogonal")], generator=gen)
+    with pytest.warns(SkippedParameterWarning, match=r"left 1 parameter .*: 0\.weight_g \("):
+        plan = init_model(model, rules=[(r"weight_v$", "orthogonal")], generator=gen)
     assert plan["0.weight_v"].scheme == "orthogonal" and plan.skipped[0]["params"] == ["weight_g"]
+
+
+def test_skipped_parameters_are_named_in_one_warning_with_the_rule_that_decides_them(gen):
+    class Bag(nn.Module):  # 12 parameters no handler knows
+        def __init__(self):
+            super().__init__()
+            for i in range(12):
+                self.register_parameter(f"p{i}", nn.Parameter(torch.full((2,), float(i))))
+
+    model = nn.ModuleDict({"fc": nn.Linear(3, 3), "bag": Bag(), "lazy": nn.LazyLinear(2)})
+    before = _snapshot(model["bag"])
+    for dry_run in (True, False):  # the dry run says so too
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = init_model(model, dry_run=dry_run, generator=gen)
+        assert [w.category for w in caught] == [SkippedParameterWarning]  # one warning for all 14
+        message = str(caught[0].message)
+        assert len(message.splitlines()) == 1 and message.startswith("init_model left 14 parameters")
+        shown = ", ".join(f"bag.p{i}" for i in range(10))
+        assert f": {shown} and 4 more (Bag: no handler for this module type; LazyLinear: lazy " in message
+        assert 'rules=[(r"^bag\\.p0$", "zeros")]' in message and '"keep")' in message
+        assert [s["module"] for s in plan.skipped] == ["bag", "lazy"]
+    assert _same_bits(before, _snapshot(model["bag"]))  # left as they were
+    with warnings.catch_warnings(record=True) as caught:  # a lazy module alone: no rule can help
+        warnings.simplefilter("always")
+        init_model(nn.LazyLinear(2), dry_run=True)
+    assert "run a forward first" in str(caught[0].message) and "rules=" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every parameter decided: no warning
+        plan = init_model(model["bag"], rules=[(r"^p\d+$", "keep")], dry_run=True)
+    assert plan.skipped == [] and {r.scheme for r in plan.rows} == {"keep"}
 
 
 def test_frozen_parameters_are_initialized_unless_a_keep_rule_says_so(gen):

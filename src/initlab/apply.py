@@ -11,6 +11,13 @@ module                                    what ``scheme="auto"`` does
 ``ConvTranspose{1,2,3}d``                 (below; a plain MLP gets the isometric rule), with the true fans of
                                           :func:`initlab.fans.compute_fans` (grouped, depthwise,
                                           transposed); bias 0
+transformers' ``Conv1D`` (GPT, GPT-2:     as Linear, its weight stored ``(in, out)`` (``y = x W + b``):
+``c_attn``, ``c_proj``, ``c_fc``)         ``fan_in = in``, ``fan_out = out`` (Keras's Dense layout);
+                                          a ``c_attn`` whose parent splits its output into blocks of
+                                          ``split_size`` (GPT-2's attention) is packed: Q, K, V
+                                          (``chunks = out / split_size``) along dim 1, each by its own
+                                          fans. Found through ``sys.modules``: initlab never imports
+                                          transformers
 ``MultiheadAttention``                    packed ``in_proj_weight`` per chunk (Q, K, V: ``chunks=3``):
                                           Glorot normal, gain 1 — ``E = 512`` gives
                                           ``std = sqrt(2 / 1024) = 0.0442``; separate
@@ -28,7 +35,8 @@ module                                    what ``scheme="auto"`` does
 ``GroupNorm``, ``InstanceNorm*``,
 ``RMSNorm``
 ``PReLU``                                 its ``init`` slope (0.25 by default)
-anything else with its own parameters     left alone and listed in :attr:`InitPlan.skipped`
+anything else with its own parameters     left alone, listed in :attr:`InitPlan.skipped` and named in
+                                          one :class:`SkippedParameterWarning`
 ========================================  ============================================================
 
 **Plain MLPs: the isometric rule.** When the whole model is one *plain chain* — every module with
@@ -138,8 +146,9 @@ Named schemes (:data:`initlab.schemes.NAMED_SCHEMES`: ``he_normal``, ``glorot_un
 zero biases; ``"torch_default"`` is exactly what each module's ``reset_parameters`` samples
 (Linear/Conv ``U(±1/sqrt(fan_in))`` with torch's own fans for weight and bias, RNNs
 ``U(±1/sqrt(hidden))`` everywhere, MHA ``xavier_uniform_`` on the packed weight, Embedding
-``N(0, 1)``) but from ``generator``; ``"keras_default"`` is Keras's (Glorot uniform on the whole
-kernel, zero bias, recurrent orthogonal, unit forget bias, Embedding ``U(±0.05)``);
+``N(0, 1)``, transformers' ``Conv1D`` ``N(0, 0.02^2)`` and bias 0, as its ``__init__``) but from
+``generator``; ``"keras_default"`` is Keras's (Glorot uniform on the whole kernel — a packed Conv1D
+per block, as MHA — zero bias, recurrent orthogonal, unit forget bias, Embedding ``U(±0.05)``);
 ``"critical"`` puts each layer at the edge of chaos of its activation,
 :func:`initlab.theory.critical_point`: weights :math:`N(0, \\sigma_w^2 / fan_{in})`, biases
 :math:`N(0, \\sigma_b^2)` (Poole et al. 2016; Schoenholz et al. 2017).
@@ -152,14 +161,16 @@ lets the rest of the model be critical.
 
 ``rules`` override the scheme for matching parameters: see :func:`init_model`. Besides scheme
 names, Specs and callables, a rule may say ``"keep"`` (leave the parameter as it is: pretrained or
-frozen weights) or :class:`Packed` (``Packed(3)``: a Linear holding Q, K and V, GPT-2's
-``c_attn``, gets per-block fans). A rule that decides no parameter (a typo in its pattern, a
-pattern that only matches the second name of a tied weight, a rule shadowed by an earlier one)
-gives a ``UserWarning``.
+frozen weights) or :class:`Packed` (``Packed(3)``: a layer holding Q, K and V gets per-block fans,
+the blocks along its output axis: dim 0 of a Linear, dim 1 of a Conv1D). A rule that decides no
+parameter (a typo in its pattern, a pattern that only matches the second name of a tied weight, a
+rule shadowed by an earlier one) gives a ``UserWarning``.
 
 Parameters that are not the weight or bias of a known layer (``weight_norm``'s ``weight_g`` and
 ``weight_v``, a custom module's ``nn.Parameter``, ``parametrizations.*.original``) are left alone
-and listed in :attr:`InitPlan.skipped` unless a rule matches them. A zero-element weight
+unless a rule matches them: :attr:`InitPlan.skipped` lists them and one
+:class:`SkippedParameterWarning` names them (dry runs too), with the rule that decides them
+(``(r"^name$", "keep")`` leaves one as it is without the warning). A zero-element weight
 (``nn.Linear(0, n)``) gets scheme ``"empty"`` and is not drawn. Frozen parameters
 (``requires_grad=False``) are initialized like any other — ``init_model`` initializes models, and
 which parameters will be trained is not its business — and their rows say ``frozen``; a
@@ -180,7 +191,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -203,6 +214,7 @@ __all__ = [
     "parse_shape",
     "Packed",
     "DetectionFallbackWarning",
+    "SkippedParameterWarning",
     "fallback_message",
 ]
 
@@ -272,6 +284,28 @@ _ACT_FUNCTIONS = frozenset({
     "softsign", "tanh", "sigmoid", "hardtanh", "hardsigmoid", "hardswish", "logsigmoid", "tanhshrink",
     "rrelu", "prelu",
 })
+
+
+#: Layers that store their weight as ``(in, out)`` and compute ``y = x W + b``, by (module, class):
+#: transformers' ``Conv1D`` (GPT, GPT-2). Looked up in ``sys.modules`` only, never imported: a model
+#: that holds one has imported its module, and initlab works without transformers.
+_CONV1D_CLASSES = (("transformers.pytorch_utils", "Conv1D"),)
+
+
+def _conv1d_types() -> tuple[type, ...]:
+    """The classes of :data:`_CONV1D_CLASSES` whose module is loaded (subclasses match too)."""
+    found = (getattr(sys.modules.get(mod), cls, None) for mod, cls in _CONV1D_CLASSES)
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, nn.Module))
+
+
+def _layer_types() -> tuple[type, ...]:
+    """Linear, Conv, ConvTranspose and the loaded Conv1D classes: the layers with a weight and fans."""
+    return (*_LAYER_TYPES, *_conv1d_types())
+
+
+def _atomic_types() -> tuple[type, ...]:
+    """Modules detection treats as one node (fx leaves, hook targets)."""
+    return (*_ATOMIC, *_conv1d_types())
 
 
 def _module_activation(m: nn.Module) -> tuple[str, float | None] | None:
@@ -495,7 +529,7 @@ _GATES_TO_SWISH = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
 
 
 def _classify_module(m: nn.Module, qualname: str) -> tuple:
-    if isinstance(m, _LAYER_TYPES):
+    if isinstance(m, _layer_types()):
         return ("layer", qualname)
     act = _module_activation(m)
     if act is not None:
@@ -524,7 +558,7 @@ class _LeafTracer(torch.fx.Tracer):
     structured ones (MultiheadAttention, RNNs, Linear/Conv)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, _ATOMIC) or next(iter(m.children()), None) is None
+        return isinstance(m, _atomic_types()) or next(iter(m.children()), None) is None
 
 
 def _detect_fx(model: nn.Module) -> dict[str, _Found]:
@@ -644,8 +678,9 @@ def _detect_hooks(model: nn.Module, example_inputs: Any) -> dict[str, _Found]:
                     layers.setdefault(qualname, []).append(node)
         return post
 
+    atomic = _atomic_types()
     for qualname, m in model.named_modules():
-        if qualname and (isinstance(m, _ATOMIC) or next(iter(m.children()), None) is None):
+        if qualname and (isinstance(m, atomic) or next(iter(m.children()), None) is None):
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(make_post(qualname, m)))
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
@@ -669,13 +704,14 @@ def _detect_hooks(model: nn.Module, example_inputs: Any) -> dict[str, _Found]:
 
 
 def _detect_order(model: nn.Module) -> dict[str, _Found]:
+    atomic, layer_types = _atomic_types(), _layer_types()
     leaves = [
         (q, m) for q, m in model.named_modules()
-        if q and (isinstance(m, _ATOMIC) or next(iter(m.children()), None) is None)
+        if q and (isinstance(m, atomic) or next(iter(m.children()), None) is None)
     ]
     found: dict[str, _Found] = {}
     for i, (q, m) in enumerate(leaves):
-        if not isinstance(m, _LAYER_TYPES):
+        if not isinstance(m, layer_types):
             continue
         act: tuple[str, float | None] = ("linear", None)
         via: list[str] = []
@@ -713,8 +749,8 @@ def _detect_order(model: nn.Module) -> dict[str, _Found]:
 def detect_activations(
     model: nn.Module, example_inputs: Any = None
 ) -> tuple[dict[str, tuple[str, float | None, str]], str, str | None]:
-    """Find, for every Linear / Conv / ConvTranspose of ``model``, the nonlinearity that consumes
-    its output (see the module docstring for what is followed through).
+    """Find, for every Linear / Conv / ConvTranspose (and transformers ``Conv1D``) of ``model``, the
+    nonlinearity that consumes its output (see the module docstring for what is followed through).
 
     Args:
         model: any ``nn.Module``; nothing in it is changed.
@@ -759,8 +795,8 @@ def _detect_unrestored(
     model: nn.Module, example_inputs: Any
 ) -> tuple[dict[str, _Found], str, str | None]:
     order = _detect_order(model)
-    if isinstance(model, _ATOMIC):  # a single layer / MHA / RNN: nothing to trace
-        if isinstance(model, _LAYER_TYPES):
+    if isinstance(model, _atomic_types()):  # a single layer / MHA / RNN: nothing to trace
+        if isinstance(model, _layer_types()):
             order[""] = _Found("linear", None, "structure")
         return order, "structure", None
     try:
@@ -790,6 +826,13 @@ class DetectionFallbackWarning(UserWarning):
     order, which misses functional activations (``F.relu`` in ``forward``)."""
 
 
+class SkippedParameterWarning(UserWarning):
+    """Warned once by :func:`init_model` (dry runs included) when it left parameters as they were:
+    parameters no handler knows and no rule decides, or those of a lazy module not yet
+    materialised. The message names them (the first 10) and how to decide them with a rule;
+    :attr:`InitPlan.skipped` lists them all."""
+
+
 def fallback_message(why: str | None, hint: str = "pass example_inputs matching the model's input") -> str:
     """One line that says why activation detection fell back to module order, and ``hint``.
 
@@ -811,6 +854,21 @@ def fallback_message(why: str | None, hint: str = "pass example_inputs matching 
 
 
 # ---- the plan ------------------------------------------------------------------------------------
+
+
+class _Fill(NamedTuple):
+    """One write of a row: ``spec`` (a Spec, a :class:`_CenteringBias` or a rule's callable) into
+    ``index`` of the parameter (``None``: all of it), in ``chunks`` blocks along ``axis``. Blocks
+    along axis 1 (a Conv1D's output axis) are filled through the transposed view, whose dim 0 it is."""
+
+    index: Any
+    spec: Any
+    chunks: int = 1
+    axis: int = 0
+
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        part = tensor if self.index is None else tensor[self.index]
+        return part.transpose(0, 1) if self.axis == 1 else part
 
 
 @dataclass
@@ -851,7 +909,8 @@ class PlanRow:
     rule: str | None = None
     note: str = ""
     applied: bool = False
-    _fills: list = field(default_factory=list, repr=False, compare=False)
+    _fills: list[_Fill] = field(default_factory=list, repr=False, compare=False)
+    _axis: int = field(default=0, repr=False, compare=False)  # the output axis: 1 for a Conv1D weight
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a plain dict (JSON-ready)."""
@@ -872,8 +931,9 @@ class InitPlan:
     Attributes:
         scheme: the scheme asked for.
         rows: list of :class:`PlanRow`, in ``named_modules`` order.
-        skipped: modules with their own parameters that no handler knows, left alone:
-            dicts ``{"module", "type", "params"}``.
+        skipped: modules with their own parameters that no handler knows and no rule decides,
+            left alone: dicts ``{"module", "type", "params", "why"}``; :func:`init_model` names
+            them in one :class:`SkippedParameterWarning`.
         detection: the activation detection that ran (``"fx"``, ``"hooks"``, ``"module_order"``);
             detection_note: why an earlier method was not used.
         applied: ``False`` for a dry run.
@@ -1129,19 +1189,20 @@ class _Context:
 
     def __init__(
         self, scheme: str, found: dict[str, _Found], embedding_std: float, sigma_b2: float | None = None,
-        chain: dict[str, _ChainRole] | None = None,
+        chain: dict[str, _ChainRole] | None = None, packed: dict[str, int] | None = None,
     ) -> None:
         self.scheme = scheme
         self.found = found
         self.embedding_std = embedding_std
         self.sigma_b2 = sigma_b2
         self.chain = chain or {}
+        self.packed = packed or {}  # layer -> blocks of its packed weight, by structure
         self._gains: dict[tuple[str, float | None], float] = {}
         self._critical: dict[tuple[str, float | None], Any] = {}
 
     def derive(self, scheme: str) -> _Context:
         """The same detection and caches under another scheme (for rules)."""
-        sub = _Context(scheme, self.found, self.embedding_std, self.sigma_b2, self.chain)
+        sub = _Context(scheme, self.found, self.embedding_std, self.sigma_b2, self.chain, self.packed)
         sub._gains, sub._critical = self._gains, self._critical
         return sub
 
@@ -1208,32 +1269,67 @@ def _torch_fans(shape: Sequence[int]) -> Fans:
 
 
 def _set(row: PlanRow, label: str, spec: schemes.Spec, chunks: int = 1, gain: float | None = None) -> None:
+    """Decide ``row``: ``spec`` in ``chunks`` blocks along the row's output axis."""
+    shape = row.shape if row._axis == 0 else (row.shape[1], row.shape[0], *row.shape[2:])
     row.scheme = label
     row.spec = spec.describe()
     row.gain = gain
-    row.std, row.bound = _spec_std_bound(spec, row.shape, chunks)
-    row._fills = [(None, spec, chunks)]
+    row.std, row.bound = _spec_std_bound(spec, shape, chunks)
+    row._fills = [_Fill(None, spec, chunks, row._axis)]
 
 
 def _row(name: str, p: torch.Tensor, qualname: str, m: nn.Module) -> PlanRow:
     return PlanRow(name=name, module=qualname, module_type=type(m).__name__, shape=tuple(p.shape))
 
 
-def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool, chunks: int = 1) -> list[PlanRow]:
-    """Rows of a Linear / Conv / ConvTranspose's ``weight`` and ``bias`` (other parameters, e.g.
-    ``weight_norm``'s ``weight_g``, get none); ``chunks > 1``: a packed weight (:class:`Packed`)."""
-    rows = []
-    transposed = isinstance(m, _CONVT)
-    groups = getattr(m, "groups", 1)
+def _layer_fans(m: nn.Module, chunks: int) -> Fans:
+    """True fans of one block of a layer's weight; a Conv1D's ``(in, out)`` is Keras's Dense layout."""
+    shape = tuple(m.weight.shape)
+    if isinstance(m, _conv1d_types()):
+        return compute_fans(shape, layout="keras", chunks=chunks)
+    groups, transposed = getattr(m, "groups", 1), isinstance(m, _CONVT)
+    return compute_fans(shape, groups=groups, transposed=transposed, chunks=chunks)
+
+
+def _packed_by_structure(model: nn.Module) -> dict[str, int]:
+    """GPT-2's packed projection -> its number of blocks: a Conv1D named ``c_attn`` whose parent
+    splits its output into blocks of ``split_size`` (``q, k, v = c_attn(x).split(split_size, 2)``
+    in GPT, GPT-2, ImageGPT, Decision Transformer: 3 blocks; their cross-attention: 2, K and V)."""
+    conv1d = _conv1d_types()
+    packed: dict[str, int] = {}
+    if not conv1d:
+        return packed
+    for q, parent in model.named_modules():
+        child, size = parent._modules.get("c_attn"), getattr(parent, "split_size", None)
+        weight = getattr(child, "weight", None)
+        if (not isinstance(child, conv1d) or not isinstance(weight, torch.Tensor) or weight.dim() != 2
+                or isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            continue
+        if weight.shape[1] % size == 0 and weight.shape[1] // size > 1:
+            packed[f"{q}.c_attn" if q else "c_attn"] = weight.shape[1] // size
+    return packed
+
+
+def _handle_layer(
+    ctx: _Context, q: str, m: nn.Module, mha_out: bool, chunks: int | None = None
+) -> list[PlanRow]:
+    """Rows of a Linear / Conv / ConvTranspose / Conv1D's ``weight`` and ``bias`` (other
+    parameters, e.g. ``weight_norm``'s ``weight_g``, get none). ``chunks > 1``: a packed weight
+    (:class:`Packed`; ``None``: GPT-2's ``c_attn`` by :func:`_packed_by_structure`, else 1), in
+    blocks along its output axis (dim 1 of a Conv1D weight ``(in, out)``, else dim 0)."""
+    by_structure = chunks is None and q in ctx.packed
+    chunks = ctx.packed.get(q, 1) if chunks is None else chunks
+    conv1d = isinstance(m, _conv1d_types())
     f = ctx.found.get(q, _Found("linear", None, "structure" if mha_out else "module_order"))
     if mha_out:
         f = _Found("linear", None, "structure")
-    fans = compute_fans(tuple(m.weight.shape), groups=groups, transposed=transposed, chunks=chunks)
-    tfans = _torch_fans(tuple(m.weight.shape))
+    fans = _layer_fans(m, chunks)
+    rows = []
     for pname, p in m.named_parameters(recurse=False):
         if pname not in ("weight", "bias"):
             continue
         row = _row(f"{q}.{pname}" if q else pname, p, q, m)
+        row._axis = 1 if conv1d and pname == "weight" else 0
         row.activation, row.found_by = f.activation, f.found_by
         row.input_activation = f.input_activation
         row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
@@ -1242,39 +1338,64 @@ def _handle_layer(ctx: _Context, q: str, m: nn.Module, mha_out: bool, chunks: in
         if pname == "weight" and p.numel() == 0:  # torch's own init_ functions: a warned no-op
             row.scheme, row.spec, row.note = "empty", "nothing to draw", "zero-element weight"
         elif pname == "weight":
-            if ctx.scheme == "torch_default":
-                _set(row, "torch_default", schemes.torch_default(tfans))
-                row.note = "torch fans"
-            elif ctx.scheme == "auto" and q in ctx.chain and chunks == 1:
-                role = ctx.chain[q]
-                _set(row, "looks_linear" if isinstance(role.spec, schemes.LooksLinear) else "orthogonal",
-                     role.spec, gain=role.gain)
-                row.note = "; ".join(filter(None, [row.note, role.note]))
-            elif ctx.scheme == "keras_default":
-                _set(row, "keras_default", schemes.glorot_uniform(tfans))
-            else:
-                unit = f.input_activation in _LINEAR
-                label, spec, g = ctx.weight_spec(fans, f.activation, f.param, unit_input=unit)
-                _set(row, label, spec, chunks=chunks, gain=g)
-                row.chunks = chunks
-                if unit and f.activation not in _LINEAR and ctx.scheme != "critical":
-                    row.note = "; ".join(filter(None, [row.note, "input not from a nonlinearity: gain 1"]))
-        elif pname == "bias":
-            if ctx.scheme == "torch_default":
-                spec = schemes.Constant(0.0) if mha_out else (
-                    schemes.Uniform(-1 / math.sqrt(tfans.fan_in), 1 / math.sqrt(tfans.fan_in))
-                    if tfans.fan_in > 0 else schemes.Constant(0.0))
-                _set(row, "torch_default", spec)
-            elif ctx.scheme == "auto" and q in ctx.chain and chunks == 1 and ctx.chain[q].shift != 0.0:
-                shift = ctx.chain[q].shift
-                row.scheme, row.spec = "centering", f"-{shift:.4g} * weight.sum(1)"
-                row.std = row.bound = row.gain = None
-                row._fills = [(None, _CenteringBias(m.weight, shift), 1)]
-            else:
-                label, spec = ctx.bias_spec(f.activation, f.param)
-                _set(row, label, spec)
+            _plan_layer_weight(ctx, row, f, fans, chunks, conv1d)
+            if by_structure:
+                row.note = "; ".join(filter(None, [row.note, f"{chunks} blocks of the parent's split_size"]))
+        else:
+            _plan_layer_bias(ctx, row, m, f, chunks, zero_default=mha_out or conv1d)
         rows.append(row)
     return rows
+
+
+def _plan_layer_weight(ctx: _Context, row: PlanRow, f: _Found, fans: Fans, chunks: int, conv1d: bool) -> None:
+    """A layer's weight under ``ctx.scheme``; ``fans`` are those of one of its ``chunks`` blocks."""
+    per_chunk = True
+    if ctx.scheme == "torch_default" and conv1d:
+        _set(row, "torch_default", schemes.Normal(0.02))
+        row.note = "as transformers' Conv1D.__init__"
+        per_chunk = False
+    elif ctx.scheme == "torch_default":
+        _set(row, "torch_default", schemes.torch_default(_torch_fans(row.shape)))
+        row.note = "torch fans"
+        per_chunk = False
+    elif ctx.scheme == "auto" and row.module in ctx.chain and chunks == 1:
+        role = ctx.chain[row.module]
+        _set(row, "looks_linear" if isinstance(role.spec, schemes.LooksLinear) else "orthogonal",
+             role.spec, gain=role.gain)
+        row.note = "; ".join(filter(None, [row.note, role.note]))
+    elif ctx.scheme == "keras_default" and not conv1d:  # Keras: the whole kernel, torch's fans of it
+        _set(row, "keras_default", schemes.glorot_uniform(_torch_fans(row.shape)))
+        per_chunk = False
+    elif ctx.scheme == "keras_default":  # (in, out) is a Keras Dense kernel; packed: per block
+        _set(row, "keras_default", schemes.glorot_uniform(fans), chunks=chunks)
+    else:
+        unit = f.input_activation in _LINEAR
+        label, spec, g = ctx.weight_spec(fans, f.activation, f.param, unit_input=unit)
+        _set(row, label, spec, chunks=chunks, gain=g)
+        if unit and f.activation not in _LINEAR and ctx.scheme != "critical":
+            row.note = "; ".join(filter(None, [row.note, "input not from a nonlinearity: gain 1"]))
+    row.chunks = chunks
+    if chunks > 1 and per_chunk:
+        row.note = "; ".join(filter(None, [row.note, f"per chunk along dim {row._axis}"]))
+
+
+def _plan_layer_bias(ctx: _Context, row: PlanRow, m: nn.Module, f: _Found, chunks: int,
+                     zero_default: bool) -> None:
+    """A layer's bias under ``ctx.scheme``; ``zero_default``: the module's own init zeroes it
+    (MultiheadAttention's ``out_proj``, Conv1D)."""
+    if ctx.scheme == "torch_default":
+        tfans = _torch_fans(tuple(m.weight.shape))
+        spec = schemes.Constant(0.0) if zero_default or tfans.fan_in == 0 else (
+            schemes.Uniform(-1 / math.sqrt(tfans.fan_in), 1 / math.sqrt(tfans.fan_in)))
+        _set(row, "torch_default", spec)
+    elif ctx.scheme == "auto" and row.module in ctx.chain and chunks == 1 and ctx.chain[row.module].shift:
+        shift = ctx.chain[row.module].shift
+        row.scheme, row.spec = "centering", f"-{shift:.4g} * weight.sum(1)"
+        row.std = row.bound = row.gain = None
+        row._fills = [_Fill(None, _CenteringBias(m.weight, shift))]
+    else:
+        label, spec = ctx.bias_spec(f.activation, f.param)
+        _set(row, label, spec)
 
 
 def _handle_mha(ctx: _Context, q: str, m: nn.MultiheadAttention) -> list[PlanRow]:
@@ -1369,7 +1490,7 @@ def _handle_rnn(ctx: _Context, q: str, m: nn.RNNBase) -> list[PlanRow]:
                 spec = schemes.Constant(0.0)
             _set(row, label, spec)
             if forget and pname.startswith("bias_ih"):
-                row._fills.append((slice(hidden, 2 * hidden), schemes.Constant(1.0), 1))
+                row._fills.append(_Fill(slice(hidden, 2 * hidden), schemes.Constant(1.0)))
                 row.spec = "constant(0), forget gate constant(1)"
                 row.note = "forget-gate bias 1 (bias_ih + bias_hh = 1)"
             elif forget:
@@ -1392,7 +1513,7 @@ def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
             else:
                 _set(row, "embedding", schemes.Normal(ctx.embedding_std))
             if getattr(m, "padding_idx", None) is not None:
-                row._fills.append((slice(m.padding_idx, m.padding_idx + 1), schemes.Constant(0.0), 1))
+                row._fills.append(_Fill(slice(m.padding_idx, m.padding_idx + 1), schemes.Constant(0.0)))
                 row.note = f"padding row {m.padding_idx} zero"
             rows.append(row)
         return rows
@@ -1416,15 +1537,19 @@ def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
 
 @dataclass(frozen=True)
 class Packed:
-    """Rule target for a packed weight: ``chunks`` equal blocks stacked along dim 0, each
-    initialized with its own fans (``fan_out`` of one block, not of the whole tensor).
+    """Rule target for a packed weight: ``chunks`` equal blocks stacked along its output axis, each
+    initialized with its own fans (``fan_out`` of one block, not of the whole tensor). The output
+    axis is dim 0 of a torch weight ``(out, in, ...)`` and dim 1 of a transformers ``Conv1D``
+    weight ``(in, out)``, which is filled through its transposed view (the plan's note says
+    ``per chunk along dim 1``).
 
     .. math::
         \\text{Glorot per block:}\\quad \\sigma = g \\sqrt{\\frac{2}{fan_{in} + fan_{out}/k}}
 
-    The way to tell :func:`init_model` that one ``nn.Linear`` holds several projections, e.g.
-    GPT-2's ``c_attn`` (Q, K, V: ``k = 3``) or a fused gate ``Linear(d, 2 * h)`` (``k = 2``).
-    ``nn.MultiheadAttention`` and the RNNs are split without a rule.
+    The way to tell :func:`init_model` that one layer holds several projections, e.g. a fused QKV
+    ``Linear(d, 3 * d)`` (``k = 3``) or a fused gate ``Linear(d, 2 * h)`` (``k = 2``).
+    ``nn.MultiheadAttention``, the RNNs and transformers GPT-2's ``c_attn`` (a Conv1D whose
+    parent has ``split_size``) are split without a rule.
 
     Args:
         chunks: number of blocks ``k`` (an int >= 1; must divide dim 0 of the matched weight).
@@ -1433,7 +1558,8 @@ class Packed:
 
     Raises:
         InitlabError: ``chunks`` not an int >= 1 or ``scheme`` unknown (here); at planning, a
-            matched parameter with fewer than 2 dims or a dim 0 that ``chunks`` does not divide.
+            matched parameter with fewer than 2 dims or an output axis that ``chunks`` does not
+            divide.
 
     Source: Radford et al. (2019), GPT-2 (``c_attn``); Glorot & Bengio (2010).
 
@@ -1564,7 +1690,7 @@ def residual_scaling_rule(
 
 def _handle(ctx: _Context, q: str, m: nn.Module, mha_out: bool) -> list[PlanRow] | None:
     """The rows of the parameters ``m`` owns under ``ctx``; ``None`` for an unknown module."""
-    if isinstance(m, _LAYER_TYPES):
+    if isinstance(m, _layer_types()):
         return _handle_layer(ctx, q, m, mha_out)
     if isinstance(m, nn.MultiheadAttention):
         return _handle_mha(ctx, q, m)
@@ -1600,18 +1726,19 @@ def _apply_rule(
                 f"rule {label} packs {row.name} of shape {row.shape}: only a weight with >= 2 dims is "
                 "packed; match the weight alone, e.g. r'c_attn\\.weight$'"
             )
-        if packed and row.shape[0] % chunks:
+        if packed and row.shape[row._axis] % chunks:
             raise InitlabError(
-                f"rule {label}: chunks={chunks} does not divide dim 0 of {row.name} (shape {row.shape}): "
-                "pass the number of blocks stacked along dim 0"
+                f"rule {label}: chunks={chunks} does not divide dim {row._axis} of {row.name} (shape "
+                f"{row.shape}), its output axis: pass the number of blocks stacked along dim {row._axis}"
             )
         sub = ctx.derive(name)
-        if packed and isinstance(m, _LAYER_TYPES):
+        layer = isinstance(m, _layer_types())
+        if packed and layer:
             sub_rows = _handle_layer(sub, row.module, m, mha_out, chunks)
         else:
             sub_rows = _handle(sub, row.module, m, mha_out)
         new = next((r for r in sub_rows or () if r.name == row.name), None)
-        if packed and new is not None and not isinstance(m, _LAYER_TYPES):
+        if packed and new is not None and not layer:
             if new.chunks > 1 and new.chunks != chunks:
                 raise InitlabError(
                     f"rule {label}: {row.name} is split into {new.chunks} blocks by its module "
@@ -1640,11 +1767,14 @@ def _apply_rule(
         row.scheme = getattr(target, "__name__", "callable")
         row.spec = f"callable {row.scheme}"
         row.std = row.bound = row.gain = None
-        row._fills = [(None, target, 0)]
+        row._fills = [_Fill(None, target)]  # the parameter as it is stored
     row.rule = label
 
 
 # ---- init_model ----------------------------------------------------------------------------------
+
+#: Why a lazy module's parameters are skipped (no rule can decide them before a forward pass).
+_LAZY = "lazy module not materialised: run a forward first"
 
 
 def init_model(
@@ -1681,19 +1811,13 @@ def init_model(
             parameter decides it. ``pattern``: a regex searched in the qualified parameter name
             (``r"^head\\."``) or an ``nn.Module`` subclass (matches the parameters it owns).
             ``target``: a scheme name (with the row's fans and gain); ``"keep"`` (leave it as it
-            is); :class:`Packed` (``Packed(3)``: per-block fans for a packed QKV Linear); an
+            is); :class:`Packed` (``Packed(3)``: per-block fans for a packed QKV layer); an
             :mod:`initlab.schemes` Spec (e.g. ``Constant(0.0)``, or :func:`residual_scaling_rule`),
             checked against the parameter's shape while planning; or ``callable(tensor,
-            generator)`` that fills the tensor in place (if it raises, every parameter written so
-            far and ``generator``'s state are restored: the model is unchanged). Rules also reach
-            parameters of modules the plan does not know. A rule that decides no parameter
-            warns (``UserWarning``).
-
-    Warns:
-        DetectionFallbackWarning: (a ``UserWarning``) fx could not trace the model and
-            ``example_inputs`` were not given or the forward failed on them, so the activations of
-            some rows were guessed from module order (:func:`fallback_message` says why). Not for
-            a container without ``forward`` (``nn.ModuleDict``), where module order is all there is.
+            generator)`` that fills the tensor in place, as it is stored (a Conv1D weight is
+            ``(in, out)``; if it raises, every parameter written so far and ``generator``'s state
+            are restored: the model is unchanged). Rules also reach parameters of modules the
+            plan does not know. A rule that decides no parameter warns (``UserWarning``).
         sigma_b2: with ``scheme="critical"``, the bias variance whose critical point each layer
             takes (:func:`initlab.theory.critical_point`); ``None`` means 0. ReLU, leaky ReLU and
             linear layers always use 0 (their critical point exists only there). GELU and SiLU
@@ -1705,6 +1829,16 @@ def init_model(
             the detection's forward pass, if any, runs under a forked RNG).
         dry_run: return the plan and write nothing (every parameter stays bit-identical).
         embedding_std: std of ``Embedding`` weights under ``"auto"`` and the named schemes.
+
+    Warns:
+        DetectionFallbackWarning: (a ``UserWarning``) fx could not trace the model and
+            ``example_inputs`` were not given or the forward failed on them, so the activations of
+            some rows were guessed from module order (:func:`fallback_message` says why). Not for
+            a container without ``forward`` (``nn.ModuleDict``), where module order is all there is.
+        SkippedParameterWarning: (a ``UserWarning``, once per call, dry runs included) some
+            parameters were left as they were: no handler knows them and no rule decides them
+            (the message names up to 10, why, and a rule that decides them), or their lazy module
+            is not materialised. :attr:`InitPlan.skipped` lists them all.
 
     Returns:
         :class:`InitPlan`, one row per parameter (tied parameters: one row, noted).
@@ -1759,7 +1893,7 @@ def init_model(
     wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in checked_rules)
     chain = _plain_chain(model, found, method) if wants_auto else None
     ctx = _Context(scheme, found, float(embedding_std), None if sigma_b2 is None else float(sigma_b2),
-                   _plan_chain(model, chain, found) if chain else None)
+                   _plan_chain(model, chain, found) if chain else None, _packed_by_structure(model))
 
     mha_out = {
         f"{q}.out_proj" if q else "out_proj"
@@ -1791,7 +1925,7 @@ def init_model(
             continue
         if any(isinstance(p, nn.parameter.UninitializedParameter) for _, p in fresh):
             skipped.append({"module": q, "type": type(m).__name__, "params": [n for n, _ in fresh],
-                            "why": "lazy module not materialised: run a forward first"})
+                            "why": _LAZY})
             continue
         fresh_names = {(f"{q}.{n}" if q else n) for n, _ in fresh}
         try:
@@ -1840,6 +1974,8 @@ def init_model(
         _check_rule_fills(mrows)
         rows.extend(mrows)
     _warn_unused_rules(checked_rules, decided, shadowed, tied_hits)
+    if skipped:
+        warnings.warn(_skipped_message(skipped), SkippedParameterWarning, stacklevel=2)
     has_forward = type(model).forward is not nn.Module.forward  # ModuleDict / ModuleList: no data flow
     if method == "module_order" and has_forward and any(r.found_by == "module_order" for r in rows):
         warnings.warn(f"init_model: {fallback_message(why)}", DetectionFallbackWarning, stacklevel=2)
@@ -1859,8 +1995,7 @@ def init_model(
         )
     # A rule's callable is the user's code and may raise: then every parameter written so far is
     # restored (from copies kept only when the plan has a callable) and so is the generator.
-    user_code = any(not isinstance(spec, (schemes.Spec, _CenteringBias))
-                    for r in rows for _, spec, _ in r._fills)
+    user_code = any(not isinstance(f.spec, (schemes.Spec, _CenteringBias)) for r in rows for f in r._fills)
     backups: list[tuple[torch.Tensor, torch.Tensor]] = []
     gen_state = generator.get_state() if (user_code and isinstance(generator, torch.Generator)) else None
     try:
@@ -1871,13 +2006,13 @@ def init_model(
                 p = params[row.name]
                 if user_code:
                     backups.append((p, p.detach().clone()))
-                for sl, spec, chunks in row._fills:
-                    view = p if sl is None else p[sl]
-                    if isinstance(spec, schemes.Spec):
-                        apply_spec_(view, spec, generator=generator, chunks=max(chunks, 1))
+                for fill in row._fills:
+                    view = fill.view(p)
+                    if isinstance(fill.spec, schemes.Spec):
+                        apply_spec_(view, fill.spec, generator=generator, chunks=max(fill.chunks, 1))
                         continue
                     try:
-                        spec(view, generator)
+                        fill.spec(view, generator)
                     except Exception as exc:
                         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                         raise InitlabError(
@@ -1907,16 +2042,37 @@ def _check_rule_fills(rows: list[PlanRow]) -> None:
     for row in rows:
         if row.rule is None:
             continue
-        for sl, spec, chunks in row._fills:
-            if not isinstance(spec, schemes.Spec):
+        for fill in row._fills:
+            if not isinstance(fill.spec, schemes.Spec):
                 continue
             meta = torch.empty(row.shape, device="meta")
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    apply_spec_(meta if sl is None else meta[sl], spec, chunks=max(chunks, 1))
+                    apply_spec_(fill.view(meta), fill.spec, chunks=max(fill.chunks, 1))
             except (InitlabError, TypeError) as exc:
                 raise InitlabError(f"rule {row.rule} cannot fill {row.name}: {exc}") from None
+
+
+def _skipped_message(skipped: Sequence[dict[str, Any]], limit: int = 10) -> str:
+    """One line naming the parameters :func:`init_model` left alone (:attr:`InitPlan.skipped`),
+    the first ``limit`` of them, why, and the rule that decides them."""
+    names = [f"{s['module']}.{n}" if s["module"] else n for s in skipped for n in s["params"]]
+    whys = list(dict.fromkeys(f"{s['type']}: {s.get('why', 'no handler')}" for s in skipped))
+    one = len(names) == 1
+    them, are, were = ("it", "it is", "it was") if one else ("them", "they are", "they were")
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    why = "; ".join(whys[:3]) + ("; ..." if len(whys) > 3 else "")
+    head = (f"init_model left {len(names)} parameter{'' if one else 's'} as {were}, not initialized: "
+            f"{shown} ({why}); plan.skipped lists {them}")
+    ruled = [s for s in skipped if s.get("why") != _LAZY]
+    if not ruled:
+        return head
+    first = ruled[0]
+    pattern = "^" + re.escape(f"{first['module']}.{first['params'][0]}" if first["module"]
+                              else first["params"][0]) + "$"
+    return (f"{head}. Decide {them} with a rule: rules=[(r\"{pattern}\", \"zeros\")] (or any scheme, Spec "
+            f"or callable), or (r\"{pattern}\", \"keep\") to leave {them} as {are} without this warning")
 
 
 def _warn_unused_rules(
