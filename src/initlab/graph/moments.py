@@ -40,7 +40,9 @@ __all__ = [
     "LayerStatsFn",
     "Moments",
     "MomentsUnknown",
+    "PartParams",
     "PropagationContext",
+    "part_params",
     "attention_average",
     "dense_moments",
     "layer_fans",
@@ -429,27 +431,31 @@ def layer_fans(module: nn.Module, node: Node | None = None) -> Fans:
     return compute_fans(tuple(module.weight.shape), groups=groups, transposed=transposed)
 
 
-class _Params(NamedTuple):
+class PartParams(NamedTuple):
+    """The tensors of one weighted part of a layer: ``weight``, ``bias`` (``None`` if absent),
+    its ``fan_in``, and ``lookup`` (a table read row by row: an embedding)."""
+
     weight: torch.Tensor | None
     bias: torch.Tensor | None
     fan_in: int
     lookup: bool = False
 
 
-def _mha_part(module: nn.Module, part: str) -> _Params:
+def _mha_part(module: nn.Module, part: str) -> PartParams:
     if part == "out":
-        return _Params(module.out_proj.weight, module.out_proj.bias, module.out_proj.weight.shape[1])
+        return PartParams(module.out_proj.weight, module.out_proj.bias, module.out_proj.weight.shape[1])
     i = ("query", "key", "value").index(part)
     e = module.embed_dim
     w = module.in_proj_weight[i * e : (i + 1) * e] if module.in_proj_weight is not None else None
     if w is None:
         w = getattr(module, f"{('q', 'k', 'v')[i]}_proj_weight")
     b = module.in_proj_bias[i * e : (i + 1) * e] if module.in_proj_bias is not None else None
-    return _Params(w, b, w.shape[1])
+    return PartParams(w, b, w.shape[1])
 
 
-def _params_of(model: nn.Module, node: Node, part: str) -> _Params | None:
-    """``part`` of the module ``node`` calls, ``None`` if there is none (or it has no such weight)."""
+def part_params(model: nn.Module, node: Node, part: str) -> PartParams | None:
+    """``part`` (``"weight"``, ``"query"``, ``"out"``, ``"ih_l0"``, ``"affine"``, ...) of the module
+    ``node`` calls in ``model``, ``None`` if there is none (or it has no such weight)."""
     if node.module is None:
         return None
     try:
@@ -458,10 +464,10 @@ def _params_of(model: nn.Module, node: Node, part: str) -> _Params | None:
         return None
 
 
-def _module_params(module: nn.Module, part: str, node: Node | None = None) -> _Params:
+def _module_params(module: nn.Module, part: str, node: Node | None = None) -> PartParams:
     """The weight, bias and fan_in of ``part`` of ``module``."""
     if part == "affine":
-        return _Params(getattr(module, "weight", None), getattr(module, "bias", None), 1)
+        return PartParams(getattr(module, "weight", None), getattr(module, "bias", None), 1)
     if isinstance(module, nn.MultiheadAttention):
         return _mha_part(module, part)
     if isinstance(module, nn.RNNBase):
@@ -470,17 +476,17 @@ def _module_params(module: nn.Module, part: str, node: Node | None = None) -> _P
         b = None
         if part.startswith("ih") and module.bias:
             b = getattr(module, f"bias_ih{sfx}") + getattr(module, f"bias_hh{sfx}")
-        return _Params(w, b, w.shape[1])
+        return PartParams(w, b, w.shape[1])
     if isinstance(module, nn.Embedding):
-        return _Params(module.weight, None, module.num_embeddings, lookup=True)
-    return _Params(module.weight, getattr(module, "bias", None), layer_fans(module, node).fan_in)
+        return PartParams(module.weight, None, module.num_embeddings, lookup=True)
+    return PartParams(module.weight, getattr(module, "bias", None), layer_fans(module, node).fan_in)
 
 
 def model_layer_stats(model: nn.Module) -> LayerStatsFn:
     """A :data:`LayerStatsFn` that reads ``model``'s current weights (predicts what the model does now)."""
 
     def read(node: Node, part: str, x: Moments) -> LayerStats | None:
-        p = _params_of(model, node, part)
+        p = part_params(model, node, part)
         return None if p is None else LayerStats.from_tensors(p.weight, p.bias, p.fan_in)
 
     return read
@@ -507,7 +513,7 @@ class LayerSolver:
     def __call__(self, node: Node, part: str, x: Moments) -> LayerStats | None:
         if part == "affine" or part.startswith("hh"):
             return self._read(node, part, x)
-        p = _params_of(self.model, node, part)
+        p = part_params(self.model, node, part)
         if p is None:
             return None
         key = (str(node.module), part)
@@ -701,10 +707,14 @@ def _add_sub(node: Node, ctx: PropagationContext, sign: float) -> Moments:
 
 
 def _concat(node: Node, ctx: PropagationContext) -> Moments:
-    """Entry-weighted average of the inputs (weights: sizes along ``dim`` when shapes are known)."""
-    parts = [ctx.input(node, i) for i in range(len(node.inputs))]
+    """Entry-weighted average of the inputs (weights: sizes along ``dim`` when shapes are known);
+    an input with no entries (an empty key/value cache) contributes nothing."""
+    keep = [i for i in range(len(node.inputs)) if (s := ctx.in_shape(node, i)) is None or math.prod(s) > 0]
+    if not keep:
+        raise MomentsUnknown("every concatenated tensor is empty")
+    parts = [ctx.input(node, i) for i in keep]
     dim = node.params.get("dim", 0)
-    shapes = [ctx.in_shape(node, i) for i in range(len(parts))]
+    shapes = [ctx.in_shape(node, i) for i in keep]
     sizes = (
         [s[dim] for s in shapes]
         if all(s is not None and -len(s) <= dim < len(s) for s in shapes)
@@ -918,7 +928,11 @@ def _reshape(node: Node, ctx: PropagationContext) -> Moments:
 
 
 def _param(node: Node, ctx: PropagationContext) -> Moments:
-    """A parameter or buffer's own entries; units along its last dim (for ``c``)."""
+    """A parameter or buffer's own entries; units along its last dim (for ``c``). A parameter the
+    model level is about to draw says so in ``node.meta["planned_moments"]``, which is used instead."""
+    planned = node.meta.get("planned_moments")
+    if planned is not None:
+        return planned
     name = node.params.get("name") or node.module or node.op
     t = None
     if ctx.model is not None:

@@ -1,0 +1,336 @@
+"""The graph-wide variance policy: every weighted layer's scale solved from the propagated second
+moment of its own input, with the residual-stream and tied-embedding rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from initlab.errors import InitlabError
+from initlab.graph import Graph, Kind, Node, consumers, producers, residual_adds, trace
+from initlab.graph.moments import (
+    LayerStats,
+    Moments,
+    model_layer_stats,
+    part_params,
+    propagate,
+    solve_layer_scale,
+)
+
+__all__ = ["RESIDUAL_GROWTH", "LayerScale", "PropagationPlan", "plan_scales"]
+
+#: Over all its residual adds, a stream's second moment grows by this factor at init: each branch
+#: adds ``q_skip * (RESIDUAL_GROWTH ** (1 / L) - 1)`` for ``L`` residual adds, so the stream's
+#: second moment at the last add is ``RESIDUAL_GROWTH`` times that at the first.
+RESIDUAL_GROWTH = 2.0
+
+_STANDARDISED = Moments(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LayerScale:
+    """The scale chosen for one weighted part of a layer.
+
+    Attributes:
+        module, part: the layer's qualified name and part (``"weight"``; ``"query"``, ``"key"``,
+            ``"value"``, ``"out"`` of an attention; ``"ih_l0"`` of an RNN).
+        weight_second: ``E[w^2]`` of the zero-mean weights to draw (``std = sqrt(weight_second)``).
+        q_in: the propagated second moment ``E[x^2]`` of the part's input (``None`` for a lookup).
+        q_out: the second moment of its output at init (the target it was solved for).
+        role: why this target: ``"pre-activation"`` (1), ``"residual branch"``, ``"tied head"``,
+            ``"embedding"``.
+    """
+
+    module: str
+    part: str
+    weight_second: float
+    q_in: float | None
+    q_out: float
+    role: str
+
+    @property
+    def std(self) -> float:
+        """``sqrt(weight_second)``."""
+        return math.sqrt(self.weight_second)
+
+
+@dataclass
+class PropagationPlan:
+    """What :func:`plan_scales` decided.
+
+    Attributes:
+        graph: the traced graph, each node's ``meta["moments"]`` the moments at init under the plan.
+        scales: ``(module, part) -> LayerScale`` for every weighted part the graph calls.
+        params: a parameter read directly by the forward (a class token, position embeddings) ->
+            the std to draw it with (it gets the second moment of the tensor it joins).
+        residual: number of residual adds whose branch was scaled.
+        notes: what could not be planned, and why.
+    """
+
+    graph: Graph
+    scales: dict[tuple[str, str], LayerScale] = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
+    residual: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class _Solver:
+    """The layer-statistics callback of :func:`initlab.graph.moments.propagate` that solves each part's
+    ``E[w^2]`` for its target output second moment, given its own input's moments."""
+
+    def __init__(self, model: nn.Module, targets: Mapping[int, Any], embedding_second: float) -> None:
+        self.model, self.targets, self.embedding_second = model, targets, embedding_second
+        self.fixed: dict[tuple[str, str], tuple[float, str]] = {}
+        self.scales: dict[tuple[str, str], LayerScale] = {}
+        self._read = model_layer_stats(model)
+
+    def __call__(self, node: Node, part: str, x: Moments) -> LayerStats | None:
+        if node.module is None:
+            return None
+        if part == "affine" or part.startswith("hh"):  # norm affines and recurrent weights: as they are
+            return self._read(node, part, x)
+        p = part_params(self.model, node, part)
+        if p is None:
+            return None
+        key = (node.module, part)
+        if key not in self.scales:
+            self.scales[key] = self._solve(node, part, x, p)
+        return LayerStats(p.fan_in, self.scales[key].weight_second)
+
+    def _solve(self, node: Node, part: str, x: Moments, p: Any) -> LayerScale:
+        key = (node.module, part)
+        if key in self.fixed:
+            second, role = self.fixed[key]
+            return LayerScale(node.module, part, second, None if p.lookup else x.second,
+                              second if p.lookup else p.fan_in * second * x.second, role)
+        if p.lookup:
+            second = self.embedding_second
+            return LayerScale(node.module, part, second, None, second, "embedding")
+        target, role = 1.0, "pre-activation"
+        end = self.targets.get(node.id)
+        if end is not None and part in ("weight", "out"):
+            target, role = end(), "residual branch"
+        return LayerScale(node.module, part, solve_layer_scale(p.fan_in, x, target), x.second, target, role)
+
+
+def _branch_ends(g: Graph, growth: float, notes: list[str]) -> dict[int, Any]:
+    """``layer node id -> () -> target`` for the last layer of every residual branch that ends in
+    that layer (no norm between it and the add): ``q_skip * (growth ** (1 / L) - 1)``."""
+    ends: dict[int, int] = {}
+    for r in residual_adds(g):
+        if not r.layers:
+            continue
+        last = max(r.layers)
+        path = _path_kinds(g, last, r.branch)
+        if Kind.NORM in path:
+            notes.append(f"residual add #{r.add}: its branch ends in a norm, which sets its scale")
+            continue
+        ends[last] = r.skip
+    per_add = growth ** (1.0 / max(len(ends), 1)) - 1.0
+
+    def target(skip: int) -> Any:
+        def q() -> float:
+            m = g[skip].meta.get("moments")
+            return (m.second if m is not None else 1.0) * per_add
+        return q
+
+    return {last: target(skip) for last, skip in ends.items()}
+
+
+def _path_kinds(g: Graph, start: int, end: int) -> set[Kind]:
+    """Kinds of the nodes strictly between ``start`` and ``end`` on the paths from one to the other."""
+    kinds: set[Kind] = set()
+    stack, seen = [end], {end}
+    while stack:
+        i = stack.pop()
+        for j in g[i].inputs:
+            if j in seen or j < start:
+                continue
+            seen.add(j)
+            if j != start:
+                kinds.add(g[j].kind)
+                stack.append(j)
+    return kinds
+
+
+def _tied_heads(model: nn.Module, g: Graph) -> list[tuple[str, str, Node]]:
+    """``(embedding qualname, head qualname, head node)`` for every weight an ``Embedding`` shares
+    with a layer the graph calls as a projection (GPT-2's ``lm_head`` tied to ``wte``)."""
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for q, m in model.named_modules(remove_duplicate=False):
+        w = m._parameters.get("weight") if hasattr(m, "_parameters") else None
+        if w is not None:
+            owners.setdefault(id(w), []).append((q, m))
+    out = []
+    for group in owners.values():
+        embs = [q for q, m in group if isinstance(m, nn.Embedding)]
+        heads = [q for q, m in group if not isinstance(m, nn.Embedding)]
+        for h in heads:
+            node = next((n for n in g if n.module == h and n.kind is Kind.LAYER), None)
+            if embs and node is not None:
+                out.append((embs[0], h, node))
+    return out
+
+
+def _summed_embeddings(g: Graph) -> list[list[str]]:
+    """Groups of ``Embedding`` layers whose outputs the forward adds together (token + position)."""
+    from initlab.graph import producer_layers
+
+    groups = []
+    for n in g.of_kind(Kind.ADD):
+        made = [g[i] if g[i].kind is Kind.LAYER else p for i in n.inputs
+                for p in ([g[i]] if g[i].kind is Kind.LAYER else producer_layers(g, i))]
+        embs = [p.module for p in made if p.module is not None and p.op in ("Embedding", "EmbeddingBag")]
+        if len(embs) > 1:
+            groups.append(embs)
+    return groups
+
+
+def _reads_only(g: Graph, i: int, param: int) -> bool:
+    """Node ``i`` is ``param`` seen through reshapes (``cls_token.expand(...)``)."""
+    while g[i].kind is Kind.RESHAPE and g[i].inputs:
+        i = g[i].inputs[0]
+    return i == param or g[i].kind is Kind.PARAM
+
+
+def _joined_params(model: nn.Module, g: Graph) -> list[tuple[Node, int]]:
+    """``(PARAM node, other operand id)`` for every trainable parameter the forward adds to or
+    concatenates with a data tensor (class tokens, position embeddings)."""
+    trainable = {n for n, _ in model.named_parameters()}
+    out = []
+    for n in g.of_kind(Kind.PARAM):
+        if n.params.get("name") not in trainable:
+            continue
+        for u in consumers(g, n.id):
+            if u.kind in (Kind.ADD, Kind.CONCAT):
+                mine = {n.id, *(p.id for i in u.inputs for p in producers(g, i) if p.id == n.id)}
+                other = next((i for i in u.inputs if i not in mine and not _reads_only(g, i, n.id)), None)
+                if other is not None:
+                    out.append((n, other))
+                    break
+    return out
+
+
+def _plan_joined(g: Graph, joined: list[tuple[Node, int]], plan: PropagationPlan) -> bool:
+    """Give each joined parameter the second moment of the tensor it joins; True if any changed."""
+    changed = False
+    for node, other in joined:
+        name, m = node.params["name"], g[other].meta.get("moments")
+        if m is None:
+            if name not in plan.params:
+                plan.notes.append(f"parameter {name}: the tensor it joins has unknown moments")
+            continue
+        std = math.sqrt(m.second)
+        if not math.isclose(plan.params.get(name, -1.0), std, rel_tol=1e-9):
+            node.meta["planned_moments"] = Moments(0.0, m.second)
+            plan.params[name] = std
+            changed = True
+    return changed
+
+
+def plan_scales(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    input_moments: Moments = _STANDARDISED,
+    residual_growth: float | None = RESIDUAL_GROWTH,
+    embedding_second: float = 1.0,
+    logits_second: float = 1.0,
+) -> PropagationPlan:
+    r"""Choose every weighted layer's weight variance by propagating moments through ``model``'s graph.
+
+    Each weighted part ``y = W x + b`` (Linear, Conv, ConvTranspose, HF ``Conv1D``, attention
+    projections, RNN input weights) reads the propagated second moment ``E[x^2]`` of *its own
+    input* and gets zero-mean weights with
+
+    .. math::
+        \mathrm{Var}(w) = \frac{q_\text{target}}{\mathrm{fan\_in}\;\mathbb{E}[x^2]}
+
+    (the He et al. 2015 argument with the input's actual second moment: a layer after a ReLU reads
+    ``E[x^2] = q/2``, after a tanh less, after a sigmoid its mean included — so mixed activations
+    need no gain table). Targets:
+
+    * ``1`` for a pre-activation (any layer not below);
+    * the last layer of a residual branch (no norm between it and the add) targets
+      ``q_skip (G^{1/L} - 1)`` with ``L`` such branches and ``G = residual_growth`` (2): the stream's
+      second moment grows by ``G^{1/L}`` per add, ``G`` over the whole depth (branch and shortcut
+      uncorrelated at init); ``residual_growth=None`` treats branch ends as pre-activations;
+    * an ``Embedding`` table gets ``E[w^2] = embedding_second``; one tied to an output projection
+      (GPT-2's ``lm_head``) instead gets ``logits_second / (d E[h^2])``, ``h`` the head's input, so
+      the logits start with second moment ``logits_second`` (1) rather than ``d``, and the
+      embeddings added to it (position embeddings) get the same scale;
+    * a parameter the forward adds to or concatenates with the data (ViT's ``cls_token`` and
+      ``position_embeddings``) gets the second moment of that tensor.
+
+    Recurrent (``hh``) weights and norm affines are left to their handlers (orthogonal gates;
+    ``1``/``0``); their effect is propagated.
+
+    Args:
+        model: any ``nn.Module``; nothing in it changes.
+        example_inputs: inputs for tracing (see :func:`initlab.graph.trace`); built from the model
+            when ``None`` and fx needs shapes or fails.
+        input_moments: moments of the data entering the model (standardised: mean 0, ``E[x^2] = 1``).
+        residual_growth: ``G`` above, ``> 1``; ``None`` to leave residual branches unscaled.
+        embedding_second, logits_second: the targets above, ``> 0``.
+
+    Returns:
+        :class:`PropagationPlan`.
+
+    Raises:
+        InitlabError: tracing failed (see :func:`initlab.graph.trace`), or a bad argument.
+
+    Source: Bingham & Miikkulainen (2023), "AutoInit: analytic signal-preserving weight
+    initialization for neural networks"; He et al. (2015); the branch rule follows the
+    depth-scaled residual inits of Radford et al. (2019, GPT-2) and Zhang et al. (2019, Fixup).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        >>> plan = plan_scales(net)
+        >>> s = plan.scales[("2", "weight")]
+        >>> round(s.q_in, 3), round(s.weight_second * 16 * s.q_in, 6), s.role
+        (0.5, 1.0, 'pre-activation')
+    """
+    for name, v in (("embedding_second", embedding_second), ("logits_second", logits_second)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise InitlabError(f"{name}={v!r} is invalid: pass a finite number > 0")
+    if residual_growth is not None and not (math.isfinite(residual_growth) and residual_growth > 1):
+        raise InitlabError(f"residual_growth={residual_growth!r} is invalid: pass a number > 1, or None")
+    g = trace(model, example_inputs)
+    plan = PropagationPlan(g)
+    ends = _branch_ends(g, residual_growth, plan.notes) if residual_growth else {}
+    plan.residual = len(ends)
+    solver = _Solver(model, ends, float(embedding_second))
+    propagate(g, input_moments, model=model, layer_stats=solver)
+    again = False
+    for emb, head, node in _tied_heads(model, g):
+        x = g[node.inputs[0]].meta.get("moments") if node.inputs else None
+        p = part_params(model, node, "weight")
+        if x is None or p is None or x.second <= 0:
+            plan.notes.append(f"tied {emb} / {head}: the head's input moments are unknown")
+            continue
+        second = logits_second / (p.fan_in * x.second)
+        solver.fixed[(emb, "weight")] = (second, "tied head")
+        solver.fixed[(head, "weight")] = (second, "tied head")
+        again = True
+    for group in _summed_embeddings(g):  # token + position: the same scale as the tied one
+        tied = [solver.fixed[(e, "weight")][0] for e in group if (e, "weight") in solver.fixed]
+        for e in group:
+            if tied and (e, "weight") not in solver.fixed:
+                solver.fixed[(e, "weight")] = (tied[0], "summed with a tied embedding")
+    joined = _joined_params(model, g)
+    for _ in range(4):  # a joined parameter's scale depends on the others' (cat, then + position)
+        if not again and not joined:
+            break
+        changed = _plan_joined(g, joined, plan)
+        if not again and not changed:
+            break
+        again = False
+        solver.scales.clear()
+        propagate(g, input_moments, model=model, layer_stats=solver)
+    plan.scales = dict(solver.scales)
+    return plan
