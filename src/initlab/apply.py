@@ -200,6 +200,7 @@ from torch.overrides import TorchFunctionMode
 from initlab import schemes
 from initlab.errors import InitlabError
 from initlab.fans import Fans, compute_fans
+from initlab.model.propagation import LayerScale, PropagationPlan, plan_scales
 from initlab.records import records_to_json
 
 __all__ = [
@@ -538,6 +539,25 @@ def _classify_module(m: nn.Module, qualname: str) -> tuple:
         return ("norm", qualname)
     if isinstance(m, _PASS_MODULES):
         return ("pass", qualname)
+    return _classify_unknown(m, qualname)
+
+
+def _classify_unknown(m: nn.Module, qualname: str) -> tuple:
+    """A module none of the tables above knows, as the graph's vocabulary sees it: a parameter-free
+    elementwise module measured equal to a known activation (HF's ``GELUActivation`` is ``gelu``,
+    ``NewGELUActivation`` ``gelu_tanh``), a norm recognised by what it computes (``LlamaRMSNorm``)."""
+    from initlab.graph import Kind
+    from initlab.graph.vocab import classify_module
+
+    if next(iter(m.children()), None) is not None:
+        return ("other",)
+    entry = classify_module(m)
+    if entry.kind is Kind.ACTIVATION and entry.activation and entry.activation[0] != "measured":
+        return ("act", entry.activation[0], entry.activation[1])
+    if entry.kind is Kind.NORM:
+        return ("norm", qualname)
+    if entry.kind in (Kind.DROPOUT, Kind.RESHAPE):
+        return ("pass", qualname)
     return ("other",)
 
 
@@ -670,10 +690,12 @@ def _detect_hooks(model: nn.Module, example_inputs: Any) -> dict[str, _Found]:
         rec.depth += 1
 
     def make_post(qualname: str, m: nn.Module):
+        kind = _classify_module(m, qualname)  # before the forward: measuring a module runs it
+
         def post(_m, args, output):
             rec.depth -= 1
             if rec.depth == 0:
-                node = rec.link(_classify_module(m, qualname), args, output)
+                node = rec.link(kind, args, output)
                 if node is not None and g.kind[node][0] == "layer":
                     layers.setdefault(qualname, []).append(node)
         return post
@@ -681,8 +703,9 @@ def _detect_hooks(model: nn.Module, example_inputs: Any) -> dict[str, _Found]:
     atomic = _atomic_types()
     for qualname, m in model.named_modules():
         if qualname and (isinstance(m, atomic) or next(iter(m.children()), None) is None):
+            post = make_post(qualname, m)  # classifies m (may run it) before any hook is on it
             handles.append(m.register_forward_pre_hook(pre))
-            handles.append(m.register_forward_hook(make_post(qualname, m)))
+            handles.append(m.register_forward_hook(post))
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
     cuda = sorted({t.device.index or 0 for t in model.parameters() if t.device.type == "cuda"})
     try:  # fork_rng: a dropout in train mode must not advance the caller's global RNG
@@ -806,13 +829,23 @@ def _detect_unrestored(
         why = f"fx: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         found = {}
         method = "module_order"
+        built = None
+        if example_inputs is None:  # build them from what the model declares (its first layer, HF config)
+            from initlab.graph.examples import example_inputs as build_inputs
+
+            try:
+                example_inputs, built = build_inputs(model)
+            except Exception:  # noqa: BLE001  nothing to build from: module order it is
+                example_inputs = None
         if example_inputs is not None:
             try:
                 found = _detect_hooks(model, example_inputs)
                 method = "hooks"
+                if built:
+                    why += f"; hooks on inputs {built}"
             except Exception as exc2:  # the user's forward failed on the example inputs
                 msg = str(exc2).strip().splitlines()[0] if str(exc2).strip() else ""
-                why += f"; hooks: {type(exc2).__name__}: {msg}"
+                why += f"; hooks: {type(exc2).__name__}: {msg}" if not built else "; hooks: no example_inputs"
         else:
             why += "; hooks: no example_inputs"
     for name, f in order.items():  # layers the traced forward never reached
@@ -888,6 +921,9 @@ class PlanRow:
         std: std of the entries (for orthogonal blocks ``gain / sqrt(max(rows, cols))``);
             bound: half-width of a uniform or truncated normal, else ``None``.
         rule: the rule that decided this row (``None`` when the scheme did); note: free text.
+        q_in, q_out: the second moments ``E[x^2]`` of the layer's input and output at init under
+            this plan, propagated through the model's graph (:mod:`initlab.graph.moments`;
+            standardised data assumed), ``None`` where the graph could not say.
         applied: whether the parameter was written.
     """
 
@@ -908,6 +944,8 @@ class PlanRow:
     bound: float | None = None
     rule: str | None = None
     note: str = ""
+    q_in: float | None = None
+    q_out: float | None = None
     applied: bool = False
     _fills: list[_Fill] = field(default_factory=list, repr=False, compare=False)
     _axis: int = field(default=0, repr=False, compare=False)  # the output axis: 1 for a Conv1D weight
@@ -920,7 +958,8 @@ class PlanRow:
             "chunks": self.chunks, "activation": self.activation, "found_by": self.found_by,
             "input_activation": self.input_activation,
             "gain": self.gain, "scheme": self.scheme, "spec": self.spec, "std": self.std,
-            "bound": self.bound, "rule": self.rule, "note": self.note, "applied": self.applied,
+            "bound": self.bound, "rule": self.rule, "note": self.note, "q_in": self.q_in,
+            "q_out": self.q_out, "applied": self.applied,
         }
 
 
@@ -936,6 +975,8 @@ class InitPlan:
             them in one :class:`SkippedParameterWarning`.
         detection: the activation detection that ran (``"fx"``, ``"hooks"``, ``"module_order"``);
             detection_note: why an earlier method was not used.
+        propagation: how the graph behind the rows' ``q_in`` / ``q_out`` (and, under ``"auto"`` and
+            ``"variance"``, the propagated scales) was built, or why it could not be.
         applied: ``False`` for a dry run.
     """
 
@@ -944,6 +985,7 @@ class InitPlan:
     skipped: list[dict[str, Any]]
     detection: str
     detection_note: str | None = None
+    propagation: str | None = None
     applied: bool = False
 
     def __iter__(self):
@@ -986,7 +1028,7 @@ class InitPlan:
         rows = json.loads(records_to_json([r.as_dict() for r in self.rows]))
         return json.dumps({
             "scheme": self.scheme, "detection": self.detection, "detection_note": self.detection_note,
-            "applied": self.applied, "rows": rows, "skipped": self.skipped,
+            "propagation": self.propagation, "applied": self.applied, "rows": rows, "skipped": self.skipped,
         }, indent=indent)
 
     def table(self) -> str:
@@ -999,20 +1041,21 @@ class InitPlan:
             return str(x)
 
         head = ("parameter", "shape", "fan_in", "fan_out", "input", "activation", "found", "gain",
-                "scheme", "spec", "std", "bound", "rule")
+                "scheme", "spec", "std", "bound", "E[x^2] in", "E[y^2] out", "rule")
         body = []
         for r in self.rows:
             fans_in = fmt(r.fan_in) + (f"x{r.chunks}" if r.chunks > 1 and r.fan_in else "")
             body.append((
                 r.name, "x".join(map(str, r.shape)) or "()", fans_in, fmt(r.fan_out),
                 fmt(r.input_activation), fmt(r.activation), r.found_by, fmt(r.gain), r.scheme, r.spec,
-                fmt(r.std), fmt(r.bound), fmt(r.rule),
+                fmt(r.std), fmt(r.bound), fmt(r.q_in), fmt(r.q_out), fmt(r.rule),
             ))
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         lines = [
             f"init plan: scheme={self.scheme}  detection={self.detection}"
             + (f" ({self.detection_note})" if self.detection_note else "")
-            + ("" if self.applied else "  [dry run: nothing written]"),
+            + ("" if self.applied else "  [dry run: nothing written]")
+            + (f"\ngraph: {self.propagation}" if self.propagation else ""),
             "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
             "  ".join("-" * w for w in widths),
         ]
@@ -1190,8 +1233,10 @@ class _Context:
     def __init__(
         self, scheme: str, found: dict[str, _Found], embedding_std: float, sigma_b2: float | None = None,
         chain: dict[str, _ChainRole] | None = None, packed: dict[str, int] | None = None,
+        scales: dict[str, PropagationPlan] | None = None,
     ) -> None:
         self.scheme = scheme
+        self.scales = scales or {}  # "auto" / "variance" -> the graph-wide propagation plan
         self.found = found
         self.embedding_std = embedding_std
         self.sigma_b2 = sigma_b2
@@ -1202,9 +1247,20 @@ class _Context:
 
     def derive(self, scheme: str) -> _Context:
         """The same detection and caches under another scheme (for rules)."""
-        sub = _Context(scheme, self.found, self.embedding_std, self.sigma_b2, self.chain, self.packed)
+        sub = _Context(scheme, self.found, self.embedding_std, self.sigma_b2, self.chain, self.packed,
+                       self.scales)
         sub._gains, sub._critical = self._gains, self._critical
         return sub
+
+    def scale(self, module: str, part: str = "weight") -> LayerScale | None:
+        """The propagated scale of ``part`` of ``module`` under this scheme, if the graph has it."""
+        plan = self.scales.get(self.scheme)
+        return plan.scales.get((module, part)) if plan is not None else None
+
+    def param_std(self, name: str) -> float | None:
+        """The propagated std of a parameter the forward reads directly (class token, positions)."""
+        plan = self.scales.get(self.scheme)
+        return plan.params.get(name) if plan is not None else None
 
     def gain(self, act: str | None, param: float | None) -> float:
         if act in _LINEAR:
@@ -1278,6 +1334,26 @@ def _set(row: PlanRow, label: str, spec: schemes.Spec, chunks: int = 1, gain: fl
     row._fills = [_Fill(None, spec, chunks, row._axis)]
 
 
+def _set_propagated(row: PlanRow, s: LayerScale, chunks: int,
+                    chunk_scales: Sequence[LayerScale] | None = None) -> None:
+    """A weight drawn ``N(0, E[w^2])`` from the graph-wide propagation (:func:`initlab.model.plan_scales`);
+    ``chunk_scales``: one per block of a packed weight (attention Q, K, V)."""
+    if chunk_scales is not None and len({c.weight_second for c in chunk_scales}) > 1:
+        rows_per = row.shape[0] // len(chunk_scales)
+        _set(row, "propagated", schemes.Normal(s.std), chunks=1)
+        row._fills = [_Fill(slice(i * rows_per, (i + 1) * rows_per), schemes.Normal(c.std))
+                      for i, c in enumerate(chunk_scales)]
+        row.std = None
+    else:
+        _set(row, "propagated", schemes.Normal(s.std), chunks=chunks)
+    # the equivalent gain g of std = g / sqrt(fan_in): the forward gain of the activation that
+    # *feeds* the layer (1 / sqrt(E[x^2]) for a unit target)
+    row.gain = s.std * math.sqrt(row.fan_in) if row.fan_in else None
+    source = "E[x^2]" if s.q_in is not None else "table"
+    row.note = "; ".join(filter(None, [row.note, f"{s.role}: E[y^2] {s.q_out:.3g}"
+                                       + (f" from {source} {s.q_in:.3g}" if s.q_in is not None else "")]))
+
+
 def _row(name: str, p: torch.Tensor, qualname: str, m: nn.Module) -> PlanRow:
     return PlanRow(name=name, module=qualname, module_type=type(m).__name__, shape=tuple(p.shape))
 
@@ -1338,7 +1414,7 @@ def _handle_layer(
         if pname == "weight" and p.numel() == 0:  # torch's own init_ functions: a warned no-op
             row.scheme, row.spec, row.note = "empty", "nothing to draw", "zero-element weight"
         elif pname == "weight":
-            _plan_layer_weight(ctx, row, f, fans, chunks, conv1d)
+            _plan_layer_weight(ctx, row, f, fans, chunks, conv1d, mha_out)
             if by_structure:
                 row.note = "; ".join(filter(None, [row.note, f"{chunks} blocks of the parent's split_size"]))
         else:
@@ -1347,7 +1423,9 @@ def _handle_layer(
     return rows
 
 
-def _plan_layer_weight(ctx: _Context, row: PlanRow, f: _Found, fans: Fans, chunks: int, conv1d: bool) -> None:
+def _plan_layer_weight(
+    ctx: _Context, row: PlanRow, f: _Found, fans: Fans, chunks: int, conv1d: bool, mha_out: bool = False
+) -> None:
     """A layer's weight under ``ctx.scheme``; ``fans`` are those of one of its ``chunks`` blocks."""
     per_chunk = True
     if ctx.scheme == "torch_default" and conv1d:
@@ -1363,6 +1441,9 @@ def _plan_layer_weight(ctx: _Context, row: PlanRow, f: _Found, fans: Fans, chunk
         _set(row, "looks_linear" if isinstance(role.spec, schemes.LooksLinear) else "orthogonal",
              role.spec, gain=role.gain)
         row.note = "; ".join(filter(None, [row.note, role.note]))
+    elif (s := ctx.scale(row.module.rpartition(".")[0] if mha_out else row.module,
+                         "out" if mha_out else "weight")) is not None:
+        _set_propagated(row, s, chunks)
     elif ctx.scheme == "keras_default" and not conv1d:  # Keras: the whole kernel, torch's fans of it
         _set(row, "keras_default", schemes.glorot_uniform(_torch_fans(row.shape)))
         per_chunk = False
@@ -1411,6 +1492,9 @@ def _handle_mha(ctx: _Context, q: str, m: nn.MultiheadAttention) -> list[PlanRow
                 row.note = "xavier_uniform_ on the packed weight, as torch"
             elif ctx.scheme == "keras_default":
                 _set(row, "keras_default", schemes.glorot_uniform(fans), chunks=3)
+            elif (parts := [ctx.scale(q, p) for p in ("query", "key", "value")]) and all(parts):
+                _set_propagated(row, parts[0], 3, chunk_scales=parts)
+                row.note = "per chunk (Q, K, V); " + row.note
             else:
                 label, spec, g = ctx.weight_spec(fans, "linear", None)
                 _set(row, label, spec, chunks=3, gain=g)
@@ -1510,6 +1594,8 @@ def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
                 _set(row, "keras_default", schemes.Uniform(-0.05, 0.05))
             elif ctx.scheme == "torch_default":
                 _set(row, "torch_default", schemes.Normal(1.0))
+            elif pname == "weight" and (s := ctx.scale(q, "weight")) is not None:
+                _set_propagated(row, s, 1)
             else:
                 _set(row, "embedding", schemes.Normal(ctx.embedding_std))
             if getattr(m, "padding_idx", None) is not None:
@@ -1892,8 +1978,10 @@ def init_model(
     found, method, why = _detect(model, example_inputs)
     wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in checked_rules)
     chain = _plain_chain(model, found, method) if wants_auto else None
+    scales, propagation_note = _propagation_plans(model, example_inputs, scheme, checked_rules, chain,
+                                                  float(embedding_std))
     ctx = _Context(scheme, found, float(embedding_std), None if sigma_b2 is None else float(sigma_b2),
-                   _plan_chain(model, chain, found) if chain else None, _packed_by_structure(model))
+                   _plan_chain(model, chain, found) if chain else None, _packed_by_structure(model), scales)
 
     mha_out = {
         f"{q}.out_proj" if q else "out_proj"
@@ -1980,7 +2068,9 @@ def init_model(
     if method == "module_order" and has_forward and any(r.found_by == "module_order" for r in rows):
         warnings.warn(f"init_model: {fallback_message(why)}", DetectionFallbackWarning, stacklevel=2)
 
-    plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why)
+    graph_note = _predict_moments(model, rows, scales, example_inputs)
+    plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why,
+                    propagation=propagation_note or graph_note)
     if dry_run:
         return plan
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -2032,6 +2122,88 @@ def init_model(
         raise
     plan.applied = True
     return plan
+
+
+def _propagation_plans(
+    model: nn.Module, example_inputs: Any, scheme: str, rules: list[tuple[Any, Any]],
+    chain: list[str] | None, embedding_std: float,
+) -> tuple[dict[str, PropagationPlan], str | None]:
+    """The graph-wide plans the schemes in use need: ``"auto"`` (unless the model is a plain chain,
+    which takes the isometric rule) with the residual-branch, tied-embedding and joined-parameter
+    rules; ``"variance"`` with each layer's local solve only. When the model cannot be traced,
+    ``({}, why)``: the per-layer rule decides those rows instead."""
+    wanted = {scheme} | {t for _, t in rules if isinstance(t, str)}
+    plans: dict[str, PropagationPlan] = {}
+    try:
+        if "auto" in wanted and not chain:
+            plans["auto"] = plan_scales(model, example_inputs, embedding_second=embedding_std**2)
+        if "variance" in wanted:
+            plans["variance"] = plan_scales(model, example_inputs, residual_growth=None, tied=False,
+                                            embedding_second=embedding_std**2)
+    except Exception as exc:  # noqa: BLE001  (untraceable, lazy, meta: the per-layer rule decides)
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {}, f"not propagated ({why}): the per-layer rule decides every layer"
+    if not plans:
+        return plans, None
+    p = next(iter(plans.values()))
+    how = p.graph.method + (f" ({p.graph.reason})" if p.graph.reason else "")
+    return plans, (f"{how}; inputs {p.graph.inputs_from}" if p.graph.inputs_from else how) + (
+        f"; {p.residual} residual branches scaled" if p.residual else "")
+
+
+def _predict_moments(
+    model: nn.Module, rows: list[PlanRow], scales: dict[str, PropagationPlan], example_inputs: Any
+) -> str | None:
+    """Fill each layer row's ``q_in`` / ``q_out``: the moments propagated through the model's graph
+    with the planned stds (:func:`initlab.graph.moments.propagate`). Informational: a model the
+    graph cannot trace keeps ``None`` and the reason is returned."""
+    from initlab.graph import Kind, trace
+    from initlab.graph.moments import propagate
+
+    by_name = {r.name: r for r in rows}
+    try:
+        graph = next(iter(scales.values())).graph if scales else trace(model, example_inputs)
+        propagate(graph, model=model, layer_stats=_planned_stats(model, by_name))
+    except Exception as exc:  # noqa: BLE001  (a prediction never stops an init)
+        return f"no predicted moments ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    for node in graph:
+        if node.kind is not Kind.LAYER or node.module is None or node.meta.get("moments") is None:
+            continue
+        x = graph[node.inputs[0]].meta.get("moments") if node.inputs else None
+        for r in rows:
+            if r.module == node.module or r.module.startswith(node.module + ".out_proj"):
+                if r.q_out is None:
+                    r.q_in = x.second if x is not None else None
+                    r.q_out = node.meta["moments"].second
+    return None
+
+
+def _planned_stats(model: nn.Module, by_name: dict[str, PlanRow]):
+    """A layer-statistics callback reading the planned std of each weight (tied rows resolved),
+    and the model's current tensors for what the plan leaves alone."""
+    from initlab.graph.moments import LayerStats, model_layer_stats, part_params
+
+    read = model_layer_stats(model)
+    names = {"weight": ("weight",), "query": ("in_proj_weight", "q_proj_weight"),
+             "key": ("in_proj_weight", "k_proj_weight"), "value": ("in_proj_weight", "v_proj_weight"),
+             "out": ("out_proj.weight",)}
+
+    def row_of(module: str, pname: str) -> PlanRow | None:
+        r = by_name.get(f"{module}.{pname}" if module else pname)
+        while r is not None and r.scheme == "tied":
+            r = by_name.get(r.spec[len("tied to "):])
+        return r
+
+    def stats(node, part, x):
+        r = next((row_of(node.module, n) for n in names.get(part, ()) if row_of(node.module, n)), None)
+        p = part_params(model, node, part) if node.module is not None else None
+        if r is None or r.std is None or p is None:
+            return read(node, part, x)
+        b = row_of(node.module, "out_proj.bias" if part == "out" else "bias")
+        bias_second = b.std**2 if b is not None and b.std is not None and part in ("weight", "out") else 0.0
+        return LayerStats(p.fan_in, r.std**2, bias_second=bias_second)
+
+    return stats
 
 
 def _check_rule_fills(rows: list[PlanRow]) -> None:

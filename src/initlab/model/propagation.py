@@ -240,6 +240,7 @@ def plan_scales(
     residual_growth: float | None = RESIDUAL_GROWTH,
     embedding_second: float = 1.0,
     logits_second: float = 1.0,
+    tied: bool = True,
 ) -> PropagationPlan:
     r"""Choose every weighted layer's weight variance by propagating moments through ``model``'s graph.
 
@@ -275,7 +276,8 @@ def plan_scales(
             when ``None`` and fx needs shapes or fails.
         input_moments: moments of the data entering the model (standardised: mean 0, ``E[x^2] = 1``).
         residual_growth: ``G`` above, ``> 1``; ``None`` to leave residual branches unscaled.
-        embedding_second, logits_second: the targets above, ``> 0``.
+        embedding_second, logits_second: the targets above (``>= 0``, ``> 0``).
+        tied: apply the tied-embedding rule (``False``: tables get ``embedding_second``).
 
     Returns:
         :class:`PropagationPlan`.
@@ -295,9 +297,11 @@ def plan_scales(
         >>> round(s.q_in, 3), round(s.weight_second * 16 * s.q_in, 6), s.role
         (0.5, 1.0, 'pre-activation')
     """
-    for name, v in (("embedding_second", embedding_second), ("logits_second", logits_second)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise InitlabError(f"{name}={v!r} is invalid: pass a finite number > 0")
+    if not (isinstance(embedding_second, (int, float)) and math.isfinite(embedding_second)
+            and embedding_second >= 0):
+        raise InitlabError(f"embedding_second={embedding_second!r} is invalid: pass a finite number >= 0")
+    if not (isinstance(logits_second, (int, float)) and math.isfinite(logits_second) and logits_second > 0):
+        raise InitlabError(f"logits_second={logits_second!r} is invalid: pass a finite number > 0")
     if residual_growth is not None and not (math.isfinite(residual_growth) and residual_growth > 1):
         raise InitlabError(f"residual_growth={residual_growth!r} is invalid: pass a number > 1, or None")
     g = trace(model, example_inputs)
@@ -307,7 +311,7 @@ def plan_scales(
     solver = _Solver(model, ends, float(embedding_second))
     propagate(g, input_moments, model=model, layer_stats=solver)
     again = False
-    for emb, head, node in _tied_heads(model, g):
+    for emb, head, node in _tied_heads(model, g) if tied else ():
         x = g[node.inputs[0]].meta.get("moments") if node.inputs else None
         p = part_params(model, node, "weight")
         if x is None or p is None or x.second <= 0:
@@ -317,7 +321,7 @@ def plan_scales(
         solver.fixed[(emb, "weight")] = (second, "tied head")
         solver.fixed[(head, "weight")] = (second, "tied head")
         again = True
-    for group in _summed_embeddings(g):  # token + position: the same scale as the tied one
+    for group in _summed_embeddings(g) if tied else ():  # token + position: the same scale as the tied one
         tied = [solver.fixed[(e, "weight")][0] for e in group if (e, "weight") in solver.fixed]
         for e in group:
             if tied and (e, "weight") not in solver.fixed:
