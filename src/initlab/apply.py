@@ -1583,6 +1583,21 @@ def _handle_rnn(ctx: _Context, q: str, m: nn.RNNBase) -> list[PlanRow]:
     return rows
 
 
+def _norm_weight_offset(m: nn.Module) -> float | None:
+    """``0.0`` for a norm layer whose ``weight`` multiplies (torch's, ``LlamaRMSNorm``), ``1.0`` for
+    one that multiplies by ``1 + weight`` (Gemma's), ``None`` for a module that is not a norm. Norms
+    torch does not ship are recognised by what they compute (:func:`initlab.graph.vocab.measure_module`)."""
+    if isinstance(m, _NORM_TYPES):
+        return 0.0
+    if next(iter(m.children()), None) is not None or "weight" not in dict(m.named_parameters()):
+        return None
+    from initlab.graph import Kind
+    from initlab.graph.vocab import classify_module
+
+    entry = classify_module(m)
+    return float(entry.params.get("weight_offset", 0.0)) if entry.kind is Kind.NORM else None
+
+
 def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
     """Embedding, norm layers, PReLU; ``None`` when ``m`` is none of them."""
     rows = []
@@ -1603,11 +1618,14 @@ def _handle_simple(ctx: _Context, q: str, m: nn.Module) -> list[PlanRow] | None:
                 row.note = f"padding row {m.padding_idx} zero"
             rows.append(row)
         return rows
-    if isinstance(m, _NORM_TYPES):
+    offset = _norm_weight_offset(m)
+    if offset is not None:
         for pname, p in params:
             row = _row(f"{q}.{pname}" if q else pname, p, q, m)
-            value = 1.0 if pname == "weight" else 0.0
+            value = 1.0 - offset if pname == "weight" else 0.0
             _set(row, "ones" if value else "zeros", schemes.Constant(value))
+            if not isinstance(m, _NORM_TYPES):
+                row.note = "a norm, by what it computes" + (": weight 0 is 1 + weight = 1" if offset else "")
             rows.append(row)
         return rows
     if isinstance(m, nn.PReLU):
@@ -2040,6 +2058,8 @@ def init_model(
                     fans = compute_fans(tuple(p.shape))
                     row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
                 mrows.append(row)
+            elif (row := _plan_loose_parameter(ctx, full, pname, p, q, m)) is not None:
+                mrows.append(row)
             else:
                 unknown.append(pname)
         if unknown:
@@ -2122,6 +2142,26 @@ def init_model(
         raise
     plan.applied = True
     return plan
+
+
+def _plan_loose_parameter(
+    ctx: _Context, full: str, pname: str, p: torch.Tensor, q: str, m: nn.Module
+) -> PlanRow | None:
+    """A parameter of a module no handler knows, under ``"auto"`` / ``"variance"``: one the forward
+    joins to the data (a class token, position embeddings) gets the second moment of what it joins
+    (:func:`initlab.model.plan_scales`); a vector named ``bias`` is zero; anything else ``None``."""
+    std = ctx.param_std(full)
+    if std is not None:
+        row = _row(full, p, q, m)
+        _set(row, "propagated", schemes.Normal(std))
+        row.note = "joins the data: the second moment of the tensor it joins"
+        return row
+    if ctx.scheme in ("auto", "variance") and p.dim() == 1 and pname.split(".")[-1] == "bias":
+        row = _row(full, p, q, m)
+        _set(row, "zeros", schemes.Constant(0.0))
+        row.note = "a bias outside a known layer: zero"
+        return row
+    return None
 
 
 def _propagation_plans(
