@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from initlab import __version__
 from initlab.cli import main
 
@@ -140,3 +142,103 @@ def test_every_benchmark_takes_threads():
         assert ast.literal_eval(options["--threads"]["default"]) == 1, script.name
         source = script.read_text(encoding="utf-8")
         assert "torch.set_num_threads(args.threads)" in source, script.name
+
+
+# ---- probe FILE.py:FUNCTION (engineer "probe") ----------------------------------------------------
+
+
+PROBE_PY = '''
+import torch.nn as nn
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def cnn28():  # wants 28 x 28 inputs: the built ones (32 x 32) do not fit
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 28 * 28, 10))
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(100, 64)
+        nn.init.normal_(self.wte.weight)
+        self.head = nn.Linear(64, 100, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, ids):
+        return self.head(self.wte(ids))
+
+
+def tied():
+    return Tied()
+'''
+
+
+def _table_rows(out: str) -> dict[str, list[str]]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("layer "))
+    rows = {}
+    for line in lines[start + 2:]:
+        if line.startswith("verdicts"):
+            break
+        rows[line.split()[0]] = line.split()
+    return rows
+
+
+def test_probe_file_function_with_and_without_input_shape(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(PROBE_PY)
+    target = f"{tmp_path / 'm.py'}:mlp"
+    assert main(["probe", target, "--input-shape", "64,20", "--bins", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "inputs float32 64x20, seed 0" in out and "(Sequential, 1,994 parameters)" in out
+    assert out.splitlines()[1].split()[5:7] == ["std", "pred_std"]
+    assert list(_table_rows(out)) == ["0", "1", "2"]
+    assert main(["probe", target, "--input-shape", "64,20", "--bins", "0"]) == 0
+    assert capsys.readouterr().out == out  # --seed fixes the weights, the inputs and the loss
+    assert main(["probe", target, "--input-shape", "64,20", "--bins", "0", "--seed", "1"]) == 0
+    assert capsys.readouterr().out != out
+    assert main(["probe", target, "--json", str(tmp_path / "r.json")]) == 0  # inputs built: randn(2, 20)
+    captured = capsys.readouterr()
+    assert "inputs built from Linear '0' in_features=20: randn(2, 20) (redrawn)" in captured.out
+    assert '"predicted_std"' in (tmp_path / "r.json").read_text()
+
+
+def test_probe_file_function_token_ids_and_the_logits_verdict(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(PROBE_PY)
+    for extra in (["--input-shape", "8,16", "--input-dtype", "int64"], []):
+        assert main(["probe", f"{tmp_path / 'm.py'}:tied", *extra]) == 0
+        out = capsys.readouterr().out
+        assert "logits: the model's output std is" in out and "saturated" in out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--input-shape", "2,x"], "--input-shape '2,x' is invalid"),
+    (["--input-shape", "2,7"], "the forward of .* failed on its inputs \\(RuntimeError: mat1 and mat2"),
+    (["--input-dtype", "int64"], "--input-dtype int64 needs --input-shape"),
+    (["--depth", "3"], "--depth builds the built-in MLP"),
+    (["--batch", "8"], "--batch builds the built-in MLP"),
+])
+def test_probe_file_function_bad_options_one_line_exit_2(tmp_path, capsys, args, match):
+    import re
+
+    (tmp_path / "m.py").write_text(PROBE_PY)
+    assert main(["probe", f"{tmp_path / 'm.py'}:mlp", *args]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and captured.out == ""
+    assert re.search(match, err), err
+
+
+def test_probe_built_inputs_that_do_not_fit_and_options_without_a_model(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(PROBE_PY)
+    assert main(["probe", f"{tmp_path / 'm.py'}:cnn28"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pass --input-shape" in err
+    assert main(["probe", f"{tmp_path / 'm.py'}:cnn28", "--input-shape", "4,1,28,28", "--bins", "0"]) == 0
+    capsys.readouterr()
+    assert main(["probe", "--input-shape", "2,3"]) == 2
+    assert "describe the input of FILE.py:FUNCTION" in capsys.readouterr().err
+    assert main(["probe", f"{tmp_path / 'm.py'}:nope"]) == 2
+    assert "has no function 'nope'" in capsys.readouterr().err

@@ -119,7 +119,9 @@ def test_constant_init_is_symmetric_before_and_after_sgd(gen):
         res = probe(net, x)
         for layer in hidden:
             assert res.stat(layer, "distinct_units") == 1, (step, layer)
-        assert res.verdicts()[-1].kind == "symmetric"
+        # identical units also break the independence the propagation assumes (fc2 reads 50 copies
+        # of one unit: the mismatch verdict), and the head's output grows with the steps (logits)
+        assert "symmetric" in kinds(res)
         assert next(v for v in res.verdicts() if v.kind == "symmetric").layer == "fc1"
         params = list(net.parameters())  # one plain SGD step, lr 0.5
         grads = torch.autograd.grad(nn.functional.mse_loss(net(x), y), params)
@@ -548,7 +550,8 @@ def test_healthy_cnn_with_global_average_pooling_has_no_vanishing_gradient(gen):
     assert std["0"] / std["10"] < 1e-3  # per-element: diluted by the pooling
     assert norm["0"] / norm["10"] > 1e-3
     assert "vanishing_gradient" not in kinds(res)
-    assert not res.verdicts()
+    # torch's default head leaves logits of std ~0.16: the low side of the logits verdict, only that
+    assert kinds(res) == ["logits"] and res.stat("(output)", "std") < 0.3
 
 
 def test_device_path_gives_the_same_records(gen, monkeypatch):

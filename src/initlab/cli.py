@@ -293,42 +293,114 @@ class _SigtermAsInterrupt:
 # ---- probe (engineer "probe") ---------------------------------------------------------------
 
 
+#: ``--input-dtype`` of ``initlab probe`` (the names ``initlab plan`` takes).
+_PROBE_DTYPES = ("float32", "float64", "int64", "long", "int32")
+#: The options that build the built-in MLP (not used with FILE.py:FUNCTION).
+_MLP_OPTIONS = ("depth", "width", "activation", "scheme", "batch", "in_features")
+
+
 @cli.command("probe")
-@click.option("--depth", type=click.IntRange(min=1), default=5, show_default=True, help="Hidden layers.")
-@click.option("--width", type=click.IntRange(min=1), default=50, show_default=True, help="Units per layer.")
-@click.option("--activation", default="tanh", show_default=True, help="relu, tanh, sigmoid, gelu, ...")
+@click.argument("target", metavar="[FILE.py:FUNCTION]", required=False)
+@click.option("--input-shape", default=None,
+              help="With FILE.py:FUNCTION: shape of the input batch, batch first, e.g. 64,3,32,32 "
+                   "[default: the inputs initlab.graph.example_inputs builds from the model's first layer, "
+                   "batch 2].")
+@click.option("--input-dtype", type=click.Choice(_PROBE_DTYPES), default="float32", show_default=True,
+              help="dtype of that input: floats are N(0, 1); int64/long/int32 are token ids drawn uniformly "
+                   "below every Embedding's num_embeddings (below 2 without one). Needs --input-shape.")
+@click.option("--depth", type=click.IntRange(min=1), default=5, show_default=True,
+              help="MLP: hidden layers.")
+@click.option("--width", type=click.IntRange(min=1), default=50, show_default=True,
+              help="MLP: units per layer.")
+@click.option("--activation", default="tanh", show_default=True, help="MLP: relu, tanh, sigmoid, gelu, ...")
 @click.option("--scheme", default="glorot_normal", show_default=True,
-              help="Named init scheme for the weights (small, large, zeros, he_normal, ...); biases 0.")
+              help="MLP: named init scheme for the weights (small, large, zeros, he_normal, ...); biases 0.")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Examples in the N(0, 1) input batch.")
+              help="MLP: examples in the N(0, 1) input batch.")
 @click.option("--in-features", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Input dimension.")
-@_seed_option("Seeds the weights, inputs and loss.")
+              help="MLP: input dimension.")
+@_seed_option("Seeds the weights (the MLP's scheme; torch's global RNG while FUNCTION builds the model, "
+              "restored after), the inputs and the loss.")
 @click.option("--bins", type=click.IntRange(min=0), default=64, show_default=True, help="Histogram bins.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the records as JSON here.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Write the records as CSV here.")
 @click.option("--force", is_flag=True, help="Let --json / --csv overwrite existing files.")
-def probe_command(depth: int, width: int, activation: str, scheme: str, batch: int, in_features: int,
-                  seed: int, bins: int, json_path: str | None, csv_path: str | None, force: bool) -> None:
-    """Probe the built-in MLP: per-layer forward/backward statistics and verdicts.
+def probe_command(target: str | None, input_shape: str | None, input_dtype: str, depth: int, width: int,
+                  activation: str, scheme: str, batch: int, in_features: int, seed: int, bins: int,
+                  json_path: str | None, csv_path: str | None, force: bool) -> None:
+    """Probe a network: per-layer forward/backward statistics, the propagated prediction, verdicts.
 
-    Builds initlab.models.mlp(IN_FEATURES, WIDTH, DEPTH, activation=ACTIVATION) (no head, as in
-    the classic tutorial), draws every weight from SCHEME with the activation's gain (biases 0),
-    and runs initlab.probe on a batch of N(0, 1) inputs.
+    With FILE.py:FUNCTION (e.g. model.py:build_model), probes the model FUNCTION returns, as it
+    initialised it, on a batch of --input-shape (N(0, 1) floats, or token ids with --input-dtype
+    int64), or on inputs built from its first layer. Without, builds
+    initlab.models.mlp(IN_FEATURES, WIDTH, DEPTH, activation=ACTIVATION) (no head, as in the classic
+    tutorial), draws every weight from SCHEME with the activation's gain (biases 0), and probes it on
+    a batch of N(0, 1) inputs. The table puts each layer's measured std next to the one
+    initlab.graph.moments predicts (pred_std).
     """
-    import os
-    from pathlib import Path
+    from initlab.probe import probe
+    from initlab.records import write_text_atomic
 
+    _check_outputs(json_path, csv_path, force)
+    given = [f"--{name.replace('_', '-')}" for name in _MLP_OPTIONS if _given(name)]
+    if target is not None and given:
+        raise InitlabError(f"{given[0]} builds the built-in MLP, not {target}: drop it (your model's batch "
+                           "is the first dim of --input-shape)")
+    if target is None and (input_shape is not None or _given("input_dtype")):
+        raise InitlabError("--input-shape and --input-dtype describe the input of FILE.py:FUNCTION: pass the "
+                           "model too, e.g. initlab probe model.py:build_model --input-shape 64,3,32,32")
+    gen = _generator(seed)
+    if target is None:
+        model, inputs, header = _probe_mlp(depth, width, activation, scheme, batch, in_features, gen)
+        header = f"{header}, seed {seed}"
+    else:
+        model, inputs, header = _probe_target(target, input_shape, input_dtype, seed, gen)
+        header = f"{header}, seed {seed}"
+        scheme = None
+    try:
+        result = probe(model, inputs, bins=bins, scheme=scheme, generator=gen,
+                       tags={"experiment": "probe", "seed": seed})
+    except (InitlabError, TypeError):
+        raise
+    except Exception as exc:  # the user's forward failed on the inputs
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InitlabError(f"the forward of {target or 'the MLP'} failed on its inputs "
+                           f"({type(exc).__name__}: {text}): pass --input-shape (and --input-dtype) that "
+                           "the model accepts") from None
+    click.echo(f"initlab probe: {header}")
+    click.echo(result.table())
+    verdicts = result.verdicts()
+    click.echo("verdicts:" if verdicts else "verdicts: none (signal propagates healthily)")
+    for verdict in verdicts:
+        click.echo(f"  - {verdict.message}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if json_path is not None:
+        write_text_atomic(json_path, result.to_json())
+        click.echo(f"wrote {len(result.records)} records to {json_path}", err=True)
+    if csv_path is not None:
+        write_text_atomic(csv_path, result.to_csv())
+        click.echo(f"wrote {len(result.records)} records to {csv_path}", err=True)
+
+
+def _given(name: str) -> bool:
+    """Whether the option ``name`` of the running command was given (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
+def _generator(seed: int):
+    """A CPU ``torch.Generator`` seeded with ``seed``."""
     import torch
 
-    from initlab import fans as fans_mod
-    from initlab import schemes
-    from initlab.init import apply_spec_
-    from initlab.models import mlp
-    from initlab.probe import _gain, probe
-    from initlab.records import write_text_atomic
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_outputs(json_path: str | None, csv_path: str | None, force: bool) -> None:
+    """Refuse --json / --csv paths that exist (without --force), lie in no directory, or coincide."""
+    from pathlib import Path
 
     for path in (json_path, csv_path):
         if path is None:
@@ -342,6 +414,20 @@ def probe_command(depth: int, width: int, activation: str, scheme: str, batch: i
             raise NotADirectoryError(f"{target.parent} (in {path}) is not a directory: choose another path")
     if json_path and csv_path and Path(json_path).resolve() == Path(csv_path).resolve():
         raise InitlabError(f"--json and --csv name the same file {json_path}: give two paths")
+
+
+def _probe_mlp(depth: int, width: int, activation: str, scheme: str, batch: int, in_features: int, gen):
+    """The built-in MLP, its weights drawn from ``scheme`` (biases 0), and a N(0, 1) batch."""
+    import os
+
+    import torch
+
+    from initlab import fans as fans_mod
+    from initlab import schemes
+    from initlab.init import apply_spec_
+    from initlab.models import mlp
+    from initlab.probe import _gain
+
     if scheme not in schemes.NAMED_SCHEMES:
         names = ", ".join(sorted(schemes.NAMED_SCHEMES))
         raise InitlabError(f"scheme {scheme!r} is unknown: use one of {names}")
@@ -356,7 +442,6 @@ def probe_command(depth: int, width: int, activation: str, scheme: str, batch: i
         raise InitlabError(f"the probe needs about {need / 2**30:.3g} GiB of memory (depth {depth}, width "
                            f"{width}, in-features {in_features}, batch {batch}), more than this machine's "
                            f"{have / 2**30:.3g} GiB: reduce --width, --depth or --batch")
-    gen = torch.Generator().manual_seed(seed)
     model = mlp(in_features, width, depth, activation=activation)
     gain = _gain(activation)
     with torch.no_grad():
@@ -367,21 +452,80 @@ def probe_command(depth: int, width: int, activation: str, scheme: str, batch: i
                 if module.bias is not None:
                     module.bias.zero_()
     inputs = torch.randn(batch, in_features, generator=gen)
-    result = probe(model, inputs, bins=bins, scheme=scheme, generator=gen,
-                   tags={"experiment": "probe", "seed": seed})
-    click.echo(f"initlab probe: mlp depth {depth}, width {width}, {activation}, scheme {scheme}, "
-               f"batch {batch} x {in_features}, seed {seed}")
-    click.echo(result.table())
-    verdicts = result.verdicts()
-    click.echo("verdicts:" if verdicts else "verdicts: none (signal propagates healthily)")
-    for verdict in verdicts:
-        click.echo(f"  - {verdict.message}")
-    if json_path is not None:
-        write_text_atomic(json_path, result.to_json())
-        click.echo(f"wrote {len(result.records)} records to {json_path}", err=True)
-    if csv_path is not None:
-        write_text_atomic(csv_path, result.to_csv())
-        click.echo(f"wrote {len(result.records)} records to {csv_path}", err=True)
+    return model, inputs, (f"mlp depth {depth}, width {width}, {activation}, scheme {scheme}, "
+                           f"batch {batch} x {in_features}")
+
+
+def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: int, gen):
+    """The model ``FILE.py:FUNCTION`` builds (torch's global RNG seeded with ``seed`` meanwhile, then
+    restored), and its inputs: of ``input_shape`` (N(0, 1), or token ids below every Embedding's
+    size), else :func:`initlab.graph.example_inputs` with their floating tensors redrawn from
+    ``gen`` (integer ones — token ids, masks — as built)."""
+    import torch
+
+    from initlab.apply import load_factory, parse_shape
+    from initlab.graph import example_inputs
+
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    if input_dtype != "float32" and shape is None:
+        raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
+    factory = load_factory(target)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = factory()
+        except Exception as exc:  # the user's code
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InitlabError(f"{target}: calling it failed: {type(exc).__name__}: {msg}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{target} returned {type(model).__name__}, not an nn.Module: return the model")
+    name = f"{target} ({type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters)"
+    if shape is None:
+        try:
+            built, how = example_inputs(model)
+        except InitlabError as exc:
+            raise InitlabError(f"{exc}: pass --input-shape (and --input-dtype for token ids)") from None
+        floats = any(t.is_floating_point() for t in _tensors(built))
+        return model, _redraw_floats(built, gen), f"{name}, inputs {how}" + (" (redrawn)" if floats else "")
+    dtype = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "long": torch.int64,
+             "int32": torch.int32}[input_dtype]
+    try:
+        if dtype.is_floating_point:
+            inputs = torch.randn(shape, generator=gen, dtype=dtype)
+        else:  # token ids: valid for every Embedding
+            sizes = [m.num_embeddings for m in model.modules()
+                     if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))]
+            inputs = torch.randint(0, max(min(sizes or [2]), 1), shape, generator=gen, dtype=dtype)
+    except RuntimeError as exc:
+        raise InitlabError(f"--input-shape {input_shape}: cannot make an input of shape {shape} "
+                           f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
+    return model, inputs, f"{name}, inputs {input_dtype} {'x'.join(map(str, shape))}"
+
+
+def _tensors(obj) -> list:
+    """Every tensor in ``obj`` (tensors, lists, tuples, dicts)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return [t for o in items for t in _tensors(o)]
+
+
+def _redraw_floats(obj, gen):
+    """``obj`` with every floating tensor replaced by N(0, 1) draws from ``gen`` (same shape, dtype,
+    device); containers rebuilt, anything else as is."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        if not obj.is_floating_point():
+            return obj
+        return torch.randn(obj.shape, generator=gen).to(device=obj.device, dtype=obj.dtype)
+    if isinstance(obj, dict):
+        return {k: _redraw_floats(v, gen) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_redraw_floats(v, gen) for v in obj)
+    return obj
 
 
 # ---- phase (engineer "theory") --------------------------------------------------------------

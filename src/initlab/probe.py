@@ -8,7 +8,9 @@ symmetric:
 * **forward** (``kind="forward"``) — ``mean, std, min, max, q01, q50, q99`` of the layer's output
   (its *activation*; for a Linear/Conv layer the *pre-activation* of the next nonlinearity),
   ``nonfinite_fraction``, ``zero_fraction``; for saturating activations ``saturation``; for the
-  ReLU family ``dead_fraction``;
+  ReLU family ``dead_fraction``; and what :mod:`initlab.graph.moments` predicts for it
+  (``predicted_mean``, ``predicted_std``, ``local_predicted_std``: see :func:`probe`);
+* **output** (``kind="output"``, layer :data:`OUTPUT_LAYER`) — ``mean, std`` of the model's output;
 * **backward** (``kind="backward"``) — ``grad_mean, grad_std, grad_norm, nonfinite_fraction`` of
   ``dL/d(layer output)``;
 * **weight** (``kind="weight"``) — ``weight_mean, weight_std, weight_norm, nonfinite_fraction``,
@@ -41,8 +43,9 @@ restored; no weight changes. The probe's own passes run with autograd on, also w
 
 Functional activations (``torch.tanh(x)`` inside a ``forward``) are captured with a
 :class:`torch.overrides.TorchFunctionMode` that sees every torch call the model really makes
-(so data-dependent control flow works, unlike ``torch.fx`` symbolic tracing, which this module
-deliberately does not use). They are named ``"<owner>.forward.<fn>_<k>"``, e.g.
+(so data-dependent control flow works, unlike ``torch.fx`` symbolic tracing, which the
+measurements deliberately do not use; only the prediction traces the model, after the passes).
+They are named ``"<owner>.forward.<fn>_<k>"``, e.g.
 ``"forward.tanh_1"`` for the first ``tanh`` called in the root model's ``forward`` and
 ``"block1.forward.relu_2"`` for the second ``relu`` in submodule ``block1``. Calls made inside an
 activation module (``nn.Tanh`` calls ``torch.tanh``) are not counted twice.
@@ -52,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import io
 import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,21 +72,29 @@ from initlab.errors import InitlabError
 from initlab.fans import compute_fans
 from initlab.records import records_to_csv, records_to_json
 
-__all__ = ["probe", "ProbeResult", "Verdict", "Thresholds", "STATS", "VERDICT_KINDS"]
+__all__ = ["probe", "ProbeResult", "Verdict", "Thresholds", "STATS", "VERDICT_KINDS", "OUTPUT_LAYER",
+           "NOTE_LAYER"]
 
 #: Stat names the probe emits (stable: other modules and the report read them).
 STATS: tuple[str, ...] = (
     "mean", "std", "min", "max", "q01", "q50", "q99", "nonfinite_fraction", "zero_fraction",
     "saturation", "dead_fraction", "grad_mean", "grad_std", "grad_norm", "weight_mean",
     "weight_std", "weight_norm", "expected_weight_std", "distinct_units", "param_grad_std",
-    "param_grad_norm", "grad_to_weight_ratio", "count",
+    "param_grad_norm", "grad_to_weight_ratio", "count", "predicted_mean", "predicted_std",
+    "local_predicted_std",
 )
 
 #: Verdict kinds, in the order :meth:`ProbeResult.verdicts` reports them.
 VERDICT_KINDS: tuple[str, ...] = (
     "nonfinite", "vanishing", "exploding", "vanishing_gradient", "exploding_gradient",
-    "saturated", "dead", "symmetric",
+    "saturated", "dead", "symmetric", "logits", "mismatch",
 )
+
+#: The pseudo-layer of the records about the model's output (``kind="output"``: its ``mean``,
+#: ``std``, ``predicted_std``); not in :attr:`ProbeResult.layers`.
+OUTPUT_LAYER = "(output)"
+#: The pseudo-layer of the probe's notes (``kind="note"``, the text in the record's ``note``).
+NOTE_LAYER = "(probe)"
 
 _QUANTILES = (0.01, 0.5, 0.99)
 _SATURATING = ("tanh", "softsign", "sigmoid", "hardsigmoid", "hardtanh", "relu6")
@@ -236,10 +248,32 @@ class Thresholds:
             weight rows (length ``k``) differ by at most ``sqrt(k) * (atol + rtol * max|W|)`` in
             Euclidean norm (tested on 8 fixed random projections; rows equal within
             ``atol + rtol * max|W|`` entry-wise always pass).
+        logits_low, logits_high: the model's output std outside ``[logits_low, logits_high]``
+            (default ``[0.3, 3]``) is a ``logits`` verdict. Over 10 classes, iid logits of std 3
+            give the argmax a median softmax weight of 0.66 and a first cross-entropy of 5.1 (twice
+            ``log 10 = 2.3``); std 8 gives 0.96 and 12.4: the softmax starts saturated. Below 0.3 the
+            output barely depends on the input (by design after a zeroed head: then ignore it).
+            ``logits_low=0`` and ``logits_high=math.inf`` turn it off.
+        mismatch: the relative tolerance of the ``mismatch`` verdict (default ``0.25``): a layer's
+            measured ``std`` off its ``local_predicted_std`` by more than a factor ``1 + tol``
+            either way, where ``tol = mismatch * max(1, sqrt(mismatch_units / units))`` and
+            ``units`` are the layer's features (channels for a conv). Why: the std estimated from
+            ``n`` entries has a standard error of ``std / sqrt(2 n)`` (negligible here), but the
+            entries of one unit share its weights: the part of its mean square set by its weight row
+            (``w_j^T S w_j``, ``S`` the batch's second-moment matrix) is one draw per unit, so over
+            ``U`` units the measured second moment spreads by up to ``sqrt(2 / U)`` relative, the
+            std by up to ``1 / sqrt(2 U)``. The default ``0.25`` at ``128`` units is 4 such
+            standard errors (``4 / sqrt(256)``), and widens as ``1 / sqrt(units)`` below (a head
+            of 10 classes: ``0.89``). The comparison is local (each layer against what its own
+            measured input predicts), so the finite-width drift that builds up along depth (the
+            end-to-end ``predicted_std`` of a healthy 30-layer ReLU MLP at width 256 is off by
+            20-50 %) cannot trigger it. ``math.inf`` turns it off.
+        mismatch_units: see ``mismatch`` (default ``128``; ``1`` keeps ``mismatch`` at every width).
 
     Raises:
         InitlabError: a non-positive, non-finite or boolean threshold, ``vanishing >= exploding``,
-            a fraction outside ``[0, 1]``, ``saturation_level`` outside ``(0.5, 1]``.
+            a fraction outside ``[0, 1]``, ``saturation_level`` outside ``(0.5, 1]``,
+            ``logits_low`` negative or not below ``logits_high``.
 
     >>> Thresholds(vanishing=1e-2).exploding
     1000.0
@@ -252,6 +286,10 @@ class Thresholds:
     saturation_level: float = 0.99
     symmetry_rtol: float = 1e-4
     symmetry_atol: float = 1e-12
+    logits_low: float = 0.3
+    logits_high: float = 3.0
+    mismatch: float = 0.25
+    mismatch_units: int = 128
 
     def __post_init__(self) -> None:
         def number(v: Any) -> bool:
@@ -274,6 +312,29 @@ class Thresholds:
         if not (number(self.symmetry_atol) and self.symmetry_atol >= 0):
             raise InitlabError(f"Thresholds.symmetry_atol={self.symmetry_atol!r} is invalid: pass a finite "
                                "number >= 0")
+        lo, hi = self.logits_low, self.logits_high
+        if not (number(lo) and lo >= 0 and isinstance(hi, (int, float)) and not isinstance(hi, bool)
+                and hi > lo):
+            raise InitlabError(f"Thresholds.logits_low={lo!r}, logits_high={hi!r} are invalid: pass "
+                               "0 <= logits_low < logits_high (math.inf allowed; defaults 0.3 and 3)")
+        tol = self.mismatch
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+            raise InitlabError(f"Thresholds.mismatch={self.mismatch!r} is invalid: pass a relative tolerance "
+                               "> 0 (e.g. 0.25), or math.inf to turn the verdict off")
+        units = self.mismatch_units
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise InitlabError(f"Thresholds.mismatch_units={units!r} is invalid: pass an integer >= 1")
+
+    def mismatch_tolerance(self, units: int | None) -> float:
+        """The relative tolerance of the ``mismatch`` verdict for a layer of ``units`` units (see
+        ``mismatch``; ``None``: ``mismatch`` itself).
+
+        >>> round(Thresholds().mismatch_tolerance(32), 3), Thresholds().mismatch_tolerance(512)
+        (0.5, 0.25)
+        """
+        if not units or units >= self.mismatch_units:
+            return float(self.mismatch)
+        return float(self.mismatch) * math.sqrt(self.mismatch_units / units)
 
 
 @dataclass(frozen=True)
@@ -317,18 +378,23 @@ class ProbeResult:
             modules), ``shape`` (forward records), ``bin,
             bin_lo, bin_hi`` (histogram records), ``units`` (``distinct_units``), ``gain`` and
             ``spec`` (``expected_weight_std``), plus ``scheme`` and any ``tags`` given to probe.
+            The model's output has records of ``kind="output"`` under the pseudo-layer
+            :data:`OUTPUT_LAYER`; each note one of ``kind="note"`` under :data:`NOTE_LAYER`.
             Built on first use (a probe's cost is its passes; materialising thousands of dicts
             is left to whoever reads them).
         layers: layer names in the order of their first call.
         loss: the scalar loss the backward pass started from (``None`` without backward).
         thresholds: the :class:`Thresholds` :meth:`verdicts` uses by default.
+        notes: what the probe could not do, one line each (``"prediction: none (...)"``: why no
+            layer has a ``predicted_std``).
 
     ``ProbeResult(records, layers)`` rebuilds a result from records (e.g. read back from JSON).
     """
 
     def __init__(self, records: Iterable[dict[str, Any]] | None = None, layers: Sequence[str] | None = None,
                  loss: float | None = None, thresholds: Thresholds | None = None, *,
-                 build: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+                 build: Callable[[], list[dict[str, Any]]] | None = None,
+                 notes: Sequence[str] | None = None) -> None:
         if records is None and build is None:
             raise InitlabError("ProbeResult needs records: pass the records list")
         self._records = list(records) if records is not None else None
@@ -336,10 +402,15 @@ class ProbeResult:
         if layers is None:
             seen: dict[str, int] = {}
             for r in self.records:
-                seen.setdefault(r["layer"], r.get("index", len(seen)))
+                if r.get("kind") not in ("output", "note"):
+                    seen.setdefault(r["layer"], r.get("index", len(seen)))
             layers = sorted(seen, key=seen.__getitem__)
+        if notes is None:
+            notes = [str(r.get("note")) for r in (self.records if records is not None else ())
+                     if r.get("kind") == "note"]
         self.layers = list(layers)
         self.loss = loss
+        self.notes = list(notes)
         self.thresholds = thresholds if thresholds is not None else Thresholds()
         self._cache: tuple[dict, dict] | None = None
         self._hists: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -369,6 +440,8 @@ class ProbeResult:
                     info[r["layer"]].setdefault("shape", tuple(r["shape"]))
                 if "units" in r:
                     info[r["layer"]].setdefault("units", r["units"])
+                if "out_units" in r:
+                    info[r["layer"]].setdefault("out_units", r["out_units"])
             self._cache = (index, info)
             self._hists = hists
         return self._cache
@@ -396,14 +469,15 @@ class ProbeResult:
     def stat(self, layer: str, stat: str, kind: str | None = None) -> float:
         """The value of ``stat`` for ``layer`` (``kind`` disambiguates, e.g. ``nonfinite_fraction``
         exists for ``forward``, ``backward`` and ``weight``; without it the first of forward,
-        weight, backward, param_grad wins).
+        weight, backward, param_grad, output wins). ``stat(OUTPUT_LAYER, "std")`` is the model
+        output's.
 
         Raises:
             InitlabError: unknown layer, or a stat the layer does not have (the message lists
                 the ones it has).
         """
         self._check_layer(layer)
-        kinds = (kind,) if kind is not None else ("forward", "weight", "backward", "param_grad")
+        kinds = (kind,) if kind is not None else ("forward", "weight", "backward", "param_grad", "output")
         for k in kinds:
             key = (layer, k, stat)
             if key in self._index:
@@ -457,11 +531,12 @@ class ProbeResult:
         return edges, [float(r["value"]) for r in rows]
 
     def table(self) -> str:
-        """A fixed-width text table, one row per layer (forward std/saturation/dead, backward
-        grad std, weight std observed vs expected, distinct units)."""
+        """A fixed-width text table, one row per layer (forward std next to the propagated
+        ``predicted_std``, saturation/dead, backward grad std, weight std observed vs expected,
+        distinct units)."""
         cols = [("layer", 0), ("type", 0), ("act", 0), ("shape", 0), ("mean", 1), ("std", 1),
-                ("q01", 1), ("q99", 1), ("sat", 1), ("dead", 1), ("grad_std", 1), ("w_std", 1),
-                ("w_expect", 1), ("units", 1)]
+                ("pred_std", 1), ("q01", 1), ("q99", 1), ("sat", 1), ("dead", 1), ("grad_std", 1),
+                ("w_std", 1), ("w_expect", 1), ("units", 1)]
         rows = []
         for layer in self.layers:
             info = self._info.get(layer, {})
@@ -473,7 +548,8 @@ class ProbeResult:
             rows.append([
                 layer, str(info.get("module", "")), str(info.get("activation") or "-"),
                 "x".join(str(s) for s in shape) if shape else "-",
-                _fmt(get("forward", "mean")), _fmt(get("forward", "std")), _fmt(get("forward", "q01")),
+                _fmt(get("forward", "mean")), _fmt(get("forward", "std")),
+                _fmt(get("forward", "predicted_std")), _fmt(get("forward", "q01")),
                 _fmt(get("forward", "q99")), _fmt(get("forward", "saturation")),
                 _fmt(get("forward", "dead_fraction")), _fmt(get("backward", "grad_std")),
                 _fmt(get("weight", "weight_std")), _fmt(get("weight", "expected_weight_std")),
@@ -499,7 +575,11 @@ class ProbeResult:
           last layer's of the same kind, first offender in backward order (see
           :class:`Thresholds` for why the norm and not the per-element std);
         * ``saturated`` — ``saturation > saturated``; ``dead`` — ``dead_fraction > dead``;
-        * ``symmetric`` — a weight layer with more than one unit but 1 distinct unit.
+        * ``symmetric`` — a weight layer with more than one unit but 1 distinct unit;
+        * ``logits`` — the model output's std outside ``[logits_low, logits_high]``;
+        * ``mismatch`` — a layer's measured ``std`` off the ``local_predicted_std`` (what
+          :func:`initlab.graph.moments.propagate` predicts from its measured input) by more than
+          the width's tolerance (see :class:`Thresholds`), first offender in layer order.
 
         Returns:
             list of :class:`Verdict`, empty when the network looks healthy, in the order of
@@ -576,9 +656,46 @@ class ProbeResult:
             out.append(Verdict("symmetric", lay, f"symmetric: {lay} has 1 distinct unit out of {units} "
                                f"(all weight rows equal; {len(sym)} layer(s) affected): identical "
                                "units get identical gradients and stay identical", 1.0))
+        out += self._logits_verdict(th) + self._mismatch_verdict(th)
         rank = {k: i for i, k in enumerate(VERDICT_KINDS)}
         out.sort(key=lambda vd: rank[vd.kind])
         return out
+
+    def _logits_verdict(self, th: Thresholds) -> list[Verdict]:
+        v = self._index.get((OUTPUT_LAYER, "output", "std"))
+        if v is None or not math.isfinite(v) or th.logits_low <= v <= th.logits_high:
+            return []
+        if v > th.logits_high:
+            why = ("if these are logits, the softmax starts saturated (near one-hot guesses, a first "
+                   "cross-entropy far above log(classes)): scale the head's weights down, or zero them")
+        else:
+            why = ("the output barely varies with the input (intended after a zeroed head; else the "
+                   "signal shrank on its way: see the std column)")
+        return [Verdict("logits", OUTPUT_LAYER, f"logits: the model's output std is {v:.3g} at init, outside "
+                        f"[{th.logits_low:g}, {th.logits_high:g}]: {why}", float(v))]
+
+    def _mismatch_verdict(self, th: Thresholds) -> list[Verdict]:
+        hits = []
+        for lay in self.layers:
+            meas, pred = (self._index.get((lay, "forward", s)) for s in ("std", "local_predicted_std"))
+            if meas is None or pred is None or not (math.isfinite(meas) and math.isfinite(pred)):
+                continue
+            mean = self._index.get((lay, "forward", "mean")) or 0.0
+            floor = 1e-6 * math.sqrt(meas**2 + mean**2) + 1e-30  # both ~0: agree (a constant output)
+            ratio = (meas + floor) / (pred + floor)
+            units = self._info[lay].get("out_units")
+            tol = th.mismatch_tolerance(units)
+            if abs(math.log(ratio)) > math.log1p(tol):
+                hits.append((lay, meas, pred, ratio, tol, units))
+        if not hits:
+            return []
+        lay, meas, pred, ratio, tol, units = hits[0]
+        width = f" at {units} units" if units else ""
+        return [Verdict("mismatch", lay, f"mismatch: the output std of {lay} is {meas:.3g}, {ratio:.3g} x "
+                        f"the {pred:.3g} its measured input predicts (tolerance {tol:.0%}{width}; "
+                        f"{len(hits)} layer(s) affected): an assumption of the propagation fails here "
+                        "(correlated or identical units, weights tied to the input, a module that computes "
+                        "something other than its type says)", float(ratio))]
 
     def to_json(self, *, indent: int | None = None) -> str:
         """The records as a JSON array (NaN/inf become ``null``)."""
@@ -1180,6 +1297,15 @@ class _Layer:
     shape: tuple[int, ...] = ()
     unit_dim: int = -1
     input_from_activation: bool = False  # a recorded nonlinearity made the weight layer's input
+    path: str | None = None  # a module's qualified name ("" for the root model); None: functional
+    owner: str | None = None  # a functional activation's: the module whose forward called it
+
+    @property
+    def units(self) -> int | None:
+        """Features (channels after a conv) of the recorded output; ``None`` before it is seen."""
+        if not self.shape:
+            return None
+        return self.shape[self.unit_dim] if len(self.shape) > 1 else self.shape[0]
 
 
 class _Session:
@@ -1430,7 +1556,7 @@ class _Session:
             self.stack.pop()
 
     # -- module hooks
-    def module_hook(self, qualname: str, layer_type: str, act: tuple | None) -> Callable:
+    def module_hook(self, qualname: str, layer_type: str, act: tuple | None, path: str = "") -> Callable:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             t = _first_tensor(output)
             if t is None:
@@ -1439,6 +1565,7 @@ class _Session:
             try:
                 with _no_torch_function():
                     layer = self._new_layer(qualname, layer_type, type(module).__name__, module)
+                    layer.path = path
                     if act is not None:
                         layer.activation, layer.limits = act
                     self.record_forward(layer, t, _first_tensor(args))
@@ -1463,6 +1590,7 @@ class _Session:
         layer = _Layer(base, len(self.layers), "activation", getattr(func, "__name__", act))
         layer.activation = act
         layer.limits = _functional_limits(act, args, kwargs)
+        layer.owner = owner_name
         self.layers[base] = layer
         self.record_forward(layer, out, args[0] if args and isinstance(args[0], torch.Tensor) else None)
 
@@ -1583,6 +1711,7 @@ def probe(
     max_samples: int | None = 4096,
     generator: torch.Generator | None = None,
     tags: Mapping[str, Any] | None = None,
+    predict: bool = True,
 ) -> ProbeResult:
     """Run one forward and one backward pass through ``model`` and record per-layer statistics.
 
@@ -1633,6 +1762,35 @@ def probe(
     backward statistics then measure how the network's Jacobians grow or shrink the gradient
     (vanishing/exploding), not how large the output happened to be (as ``0.5 * ||y||^2`` would).
 
+    The model's output (its first floating-point tensor) gets ``mean`` and ``std`` records under
+    :data:`OUTPUT_LAYER` (the ``logits`` verdict reads them).
+
+    With ``predict`` (default), each recorded layer output also gets what the theory predicts for
+    it: the model is traced (:func:`initlab.graph.trace`; shapes from the first two examples of
+    ``inputs`` when the graph has no op that mixes examples or reads a sequence length — a
+    Linear/Conv/Embedding/activation/norm/pool/residual network — else from all of ``inputs``)
+    and :func:`initlab.graph.moments.propagate` runs on it with the model's weights (the probe's
+    own exact weight statistics) and the moments of the actual input batch (mean, ``E[x^2]`` and
+    the cross moment of each floating input; token ids: the embedding's rule). Records:
+
+    * ``predicted_mean``, ``predicted_std``: end to end from the data,
+      ``predicted_std = sqrt(E[a^2] - E[a]^2)`` of the propagated moments, which pool examples,
+      positions and units exactly as the measured population ``std`` over all entries does (not a
+      per-unit std, which would leave out the spread of the units' means). Finite width makes the
+      two drift apart along depth (a few % per layer at width 256, compounding);
+    * ``local_predicted_std``: the same rules, every recorded layer's output replaced by its
+      measured mean and second moment before its consumers read it: what the layer's own measured
+      input predicts. None for a layer whose input passed a pooling, attention or recurrent layer
+      since the last recorded one (their rules read the cross moment, which is not measured). The
+      ``mismatch`` verdict compares it with ``std`` (see :class:`Thresholds`).
+
+    Functional activations are matched to the graph by order (only with ``layers=None``, and only
+    when both count the same); a module called twice by call. Where tracing or propagation fails,
+    the probe still runs: no prediction, and :attr:`ProbeResult.notes` says why (also when some
+    layers have none). ``predict=False`` skips it: the trace costs one forward on two examples (or
+    on the whole batch), the two propagations a few ms (about +0.12 on the probe / plain ratio of
+    ``benchmarks/probe_overhead.py``); the first call in a process also imports SciPy.
+
     Args:
         model: any ``nn.Module``; its output may be a tensor or a (nested) tuple/list/dict.
         inputs: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
@@ -1662,6 +1820,7 @@ def probe(
             exact but a full sort per layer).
         generator: ``torch.Generator`` for the default loss's projection (CPU); default seed 0.
         tags: extra keys stamped on every record (e.g. ``{"experiment": "tutorial", "seed": 0}``).
+        predict: record the propagated prediction of every layer (see above).
 
     Returns:
         :class:`ProbeResult`.
@@ -1691,7 +1850,9 @@ def probe(
         >>> res.stat("0", "mean"), res.stat("0", "distinct_units")
         (4.0, 1.0)
         >>> [v.kind for v in res.verdicts()]
-        ['saturated', 'symmetric']
+        ['saturated', 'symmetric', 'logits']
+        >>> res.stat("0", "predicted_mean"), res.stat("0", "predicted_std")
+        (4.0, 0.0)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={type(model).__name__} is not an nn.Module: pass a torch.nn.Module")
@@ -1707,6 +1868,8 @@ def probe(
     th = thresholds if thresholds is not None else Thresholds()
     if not isinstance(th, Thresholds):
         raise TypeError(f"thresholds={th!r} is not a Thresholds: pass initlab.probe.Thresholds(...)")
+    if not isinstance(predict, bool):
+        raise TypeError(f"predict={predict!r} is not a bool: pass True or False")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     elif not isinstance(generator, torch.Generator):
@@ -1730,7 +1893,7 @@ def probe(
     for name, m in named:
         lt = choose(name or "model", m)
         if lt is not None:
-            selected.append((name or "model", m, lt))
+            selected.append((name, m, lt))
 
     handles: list[Any] = []
     hooked: dict[int, None] = {}  # ids of the weights whose gradients are recorded
@@ -1746,7 +1909,7 @@ def probe(
             model.train(bool(train))
         for name, m, lt in selected:
             act = _module_activation(m) if lt == "activation" else None
-            handles.append(m.register_forward_hook(session.module_hook(name, lt, act)))
+            handles.append(m.register_forward_hook(session.module_hook(name or "model", lt, act, name)))
         if any(lt in _WEIGHT_TYPES for _, _, lt in selected):
             for _, m in named:
                 if isinstance(m, _PASS_THROUGH):
@@ -1788,8 +1951,9 @@ def probe(
                 h.remove()
             handles = []
             grad_handles += session.grad_hooks()
-            weight_entries = _weight_stats(session, th)
+            weight_entries = _weight_stats(session, th) + _output_entry(session, outputs)
             fwd_values = _sync(session.fwd, weight_entries, bins)
+            output = _output_stats(fwd_values.pop()) if fwd_values and fwd_values[-1][1] == "output" else {}
             bwd_values: list[tuple] = []
             if backward:
                 loss = _loss(outputs, targets, loss_fn, generator)
@@ -1801,6 +1965,11 @@ def probe(
                 loss_entry = ("_loss", "loss", ["loss"], loss.detach().reshape(1).to(torch.float64), {})
                 bwd_values = _sync(session.bwd, plain + [loss_entry], bins)
                 loss_value = bwd_values.pop()[3][0]
+        predicted: dict[str, dict[str, float]] = {}
+        notes: list[str] = []
+        if predict:  # after the passes (hooks gone), in the probe's train/eval mode
+            predicted, notes = _predict(model, inputs, session, fwd_values, model.training,
+                                        functional_order=layers is None)
     finally:
         for h in handles + grad_handles:
             h.remove()
@@ -1834,8 +2003,9 @@ def probe(
     session.sources = {}  # keep only layers
     session.scratch, session.weights, session.projections, session.pgrads = {}, [], [], {}
     session.grad_targets = []
-    return ProbeResult(layers=[lay.name for lay in ordered], loss=loss_value, thresholds=th,
-                       build=lambda: _build_records(session, fwd_values, bwd_values, scheme, tag_dict))
+    extra = _Extra(predicted, output, notes)
+    return ProbeResult(layers=[lay.name for lay in ordered], loss=loss_value, thresholds=th, notes=notes,
+                       build=lambda: _build_records(session, fwd_values, bwd_values, scheme, tag_dict, extra))
 
 
 def _loss(outputs: Any, targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
@@ -2053,8 +2223,18 @@ def _expected(layer: _Layer, scheme: str) -> tuple[float | None, float, str]:
     return spec.expected_std, gain, spec.describe()
 
 
+@dataclass
+class _Extra:
+    """What the records add to the passes' statistics: the predicted stats by layer (and
+    :data:`OUTPUT_LAYER`), the output's measured stats (and ``shape``), the notes."""
+
+    predicted: dict[str, dict[str, float]]
+    output: dict[str, Any]
+    notes: list[str]
+
+
 def _build_records(session: _Session, fwd: list, bwd: list, scheme: str | None,
-                   tags: dict[str, Any]) -> list[dict[str, Any]]:
+                   tags: dict[str, Any], extra: _Extra | None = None) -> list[dict[str, Any]]:
     base: dict[str, dict[str, Any]] = {}
     for layer in session.layers.values():
         b = dict(tags)
@@ -2088,10 +2268,366 @@ def _build_records(session: _Session, fwd: list, bwd: list, scheme: str | None,
             wn = weight_norms[name]
             ratio = stats["param_grad_norm"] / wn if wn > 0 else float("inf")
             records.append(dict(b, kind="param_grad", stat="grad_to_weight_ratio", value=ratio))
+        if kind == "forward" and extra is not None and name in extra.predicted:
+            for s, v in extra.predicted[name].items():
+                records.append(dict(b, kind="forward", stat=s, value=v, shape=list(layer.shape),
+                                    out_units=layer.units))
         if counts and kind in hist_kind:
             width = (hi - lo) / len(counts)
             for i, c in enumerate(counts):
                 top = hi if i == len(counts) - 1 else lo + (i + 1) * width
                 records.append(dict(b, kind=hist_kind[kind], stat="count", value=c, bin=i,
                                     bin_lo=lo + i * width, bin_hi=top))
+    if extra is not None:
+        records += _extra_records(extra, tags)
     return records
+
+
+def _extra_records(extra: _Extra, tags: dict[str, Any]) -> list[dict[str, Any]]:
+    """The output's records (``kind="output"``) and the notes' (``kind="note"``)."""
+    out = []
+    stats = {k: v for k, v in extra.output.items() if k != "shape"}
+    stats.update(extra.predicted.get(OUTPUT_LAYER, {}))
+    for s, v in stats.items():
+        out.append(dict(tags, layer=OUTPUT_LAYER, kind="output", stat=s, value=v,
+                        shape=extra.output.get("shape")))
+    for text in extra.notes:
+        out.append(dict(tags, layer=NOTE_LAYER, kind="note", stat="note", value=math.nan, note=text))
+    return out
+
+
+# ---- the model's output -----------------------------------------------------------------------------
+
+
+def _output_entry(session: _Session, outputs: Any) -> list[tuple]:
+    """The forward sync's entry for the model's first floating-point output tensor: its exact
+    partials ``[mean, ss, min, max]`` (none when the output holds no float tensor)."""
+    floats = [t for t in _tensor_leaves(outputs) if t.is_floating_point() and t.numel() > 0]
+    if not floats:
+        return []
+    flat = session.flat(floats[0])
+    with _no_torch_function():
+        parts = session.partials(flat)
+    return [(OUTPUT_LAYER, "output", ["mean", "ss", "min", "max"], parts,
+             {"n": flat.numel(), "shape": list(floats[0].shape)})]
+
+
+def _output_stats(entry: tuple) -> dict[str, Any]:
+    """``{mean, std, shape}`` of the output from its synced entry (NaN when it has a NaN/inf)."""
+    _, _, _, (mean, ss, lo, hi), meta = entry
+    finite = math.isfinite(lo) and math.isfinite(hi)
+    std = math.sqrt(max(ss, 0.0) / meta["n"]) if finite else math.nan
+    return {"mean": mean if finite else math.nan, "std": std, "shape": meta["shape"]}
+
+
+# ---- the propagated prediction ----------------------------------------------------------------------
+#
+# After the passes: trace the model (initlab.graph), propagate the input batch's moments through it
+# with the model's weights, match the graph's nodes to the probe's layers, and propagate once more
+# with every recorded layer's output pinned to its measurement (the local prediction). Any failure
+# becomes a note, never an error of the probe.
+
+#: Names of the functional activations the probe records (to match the graph's by order).
+_FUNCTIONAL_NAMES = frozenset(_FUNCTIONAL.values())
+
+
+def _predict(model: nn.Module, inputs: Any, session: _Session, fwd_values: list[tuple], train: bool, *,
+             functional_order: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """``({layer: {predicted_mean, predicted_std, local_predicted_std}}, notes)``; the output's
+    prediction under :data:`OUTPUT_LAYER`."""
+    if any(e[1] in ("forward", "weight") and e[3][4] != 0 for e in fwd_values):
+        return {}, ["prediction: none (a layer's output or weight has NaN/inf entries)"]
+    try:
+        from initlab.graph.moments import propagate  # noqa: PLC0415  (scipy: imported when used)
+
+        inputs = dict(inputs) if isinstance(inputs, Mapping) else inputs
+        graph = _trace_for_prediction(model, inputs)
+        nodes = _match_nodes(graph, sorted(session.layers.values(), key=lambda lay: lay.index),
+                             functional_order)
+        measured = {e[0]: (e[3][0], e[3][1]) for e in fwd_values if e[1] == "forward" and e[3][4] == 0}
+        stats = _layer_stats(model, {id(w): (e[3][0], e[3][1] ** 2 + e[3][0] ** 2) for e in fwd_values
+                                     if e[1] == "weight" and e[3][4] == 0
+                                     and (w := _weight_of(session.layers[e[0]])) is not None})
+        x = _input_moments(graph, model, inputs)
+        pure = propagate(graph, x, model=model, layer_stats=stats, train=train)
+        anchors = {nodes[name]: measured[name] for name in nodes if name in measured}
+        local = _local_pass(graph, x, model, stats, train, anchors)
+    except Exception as exc:  # the prediction never breaks the probe
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {}, [f"prediction: none ({type(exc).__name__}: {text})".replace(": )", ")")]
+    out: dict[str, dict[str, float]] = {}
+    for name, i in nodes.items():
+        d = {}
+        if pure.get(i) is not None:
+            d["predicted_mean"], d["predicted_std"] = pure[i].mean, math.sqrt(max(pure[i].var, 0.0))
+        if local.get(i) is not None:
+            d["local_predicted_std"] = math.sqrt(max(local[i].var, 0.0))
+        if d:
+            out[name] = d
+    ends = [n for n in graph if n.kind.value == "output"]
+    if ends and pure.get(ends[-1].id) is not None:
+        m = pure[ends[-1].id]
+        out[OUTPUT_LAYER] = {"predicted_mean": m.mean, "predicted_std": math.sqrt(max(m.var, 0.0))}
+    return out, _prediction_notes(graph, session, nodes, out)
+
+
+def _prediction_notes(graph: Any, session: _Session, nodes: dict[str, int],
+                      out: dict[str, dict[str, float]]) -> list[str]:
+    """One note naming the layers without a prediction (the first few), and why: the first node
+    upstream whose moments are unknown for a reason of its own, or that the graph has no node for
+    the layer (a functional call inside a module the graph takes as one op)."""
+    missing = [name for name in session.layers if name not in out]
+    if not missing:
+        return []
+    why = [f"{name} ({_unknown_cause(graph, nodes[name])})" if name in nodes else
+           f"{name} (no node in the graph: inside a module it takes as one op)" for name in missing[:3]]
+    more = f", and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return [f"prediction: {len(missing)} of {len(session.layers)} layer(s) have none: {', '.join(why)}{more}"]
+
+
+def _unknown_cause(graph: Any, i: int) -> str:
+    """Why node ``i`` has no moments: the reason of the first node, walking up its unknown inputs,
+    whose own rule could not see through it."""
+    node = graph[i]
+    while True:
+        up = [graph[j] for j in node.inputs if graph[j].meta.get("moments") is None]
+        if not up or node.kind.value == "input":
+            break
+        node = up[0]
+    where = f"{node.op} {node.module!r}" if node.module else node.op
+    return f"{where}: {node.meta.get('moments_unknown') or 'unknown'}"
+
+
+#: Examples the shapes are propagated on when the batch does not matter (2: BatchNorm in train
+#: mode needs more than one value per channel).
+_SHAPE_EXAMPLES = 2
+
+
+def _first_examples(inputs: Any) -> Any | None:
+    """``inputs`` cut to their first :data:`_SHAPE_EXAMPLES` examples (``t[:2]`` of every tensor),
+    when every tensor has the same leading size, and a larger one; else ``None``."""
+    leaves = _tensor_leaves(list(inputs.values()) if isinstance(inputs, Mapping) else inputs)
+    sizes = {t.shape[0] if t.dim() else 0 for t in leaves}
+    if len(sizes) != 1 or min(sizes) <= _SHAPE_EXAMPLES:
+        return None
+
+    def cut(o: Any) -> Any:
+        if isinstance(o, torch.Tensor):
+            return o[:_SHAPE_EXAMPLES]
+        if isinstance(o, Mapping):
+            return {k: cut(v) for k, v in o.items()}
+        return type(o)(cut(v) for v in o) if type(o) in (list, tuple) else o
+
+    return cut(inputs)
+
+
+def _trace_for_prediction(model: nn.Module, inputs: Any) -> Any:
+    """The model's graph with shapes. Shapes from the first two examples when fx traces the model
+    and no node reads the batch (:func:`_batch_free`): then the graph is the one the whole batch
+    would give, for a forward on two examples. Else traced on all of ``inputs`` (a recorded graph
+    always is: its control flow may depend on the data)."""
+    from initlab.graph import trace  # noqa: PLC0415
+
+    few = _first_examples(inputs)
+    if few is not None:
+        try:  # torch's ShapeProp prints the traceback of a forward that fails: not the user's business
+            with contextlib.redirect_stderr(io.StringIO()):
+                graph = trace(model, few, method="fx")
+        except InitlabError:  # fx cannot trace it: one recorded forward on the whole batch
+            return trace(model, inputs, method="recorded")
+        if graph.inputs_from is not None and _batch_free(graph, model):
+            return graph
+    return trace(model, inputs)
+
+
+#: Node kinds whose propagation rule reads no shape, or none that two examples instead of the batch
+#: change.
+_BATCH_FREE_KINDS = frozenset("input output activation add sub mul scale dropout norm reshape param constant "
+                              "other".split())
+
+
+def _batch_free(graph: Any, model: nn.Module) -> bool:
+    """Whether no node's propagation reads a size that two examples instead of the batch change:
+    Linear/Conv/Embedding layers, pooling over non-batch dims, concatenation along a non-batch dim
+    and the kinds of :data:`_BATCH_FREE_KINDS`. Attention, softmax, matmul and recurrent layers read
+    a sequence length, which sits in dim 0 of a sequence-first input."""
+    def ok(node: Any) -> bool:
+        kind = node.kind.value
+        if kind in _BATCH_FREE_KINDS:
+            return True
+        if kind == "layer":
+            try:
+                m = model.get_submodule(node.module) if node.module is not None else None
+            except AttributeError:
+                return False
+            return (isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.Bilinear))
+                    or type(m).__name__ == "Conv1D")
+        shape = graph[node.inputs[0]].shape if node.inputs else None
+        nd = len(shape) if shape else 0
+        if kind == "pool":
+            dims = node.params.get("dim")
+            if node.module is not None or "pool" in node.op:
+                return True
+            dims = dims if isinstance(dims, (list, tuple)) else [dims]
+            return nd > 0 and all(isinstance(d, int) and d % nd != 0 for d in dims)
+        if kind == "concat":
+            dim = node.params.get("dim", 0)
+            return nd > 0 and isinstance(dim, int) and dim % nd != 0
+        return False
+
+    return all(ok(n) for n in graph)
+
+
+def _match_nodes(graph: Any, layers: list[_Layer], functional_order: bool) -> dict[str, int]:
+    """``{probe layer: graph node id}``: a module's ``k``-th call to its ``k``-th node; functional
+    activations (outside the graph's leaf modules, which it does not look into) to the graph's
+    functional activations of the probe's names, in order, when ``functional_order`` and both
+    count the same and every pair names the same function."""
+    calls: dict[str, list[int]] = {}
+    for n in graph:
+        if n.module is not None and n.kind.value != "output":
+            calls.setdefault(n.module, []).append(n.id)
+    out: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    functional = []
+    for layer in layers:
+        if layer.path is not None:
+            k = seen.get(layer.path, 0)
+            seen[layer.path] = k + 1
+            if k < len(calls.get(layer.path, ())):
+                out[layer.name] = calls[layer.path][k]
+        elif not any(leaf == "" or layer.owner == leaf or str(layer.owner).startswith(leaf + ".")
+                     for leaf in calls):
+            functional.append(layer)
+    fn_nodes = [n for n in graph if n.kind.value == "activation" and n.module is None
+                and n.op.rstrip("_") in _FUNCTIONAL_NAMES]
+    pairs = list(zip(functional, fn_nodes, strict=False))
+    if functional_order and len(functional) == len(fn_nodes) and all(
+            n.op.rstrip("_") == lay.activation for lay, n in pairs):
+        out.update((lay.name, n.id) for lay, n in pairs)
+    return out
+
+
+def _layer_stats(model: nn.Module, weights: dict[int, tuple[float, float]]) -> Callable:
+    """A :data:`initlab.graph.moments.LayerStatsFn`: a weight the probe measured takes its exact
+    ``(E[w], E[w^2])`` from ``weights`` (by ``id``; no second pass over it), anything else is read
+    from the model (:func:`initlab.graph.moments.model_layer_stats`); each part read once."""
+    from initlab.graph.moments import LayerStats, model_layer_stats, part_params  # noqa: PLC0415
+
+    read = model_layer_stats(model)
+    cache: dict[tuple, Any] = {}
+
+    def stats(node: Any, part: str, x: Any) -> Any:
+        key = (node.module, part)
+        if key not in cache:
+            try:
+                p = part_params(model, node, part)
+                w = weights.get(id(p.weight)) if p is not None and not p.lookup else None
+                if w is None:
+                    cache[key] = read(node, part, x)
+                else:
+                    b = p.bias.detach().double() if p.bias is not None and p.bias.numel() else None
+                    bm, b2 = (float(b.mean()), float(b.square().mean())) if b is not None else (0.0, 0.0)
+                    cache[key] = LayerStats(p.fan_in, w[1], w[0], bm, b2)
+            except InitlabError:  # weights whose fans cannot be read: no statistics, unknown
+                cache[key] = None
+        return cache[key]
+
+    return stats
+
+
+def _input_moments(graph: Any, model: nn.Module, inputs: Any) -> dict[int, Any]:
+    """``{input node id: Moments}`` of each floating input tensor (integer ones — token ids, masks —
+    are left to the rules: an embedding reads its table)."""
+    from initlab.graph.record import flatten_tensors, input_names  # noqa: PLC0415
+
+    named: dict[str, torch.Tensor] = {}
+    for name, value in input_names(model, inputs):
+        tensors = flatten_tensors(value)
+        for j, t in enumerate(tensors):
+            named[name if len(tensors) == 1 else f"{name}[{j}]"] = t
+    out = {}
+    for node in graph:
+        t = named.get(node.params.get("name")) if node.kind.value == "input" else None
+        if t is not None and t.is_floating_point() and t.numel() > 0:
+            conv = any(u.kind.value == "layer" and u.module is not None
+                       and isinstance(_submodule(model, u.module), nn.modules.conv._ConvNd)
+                       for u in graph.users(node.id))
+            out[node.id] = _tensor_moments(t, 1 if conv else -1)
+    return out
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _tensor_moments(t: torch.Tensor, unit_dim: int) -> Any:
+    r"""The :class:`~initlab.graph.moments.Moments` of a batch ``t``: mean, ``E[x^2]`` and the cross
+    moment, estimated without bias from the pairs of positions of each (example, unit) — units along
+    ``unit_dim``, positions the dims after the batch and the unit —, or, with no positions, from
+    the pairs of examples of each unit:
+
+    .. math:: c = \operatorname{mean}_{b,u} \frac{(\sum_a x_{bua})^2 - \sum_a x_{bua}^2}{P (P - 1)}
+
+    (clipped into ``[m^2, E[x^2]]``; ``m^2`` when there is no pair).
+    """
+    from initlab.graph.moments import Moments  # noqa: PLC0415
+
+    with torch.no_grad():
+        x = t.detach().to(torch.float64)
+        m, q = float(x.mean()), float(x.square().mean())
+        if x.dim() >= 3:
+            x = x.movedim(unit_dim, 1).reshape(x.shape[0], x.shape[unit_dim], -1)  # [B, U, positions]
+        elif x.dim() == 2:
+            x = x.T.unsqueeze(0)  # one "example" whose positions are the batch's examples
+        pairs = x.shape[-1] * (x.shape[-1] - 1) if x.dim() == 3 else 0
+        if pairs <= 0:
+            return Moments(m, q)
+        c = float(((x.sum(-1).square() - x.square().sum(-1)) / pairs).mean())
+    return Moments(m, q, min(max(c, m * m), q))
+
+
+def _reads_cross(node: Any, model: nn.Module) -> bool:
+    """Whether the node's rule reads its input's cross moment (what units keep over positions):
+    pooling, attention, softmax, recurrent and attention layers; the probe measures no cross
+    moment, so after such a node the prediction is end to end again."""
+    if node.kind.value in ("pool", "attention", "softmax"):
+        return True
+    if node.kind.value != "layer":
+        return False
+    m = _submodule(model, node.module) if node.module is not None else None
+    return not (isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.Bilinear))
+                or type(m).__name__ == "Conv1D")
+
+
+def _local_pass(graph: Any, x: Mapping[int, Any], model: nn.Module, stats: Callable, train: bool,
+                anchors: dict[int, tuple[float, float]]) -> dict[int, Any]:
+    """Each node's moments by its rule (:data:`initlab.graph.moments.RULES`) from its inputs, where
+    every anchored node (a recorded layer) passes on its measured ``(mean, std)`` instead of its
+    prediction (the predicted share of its second moment that units keep over positions, ``spread /
+    var``, kept): ``{node id: Moments}`` of the nodes predicted from measured moments only — no
+    node that reads a cross moment (:func:`_reads_cross`) between them and the measurements."""
+    from initlab.graph.moments import RULES, Moments, MomentsUnknown, PropagationContext  # noqa: PLC0415
+
+    ctx = PropagationContext(graph, {}, model, stats, train, x)
+    local: dict[int, Any] = {}
+    measured: dict[int, bool] = {}  # the node's output is measured, or predicted from measured ones
+    for node in graph:
+        node.meta.pop("moments_note", None)
+        try:
+            out = RULES[node.kind](node, ctx)
+        except MomentsUnknown:
+            out = None
+        measured[node.id] = not _reads_cross(node, model) and all(measured[i] for i in node.inputs)
+        if measured[node.id]:
+            local[node.id] = out
+        if node.id in anchors:
+            measured[node.id] = True
+            mean, std = anchors[node.id]
+            share = min(max(out.spread / out.var, 0.0), 1.0) if out is not None and out.var > 0 else 0.0
+            out = Moments(mean, std * std + mean * mean, mean * mean + share * std * std)
+        ctx.results[node.id] = out
+    return local

@@ -27,7 +27,7 @@ class ZooModel:
             fan_out), or ``None`` when the family has none beyond torch's defaults.
         logits: ``(model output) -> logits tensor``.
         needs: a module the model needs (``"transformers"``), or ``None``.
-        width: the default width (channels, hidden size).
+        width: the default width (hidden size; a ResNet's last stage, ``4 x`` its first).
     """
 
     name: str
@@ -180,7 +180,8 @@ def _tokens(vocab: int, length: int) -> Callable[[nn.Module, int, torch.Generato
 def _hf(kind: str, width: int) -> nn.Module:
     import transformers as tf
 
-    common = dict(hidden_size=width, num_hidden_layers=2, num_attention_heads=4, intermediate_size=4 * width)
+    common = dict(hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=4 * width)
     if kind == "gpt2":
         cfg = tf.GPT2Config(n_layer=2, n_embd=width, n_head=4, vocab_size=512, n_positions=64,
                             bos_token_id=0, eos_token_id=0)
@@ -188,7 +189,8 @@ def _hf(kind: str, width: int) -> nn.Module:
     if kind == "bert":
         return tf.BertForMaskedLM(tf.BertConfig(vocab_size=512, max_position_embeddings=64, **common))
     if kind == "vit":
-        return tf.ViTForImageClassification(tf.ViTConfig(image_size=32, patch_size=4, num_labels=10, **common))
+        cfg = tf.ViTConfig(image_size=32, patch_size=4, num_labels=10, **common)
+        return tf.ViTForImageClassification(cfg)
     if kind == "llama":
         cfg = tf.LlamaConfig(vocab_size=512, max_position_embeddings=64, num_key_value_heads=4,
                              tie_word_embeddings=False, **common)
@@ -208,22 +210,28 @@ def _hf_logits(out: object) -> torch.Tensor:
     return out.logits  # type: ignore[attr-defined]
 
 
+def _pixels(model: nn.Module, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"pixel_values": torch.randn(batch, 3, 32, 32, generator=g)}
+
+
+def _hf_model(kind: str, inputs: Callable[[nn.Module, int, torch.Generator], object]) -> ZooModel:
+    return ZooModel(kind, lambda w: _hf(kind, w), inputs, _hf_own_init, _hf_logits, "transformers")
+
+
 ZOO: dict[str, ZooModel] = {
     z.name: z for z in (
         ZooModel("mixed_mlp", MixedMLP, lambda m, b, g: torch.randn(b, 784, generator=g)),
-        ZooModel("resnet20", lambda w: ResNet(3, w // 16, norm=True), _images(32), _he_fan_out_, width=256),
-        ZooModel("resnet20_nonorm", lambda w: ResNet(3, w // 16, norm=False), _images(32), _he_fan_out_,
-                 width=256),
+        ZooModel("resnet20", lambda w: ResNet(3, w // 4, norm=True), _images(32), _he_fan_out_, width=64),
+        ZooModel("resnet20_nonorm", lambda w: ResNet(3, w // 4, norm=False), _images(32), _he_fan_out_,
+                 width=64),
         ZooModel("mobilenet", MobileNet, _images(32)),
         ZooModel("unet", UNet, _images(32), width=64),
         ZooModel("lstm_lm", LSTMLM, _tokens(500, 16)),
         ZooModel("transformer_encoder", Encoder, lambda m, b, g: torch.randn(b, 16, 32, generator=g)),
-        ZooModel("gpt2", lambda w: _hf("gpt2", w), _tokens(512, 32), _hf_own_init, _hf_logits, "transformers"),
-        ZooModel("bert", lambda w: _hf("bert", w), _tokens(512, 32), _hf_own_init, _hf_logits, "transformers"),
-        ZooModel("vit", lambda w: _hf("vit", w), lambda m, b, g: {"pixel_values": torch.randn(b, 3, 32, 32,
-                 generator=g)}, _hf_own_init, _hf_logits, "transformers"),
-        ZooModel("llama", lambda w: _hf("llama", w), _tokens(512, 32), _hf_own_init, _hf_logits,
-                 "transformers"),
+        _hf_model("gpt2", _tokens(512, 32)),
+        _hf_model("bert", _tokens(512, 32)),
+        _hf_model("vit", _pixels),
+        _hf_model("llama", _tokens(512, 32)),
     )
 }
 

@@ -1,0 +1,89 @@
+"""The zoo: the models people train, from code and configs (nothing downloaded). For each, under
+"auto" and "variance": every parameter planned, dry runs bit-identical, logits that start near
+unit scale, and the propagated second moments of every layer's output checked against a forward
+pass (width >= 256 unless stated; tolerances below)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from initlab import init_model, zoo
+from initlab.apply import DetectionFallbackWarning, SkippedParameterWarning
+
+NAMES = zoo.names(available_only=False)
+
+
+def _need(name: str) -> None:
+    if name not in zoo.names():
+        pytest.skip(f"{name} needs {zoo.ZOO[name].needs}, which is not installed")
+
+
+def _model_and_inputs(name: str, width: int | None = None, size: int = 8, batch: int = 8):
+    _need(name)
+    model = zoo.build(name, width)
+    x = zoo.ZOO[name].inputs(model, batch, torch.Generator().manual_seed(1))
+    if isinstance(x, torch.Tensor) and x.dim() == 4:  # small images: the same layers, a cheaper forward
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return model, x
+
+
+def _run(model, x):
+    with torch.no_grad():
+        return model(**x) if isinstance(x, dict) else model(x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_planned_and_dry_run_leaves_the_model_bit_identical(name):
+    model, x = _model_and_inputs(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    for scheme in ("auto", "variance"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SkippedParameterWarning)
+            warnings.simplefilter("error", DetectionFallbackWarning)
+            plan = init_model(model, scheme, example_inputs=x, dry_run=True)
+        assert plan.skipped == [] and {r.name for r in plan.rows} == params, scheme
+        assert all(r.scheme for r in plan.rows), [r.name for r in plan.rows if not r.scheme]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_auto_starts_the_logits_near_unit_scale(name):
+    """The model's output std at init under "auto" lies in [0.3, 3] (the issue's bound), for
+    2 weight seeds."""
+    model, x = _model_and_inputs(name)
+    for seed in (0, 1):
+        init_model(model, "auto", example_inputs=x, generator=torch.Generator().manual_seed(seed))
+        std = zoo.ZOO[name].logits(_run(model, x)).std().item()
+        assert 0.3 <= std <= 3.0, (seed, std)
+
+
+def _measured_vs_predicted(name: str, scheme: str, width: int, seeds=(100, 101)):
+    """Per layer (rows with a predicted q_out): sqrt(measured E[y^2] / predicted), the measured second
+    moment averaged over ``seeds`` weight draws."""
+    acc: dict[str, list[float]] = {}
+    pred: dict[str, float] = {}
+    for seed in seeds:
+        model, x = _model_and_inputs(name, width, batch=16)
+        plan = init_model(model, scheme, example_inputs=x, generator=torch.Generator().manual_seed(seed))
+        outs: dict[str, torch.Tensor] = {}
+        mods = dict(model.named_modules())
+        hooks = [mods[q].register_forward_hook(
+                 lambda m, a, o, q=q, outs=outs: outs.setdefault(q, o[0] if isinstance(o, tuple) else o))
+                 for q in {r.module for r in plan.rows if r.q_out is not None} if q in mods]
+        _run(model, x)
+        for h in hooks:
+            h.remove()
+        for r in plan.rows:
+            if r.q_out is None or r.module not in outs or not r.name.endswith("weight"):
+                continue
+            if r.module_type in ("Embedding", "MultiheadAttention"):  # lookups; MHA's output is its own row
+                continue
+            acc.setdefault(r.name, []).append(outs[r.module].double().square().mean().item())
+            pred[r.name] = r.q_out
+    return {k: math.sqrt(sum(v) / len(v) / pred[k]) for k, v in acc.items()}
