@@ -86,10 +86,10 @@ def test_plan_input_shape_that_does_not_fit_is_an_error(tmp_path, capsys):
     assert main(["plan", target, "--input-shape", "2,10"]) == 0  # the right shape: hooks find the ReLU
     captured = capsys.readouterr()
     assert "detection=hooks" in captured.out and captured.err == ""
-    assert main(["plan", target]) == 0  # no input given: the fallback warns and guesses, as before
+    assert main(["plan", target]) == 0  # no input given: built from the first Linear, hooks as well
     captured = capsys.readouterr()
-    assert "detection=module_order" in captured.out
-    assert captured.err.startswith("initlab: warning:") and "--input-shape" in captured.err
+    assert "detection=hooks" in captured.out and "hooks on inputs built from Linear" in captured.out
+    assert captured.err == ""
 
 
 def test_every_seed_option_follows_one_rule(tmp_path, capsys):
