@@ -10,6 +10,9 @@ eagerly, because ``import initlab.probe`` would otherwise rebind the name to the
 * :mod:`initlab.fans`, :mod:`initlab.schemes` — the math layer;
 * :func:`initlab.probe` — per-layer forward/backward statistics of a model;
 * :func:`initlab.init_model` — whole-model initialization with activation detection;
+* :mod:`initlab.graph` — a model's data-flow graph and the moments propagated through it;
+* :mod:`initlab.model` — the graph-wide scale policy behind ``"auto"`` and ``"variance"``;
+* :mod:`initlab.zoo` — reference models (ResNets, MobileNet, U-Net, LSTM, transformers, HF);
 * :func:`initlab.lsuv_`, :func:`initlab.pretrain_layerwise` — data-dependent inits;
 * :mod:`initlab.theory` — mean-field signal propagation (q*, chi_1, depth scales).
 """
@@ -23,7 +26,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "fans", "gains", "schemes", "init", "numpy_init", "apply", "lsuv",
-    "pretrain", "theory", "data", "experiments", "report", "records", "errors", "models",
+    "pretrain", "theory", "data", "experiments", "report", "records", "errors", "models", "graph",
+    "model", "zoo",
 }
 _ATTRS = {
     "gain": ("initlab.gains", "gain"),
