@@ -562,9 +562,9 @@ def test_elman_rnn_mean_field(gen):
     pred = propagate(g, model=model)[r.id]
     with torch.no_grad():
         assert_close(pred, seqs(model[0](x)[0]), "ms")
-    lstm = nn.Sequential(nn.LSTM(8, 8))
-    g2 = chain_graph(1, [(Kind.LAYER, "LSTM", {"module": "0"})])
-    assert propagate(g2, model=lstm)[1] is None and "not modelled" in g2[1].meta["moments_unknown"]
+    bag = nn.Sequential(nn.EmbeddingBag(8, 8))  # LSTM / GRU: tests/graph/test_graph_rnn_moments.py
+    g2 = chain_graph(1, [(Kind.LAYER, "EmbeddingBag", {"module": "0"})])
+    assert propagate(g2, model=bag)[1] is None and "not modelled" in g2[1].meta["moments_unknown"]
 
 
 # ---- end to end: solved chains --------------------------------------------------------------------------
@@ -675,6 +675,15 @@ def test_propagate_writes_meta_and_rules_are_a_registry(monkeypatch):
     monkeypatch.setitem(RULES, Kind.OTHER, lambda node, ctx: ctx.input(node).scaled(2.0))
     assert propagate(g, Moments(0.1, 2.0))[2] == Moments(0.2, 8.0)
     assert "moments_unknown" not in g[2].meta  # a re-run clears the old result
+
+
+def test_layer_statistics_names_are_re_exported():
+    """The layer-statistics part lives in initlab.graph.layer_stats; moments re-exports it unchanged."""
+    from initlab.graph import layer_stats, moments
+
+    for name in layer_stats.__all__:
+        assert getattr(moments, name) is getattr(layer_stats, name)
+    assert set(layer_stats.__all__) <= set(moments.__all__)
 
 
 def test_layer_without_stats_is_unknown_and_solver_shares_modules():

@@ -91,11 +91,14 @@ class _Solver:
     def __call__(self, node: Node, part: str, x: Moments) -> LayerStats | None:
         if node.module is None:
             return None
-        if part == "affine" or part.startswith("hh"):  # norm affines and recurrent weights: as they are
+        if part == "affine":  # norm affines: as they are (1 and 0 at init)
             return self._read(node, part, x)
         p = part_params(self.model, node, part)
         if p is None:
             return None
+        module = self.model.get_submodule(node.module)
+        if isinstance(module, nn.RNNBase):  # drawn by init_model's recurrent handler, not solved
+            return _recurrent_stats(module, part, p.fan_in)
         key = (node.module, part)
         if key not in self.scales:
             self.scales[key] = self._solve(node, part, x, p)
@@ -117,6 +120,23 @@ class _Solver:
         return LayerScale(node.module, part, solve_layer_scale(p.fan_in, x, target), x.second, target, role)
 
 
+def _recurrent_stats(module: nn.RNNBase, part: str, fan_in: int) -> LayerStats:
+    """The statistics of ``part`` of an RNN as :func:`initlab.init_model` draws it under "auto" and
+    "variance" (Saxe et al. 2013; Jozefowicz et al. 2015): input weights Glorot normal per gate,
+    ``E[w^2] = 2 / (fan_in + hidden)``; recurrent weights orthogonal per gate, ``E[w^2] =
+    1 / max(hidden, cols)``; the projection Glorot normal; biases 0 except the LSTM forget gate's 1
+    (carried by its ``ih`` part, as :func:`initlab.graph.layer_stats.part_params` splits them)."""
+    base, _, gate = part.partition(":")
+    hidden, proj = module.hidden_size, getattr(module, "proj_size", 0) or 0
+    if base.startswith("hh"):
+        return LayerStats(fan_in, 1.0 / max(hidden, proj or hidden))
+    if base.startswith("hr"):
+        return LayerStats(fan_in, 2.0 / (hidden + proj))
+    forget = module.mode == "LSTM" and gate == "f" and module.bias
+    return LayerStats(fan_in, 2.0 / (fan_in + hidden), bias_mean=1.0 if forget else 0.0,
+                      bias_second=1.0 if forget else 0.0)
+
+
 def _branch_ends(g: Graph, growth: float, notes: list[str]) -> dict[int, Any]:
     """``layer node id -> () -> target`` for the last layer of every residual branch that ends in
     that layer (no norm between it and the add): ``q_skip * (growth ** (1 / L) - 1)``."""
@@ -125,8 +145,8 @@ def _branch_ends(g: Graph, growth: float, notes: list[str]) -> dict[int, Any]:
         if not r.layers:
             continue
         last = max(r.layers)
-        path = _path_kinds(g, last, r.branch)
-        if Kind.NORM in path:
+        path = _path_kinds(g, last, r.branch) | ({g[r.branch].kind} if r.branch != last else set())
+        if Kind.NORM in path:  # between the layer and the add, or the add's operand itself (bn2)
             notes.append(f"residual add #{r.add}: its branch ends in a norm, which sets its scale")
             continue
         ends[last] = r.skip
