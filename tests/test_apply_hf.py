@@ -15,6 +15,7 @@ from torch import nn
 from initlab.apply import DetectionFallbackWarning, Packed, init_model
 from initlab.errors import InitlabError
 from initlab.gains import gain
+from initlab.model.propagation import RESIDUAL_GROWTH
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 Conv1D = pytest.importorskip("transformers.pytorch_utils").Conv1D
@@ -47,13 +48,34 @@ def test_gpt2_every_parameter_planned_with_true_conv1d_fans(gen):
     assert lm.scheme == "tied" and "transformer.wte.weight" in lm.note and not lm.applied
     assert model.lm_head.weight is model.transformer.wte.weight
     fans = {"attn.c_attn": (e, e), "attn.c_proj": (e, e), "mlp.c_fc": (e, 4 * e), "mlp.c_proj": (4 * e, e)}
+    # a LayerNorm's output has E[x^2] = var / (var + eps): the stream's variance is at least that of the
+    # token and position embeddings, 1 / e each under the tied-head rule, so 1 within e * eps / 2
+    tol = 2 * e * model.transformer.ln_f.eps
     for row in _conv1d_rows(plan):  # (in, out) = (fan_in, fan_out): not torch's (shape[1], shape[0])
         key = row.name.split(".", 3)[3].removesuffix(".weight")
         assert (row.fan_in, row.fan_out) == fans[key], row.name
-        assert row.found_by == "hooks" and row.scheme == "glorot_normal"  # nothing consumes them
-        assert row.std == pytest.approx(math.sqrt(2.0 / sum(fans[key])), rel=1e-12)
+        assert row.found_by == "hooks" and row.scheme == "propagated"
+        # E[w^2] = E[y^2] / (fan_in E[x^2]), E[x^2] the propagated second moment of its own input
+        assert row.std == pytest.approx(math.sqrt(row.q_out / (row.fan_in * row.q_in)), rel=1e-9)
+        role = "residual branch" if key.endswith("c_proj") else "pre-activation"
+        assert role in row.note, row
+        if role == "pre-activation":  # reads ln_1 / ln_2: unit second moment, up to the norm's eps
+            assert row.q_out == pytest.approx(1.0, rel=1e-9) and row.q_in == pytest.approx(1.0, rel=tol)
+    assert plan["transformer.h.0.mlp.c_fc.weight"].activation == "gelu_tanh"  # NewGELUActivation, measured
+    # the residual stream (token + position embeddings, then each branch end adds its E[y^2]) grows by
+    # RESIDUAL_GROWTH over the 2 * n_layer branches
+    stream = plan["transformer.wte.weight"].q_out + plan["transformer.wpe.weight"].q_out
+    first = stream
+    for i in range(2):
+        for key in ("attn.c_proj", "mlp.c_proj"):
+            row = plan[f"transformer.h.{i}.{key}.weight"]
+            assert row.q_out == pytest.approx(stream * (RESIDUAL_GROWTH ** (1 / 4) - 1), rel=1e-9)
+            stream += row.q_out
+    assert stream == pytest.approx(RESIDUAL_GROWTH * first, rel=1e-9)
+    assert lm.q_out == pytest.approx(1.0, rel=tol)  # the tied head reads ln_f: logits at unit E[y^2]
+    assert "tied head" in plan["transformer.wte.weight"].note
     row = plan["transformer.h.0.attn.c_attn.weight"]
-    expected = math.sqrt(2.0 / (e + e))  # Glorot per Q/K/V block, gain 1 (not sqrt(2 / (e + 3e)))
+    expected = row.std  # one scale for Q, K and V: only fan_in = e matters
     assert row.chunks == 3 and "per chunk along dim 1" in row.note and "split_size" in row.note
     n = e * e
     for w in model.transformer.h[0].attn.c_attn.weight.detach().chunk(3, dim=1):
@@ -63,6 +85,17 @@ def test_gpt2_every_parameter_planned_with_true_conv1d_fans(gen):
             assert r.scheme == "zeros" and r.chunks == 1
     biases = [m.bias for m in model.modules() if isinstance(m, Conv1D)]
     assert len(biases) == 8 and all(torch.equal(b, torch.zeros_like(b)) for b in biases)
+
+
+def test_gpt2_needs_no_example_inputs():
+    """fx cannot trace GPT-2; the hooks and the graph run on its own ``model.dummy_inputs``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no detection fallback
+        plan = init_model(_gpt2(n_layer=1), dry_run=True)
+    assert plan.detection == "hooks" and "hooks on inputs model.dummy_inputs" in plan.detection_note
+    assert "inputs model.dummy_inputs" in plan.propagation
+    assert plan["transformer.h.0.mlp.c_fc.weight"].activation == "gelu_tanh"
+    assert {r.scheme for r in _conv1d_rows(plan)} == {"propagated"}
 
 
 def test_readme_packed_rule_splits_a_conv1d_along_its_output_axis(gen):
@@ -113,7 +146,10 @@ def test_named_schemes_use_true_conv1d_fans(gen):
     assert keras["transformer.h.0.mlp.c_fc.weight"].bound == pytest.approx(math.sqrt(6 / (e + 4 * e)))
     assert keras["transformer.h.0.attn.c_attn.weight"].bound == pytest.approx(math.sqrt(6 / (e + e)))
     assert keras["transformer.h.0.attn.c_attn.bias"].spec == "constant(0)"
-    critical = init_model(model, "critical", example_inputs={"input_ids": _ids()}, dry_run=True)
+    # c_fc feeds a GELU (HF's NewGELUActivation, recognised by measurement): critical needs a bias variance
+    with pytest.raises(InitlabError, match=r"layer 'transformer\.h\.0\.mlp\.c_fc'.*gelu_tanh"):
+        init_model(model, "critical", example_inputs={"input_ids": _ids()}, dry_run=True)
+    critical = init_model(model, "critical", example_inputs={"input_ids": _ids()}, dry_run=True, sigma_b2=1.0)
     row = critical["transformer.h.0.mlp.c_proj.weight"]  # sigma_w / sqrt(fan_in), linear: sigma_w = 1
     assert row.std == pytest.approx(1 / math.sqrt(4 * e), rel=1e-12)
 
@@ -149,22 +185,39 @@ class _Chain(nn.Module):
         return self.c3(h)
 
 
-@pytest.mark.parametrize(("branch", "inputs", "found_by"), [
-    (False, False, "fx"), (True, True, "hooks"), (True, False, "module_order"),
+class _Misordered(_Chain):
+    """c3 registered first: an input built from the first layer in module order does not fit c1."""
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        self.branch = True
+        self.c3 = Conv1D(4, 16)
+        self.c1, self.a1 = Conv1D(16, 8), nn.Tanh()
+        self.c2, self.a2 = Conv1D(16, 16), nn.Tanh()
+
+
+@pytest.mark.parametrize(("model", "inputs", "found_by"), [
+    (lambda: _Chain(False), False, "fx"), (lambda: _Chain(True), True, "hooks"),
+    (lambda: _Chain(True), False, "hooks"),  # inputs built from c1: randn(2, 8)
+    (_Misordered, False, "module_order"),
 ])
-def test_conv1d_activation_is_found_like_a_linear(gen, branch, inputs, found_by):
+def test_conv1d_activation_is_found_like_a_linear(gen, model, inputs, found_by):
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = init_model(_Chain(branch), example_inputs=x if inputs else None, dry_run=True)
+        plan = init_model(model(), example_inputs=x if inputs else None, dry_run=True)
     fell_back = [w for w in caught if issubclass(w.category, DetectionFallbackWarning)]
     assert len(fell_back) == (found_by == "module_order") and len(caught) == len(fell_back)
     first, mid, head = plan["c1.weight"], plan["c2.weight"], plan["c3.weight"]
     assert (first.fan_in, first.fan_out) == (8, 16) and (head.fan_in, head.fan_out) == (16, 4)
-    assert first.activation == "tanh" and first.found_by == found_by and first.gain == 1.0  # reads the data
+    assert first.activation == "tanh" and first.found_by == found_by
+    assert first.gain == pytest.approx(1.0, rel=1e-12)  # reads the data
     g = gain("tanh", "forward")
     assert (mid.activation, mid.input_activation, mid.found_by) == ("tanh", "tanh", found_by)
-    assert mid.std == pytest.approx(g * math.sqrt(2 / (16 + 16)), rel=1e-12)
+    # propagated: 1 / sqrt(16 E[tanh(z)^2]) = g / 4; without a graph (module order) the per-layer rule,
+    # Glorot with the gain of the tanh that consumes it, g sqrt(2 / (16 + 16)): the same
+    assert mid.scheme == ("glorot_normal" if found_by == "module_order" else "propagated")
+    assert mid.std == pytest.approx(g / 4, rel=1e-6)
     assert head.activation == "linear"
 
 

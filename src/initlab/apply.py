@@ -7,10 +7,10 @@ owner module and one row of the plan:
 ========================================  ============================================================
 module                                    what ``scheme="auto"`` does
 ========================================  ============================================================
-``Linear``, ``Conv{1,2,3}d``,             weight by the activation that consumes the layer's output
-``ConvTranspose{1,2,3}d``                 (below; a plain MLP gets the isometric rule), with the true fans of
-                                          :func:`initlab.fans.compute_fans` (grouped, depthwise,
-                                          transposed); bias 0
+``Linear``, ``Conv{1,2,3}d``,             weight from the propagated second moment of the layer's own
+``ConvTranspose{1,2,3}d``                 input (below; a plain MLP gets the isometric rule), with the
+                                          true fans of :func:`initlab.fans.compute_fans` (grouped,
+                                          depthwise, transposed); bias 0
 transformers' ``Conv1D`` (GPT, GPT-2:     as Linear, its weight stored ``(in, out)`` (``y = x W + b``):
 ``c_attn``, ``c_proj``, ``c_fc``)         ``fan_in = in``, ``fan_out = out`` (Keras's Dense layout);
                                           a ``c_attn`` whose parent splits its output into blocks of
@@ -18,11 +18,12 @@ transformers' ``Conv1D`` (GPT, GPT-2:     as Linear, its weight stored ``(in, ou
                                           (``chunks = out / split_size``) along dim 1, each by its own
                                           fans. Found through ``sys.modules``: initlab never imports
                                           transformers
-``MultiheadAttention``                    packed ``in_proj_weight`` per chunk (Q, K, V: ``chunks=3``):
-                                          Glorot normal, gain 1 — ``E = 512`` gives
-                                          ``std = sqrt(2 / 1024) = 0.0442``; separate
+``MultiheadAttention``                    packed ``in_proj_weight`` per chunk (Q, K, V: ``chunks=3``),
+                                          each from its input's propagated second moment (the
+                                          per-layer rule: Glorot normal, gain 1 — ``E = 512`` gives
+                                          ``std = sqrt(2 / 1024) = 0.0442``); separate
                                           ``q/k/v_proj_weight`` each by its own fans; biases 0;
-                                          ``out_proj`` a Linear with gain 1
+                                          ``out_proj`` a Linear
 ``LSTM``, ``GRU``, ``RNN``                input weights per gate (LSTM 4, GRU 3, RNN 1 block):
                                           Glorot normal, gain 1; recurrent weights orthogonal per
                                           gate (``W_g W_g^T = I``, Saxe et al. 2013); projection
@@ -30,7 +31,8 @@ transformers' ``Conv1D`` (GPT, GPT-2:     as Linear, its weight stored ``(in, ou
                                           forget gate: ``bias_ih[f] = 1`` and ``bias_hh[f] = 0``
                                           (torch adds the two, so the forget bias is exactly 1;
                                           Jozefowicz et al. 2015)
-``Embedding``, ``EmbeddingBag``           ``N(0, embedding_std^2)`` (default 1), padding row 0
+``Embedding``, ``EmbeddingBag``           ``N(0, embedding_std^2)`` (default 1; one tied to an output
+                                          head: below), padding row 0
 ``BatchNorm*``, ``LayerNorm``,            weight 1, bias 0
 ``GroupNorm``, ``InstanceNorm*``,
 ``RMSNorm``
@@ -66,16 +68,48 @@ softmax after it is fine), as fx sees it — ``"auto"`` starts it at dynamical i
   expand (rows > cols) are scaled by :math:`\\sqrt{rows/cols}` so each unit keeps the variance;
 * a link that cannot be mirrored (odd width; the model's last activation) takes the near-critical
   point, or for the last activation the variance point ``q = 1``;
-* the variance rule is used instead when a link cannot be planned: an asymmetric ``Hardtanh``
-  (whose bounds detection does not read), or a sigmoid-like link whose next layer has no bias.
+* the propagation below (what ``"variance"`` gives) is used instead when a link cannot be planned:
+  an asymmetric ``Hardtanh`` (whose bounds detection does not read), or a sigmoid-like link whose
+  next layer has no bias.
 
 Biases are zero except the centring ones. Why: a deep plain network trains fast only near
 :math:`\\chi_1 = 1` with a well-conditioned Jacobian; He/Glorot keep the forward variance but not
 that (``benchmarks/time_to_accuracy.py``: at depth 50 "auto" reaches 80 % on Fashion-MNIST for
 tanh, ReLU, GELU, SELU and sigmoid; He, Glorot and LSUV for at most two of them).
 
-**Every other model: the variance rule** (also ``scheme="variance"`` for any model). Activation ->
-scheme (the gain ``g`` is :func:`initlab.gains.gain` with ``criterion="forward"``,
+**Every other model: the propagation** (also ``scheme="variance"`` for any model;
+:func:`initlab.model.plan_scales`). The model's data-flow graph is traced (:func:`initlab.graph.trace`:
+fx, else a recorded forward on ``example_inputs`` or on inputs built from the model) and the second
+moment of every tensor propagated through it (:mod:`initlab.graph.moments`; standardised data). Each
+weighted layer gets zero-mean normal weights with
+:math:`\\mathrm{Var}(w) = q_{target} / (fan_{in}\\,\\mathbb{E}[x^2])`, :math:`\\mathbb{E}[x^2]` the
+propagated second moment of *its own* input and :math:`q_{target} = 1` (a pre-activation): He et al.
+2015's argument with the input's actual second moment, so no gain table is needed (after a ReLU
+:math:`\\mathbb{E}[x^2] = 1/2`, after a tanh :math:`\\mathbb{E}[\\tanh(z)^2]`, after a sigmoid its mean
+included, after a norm 1). Zero padding lowers a conv's output second moment (a fraction of its taps
+read real entries) and an average over positions lowers the second moment of what it averages, so
+these stds depend on the spatial size of the example input (given, or built). Under ``"auto"`` only:
+
+* the last layer of a residual branch (no norm between it and the add) targets
+  :math:`q_{skip} (2^{1/L} - 1)` with ``L`` such branches: the stream's second moment doubles over the
+  whole depth rather than per block (Radford et al. 2019; Zhang et al. 2019);
+* an ``Embedding`` tied to an output head (GPT-2's ``lm_head``) gets
+  :math:`\\mathbb{E}[w^2] = 1 / (d\\,\\mathbb{E}[h^2])`, ``h`` the head's input, so the logits start at
+  unit second moment when ``h`` does not scale with the table (a final norm, as GPT-2's ``ln_f``);
+  the embeddings added to it (positions) get the same scale;
+* a parameter the forward adds to or concatenates with the data (a class token, position
+  embeddings) gets the second moment of the tensor it joins.
+
+These rows have scheme ``"propagated"``, spec ``normal(std=...)``, gain ``std * sqrt(fan_in)`` (the
+equivalent gain: the forward gain of the activation that *feeds* the layer), and a note with the role
+(``pre-activation``, ``residual branch``, ``tied head``, ...) and the :math:`\\mathbb{E}[x^2]` it
+solved from. Every layer row, under any scheme, carries ``q_in`` / ``q_out``, the predicted
+:math:`\\mathbb{E}[x^2]` of its input and output (an attention's rows: the whole module's; the
+table's ``E[x^2] in`` / ``E[y^2] out``); :attr:`InitPlan.propagation` says how the graph was built.
+
+**When the graph cannot be traced** (:attr:`InitPlan.propagation` says why), ``"auto"`` and
+``"variance"`` use the per-layer rule. Activation -> scheme (the gain ``g`` is
+:func:`initlab.gains.gain` with ``criterion="forward"``,
 :math:`g = \\mathbb{E}[\\phi(z)^2]^{-1/2}`, :math:`z \\sim N(0, 1)`, so it exists for every
 activation, not only torch's list):
 
@@ -88,16 +122,16 @@ activation, not only torch's list):
   gain 1.
 
 The gain is that of the nonlinearity that *consumes* the layer's output (torch's
-``calculate_gain`` convention), with one exception: a layer whose input no nonlinearity produced
-(the model's input, a norm layer's output, another layer's output; the plan's ``input_activation``
-is ``"linear"``) gets gain 1. The variance argument (He et al. 2015, sec. 2.2:
-:math:`\\mathrm{Var}[y_l] = fan_{in}\\,\\mathrm{Var}[w_l]\\,\\mathbb{E}[x_l^2]`) compensates the
+``calculate_gain`` convention; the named schemes use it too), with one exception: a layer whose input
+no nonlinearity produced (the model's input, a norm layer's output, another layer's output; the
+plan's ``input_activation`` is ``"linear"``) gets gain 1. The variance argument (He et al. 2015, sec.
+2.2: :math:`\\mathrm{Var}[y_l] = fan_{in}\\,\\mathrm{Var}[w_l]\\,\\mathbb{E}[x_l^2]`) compensates the
 second moment of the activation that *feeds* the layer; in a chain of equal activations that is the
 consuming one, but the first layer sees standardised data (:math:`\\mathbb{E}[x^2] = 1`), and the
 consumer's gain there would start the chain off the fixed point (``q_1 = g^2``).
 
-For square hidden layers Glorot and He coincide, so a chain of equal layers keeps the
-pre-activation second moment at the fixed point ``q = 1`` of the variance map
+For square hidden layers Glorot and He coincide (and agree with the propagation), so a chain of
+equal layers keeps the pre-activation second moment at the fixed point ``q = 1`` of the variance map
 :math:`q \\mapsto g^2\\,\\mathbb{E}[\\phi(\\sqrt{q} z)^2]`. That fixed point attracts for tanh,
 sigmoid and SELU, is neutral for the ReLU family, and *repels* for GELU and SiLU (slope 1.14 and
 1.17 at ``q = 1``: :math:`\\mathbb{E}[\\phi(\\sqrt q z)^2]/q` grows with ``q``). No zero-bias
@@ -124,13 +158,16 @@ Activation detection (the plan's ``found_by`` column says which one found each r
    functionals (``F.relu``, ``torch.tanh``, ``F.gelu(approximate="tanh")``, ``F.leaky_relu``
    with its slope) and methods (``x.sigmoid()``, ``x.relu_()``) count as nonlinearities. A
    product (gating), another layer, or any other op ends the search: gain 1.
-2. ``"hooks"`` — when tracing fails (data-dependent control flow, ...) and ``example_inputs`` is
-   given: one forward pass under :func:`torch.no_grad` that records leaf-module calls (forward
-   hooks) and top-level tensor functions (a :class:`torch.overrides.TorchFunctionMode`), linked by
-   tensor identity into the same data-flow graph. Buffers (BatchNorm running stats) and the
-   global RNG are restored.
-3. ``"module_order"`` — otherwise: the first activation module registered after the layer, skipping
-   the pass-through modules above. A guess: functional activations are invisible to it, so
+2. ``"hooks"`` — when tracing fails (data-dependent control flow, ...): on ``example_inputs``, or
+   without them on inputs built from the model (:func:`initlab.graph.examples.example_inputs`: a
+   Hugging Face model's ``dummy_inputs`` or config, else its first weighted layer; the
+   ``detection_note`` says ``hooks on inputs built from ...``), one forward pass under
+   :func:`torch.no_grad` that records leaf-module calls (forward hooks) and top-level tensor
+   functions (a :class:`torch.overrides.TorchFunctionMode`), linked by tensor identity into the same
+   data-flow graph. Buffers (BatchNorm running stats) and the global RNG are restored.
+3. ``"module_order"`` — when no forward ran (the given inputs failed, or none was given and none
+   built fits): the first activation module registered after the layer, skipping the pass-through
+   modules above. A guess: functional activations are invisible to it, so
    ``init_model`` warns (:class:`DetectionFallbackWarning`) when a row was guessed this way.
 4. ``"structure"`` — layers inside MultiheadAttention and the RNN gates (the module defines them),
    and ``linear1`` / ``linear2`` of torch's ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` (their
@@ -139,7 +176,8 @@ Activation detection (the plan's ``found_by`` column says which one found each r
 Activations written by hand are recognised in both graphs: ``x * torch.sigmoid(x)`` is ``silu``
 (Swish, as EfficientNet code writes it), ``x * F.hardsigmoid(x)`` is ``hardswish``, and
 ``F.hardtanh(x, 0, 6)`` / ``nn.Hardtanh(0, 6)`` is ``relu6``. A sigmoid that gates *another*
-tensor (squeeze-and-excitation) stays a sigmoid.
+tensor (squeeze-and-excitation) stays a sigmoid. Parameter-free modules no table knows are measured:
+transformers' ``GELUActivation`` is ``gelu``, ``NewGELUActivation`` ``gelu_tanh``.
 
 Named schemes (:data:`initlab.schemes.NAMED_SCHEMES`: ``he_normal``, ``glorot_uniform``,
 ``lecun_normal``, ``orthogonal``, ``small``, ...) apply to every weight with the detected gain and
@@ -855,8 +893,9 @@ def _detect_unrestored(
 
 class DetectionFallbackWarning(UserWarning):
     """Warned by :func:`init_model` when fx could not trace the model and the hook fallback did
-    not run (no ``example_inputs``) or failed on them: the activations were guessed from module
-    order, which misses functional activations (``F.relu`` in ``forward``)."""
+    not run (no ``example_inputs``, and none built from the model fits) or failed on them: the
+    activations were guessed from module order, which misses functional activations (``F.relu`` in
+    ``forward``)."""
 
 
 class SkippedParameterWarning(UserWarning):
@@ -889,6 +928,10 @@ def fallback_message(why: str | None, hint: str = "pass example_inputs matching 
 # ---- the plan ------------------------------------------------------------------------------------
 
 
+#: Specs whose entries are independent and identically distributed.
+_IID_SPECS = (schemes.Normal, schemes.Uniform, schemes.TruncatedNormal, schemes.Constant)
+
+
 class _Fill(NamedTuple):
     """One write of a row: ``spec`` (a Spec, a :class:`_CenteringBias` or a rule's callable) into
     ``index`` of the parameter (``None``: all of it), in ``chunks`` blocks along ``axis``. Blocks
@@ -901,7 +944,13 @@ class _Fill(NamedTuple):
 
     def view(self, tensor: torch.Tensor) -> torch.Tensor:
         part = tensor if self.index is None else tensor[self.index]
-        return part.transpose(0, 1) if self.axis == 1 else part
+        return part.transpose(0, 1) if self.axis == 1 and not self.iid else part
+
+    @property
+    def iid(self) -> bool:
+        """Every entry drawn alike, whatever the block: the stored layout is filled directly (a
+        contiguous draw, ~5x faster than through a transposed view)."""
+        return self.chunks <= 1 and isinstance(self.spec, _IID_SPECS)
 
 
 @dataclass
@@ -917,13 +966,16 @@ class PlanRow:
         activation: the nonlinearity consuming the layer's output (``"linear"`` when none);
             found_by: how it was found (``"fx"``, ``"hooks"``, ``"module_order"``, ``"structure"``,
             ``"-"`` for parameters that do not need one).
-        gain: the gain used; scheme: the scheme's name; spec: what is sampled, per block.
+        gain: the gain used (``"propagated"`` rows: ``std * sqrt(fan_in)``, the forward gain of the
+            activation that feeds the layer); scheme: the scheme's name; spec: what is sampled, per
+            block.
         std: std of the entries (for orthogonal blocks ``gain / sqrt(max(rows, cols))``);
             bound: half-width of a uniform or truncated normal, else ``None``.
         rule: the rule that decided this row (``None`` when the scheme did); note: free text.
         q_in, q_out: the second moments ``E[x^2]`` of the layer's input and output at init under
             this plan, propagated through the model's graph (:mod:`initlab.graph.moments`;
-            standardised data assumed), ``None`` where the graph could not say.
+            standardised data assumed; a ``MultiheadAttention``'s rows: the module's input and
+            output), ``None`` where the graph could not say.
         applied: whether the parameter was written.
     """
 
@@ -1344,8 +1396,8 @@ def _set_propagated(row: PlanRow, s: LayerScale, chunks: int,
         row._fills = [_Fill(slice(i * rows_per, (i + 1) * rows_per), schemes.Normal(c.std))
                       for i, c in enumerate(chunk_scales)]
         row.std = None
-    else:
-        _set(row, "propagated", schemes.Normal(s.std), chunks=chunks)
+    else:  # iid entries: one draw for all blocks
+        _set(row, "propagated", schemes.Normal(s.std))
     # the equivalent gain g of std = g / sqrt(fan_in): the forward gain of the activation that
     # *feeds* the layer (1 / sqrt(E[x^2]) for a unit target)
     row.gain = s.std * math.sqrt(row.fan_in) if row.fan_in else None
@@ -1896,21 +1948,34 @@ def init_model(
     return the plan (see the module docstring for the per-module table and the detection).
 
     .. math::
-        \\text{variance rule:}\\quad \\sigma_W = \\begin{cases}
-            g_\\phi / \\sqrt{fan_{in}} & \\phi \\in \\text{ReLU family (He)} \\\\
-            1 / \\sqrt{fan_{in}} & \\phi = \\text{SELU (LeCun)} \\\\
-            g_\\phi \\sqrt{2 / (fan_{in} + fan_{out})} & \\text{otherwise (Glorot)}
-        \\end{cases},\\qquad g_\\phi = \\mathbb{E}[\\phi(z)^2]^{-1/2},\\ g_{\\text{none}} = 1
+        \\text{"auto", "variance":}\\quad
+        \\mathrm{Var}(w) = \\frac{q_{target}}{fan_{in}\\,\\mathbb{E}[x^2]},\\qquad
+        q_{target} = \\begin{cases}
+            q_{skip}\\,(2^{1/L} - 1) & \\text{last layer of one of } L
+                \\text{ residual branches ("auto")} \\\\
+            1 & \\text{otherwise}
+        \\end{cases}
+
+    with :math:`\\mathbb{E}[x^2]` the propagated second moment of the layer's own input
+    (:func:`initlab.model.plan_scales`). When the graph cannot be traced, the per-layer rule:
+    He :math:`g_\\phi / \\sqrt{fan_{in}}` for the ReLU family, LeCun :math:`1 / \\sqrt{fan_{in}}`
+    for SELU, else Glorot :math:`g_\\phi \\sqrt{2 / (fan_{in} + fan_{out})}`, with
+    :math:`g_\\phi = \\mathbb{E}[\\phi(z)^2]^{-1/2}` of the consuming activation (1 for none, or
+    when no nonlinearity made the layer's input).
 
     Args:
         model: the ``nn.Module``; its parameters are written in place (not with ``dry_run``).
-        scheme: ``"auto"`` (a plain MLP: the isometric rule; otherwise the variance rule),
-            ``"variance"`` (the per-layer rule for every model), ``"critical"``, or a name of
-            :data:`initlab.schemes.NAMED_SCHEMES`
+        scheme: ``"auto"`` (a plain MLP: the isometric rule; otherwise the propagation with the
+            residual-branch, tied-embedding and joined-parameter rules), ``"variance"`` (the
+            propagation alone, for every model; both use the per-layer rule when the graph cannot be
+            traced), ``"critical"``, or a name of :data:`initlab.schemes.NAMED_SCHEMES`
             (``"he_normal"``, ``"glorot_uniform"``, ``"orthogonal"``, ``"torch_default"``,
             ``"keras_default"``, ...); every weight gets it with its detected gain.
         example_inputs: inputs for one forward pass (a tensor, a tuple of positional inputs, or a
-            dict of keyword inputs), used only when symbolic tracing fails.
+            dict of keyword inputs): for the hook detection when symbolic tracing fails, and for
+            the shapes of the graph the propagation reads (zero padding and averages over positions
+            make its stds depend on the spatial size). ``None``: built from the model where needed
+            (:func:`initlab.graph.examples.example_inputs`).
         rules: ordered ``(pattern, target)`` pairs (or a dict); the first whose pattern matches a
             parameter decides it. ``pattern``: a regex searched in the qualified parameter name
             (``r"^head\\."``) or an ``nn.Module`` subclass (matches the parameters it owns).
@@ -1932,11 +1997,13 @@ def init_model(
             ``torch.nn.init`` (then ``torch.manual_seed(s)`` before the call gives identical bits:
             the detection's forward pass, if any, runs under a forked RNG).
         dry_run: return the plan and write nothing (every parameter stays bit-identical).
-        embedding_std: std of ``Embedding`` weights under ``"auto"`` and the named schemes.
+        embedding_std: std of ``Embedding`` weights under ``"auto"`` (except a table tied to an
+            output head), ``"variance"`` and the named schemes.
 
     Warns:
-        DetectionFallbackWarning: (a ``UserWarning``) fx could not trace the model and
-            ``example_inputs`` were not given or the forward failed on them, so the activations of
+        DetectionFallbackWarning: (a ``UserWarning``) fx could not trace the model and the
+            forward failed on ``example_inputs`` (or, without them, on every input built from the
+            model), so the activations of
             some rows were guessed from module order (:func:`fallback_message` says why). Not for
             a container without ``forward`` (``nn.ModuleDict``), where module order is all there is.
         SkippedParameterWarning: (a ``UserWarning``, once per call, dry runs included) some
@@ -1960,7 +2027,9 @@ def init_model(
     Source: Glorot & Bengio (2010); He et al. (2015), "Delving deep into rectifiers"; LeCun et al.
     (1998); Klambauer et al. (2017); Saxe et al. (2013); Jozefowicz et al. (2015); Balduzzi et al.
     (2017), "The shattered gradients problem" (looks-linear); Pennington, Schoenholz & Ganguli
-    (2017), "Resurrecting the sigmoid in deep learning through dynamical isometry".
+    (2017), "Resurrecting the sigmoid in deep learning through dynamical isometry"; Bingham &
+    Miikkulainen (2023), "AutoInit" (the propagation); Radford et al. (2019), GPT-2, and Zhang et
+    al. (2019), Fixup (residual branches).
 
     Example:
         >>> from initlab.models import mlp
@@ -1969,8 +2038,9 @@ def init_model(
         >>> plan["fc2.weight"].scheme, plan["fc2.weight"].spec, plan["fc2.weight"].found_by
         ('looks_linear', 'looks_linear(gain=1, rows+cols)', 'fx')
         >>> plan = init_model(net, "variance", generator=torch.Generator().manual_seed(0))
-        >>> plan["fc2.weight"].scheme, round(plan["fc2.weight"].std, 4)
-        ('he_normal', 0.0884)
+        >>> row = plan["fc2.weight"]  # reads relu of a unit pre-activation: E[x^2] = 1/2
+        >>> row.scheme, round(row.q_in, 6), round(row.std, 4), round(1 / (256 * 0.5) ** 0.5, 4)
+        ('propagated', 0.5, 0.0884, 0.0884)
         >>> plan["out.weight"].activation, plan["out.bias"].scheme
         ('linear', 'zeros')
         >>> print(plan.table())  # doctest: +SKIP
@@ -1996,10 +2066,11 @@ def init_model(
     found, method, why = _detect(model, example_inputs)
     wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in checked_rules)
     chain = _plain_chain(model, found, method) if wants_auto else None
-    scales, propagation_note = _propagation_plans(model, example_inputs, scheme, checked_rules, chain,
+    roles = _plan_chain(model, chain, found) if chain else None  # None: a link cannot be planned
+    scales, propagation_note = _propagation_plans(model, example_inputs, scheme, checked_rules, roles,
                                                   float(embedding_std))
     ctx = _Context(scheme, found, float(embedding_std), None if sigma_b2 is None else float(sigma_b2),
-                   _plan_chain(model, chain, found) if chain else None, _packed_by_structure(model), scales)
+                   roles, _packed_by_structure(model), scales)
 
     mha_out = {
         f"{q}.out_proj" if q else "out_proj"
@@ -2166,12 +2237,12 @@ def _plan_loose_parameter(
 
 def _propagation_plans(
     model: nn.Module, example_inputs: Any, scheme: str, rules: list[tuple[Any, Any]],
-    chain: list[str] | None, embedding_std: float,
+    chain: dict[str, Any] | None, embedding_std: float,
 ) -> tuple[dict[str, PropagationPlan], str | None]:
-    """The graph-wide plans the schemes in use need: ``"auto"`` (unless the model is a plain chain,
-    which takes the isometric rule) with the residual-branch, tied-embedding and joined-parameter
-    rules; ``"variance"`` with each layer's local solve only. When the model cannot be traced,
-    ``({}, why)``: the per-layer rule decides those rows instead."""
+    """The graph-wide plans the schemes in use need: ``"auto"`` (unless ``chain``, the isometric
+    roles of a plain chain, decides every layer) with the residual-branch, tied-embedding and
+    joined-parameter rules; ``"variance"`` with each layer's local solve only. When the model
+    cannot be traced, ``({}, why)``: the per-layer rule decides those rows instead."""
     wanted = {scheme} | {t for _, t in rules if isinstance(t, str)}
     plans: dict[str, PropagationPlan] = {}
     try:
@@ -2221,7 +2292,7 @@ def _predict_moments(
 def _planned_stats(model: nn.Module, by_name: dict[str, PlanRow]):
     """A layer-statistics callback reading the planned std of each weight (tied rows resolved),
     and the model's current tensors for what the plan leaves alone."""
-    from initlab.graph.moments import LayerStats, model_layer_stats, part_params
+    from initlab.graph.layer_stats import RNN_GATES, LayerStats, model_layer_stats, part_params
 
     read = model_layer_stats(model)
     names = {"weight": ("weight",), "query": ("in_proj_weight", "q_proj_weight"),
@@ -2234,9 +2305,53 @@ def _planned_stats(model: nn.Module, by_name: dict[str, PlanRow]):
             r = by_name.get(r.spec[len("tied to "):])
         return r
 
+    def entries(row: PlanRow | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(E[w], E[w^2])`` per index along dim 0 as the row's fills plan them (a later fill wins;
+        a constant's value is a mean, not a spread); ``None`` for a fill whose moments are unknown."""
+        if row is None or not row._fills:
+            return None
+        n = row.shape[0]
+        mean, second = torch.zeros(n, dtype=torch.float64), torch.full((n,), math.nan, dtype=torch.float64)
+        for f in row._fills:
+            rows_only = f.index is None or (isinstance(f.index, slice) and f.axis == 0)
+            if not isinstance(f.spec, schemes.Spec) or not rows_only:
+                return None
+            idx = slice(None) if f.index is None else f.index
+            std = _spec_std_bound(f.spec, (len(range(n)[idx]), *row.shape[1:]), max(f.chunks, 1))[0]
+            if std is None:
+                return None
+            mu = (f.spec.value if isinstance(f.spec, schemes.Constant) else (f.spec.low + f.spec.high) / 2
+                  if isinstance(f.spec, schemes.Uniform) else float(getattr(f.spec, "mean", 0.0)))
+            mean[idx], second[idx] = mu, mu * mu + std * std
+        return None if bool(second.isnan().any()) else (mean, second)
+
+    def rnn_stats(node, part: str, m: nn.RNNBase, fan_in: int) -> LayerStats | None:
+        """An RNN part (``"ih_l0"``, ``"hh_l0:f"``, ``"hr_l0"``, as
+        :func:`initlab.graph.layer_stats.part_params` names them) from the planned rows of its weight
+        and biases, a gate's block of rows alone."""
+        base, _, gate = part.partition(":")
+        kind, sfx = base[:2], base[2:]
+        gi, h = RNN_GATES.get(m.mode, ()).index(gate) if gate else 0, m.hidden_size
+        rows = slice(gi * h, (gi + 1) * h) if gate else slice(None)
+        w = entries(row_of(node.module, f"weight_{base}"))
+        if w is None:
+            return None
+        biases = ([] if kind == "hr" or not m.bias else [kind] if (m.mode, gate) == ("GRU", "n")
+                  else ["ih", "hh"] if kind == "ih" else [])  # as part_params sums them
+        bm = b2 = torch.zeros(1, dtype=torch.float64)
+        for k in biases:  # bias_ih + bias_hh: independent draws, entry by entry
+            e = entries(row_of(node.module, f"bias_{k}{sfx}"))
+            if e is None:
+                return None
+            bm, b2 = bm + e[0][rows], b2 + e[1][rows] + 2 * bm * e[0][rows]
+        return LayerStats(fan_in, float(w[1][rows].mean()), float(w[0][rows].mean()),
+                          float(bm.mean()), float(b2.mean()))
+
     def stats(node, part, x):
-        r = next((row_of(node.module, n) for n in names.get(part, ()) if row_of(node.module, n)), None)
         p = part_params(model, node, part) if node.module is not None else None
+        if p is not None and isinstance(m := model.get_submodule(node.module), nn.RNNBase):
+            return rnn_stats(node, part, m, p.fan_in) or read(node, part, x)
+        r = next((row_of(node.module, n) for n in names.get(part, ()) if row_of(node.module, n)), None)
         if r is None or r.std is None or p is None:
             return read(node, part, x)
         b = row_of(node.module, "out_proj.bias" if part == "out" else "bias")
