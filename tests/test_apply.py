@@ -1289,5 +1289,6 @@ def test_cli_plan_input_dtype_int64_lets_token_models_use_hooks(tmp_path, capsys
 def test_cli_plan_help_documents_input_shape_and_dtype(capsys):
     assert main(["plan", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "Used only when fx cannot trace the model" in text and "ignored, even if wrong" in text
+    assert "fails on it, exit 2" in text and "when fx cannot trace the model" in text
+    assert "propagated scales" in text and "built from the model's first layer" in text
     assert "--input-dtype" in text and "token ids" in text

@@ -108,9 +108,10 @@ def gain_command(name: str, param: float | None) -> None:
 @cli.command("plan")
 @click.argument("target", metavar="FILE.py:FUNCTION")
 @click.option("--input-shape", default=None,
-              help="Shape of an example input, e.g. 1,3,32,32. Used only when fx cannot trace the model "
-                   "(one forward on it finds the activations; if that forward fails, exit 2); ignored, "
-                   "even if wrong, when fx can.")
+              help="Shape of an example input, e.g. 1,3,32,32 (if the model's forward fails on it, exit "
+                   "2). It finds the activations when fx cannot trace the model, and gives the shapes the "
+                   "propagated scales of 'auto' and 'variance' depend on (zero padding, pooling). Without "
+                   "it, an input is built from the model's first layer or its Hugging Face config.")
 @click.option("--input-dtype", type=click.Choice(["float32", "float64", "int64", "long", "int32"]),
               default="float32", show_default=True,
               help="dtype of that example input: floats are N(0, 1); int64/long/int32 are token ids drawn "
@@ -175,6 +176,8 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
         except RuntimeError as exc:
             raise InitlabError(f"--input-shape {input_shape}: cannot make an example input of shape {shape} "
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
+    if example is not None:  # an input the user chose must fit, whatever the detection needs
+        _check_forward(model, example, input_shape, shape, input_dtype)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -426,7 +429,7 @@ def _probe_mlp(depth: int, width: int, activation: str, scheme: str, batch: int,
     from initlab import schemes
     from initlab.init import apply_spec_
     from initlab.models import mlp
-    from initlab.probe import _gain
+    from initlab.probe.records import _gain
 
     if scheme not in schemes.NAMED_SCHEMES:
         names = ", ".join(sorted(schemes.NAMED_SCHEMES))
@@ -454,6 +457,24 @@ def _probe_mlp(depth: int, width: int, activation: str, scheme: str, batch: int,
     inputs = torch.randn(batch, in_features, generator=gen)
     return model, inputs, (f"mlp depth {depth}, width {width}, {activation}, scheme {scheme}, "
                            f"batch {batch} x {in_features}")
+
+
+def _check_forward(model, example, input_shape: str, shape, input_dtype: str) -> None:
+    """Run ``model`` once on ``example`` (nothing in it changes); a failure is the user's bad
+    ``--input-shape``: one line, exit 2."""
+    import torch
+
+    from initlab.graph.record import call_model, preserved
+
+    try:
+        with preserved(model), torch.no_grad():
+            call_model(model, example)
+    except Exception as exc:  # noqa: BLE001  (the user's forward: any error is a bad input)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        ids = " (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""
+        raise InitlabError(f"--input-shape {input_shape}: the model's forward failed on an input of shape "
+                           f"{tuple(shape)} ({type(exc).__name__}: {text}): pass the shape of the model's "
+                           f"input{ids}") from None
 
 
 def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: int, gen):

@@ -4,7 +4,9 @@ example inputs where it does not (the graph says which, and why).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -119,7 +121,8 @@ def _propagate_shapes(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: 
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
         names = list(sig.parameters)[: len(placeholders)]
         values = [concrete[n] if n in concrete else bound.arguments[n] for n in names]
-        with torch.no_grad():
+        # ShapeProp prints the traceback of a failing node before it raises: keep stderr clean
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             _Propagate(fx.GraphModule(model, graph)).propagate(*values)
     except Exception:  # the inputs do not fit the traced forward: no shapes, same graph
         for node in graph.nodes:
