@@ -6,6 +6,7 @@ Deterministic (seeded generators), CPU-only, small nets. Statistical checks stat
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -18,7 +19,7 @@ import initlab.probe  # noqa: F401  (binds the submodule first: initlab.probe mu
 from initlab.cli import main
 from initlab.errors import InitlabError
 from initlab.models import mlp
-from initlab.probe import ProbeResult, Thresholds, Verdict, probe
+from initlab.probe import ProbeResult, Thresholds, Verdict, partials, probe, reductions, tuning
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -446,7 +447,6 @@ def test_batched_reduction_matches_a_numpy_reference(gen):
     """All layers' samples are reduced in one batch (padded rows of different lengths, NaN/inf
     entries, saturation thresholds on some rows only): each row equals a one-tensor NumPy
     reference."""
-    mod = __import__("sys").modules["initlab.probe"]
     x = torch.tanh(3 * torch.randn(60, 40, generator=gen))
     x[:10, :5] = 0.0
     x[20:30, 0] = float("nan")
@@ -456,11 +456,11 @@ def test_batched_reduction_matches_a_numpy_reference(gen):
     entries = []
     for t, below, above in ((x, (-0.99,), (0.99,)), (y, (), ())):
         flat = t.reshape(-1)
-        entries.append(mod._Pending("l", "forward", mod._partials(flat), flat.clone(), flat.numel(),
-                                    below, above))
-    ((order, rows),) = mod._reduce(entries, 16)
+        entries.append(reductions._Pending("l", "forward", partials._partials(flat), flat.clone(),
+                                           flat.numel(), below, above))
+    ((order, rows),) = reductions._reduce(entries, 16)
     rows = rows[torch.tensor(order).argsort()]
-    layout = mod._ROW_LAYOUT
+    layout = reductions._ROW_LAYOUT
     for row, (t, below, above) in zip(rows.tolist(), ((x, -0.99, 0.99), (y, -math.inf, math.inf)),
                                       strict=True):
         got = dict(zip(layout, row, strict=False))
@@ -478,12 +478,11 @@ def test_batched_reduction_matches_a_numpy_reference(gen):
 def test_reduction_in_small_batches_gives_the_same_records(gen, monkeypatch):
     """``max_samples=None`` keeps whole tensors: the reduction then splits them into batches of
     bounded size (rows of similar length together); the records do not change."""
-    mod = __import__("sys").modules["initlab.probe"]
     net = tutorial_net("xavier", gen, out_features=3)
     x = inputs(gen, 16)
     whole = probe(net, x, max_samples=None).records
-    monkeypatch.setattr(mod, "_BATCH_ENTRIES", 900)
-    assert len(mod._chunks([mod._Pending("a", "forward", torch.zeros(4), torch.zeros(n), n)
+    monkeypatch.setattr(tuning, "TUNING", dataclasses.replace(tuning.TUNING, batch_entries=900))
+    assert len(reductions._chunks([reductions._Pending("a", "forward", torch.zeros(4), torch.zeros(n), n)
                             for n in (800, 48, 800, 50)])) == 3
     assert probe(net, x, max_samples=None).records == whole
 
@@ -493,9 +492,8 @@ def test_partials_mean_and_std_are_accurate(gen, shift):
     """One pass (|mean| <= std) or two (|mean| > std, e.g. 1e3 + N(0, 1), where the one-pass
     formula would cancel): the std agrees with a float64 two-pass reference to 1e-5 relative
     (float32 sums of 10^5 entries: a few 1e-7 per operation)."""
-    mod = __import__("sys").modules["initlab.probe"]
     x = torch.randn(100_000, generator=gen) + shift
-    mean, ss, lo, hi = mod._partials(x).tolist()
+    mean, ss, lo, hi = partials._partials(x).tolist()
     ref = x.double()
     assert mean == pytest.approx(ref.mean().item(), rel=1e-5, abs=1e-6)
     assert math.sqrt(ss / x.numel()) == pytest.approx(ref.std(correction=0).item(), rel=1e-5)
@@ -557,11 +555,10 @@ def test_healthy_cnn_with_global_average_pooling_has_no_vanishing_gradient(gen):
 def test_device_path_gives_the_same_records(gen, monkeypatch):
     """Device tensors take the two-pass sum of squares and torch.sort; forced on the CPU, that
     path gives the same records (std to float32 rounding, everything else exactly)."""
-    mod = __import__("sys").modules["initlab.probe"]
     net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 30), nn.Sigmoid(), nn.Linear(30, 4))
     x = torch.randn(200, 20, generator=gen)
     fast = probe(net, x).records
-    monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
+    monkeypatch.setattr(tuning, "TUNING", dataclasses.replace(tuning.TUNING, cpu_shortcuts=False))
     slow = probe(net, x).records
     for a, b in zip(fast, slow, strict=True):
         assert (a["layer"], a["kind"], a["stat"]) == (b["layer"], b["kind"], b["stat"])
@@ -569,10 +566,9 @@ def test_device_path_gives_the_same_records(gen, monkeypatch):
 
 
 def test_sort_rows_matches_torch_sort(gen):
-    mod = __import__("sys").modules["initlab.probe"]
     x = torch.randn(5, 300, generator=gen)
     x[0, :3] = math.inf
-    assert torch.equal(mod._sort_rows(x), x.sort(dim=1).values)
+    assert torch.equal(reductions._sort_rows(x), x.sort(dim=1).values)
 
 
 # ---- what users throw at it ------------------------------------------------------------------------

@@ -7,17 +7,20 @@ same; float tolerances stated where the order of summation differs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import sys
 
 import pytest
 import torch
 from torch import nn
 
 import initlab.probe  # noqa: F401  (binds the submodule first)
-from initlab.probe import probe
+from initlab.probe import partials, probe, reductions, tuning
 
-mod = sys.modules["initlab.probe"]
+
+def _tune(monkeypatch, **knobs) -> None:
+    """Swap the probe's tuning knobs (a frozen config, read as ``tuning.TUNING``) for the test."""
+    monkeypatch.setattr(tuning, "TUNING", dataclasses.replace(tuning.TUNING, **knobs))
 
 
 @pytest.fixture
@@ -38,19 +41,19 @@ def _records_close(a: list[dict], b: list[dict]) -> None:
 
 @pytest.mark.parametrize("plant", [None, math.nan, math.inf])
 def test_host_partials_in_slices_match_one_slice(gen, monkeypatch, plant):
-    """A tensor longer than _SLICE_ENTRIES is reduced slice by slice (slices combined in float64):
+    """A tensor longer than slice_entries is reduced slice by slice (slices combined in float64):
     min/max exactly, mean and centred sum of squares to float32 rounding (1e-5 relative); unit
     peaks equal _unit_peak; a NaN/inf propagates into every partial as in torch."""
     x = torch.randn(6, 5, 7, 11, generator=gen) + 0.3
     if plant is not None:
         x[3, 2, 1, 4] = plant
     flat = x.reshape(-1)
-    whole, peak_whole = mod._host_partials(flat, (6, 5, 77))
-    monkeypatch.setattr(mod, "_SLICE_ENTRIES", 400)  # 6 slices of whole rows (385 entries each)
-    sliced, peak_sliced = mod._host_partials(flat, (6, 5, 77))
-    plain, _ = mod._host_partials(flat)
+    whole, peak_whole = partials._host_partials(flat, (6, 5, 77))
+    _tune(monkeypatch, slice_entries=400)  # 6 slices of whole rows (385 entries each)
+    sliced, peak_sliced = partials._host_partials(flat, (6, 5, 77))
+    plain, _ = partials._host_partials(flat)
     torch.testing.assert_close(peak_sliced, peak_whole, rtol=0, atol=0, equal_nan=True)
-    torch.testing.assert_close(peak_whole, mod._unit_peak(x, 1), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(peak_whole, partials._unit_peak(x, 1), rtol=0, atol=0, equal_nan=True)
     ref = flat.double()
     for vals in (whole, sliced, plain):
         if plant is None:
@@ -67,7 +70,7 @@ def test_host_partials_two_pass_when_the_mean_dominates(gen):
     """|mean| > std (1e3 + N(0, 1), sigmoid-like offsets): the two-pass centred sum of squares is
     used, accurate to 1e-5 relative against float64 (the one-pass formula would cancel)."""
     x = torch.randn(50_000, generator=gen) + 1e3
-    mean, ss, lo, hi = mod._host_partials(x)[0]
+    mean, ss, lo, hi = partials._host_partials(x)[0]
     ref = x.double()
     assert mean == pytest.approx(ref.mean().item(), rel=1e-7)
     assert math.sqrt(ss / x.numel()) == pytest.approx(ref.std(correction=0).item(), rel=1e-5)
@@ -84,7 +87,7 @@ def test_float32_search_counts_as_in_float64(gen):
     probes = torch.cat([base, (base + nxt) / 2, base - 1e-12, base + 1e-12,
                         torch.full((3, 2), math.inf, dtype=torch.float64),
                         torch.full((3, 1), -math.inf, dtype=torch.float64)], dim=1)
-    left, right = mod._count_below(srt, probes, probes)
+    left, right = reductions._count_below(srt, probes, probes)
     s64 = srt.double().unsqueeze(1)
     assert torch.equal(left, (s64 < probes.unsqueeze(2)).sum(dim=2))
     assert torch.equal(right, (s64 <= probes.unsqueeze(2)).sum(dim=2))
@@ -102,8 +105,8 @@ def _entries(gen: torch.Generator, dtype: torch.dtype) -> list:
              (torch.full((33,), math.nan, dtype=dtype), (), (), None))
     for t, below, above, extra in cases:
         flat = t.reshape(-1)
-        rows.append(mod._Pending("l", "forward", mod._partials(flat), flat.clone(), flat.numel(), below,
-                                 above, extra))
+        rows.append(reductions._Pending("l", "forward", partials._partials(flat), flat.clone(), flat.numel(),
+                                        below, above, extra))
     return rows
 
 
@@ -120,14 +123,14 @@ def test_numpy_reduction_equals_the_torch_one(gen, monkeypatch, dtype, bins):
     may round differently from NumPy's: the float columns agree to ``4 * eps(dtype)`` relative
     (two roundings of at most ``eps / 2`` each per path), never bit for bit."""
     entries = _entries(gen, dtype)
-    ((order_h, rows_h),) = mod._reduce(entries, bins)
-    monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
-    ((order_d, rows_d),) = mod._reduce(entries, bins)
+    ((order_h, rows_h),) = reductions._reduce(entries, bins)
+    _tune(monkeypatch, cpu_shortcuts=False)
+    ((order_d, rows_d),) = reductions._reduce(entries, bins)
     rows_h = rows_h[torch.tensor(order_h).argsort()]
     rows_d = rows_d[torch.tensor(order_d).argsort()]
     assert rows_h.dtype == rows_d.dtype == dtype
     assert torch.equal(rows_h.isnan(), rows_d.isnan())
-    rounded = [mod._ROW_LAYOUT.index(c) for c in ("mean", "std")]
+    rounded = [reductions._ROW_LAYOUT.index(c) for c in ("mean", "std")]
     exact = [i for i in range(rows_h.shape[1]) if i not in rounded]
     assert torch.equal(rows_h[:, exact].nan_to_num(nan=0.0), rows_d[:, exact].nan_to_num(nan=0.0))
     eps = torch.finfo(dtype).eps
@@ -150,25 +153,25 @@ def test_weight_rows_host_equal_device_for_symmetric_and_broken_weights(gen, mon
     host = probe(net, x)
     assert host.stat("0", "distinct_units") == 4 and host.stat("2", "distinct_units") == 1
     assert math.isnan(host.stat("4", "distinct_units")) and host.stat("4", "nonfinite_fraction", "weight") > 0
-    monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
+    _tune(monkeypatch, cpu_shortcuts=False)
     _records_close(host.records, probe(net, x).records)
 
 
 def test_host_and_device_paths_agree_on_a_conv_net_with_big_tensors(gen, monkeypatch):
-    """Tensors reduced in slices (a small _SLICE_ENTRIES), ReLU dead units, a sigmoid (two-pass
+    """Tensors reduced in slices (a small slice_entries), ReLU dead units, a sigmoid (two-pass
     sum of squares), float64: the host path's records equal the device path's."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Sigmoid(),
                             nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     x = torch.randn(5, 3, 8, 8, generator=gen)
-    monkeypatch.setattr(mod, "_SLICE_ENTRIES", 500)
+    _tune(monkeypatch, slice_entries=500)
     for dtype in (torch.float32, torch.float64):
         net_d, x_d = net.to(dtype), x.to(dtype)
         host = probe(net_d, x_d).records
-        monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
+        _tune(monkeypatch, cpu_shortcuts=False)
         device = probe(net_d, x_d).records
-        monkeypatch.setattr(mod, "_CPU_SHORTCUTS", True)
+        _tune(monkeypatch, cpu_shortcuts=True)
         _records_close(host, device)
 
 
@@ -210,7 +213,7 @@ def test_without_histograms_backward_records_are_unchanged(gen, monkeypatch, pla
             net[2].weight[0, 0] = plant
     x = torch.randn(13, 7, generator=gen)
     host = probe(net, x, bins=0)
-    monkeypatch.setattr(mod, "_CPU_SHORTCUTS", False)
+    _tune(monkeypatch, cpu_shortcuts=False)
     device = probe(net, x, bins=0)
     _records_close(host.records, device.records)
     assert not any(r["kind"] in ("hist", "grad_hist") for r in host.records)
