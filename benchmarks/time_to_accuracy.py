@@ -52,11 +52,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from initlab.apply import init_model
 from initlab.data import load_dataset
 from initlab.errors import DataError
 from initlab.experiments.common import sgd_step
 from initlab.lsuv import lsuv_
+from initlab.model import init_model
 from initlab.models import mlp
 
 INITS = ("auto", "torch_default", "keras_default", "torch_recipe", "lsuv")

@@ -1,4 +1,5 @@
-"""Tests of initlab.apply: init_model, InitPlan, detection, rules and the `initlab plan` CLI."""
+"""Tests of initlab.model (formerly initlab.apply): init_model, InitPlan, detection, rules and the
+`initlab plan` CLI."""
 
 from __future__ import annotations
 
@@ -13,18 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from initlab import schemes
-from initlab.apply import (
+from initlab.cli import main
+from initlab.cli_helpers import parse_shape
+from initlab.errors import InitlabError
+from initlab.gains import gain
+from initlab.graph.examples import SIDE
+from initlab.model import (
     SCHEMES,
     DetectionFallbackWarning,
     SkippedParameterWarning,
     init_model,
-    parse_shape,
     residual_scaling_rule,
 )
-from initlab.cli import main
-from initlab.errors import InitlabError
-from initlab.gains import gain
-from initlab.graph.examples import SIDE
 from initlab.models import activation_module, mlp
 
 
@@ -730,7 +731,7 @@ class _GPT2Block(nn.Module):
 
 
 def test_packed_rule_gives_per_chunk_fans_to_a_packed_qkv_linear(gen):
-    from initlab.apply import Packed
+    from initlab.model import Packed
 
     block = _GPT2Block(d=64)
     # a fan_out-dependent scheme shows the per-block fans ("auto" propagates: only fan_in matters)

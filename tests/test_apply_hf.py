@@ -12,9 +12,9 @@ import torch
 from scipy import stats
 from torch import nn
 
-from initlab.apply import DetectionFallbackWarning, Packed, init_model
 from initlab.errors import InitlabError
 from initlab.gains import gain
+from initlab.model import DetectionFallbackWarning, Packed, init_model
 from initlab.model.propagation import RESIDUAL_GROWTH
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")

@@ -12,8 +12,8 @@ from scipy import integrate
 from torch import nn
 
 from initlab import schemes
-from initlab.apply import init_model
 from initlab.errors import InitlabError
+from initlab.model import init_model
 from initlab.models import mlp
 from initlab.theory import CHI_1_TARGET, isometric_point, odd_part_slope
 

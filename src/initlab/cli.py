@@ -135,13 +135,8 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
 
     import torch
 
-    from initlab.apply import (
-        DetectionFallbackWarning,
-        fallback_message,
-        init_model,
-        load_factory,
-        parse_shape,
-    )
+    from initlab.cli_helpers import load_factory, parse_shape
+    from initlab.model import DetectionFallbackWarning, fallback_message, init_model
 
     shape = parse_shape(input_shape) if input_shape is not None else None
     if input_dtype != "float32" and shape is None:
@@ -484,7 +479,7 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
     ``gen`` (integer ones — token ids, masks — as built)."""
     import torch
 
-    from initlab.apply import load_factory, parse_shape
+    from initlab.cli_helpers import load_factory, parse_shape
     from initlab.graph import example_inputs
 
     shape = parse_shape(input_shape) if input_shape is not None else None

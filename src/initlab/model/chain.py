@@ -1,0 +1,187 @@
+"""The isometric rule for plain MLPs: which models are plain chains (:func:`plain_chain`) and
+the looks-linear or orthogonal weights that start them at dynamical isometry (:func:`plan_chain`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from initlab import schemes
+from initlab.errors import InitlabError
+from initlab.model.classify import LINEAR
+from initlab.model.flow import Found
+
+
+@dataclass(frozen=True)
+class ChainRole:
+    """What the isometric rule gives one Linear of a plain chain (see :func:`plan_chain`)."""
+
+    spec: schemes.Spec
+    gain: float  # the block's gain before the semi-orthogonal correction
+    shift: float  # phi(0) of the activation the layer reads: the bias subtracts shift * W 1
+    note: str
+
+
+def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[str] | None:
+    """The Linear layers of ``model`` in data-flow order when the model is a *plain chain*, else
+    ``None``: every module with parameters is an ``nn.Linear`` called once and no weight is tied,
+    and the layers form one path ``L0 -> phi -> L1 -> phi -> ... -> Ln`` of private links
+    (:meth:`FlowGraph.private_next <initlab.model.flow.FlowGraph.private_next>`: nothing but
+    dropout or ``Identity`` between them), ``n >= 1``, the first layer reading the model's only
+    input (a ``Flatten`` / ``view`` before it is fine) and the last writing its output (a softmax
+    after it is fine); only fx sees the links."""
+    if method != "fx":
+        return None
+    names = []
+    for q, m in model.named_modules():
+        own = dict(m.named_parameters(recurse=False))
+        if not own:
+            continue
+        if type(m) is not nn.Linear or q not in found or not {"weight"} <= set(own) <= {"weight", "bias"}:
+            return None
+        names.append(q)
+    ids = [id(p) for p in model.parameters()]
+    if len(ids) != len(list(model.named_parameters(remove_duplicate=False))):
+        return None  # a tied weight: one matrix in two places cannot be mirrored both ways
+    if len(names) < 2:
+        return None
+    nxt = {q: found[q].next_layer for q in names}
+    targets = [t for t in nxt.values() if t is not None]
+    if len(targets) != len(names) - 1 or len(set(targets)) != len(targets) or not set(targets) <= set(names):
+        return None
+    start = [q for q in names if q not in set(targets)]
+    if len(start) != 1 or not found[start[0]].reads_input:
+        return None
+    chain = [start[0]]
+    while nxt[chain[-1]] is not None:
+        chain.append(nxt[chain[-1]])
+    return chain if len(chain) == len(names) and found[chain[-1]].writes_output else None
+
+
+def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> dict[str, ChainRole] | None:
+    """The isometric rule for a plain chain (:func:`initlab.theory.isometric_point` per link):
+    what ``scheme="auto"`` gives a plain MLP (:func:`plain_chain`), link by link.
+
+    A link is the activation between ``chain[k]`` and ``chain[k + 1]``; the last layer's consuming
+    activation (if any) is a link without a next layer.
+
+    * A link whose activation has a linear odd part, :math:`\\phi(u) - \\phi(-u) = c\\,u` (ReLU,
+      leaky ReLU, GELU, SiLU, softplus, hardswish), is **looks-linear** (Balduzzi et al. 2017): the
+      layer before it has mirrored rows :math:`[A; -A]`, the layer after it mirrored columns
+      :math:`[B, -B]` (both: :math:`[[B, -B], [-B, B]]`), ``A``, ``B`` orthogonal, so
+      :math:`B(\\phi(Au) - \\phi(-Au)) = c\\,BAu`: the network is an orthogonal linear map at init
+      (with dropout off, i.e. in eval mode), and the first gradient step breaks the mirror
+      (:math:`\\phi'(u) \\ne \\phi'(-u)`).
+    * Any other link (tanh, sigmoid, SELU, ELU, ...) is **orthogonal at its near-critical point**:
+      the smallest ``q*`` where :math:`\\chi_1 = 1.01` at zero bias, :math:`\\sigma_w^2 = q^* /
+      \\mathbb{E}[\\psi(\\sqrt{q^*} z)^2]` with :math:`\\psi = \\phi - \\phi(0)` (tanh: ``q* = 0.11``,
+      ``sigma_w2 = 1.21``; Pennington et al. 2017); the layer after a sigmoid (any
+      :math:`\\phi(0) \\ne 0`) gets the bias :math:`b = -\\phi(0)\\,W\\mathbf{1}`
+      (:class:`CenteringBias`), so it reads :math:`\\psi`, not a constant 0.5 that makes every input
+      look alike.
+    * Each layer's block gain is :math:`\\sqrt{q_{out} / V_{in}}`: it reads ``V_in`` per unit (1 for
+      the data, assumed standardised; :math:`c^2 q` from a mirrored link; :math:`q^*/\\sigma_w^2`
+      otherwise) and writes the next link's ``q``; a head (no activation after it) has gain 1, or
+      ``1/c`` after a mirrored link (so the whole network is orthogonal). Blocks that expand
+      (rows > cols) are scaled by :math:`\\sqrt{rows/cols}` so each unit keeps the variance.
+    * A link that cannot be mirrored (odd width; the model's last activation) takes the
+      near-critical point, or for the last activation the variance point ``q = 1``.
+
+    Biases are zero except the centring ones. Why: a deep plain network trains fast only near
+    :math:`\\chi_1 = 1` with a well-conditioned Jacobian; He/Glorot keep the forward variance but not
+    that (``benchmarks/time_to_accuracy.py``: at depth 50 "auto" reaches 80 % on Fashion-MNIST for
+    tanh, ReLU, GELU, SELU and sigmoid; He, Glorot and LSUV for at most two of them).
+
+    Returns ``None`` (the caller falls back to the propagation of ``"variance"``) when a link cannot
+    be planned: an activation whose parameters detection could not read (an asymmetric
+    ``Hardtanh``), or a layer after an activation with ``phi(0) != 0`` (sigmoid) that has no bias
+    to centre it with.
+    """
+    modules = dict(model.named_modules())
+    points = _link_points(modules, chain, found)
+    if points is None:
+        return None
+    return {q: _chain_role(modules[q], points[k - 1] if k > 0 else None, points[k])
+            for k, q in enumerate(chain)}
+
+
+def _link_points(
+    modules: dict[str, nn.Module], chain: list[str], found: dict[str, Found]
+) -> list[Any] | None:
+    """The isometric point of the link after each layer of ``chain`` (``None``: no activation), or
+    ``None`` when a link cannot be planned."""
+    from initlab.theory import isometric_point
+
+    cache: dict[tuple, Any] = {}
+
+    def point(act: str, param: float | None, **kw: bool) -> Any:
+        key = (act, param, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = isometric_point(act, param=param, **kw)
+        return cache[key]
+
+    points: list[Any] = []
+    for k, q in enumerate(chain):
+        f = found[q]
+        if f.activation in LINEAR:
+            points.append(None)
+            continue
+        if f.activation == "hardtanh" and f.param is None:  # asymmetric bounds: not in the table
+            return None
+        try:
+            pt = point(f.activation, f.param)
+        except (InitlabError, TypeError):
+            return None
+        last = k + 1 == len(chain)
+        if pt.kind == "looks_linear" and (last or modules[q].out_features % 2):
+            # the model's output (keep q = 1, the chain's scale) or an odd width (near-critical)
+            pt = point(pt.activation, pt.param, looks_linear=False, near_critical=not last)
+        if pt.shift != 0.0 and not last and modules[chain[k + 1]].bias is None:
+            return None
+        points.append(pt)
+    return points
+
+
+def _chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:
+    """The role of Linear ``m`` between the links ``before`` and ``after`` (isometric points, or
+    ``None`` for the data and for the head)."""
+    rows, cols = m.out_features, m.in_features
+    cols_m = before is not None and before.kind == "looks_linear"
+    rows_m = after is not None and after.kind == "looks_linear"
+    if before is None:
+        v_in = 1.0
+    elif cols_m:
+        v_in = before.odd_slope ** 2 * before.q_star
+    else:
+        v_in = before.q_star / before.sigma_w2
+    if after is not None:
+        g = math.sqrt(after.q_star / v_in)
+    else:  # the head: gain 1, or undo the mirrored link's slope c
+        g = 1.0 / before.odd_slope if cols_m else 1.0
+    rb, cb = (rows // 2 if rows_m else rows), (cols // 2 if cols_m else cols)
+    g_block = g * math.sqrt(max(rb, cb) / cb) if cb else g
+    spec: schemes.Spec = (schemes.LooksLinear(g_block, rows_m, cols_m) if rows_m or cols_m
+                          else schemes.Orthogonal(g_block))
+    bits = []
+    if after is not None:
+        bits.append(f"{after.kind.replace('_', '-')} {after.activation}: q*={after.q_star:.3g}, "
+                    f"chi_1={after.chi_1:.3g}")
+    if before is not None and before.shift != 0.0:
+        bits.append(f"bias centres {before.activation}(0)={before.shift:.3g}")
+    return ChainRole(spec, g, before.shift if before is not None else 0.0,
+                     "isometric chain" + (": " + "; ".join(bits) if bits else ""))
+
+
+class CenteringBias:
+    """Bias fill ``b = -shift * W 1``: the layer then reads ``phi - phi(0)`` (a sigmoid's 0.5
+    taken out), which passes through the origin; drawn after the layer's weight."""
+
+    def __init__(self, weight: torch.Tensor, shift: float) -> None:
+        self.weight, self.shift = weight, shift
+
+    def __call__(self, tensor: torch.Tensor, generator: Any) -> None:
+        tensor.copy_(-self.shift * self.weight.detach().sum(dim=1))

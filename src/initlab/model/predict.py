@@ -1,0 +1,182 @@
+"""What the model's graph says about a plan: the propagated scales ``"auto"`` and ``"variance"``
+read (:func:`propagation_plans`), and the moments the finished plan predicts (:func:`predict_moments`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from initlab import schemes
+from initlab.model.plan import PlanRow
+from initlab.model.propagation import PropagationPlan, plan_scales
+from initlab.model.rows import spec_std_bound
+
+
+def propagation_plans(
+    model: nn.Module, example_inputs: Any, scheme: str, rules: list[tuple[Any, Any]],
+    chain: dict[str, Any] | None, embedding_std: float,
+) -> tuple[dict[str, PropagationPlan], str | None]:
+    """The graph-wide plans the schemes in use need: ``"auto"`` (unless ``chain``, the isometric
+    roles of a plain chain, decides every layer) with the residual-branch, tied-embedding and
+    joined-parameter rules; ``"variance"`` with each layer's local solve only. When the model
+    cannot be traced, ``({}, why)``: the per-layer rule decides those rows instead.
+
+    The propagation (:func:`initlab.model.plan_scales`): the model's data-flow graph is traced
+    (:func:`initlab.graph.trace`: fx, else a recorded forward on ``example_inputs`` or on inputs
+    built from the model) and the second moment of every tensor propagated through it
+    (:mod:`initlab.graph.moments`; standardised data). Each weighted layer gets zero-mean normal
+    weights with :math:`\\mathrm{Var}(w) = q_{target} / (fan_{in}\\,\\mathbb{E}[x^2])`,
+    :math:`\\mathbb{E}[x^2]` the propagated second moment of *its own* input and
+    :math:`q_{target} = 1` (a pre-activation): He et al. 2015's argument with the input's actual
+    second moment, so no gain table is needed (after a ReLU :math:`\\mathbb{E}[x^2] = 1/2`, after a
+    tanh :math:`\\mathbb{E}[\\tanh(z)^2]`, after a sigmoid its mean included, after a norm 1). Zero
+    padding lowers a conv's output second moment (a fraction of its taps read real entries) and an
+    average over positions lowers the second moment of what it averages, so these stds depend on
+    the spatial size of the example input (given, or built). Under ``"auto"`` only:
+
+    * the last layer of a residual branch (no norm between it and the add) targets
+      :math:`q_{skip} (2^{1/L} - 1)` with ``L`` such branches: the stream's second moment doubles
+      over the whole depth rather than per block (Radford et al. 2019; Zhang et al. 2019);
+    * an ``Embedding`` tied to an output head (GPT-2's ``lm_head``) gets
+      :math:`\\mathbb{E}[w^2] = 1 / (d\\,\\mathbb{E}[h^2])`, ``h`` the head's input, so the logits
+      start at unit second moment when ``h`` does not scale with the table (a final norm, as
+      GPT-2's ``ln_f``); the embeddings added to it (positions) get the same scale;
+    * a parameter the forward adds to or concatenates with the data (a class token, position
+      embeddings) gets the second moment of the tensor it joins.
+
+    The rows these plans decide are written by :func:`initlab.model.rows.set_propagated`.
+    """
+    wanted = {scheme} | {t for _, t in rules if isinstance(t, str)}
+    plans: dict[str, PropagationPlan] = {}
+    try:
+        if "auto" in wanted and not chain:
+            plans["auto"] = plan_scales(model, example_inputs, embedding_second=embedding_std**2)
+        if "variance" in wanted:
+            plans["variance"] = plan_scales(model, example_inputs, residual_growth=None, tied=False,
+                                            embedding_second=embedding_std**2)
+    except Exception as exc:  # noqa: BLE001  (untraceable, lazy, meta: the per-layer rule decides)
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {}, f"not propagated ({why}): the per-layer rule decides every layer"
+    if not plans:
+        return plans, None
+    p = next(iter(plans.values()))
+    how = p.graph.method + (f" ({p.graph.reason})" if p.graph.reason else "")
+    return plans, (f"{how}; inputs {p.graph.inputs_from}" if p.graph.inputs_from else how) + (
+        f"; {p.residual} residual branches scaled" if p.residual else "")
+
+
+def predict_moments(
+    model: nn.Module, rows: list[PlanRow], scales: dict[str, PropagationPlan], example_inputs: Any
+) -> str | None:
+    """Fill each layer row's ``q_in`` / ``q_out``: the moments propagated through the model's graph
+    with the planned stds (:func:`initlab.graph.moments.propagate`), under any scheme (an
+    attention's rows: the whole module's input and output). Informational: a model the graph
+    cannot trace keeps ``None`` and the reason is returned."""
+    from initlab.graph import Kind, trace
+    from initlab.graph.moments import propagate
+
+    by_name = {r.name: r for r in rows}
+    try:
+        graph = next(iter(scales.values())).graph if scales else trace(model, example_inputs)
+        propagate(graph, model=model, layer_stats=planned_stats(model, by_name))
+    except Exception as exc:  # noqa: BLE001  (a prediction never stops an init)
+        return f"no predicted moments ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    for node in graph:
+        if node.kind is not Kind.LAYER or node.module is None or node.meta.get("moments") is None:
+            continue
+        x = graph[node.inputs[0]].meta.get("moments") if node.inputs else None
+        for r in rows:
+            if r.module == node.module or r.module.startswith(node.module + ".out_proj"):
+                if r.q_out is None:
+                    r.q_in = x.second if x is not None else None
+                    r.q_out = node.meta["moments"].second
+    return None
+
+
+def planned_stats(model: nn.Module, by_name: dict[str, PlanRow]):
+    """A layer-statistics callback reading the planned std of each weight (tied rows resolved),
+    and the model's current tensors for what the plan leaves alone."""
+    from initlab.graph.layer_stats import model_layer_stats
+
+    return _PlannedStats(model, by_name, model_layer_stats(model))
+
+
+class _PlannedStats:
+    """The callback of :func:`planned_stats`: ``stats(node, part, x) -> LayerStats``."""
+
+    #: The rows that hold each part of a layer, by the part's name in the graph.
+    _PARTS = {"weight": ("weight",), "query": ("in_proj_weight", "q_proj_weight"),
+              "key": ("in_proj_weight", "k_proj_weight"), "value": ("in_proj_weight", "v_proj_weight"),
+              "out": ("out_proj.weight",)}
+
+    def __init__(self, model: nn.Module, by_name: dict[str, PlanRow], read: Any) -> None:
+        self.model, self.by_name, self.read = model, by_name, read
+
+    def __call__(self, node, part, x):
+        from initlab.graph.layer_stats import LayerStats, part_params
+
+        model, row_of = self.model, self.row_of
+        p = part_params(model, node, part) if node.module is not None else None
+        if p is not None and isinstance(m := model.get_submodule(node.module), nn.RNNBase):
+            return self.rnn_stats(node, part, m, p.fan_in) or self.read(node, part, x)
+        r = next((row_of(node.module, n) for n in self._PARTS.get(part, ()) if row_of(node.module, n)), None)
+        if r is None or r.std is None or p is None:
+            return self.read(node, part, x)
+        b = row_of(node.module, "out_proj.bias" if part == "out" else "bias")
+        bias_second = b.std**2 if b is not None and b.std is not None and part in ("weight", "out") else 0.0
+        return LayerStats(p.fan_in, r.std**2, bias_second=bias_second)
+
+    def row_of(self, module: str, pname: str) -> PlanRow | None:
+        """The row of ``module``'s parameter ``pname``; a tied row resolves to the one it is tied to."""
+        r = self.by_name.get(f"{module}.{pname}" if module else pname)
+        while r is not None and r.scheme == "tied":
+            r = self.by_name.get(r.spec[len("tied to "):])
+        return r
+
+    @staticmethod
+    def entries(row: PlanRow | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(E[w], E[w^2])`` per index along dim 0 as the row's fills plan them (a later fill wins;
+        a constant's value is a mean, not a spread); ``None`` for a fill whose moments are unknown."""
+        if row is None or not row._fills:
+            return None
+        n = row.shape[0]
+        mean, second = torch.zeros(n, dtype=torch.float64), torch.full((n,), math.nan, dtype=torch.float64)
+        for f in row._fills:
+            rows_only = f.index is None or (isinstance(f.index, slice) and f.axis == 0)
+            if not isinstance(f.spec, schemes.Spec) or not rows_only:
+                return None
+            idx = slice(None) if f.index is None else f.index
+            std = spec_std_bound(f.spec, (len(range(n)[idx]), *row.shape[1:]), max(f.chunks, 1))[0]
+            if std is None:
+                return None
+            mu = (f.spec.value if isinstance(f.spec, schemes.Constant) else (f.spec.low + f.spec.high) / 2
+                  if isinstance(f.spec, schemes.Uniform) else float(getattr(f.spec, "mean", 0.0)))
+            mean[idx], second[idx] = mu, mu * mu + std * std
+        return None if bool(second.isnan().any()) else (mean, second)
+
+    def rnn_stats(self, node, part: str, m: nn.RNNBase, fan_in: int):
+        """An RNN part (``"ih_l0"``, ``"hh_l0:f"``, ``"hr_l0"``, as
+        :func:`initlab.graph.layer_stats.part_params` names them) from the planned rows of its weight
+        and biases, a gate's block of rows alone; ``None`` where a row's moments are unknown."""
+        from initlab.graph.layer_stats import RNN_GATES, LayerStats
+
+        base, _, gate = part.partition(":")
+        kind, sfx = base[:2], base[2:]
+        gi, h = RNN_GATES.get(m.mode, ()).index(gate) if gate else 0, m.hidden_size
+        rows = slice(gi * h, (gi + 1) * h) if gate else slice(None)
+        w = self.entries(self.row_of(node.module, f"weight_{base}"))
+        if w is None:
+            return None
+        biases = ([] if kind == "hr" or not m.bias else [kind] if (m.mode, gate) == ("GRU", "n")
+                  else ["ih", "hh"] if kind == "ih" else [])  # as part_params sums them
+        bm = b2 = torch.zeros(1, dtype=torch.float64)
+        for k in biases:  # bias_ih + bias_hh: independent draws, entry by entry
+            e = self.entries(self.row_of(node.module, f"bias_{k}{sfx}"))
+            if e is None:
+                return None
+            bm, b2 = bm + e[0][rows], b2 + e[1][rows] + 2 * bm * e[0][rows]
+        return LayerStats(fan_in, float(w[1][rows].mean()), float(w[0][rows].mean()),
+                          float(bm.mean()), float(b2.mean()))
