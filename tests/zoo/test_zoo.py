@@ -101,6 +101,9 @@ PREDICTED = ("mixed_mlp", "resnet20_nonorm", "resnet20", "mobilenet", "unet", "l
 @pytest.mark.parametrize("scheme", ["auto", "variance"])
 def test_measured_layer_outputs_match_the_propagated_prediction(name, scheme):
     _need(name)
+    if (name, scheme) == ("mixed_mlp", "auto"):
+        pytest.skip("a plain chain: 'auto' starts it isometric (orthogonal links, centring biases), "
+                    "which mean field does not predict; its rows carry no q_out")
     width = {"resnet20": 256, "resnet20_nonorm": 256, "unet": 128}.get(name, 256)
     ratios = _measured_vs_predicted(name, scheme, width)
     assert ratios, "no layer has a prediction"

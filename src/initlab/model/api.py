@@ -149,7 +149,7 @@ def init_model(
     rows, skipped, use = plan_rows(model, ctx, checked_rules)
     warn_unused_rules(checked_rules, use)
     _warn_left_alone(model, rows, skipped, method, why)
-    graph_note = predict_moments(model, rows, ctx.scales, example_inputs)
+    graph_note = predict_moments(model, rows, ctx.scales, example_inputs, skip=set(ctx.chain))
     plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why,
                     propagation=propagation_note or graph_note)
     if dry_run:

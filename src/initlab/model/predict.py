@@ -69,12 +69,15 @@ def propagation_plans(
 
 
 def predict_moments(
-    model: nn.Module, rows: list[PlanRow], scales: dict[str, PropagationPlan], example_inputs: Any
+    model: nn.Module, rows: list[PlanRow], scales: dict[str, PropagationPlan], example_inputs: Any,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> str | None:
     """Fill each layer row's ``q_in`` / ``q_out``: the moments propagated through the model's graph
     with the planned stds (:func:`initlab.graph.moments.propagate`), under any scheme (an
     attention's rows: the whole module's input and output). Informational: a model the graph
-    cannot trace keeps ``None`` and the reason is returned."""
+    cannot trace keeps ``None`` and the reason is returned. Layers in ``skip`` (an isometric plain
+    chain: mirrored blocks and centring biases, which mean field does not see; each row's note
+    gives its link's ``q``) keep ``None``."""
     from initlab.graph import Kind, trace
     from initlab.graph.moments import propagate
 
@@ -89,6 +92,8 @@ def predict_moments(
             continue
         x = graph[node.inputs[0]].meta.get("moments") if node.inputs else None
         for r in rows:
+            if r.module in skip:
+                continue
             if r.module == node.module or r.module.startswith(node.module + ".out_proj"):
                 if r.q_out is None:
                     r.q_in = x.second if x is not None else None
