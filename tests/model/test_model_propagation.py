@@ -118,6 +118,25 @@ def test_residual_growth_none_leaves_branches_as_pre_activations():
     assert plan.residual == 0 and {s.role for s in plan.scales.values()} == {"pre-activation"}
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block: the branch's last BatchNorm is the add's operand itself."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+def test_a_branch_that_ends_in_a_norm_keeps_its_last_layer_a_pre_activation():
+    """The norm sets the branch's scale: it is not a scaled branch and does not count in L."""
+    plan = plan_scales(BasicBlock(), torch.randn(2, 4, 8, 8))
+    assert plan.residual == 0 and plan.scales[("conv2", "weight")].role == "pre-activation"
+    assert any("ends in a norm" in note for note in plan.notes)
+
+
 @pytest.mark.parametrize("bad", [1.0, 0.5, math.inf, math.nan])
 def test_bad_residual_growth_is_refused(bad):
     with pytest.raises(InitlabError, match="residual_growth"):

@@ -12,7 +12,7 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.model.chain import plain_chain, plan_chain
-from initlab.model.detect import DetectionFallbackWarning, detect, fallback_message
+from initlab.model.detect import DetectionFallbackWarning, detect, fallback_message, lazy_modules
 from initlab.model.flow import Found
 from initlab.model.handlers.linear import packed_by_structure
 from initlab.model.plan import InitPlan, PlanRow
@@ -143,13 +143,16 @@ def init_model(
     """
     _check_args(model, scheme, embedding_std, generator, sigma_b2)
     checked_rules = check_rules(rules)
-    found, method, why = detect(model, example_inputs)
+    lazy = lazy_modules(model)  # a forward would materialise them (a class change nothing undoes)
+    found, method, why = detect(model, example_inputs, run_forward=not lazy)
     ctx, propagation_note = _context(model, scheme, checked_rules, found, method, example_inputs,
-                                     float(embedding_std), None if sigma_b2 is None else float(sigma_b2))
+                                     float(embedding_std), None if sigma_b2 is None else float(sigma_b2),
+                                     lazy)
     rows, skipped, use = plan_rows(model, ctx, checked_rules)
     warn_unused_rules(checked_rules, use)
     _warn_left_alone(model, rows, skipped, method, why)
-    graph_note = predict_moments(model, rows, ctx.scales, example_inputs, skip=set(ctx.chain))
+    graph_note = (f"not traced: lazy module {lazy[0]!r} is not materialised (run one forward first)"
+                  if lazy else predict_moments(model, rows, ctx.scales, example_inputs, skip=set(ctx.chain)))
     plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why,
                     propagation=propagation_note or graph_note)
     if dry_run:
@@ -163,6 +166,11 @@ def _check_args(model: Any, scheme: Any, embedding_std: Any, generator: Any, sig
     """Raise where a bad argument enters :func:`init_model`, naming it and the fix."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"init_model: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InitlabError(
+            f"init_model: {type(model).__name__} is a TorchScript module, which can be neither traced nor "
+            "hooked: initialize the eager model, then script it (torch.jit.script(model) after init_model)"
+        )
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise InitlabError(f"scheme {scheme!r} is unknown: use one of {', '.join(SCHEMES)}")
     if (isinstance(embedding_std, bool) or not isinstance(embedding_std, (int, float))
@@ -182,14 +190,19 @@ def _check_args(model: Any, scheme: Any, embedding_std: Any, generator: Any, sig
 
 def _context(
     model: nn.Module, scheme: str, rules: list[tuple[Any, Any]], found: dict[str, Found], method: str,
-    example_inputs: Any, embedding_std: float, sigma_b2: float | None,
+    example_inputs: Any, embedding_std: float, sigma_b2: float | None, lazy: Sequence[str] = (),
 ) -> tuple[SchemeContext, str | None]:
     """The context the handlers read: the plain chain's isometric roles (where ``"auto"`` is used
     and the model is one), else the propagated scales; and how the graph was built."""
     wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in rules)
     chain = plain_chain(model, found, method) if wants_auto else None
     roles = plan_chain(model, chain, found) if chain else None  # None: a link cannot be planned
-    scales, propagation_note = propagation_plans(model, example_inputs, scheme, rules, roles, embedding_std)
+    if lazy:  # tracing would run the forward: the per-layer rule decides, nothing is materialised
+        scales: dict = {}
+        propagation_note = f"not traced: lazy module {lazy[0]!r} is not materialised (run one forward first)"
+    else:
+        scales, propagation_note = propagation_plans(model, example_inputs, scheme, rules, roles,
+                                                     embedding_std)
     mha_out = frozenset(
         f"{q}.out_proj" if q else "out_proj"
         for q, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)

@@ -283,15 +283,26 @@ def detect_activations(
     return {k: (v.activation, v.param, v.found_by) for k, v in found.items()}, method, why
 
 
-def detect(model: nn.Module, example_inputs: Any) -> tuple[dict[str, Found], str, str | None]:
+def lazy_modules(model: nn.Module) -> list[str]:
+    """Qualified names of the modules holding a lazy (not yet materialised) parameter or buffer:
+    running the model's forward would materialise them, a class change nothing undoes."""
+    lazy = (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)
+    return [q for q, m in model.named_modules()
+            if any(isinstance(t, lazy) for t in (*m._parameters.values(), *m._buffers.values()))]
+
+
+def detect(
+    model: nn.Module, example_inputs: Any, run_forward: bool = True
+) -> tuple[dict[str, Found], str, str | None]:
     """Run the detections and leave the model's Python state as it was: fx tracing runs
     ``forward`` with Proxies (``self.last = h`` would keep a Proxy), the hook fallback runs it for
     real (``self.calls += 1``); every module's attributes and its parameter, buffer and
-    submodule tables are restored afterwards."""
+    submodule tables are restored afterwards. ``run_forward=False`` (a lazy model): fx or module
+    order, never a real forward."""
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
              for m in model.modules()]
     try:
-        return _detect_unrestored(model, example_inputs)
+        return _detect_unrestored(model, example_inputs, run_forward)
     finally:
         for m, attrs, params, buffers, modules in saved:
             m.__dict__.clear()
@@ -302,7 +313,7 @@ def detect(model: nn.Module, example_inputs: Any) -> tuple[dict[str, Found], str
 
 
 def _detect_unrestored(
-    model: nn.Module, example_inputs: Any
+    model: nn.Module, example_inputs: Any, run_forward: bool = True
 ) -> tuple[dict[str, Found], str, str | None]:
     """fx, else hooks, else module order; the structure and module-order rows fill in the layers
     the traced forward never reached."""
@@ -319,7 +330,9 @@ def _detect_unrestored(
         found = {}
         method = "module_order"
         built = None
-        if example_inputs is None:  # build them from what the model declares (its first layer, HF config)
+        if not run_forward:
+            example_inputs = None
+        elif example_inputs is None:  # build them from what the model declares (its first layer, HF config)
             from initlab.graph.examples import example_inputs as build_inputs
 
             try:

@@ -51,12 +51,13 @@ def propagation_plans(
     """
     wanted = {scheme} | {t for _, t in rules if isinstance(t, str)}
     plans: dict[str, PropagationPlan] = {}
+    kept = _kept_layers(model, rules)
     try:
         if "auto" in wanted and not chain:
-            plans["auto"] = plan_scales(model, example_inputs, embedding_second=embedding_std**2)
+            plans["auto"] = plan_scales(model, example_inputs, embedding_second=embedding_std**2, kept=kept)
         if "variance" in wanted:
             plans["variance"] = plan_scales(model, example_inputs, residual_growth=None, tied=False,
-                                            embedding_second=embedding_std**2)
+                                            embedding_second=embedding_std**2, kept=kept)
     except Exception as exc:  # noqa: BLE001  (untraceable, lazy, meta: the per-layer rule decides)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {}, f"not propagated ({why}): the per-layer rule decides every layer"
@@ -66,6 +67,19 @@ def propagation_plans(
     how = p.graph.method + (f" ({p.graph.reason})" if p.graph.reason else "")
     return plans, (f"{how}; inputs {p.graph.inputs_from}" if p.graph.inputs_from else how) + (
         f"; {p.residual} residual branches scaled" if p.residual else "")
+
+
+def _kept_layers(model: nn.Module, rules: list[tuple[Any, Any]]) -> set[str]:
+    """Modules whose ``weight`` a ``"keep"`` rule leaves as it is (first match wins, as for rows)."""
+    from initlab.model.rules import first_match
+
+    kept = set()
+    for q, m in model.named_modules():
+        if "weight" in m._parameters:
+            hit = first_match(rules, f"{q}.weight" if q else "weight", m)
+            if hit is not None and isinstance(hit[1], str) and hit[1] == "keep":
+                kept.add(q)
+    return kept
 
 
 def predict_moments(

@@ -82,8 +82,9 @@ class _Solver:
     """The layer-statistics callback of :func:`initlab.graph.moments.propagate` that solves each part's
     ``E[w^2]`` for its target output second moment, given its own input's moments."""
 
-    def __init__(self, model: nn.Module, targets: Mapping[int, Any], embedding_second: float) -> None:
-        self.model, self.targets, self.embedding_second = model, targets, embedding_second
+    def __init__(self, model: nn.Module, targets: Mapping[int, Any], embedding_second: float,
+                 kept: frozenset[str] = frozenset()) -> None:
+        self.model, self.targets, self.embedding_second, self.kept = model, targets, embedding_second, kept
         self.fixed: dict[tuple[str, str], tuple[float, str]] = {}
         self.scales: dict[tuple[str, str], LayerScale] = {}
         self._read = model_layer_stats(model)
@@ -91,7 +92,7 @@ class _Solver:
     def __call__(self, node: Node, part: str, x: Moments) -> LayerStats | None:
         if node.module is None:
             return None
-        if part == "affine":  # norm affines: as they are (1 and 0 at init)
+        if part == "affine" or node.module in self.kept:  # norm affines (1, 0 at init), kept layers
             return self._read(node, part, x)
         p = part_params(self.model, node, part)
         if p is None:
@@ -177,9 +178,10 @@ def _path_kinds(g: Graph, start: int, end: int) -> set[Kind]:
     return kinds
 
 
-def _tied_heads(model: nn.Module, g: Graph) -> list[tuple[str, str, Node]]:
-    """``(embedding qualname, head qualname, head node)`` for every weight an ``Embedding`` shares
-    with a layer the graph calls as a projection (GPT-2's ``lm_head`` tied to ``wte``)."""
+def _tied_heads(model: nn.Module, g: Graph) -> list[tuple[list[str], str, Node]]:
+    """``(embedding qualnames, head qualname, head node)`` for every weight ``Embedding`` modules
+    share with a layer the graph calls as a projection (GPT-2's ``lm_head`` tied to ``wte``; BART's
+    ``shared``, ``encoder.embed_tokens`` and ``decoder.embed_tokens`` tied to ``lm_head``)."""
     owners: dict[int, list[tuple[str, nn.Module]]] = {}
     for q, m in model.named_modules(remove_duplicate=False):
         w = m._parameters.get("weight") if hasattr(m, "_parameters") else None
@@ -192,7 +194,7 @@ def _tied_heads(model: nn.Module, g: Graph) -> list[tuple[str, str, Node]]:
         for h in heads:
             node = next((n for n in g if n.module == h and n.kind is Kind.LAYER), None)
             if embs and node is not None:
-                out.append((embs[0], h, node))
+                out.append((embs, h, node))
     return out
 
 
@@ -219,13 +221,18 @@ def _reads_only(g: Graph, i: int, param: int) -> bool:
 
 def _joined_params(model: nn.Module, g: Graph) -> list[tuple[Node, int]]:
     """``(PARAM node, other operand id)`` for every trainable parameter the forward adds to or
-    concatenates with a data tensor (class tokens, position embeddings)."""
+    concatenates with a data tensor (class tokens, position embeddings). A parameter added with
+    one value per feature, broadcast over every position (``h + self.offset``), is a shift, like a
+    bias, not an embedding: it is left out (:func:`initlab.init_model` zeroes it)."""
     trainable = {n for n, _ in model.named_parameters()}
     out = []
     for n in g.of_kind(Kind.PARAM):
         if n.params.get("name") not in trainable:
             continue
+        t = model.get_parameter(n.params["name"])
         for u in consumers(g, n.id):
+            if u.kind is Kind.ADD and t.numel() == (t.shape[-1] if t.dim() else 1):
+                break  # broadcast over every position: a shift (a bias), not an embedding
             if u.kind in (Kind.ADD, Kind.CONCAT):
                 mine = {n.id, *(p.id for i in u.inputs for p in producers(g, i) if p.id == n.id)}
                 other = next((i for i in u.inputs if i not in mine and not _reads_only(g, i, n.id)), None)
@@ -261,6 +268,7 @@ def plan_scales(
     embedding_second: float = 1.0,
     logits_second: float = 1.0,
     tied: bool = True,
+    kept: frozenset[str] | set[str] = frozenset(),
 ) -> PropagationPlan:
     r"""Choose every weighted layer's weight variance by propagating moments through ``model``'s graph.
 
@@ -273,7 +281,9 @@ def plan_scales(
 
     (the He et al. 2015 argument with the input's actual second moment: a layer after a ReLU reads
     ``E[x^2] = q/2``, after a tanh less, after a sigmoid its mean included — so mixed activations
-    need no gain table). Targets:
+    need no gain table; a convolution's ``E[x^2]`` is what its taps read on average — zero padding,
+    its input's spatial profile, ``prod(k_i / s_i)`` of ``prod(k_i)`` taps for a transposed one with
+    stride ``s``: :func:`initlab.graph.spatial.conv_geometry`). Targets:
 
     * ``1`` for a pre-activation (any layer not below);
     * the last layer of a residual branch (no norm between it and the add) targets
@@ -298,6 +308,9 @@ def plan_scales(
         residual_growth: ``G`` above, ``> 1``; ``None`` to leave residual branches unscaled.
         embedding_second, logits_second: the targets above (``>= 0``, ``> 0``).
         tied: apply the tied-embedding rule (``False``: tables get ``embedding_second``).
+        kept: qualified names of layers whose weights stay as they are (a ``"keep"`` rule:
+            pretrained, frozen): the propagation reads their current weights, and the layers after
+            them are solved for what those actually give.
 
     Returns:
         :class:`PropagationPlan`.
@@ -328,24 +341,24 @@ def plan_scales(
     plan = PropagationPlan(g)
     ends = _branch_ends(g, residual_growth, plan.notes) if residual_growth else {}
     plan.residual = len(ends)
-    solver = _Solver(model, ends, float(embedding_second))
+    solver = _Solver(model, ends, float(embedding_second), frozenset(kept))
     propagate(g, input_moments, model=model, layer_stats=solver)
     again = False
-    for emb, head, node in _tied_heads(model, g) if tied else ():
+    for embs, head, node in _tied_heads(model, g) if tied else ():
         x = g[node.inputs[0]].meta.get("moments") if node.inputs else None
         p = part_params(model, node, "weight")
         if x is None or p is None or x.second <= 0:
-            plan.notes.append(f"tied {emb} / {head}: the head's input moments are unknown")
+            plan.notes.append(f"tied {embs[0]} / {head}: the head's input moments are unknown")
             continue
         second = logits_second / (p.fan_in * x.second)
-        solver.fixed[(emb, "weight")] = (second, "tied head")
-        solver.fixed[(head, "weight")] = (second, "tied head")
+        for name in (*embs, head):
+            solver.fixed[(name, "weight")] = (second, "tied head")
         again = True
     for group in _summed_embeddings(g) if tied else ():  # token + position: the same scale as the tied one
-        tied = [solver.fixed[(e, "weight")][0] for e in group if (e, "weight") in solver.fixed]
+        seconds = [solver.fixed[(e, "weight")][0] for e in group if (e, "weight") in solver.fixed]
         for e in group:
-            if tied and (e, "weight") not in solver.fixed:
-                solver.fixed[(e, "weight")] = (tied[0], "summed with a tied embedding")
+            if seconds and (e, "weight") not in solver.fixed:
+                solver.fixed[(e, "weight")] = (seconds[0], "summed with a tied embedding")
     joined = _joined_params(model, g)
     for _ in range(4):  # a joined parameter's scale depends on the others' (cat, then + position)
         if not again and not joined:
@@ -357,4 +370,6 @@ def plan_scales(
         solver.scales.clear()
         propagate(g, input_moments, model=model, layer_stats=solver)
     plan.scales = dict(solver.scales)
+    for key, (second, role) in solver.fixed.items():  # tied owners the forward never calls (BART's shared)
+        plan.scales.setdefault(key, LayerScale(key[0], key[1], second, None, second, role))
     return plan

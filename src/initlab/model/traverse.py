@@ -153,7 +153,8 @@ def plan_loose_parameter(
 ) -> PlanRow | None:
     """A parameter of a module no handler knows, under ``"auto"`` / ``"variance"``: one the forward
     joins to the data (a class token, position embeddings) gets the second moment of what it joins
-    (:func:`initlab.model.plan_scales`); a vector named ``bias`` is zero; anything else ``None``."""
+    (:func:`initlab.model.plan_scales`); a vector named ``bias``, or a parameter with one value per
+    feature (a shift), is zero; anything else ``None``."""
     std = ctx.param_std(full)
     if std is not None:
         row = new_row(full, p, q, m)
@@ -164,6 +165,11 @@ def plan_loose_parameter(
         row = new_row(full, p, q, m)
         set_spec(row, "zeros", schemes.Constant(0.0))
         row.note = "a bias outside a known layer: zero"
+        return row
+    if ctx.scheme in ("auto", "variance") and ctx.scales and p.numel() == (p.shape[-1] if p.dim() else 1):
+        row = new_row(full, p, q, m)  # one value per feature: a shift (a bias by another name)
+        set_spec(row, "zeros", schemes.Constant(0.0))
+        row.note = "one value per feature, outside a known layer: a shift, zero"
         return row
     return None
 
