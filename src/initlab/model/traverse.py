@@ -191,5 +191,6 @@ def skipped_message(skipped: Sequence[dict[str, Any]], limit: int = 10) -> str:
     first = ruled[0]
     pattern = "^" + re.escape(f"{first['module']}.{first['params'][0]}" if first["module"]
                               else first["params"][0]) + "$"
-    return (f"{head}. Decide {them} with a rule: rules=[(r\"{pattern}\", \"zeros\")] (or any scheme, Spec "
-            f"or callable), or (r\"{pattern}\", \"keep\") to leave {them} as {are} without this warning")
+    return (f"{head}. Decide {them} with a rule: rules=[(r\"{pattern}\", \"zeros\")] (zeros for a bias or a "
+            f"gate; a scheme such as \"glorot_normal\" for a weight matrix; or a Spec or callable), or "
+            f"(r\"{pattern}\", \"keep\") to leave {them} as {are} without this warning")
