@@ -242,3 +242,12 @@ def test_probe_built_inputs_that_do_not_fit_and_options_without_a_model(tmp_path
     assert "describe the input of FILE.py:FUNCTION" in capsys.readouterr().err
     assert main(["probe", f"{tmp_path / 'm.py'}:nope"]) == 2
     assert "has no function 'nope'" in capsys.readouterr().err
+
+
+def test_plan_sigma_b2_needs_the_critical_scheme(tmp_path, capsys):
+    """--sigma-b2 only means something under --scheme critical: elsewhere it is refused, not ignored."""
+    (tmp_path / "model.py").write_text(MODEL_PY)
+    target = f"{tmp_path / 'model.py'}:build"
+    assert main(["plan", target, "--input-shape", "2,10", "--sigma-b2", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--scheme critical" in err, err

@@ -115,8 +115,8 @@ def gain_command(name: str, param: float | None) -> None:
 @click.option("--input-dtype", type=click.Choice(["float32", "float64", "int64", "long", "int32"]),
               default="float32", show_default=True,
               help="dtype of that example input: floats are N(0, 1); int64/long/int32 are token ids drawn "
-                   "in [0, 2) (below every Embedding's num_embeddings), for models that start with "
-                   "nn.Embedding. Needs --input-shape.")
+                   "uniformly below every Embedding's num_embeddings (below 2 without one), for models "
+                   "that start with nn.Embedding. Needs --input-shape.")
 @click.option("--scheme", default="auto", show_default=True,
               help="auto, variance, critical, or a named scheme.")
 @click.option("--apply", "do_apply", is_flag=True, help="Initialize the weights (needed for --save).")
@@ -143,6 +143,9 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
         raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
     if save is not None and not do_apply:
         raise InitlabError(f"--save {save} needs --apply: add --apply to write initialized weights")
+    if sigma_b2 is not None and scheme != "critical":
+        raise InitlabError(f"--sigma-b2 {sigma_b2:g} applies to --scheme critical only (this run: --scheme "
+                           f"{scheme}): add --scheme critical, or drop --sigma-b2")
     if save is not None and Path(save).exists() and not force:
         raise FileExistsError(f"{save} exists: pass --force to overwrite it, or choose another path")
     if save is not None and not Path(save).resolve().parent.is_dir():
@@ -165,8 +168,8 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
             if dtype.is_floating_point:
                 example = torch.randn(shape, generator=example_gen, dtype=dtype)
             else:  # token ids: valid for every Embedding (num_embeddings >= 1)
-                high = min([2] + [m.num_embeddings for m in model.modules()
-                                  if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))])
+                high = min([m.num_embeddings for m in model.modules()
+                            if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))] or [2])
                 example = torch.randint(0, max(high, 1), shape, generator=example_gen, dtype=dtype)
         except RuntimeError as exc:
             raise InitlabError(f"--input-shape {input_shape}: cannot make an example input of shape {shape} "

@@ -192,6 +192,12 @@ class SchemeContext:
         plan = self.scales.get(self.scheme)
         return plan.scales.get((module, part)) if plan is not None else None
 
+    def param_shift(self, name: str) -> bool:
+        """Whether the forward adds parameter ``name`` to the data with one value per feature (a
+        shift: zero at init), as the propagation found."""
+        plan = self.scales.get(self.scheme)
+        return plan is not None and name in plan.shifts
+
     def param_std(self, name: str) -> float | None:
         """The propagated std of a parameter the forward reads directly (class token, positions)."""
         plan = self.scales.get(self.scheme)

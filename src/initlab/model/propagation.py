@@ -74,6 +74,7 @@ class PropagationPlan:
     graph: Graph
     scales: dict[tuple[str, str], LayerScale] = field(default_factory=dict)
     params: dict[str, float] = field(default_factory=dict)
+    shifts: set[str] = field(default_factory=set)
     residual: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -219,7 +220,7 @@ def _reads_only(g: Graph, i: int, param: int) -> bool:
     return i == param or g[i].kind is Kind.PARAM
 
 
-def _joined_params(model: nn.Module, g: Graph) -> list[tuple[Node, int]]:
+def _joined_params(model: nn.Module, g: Graph, shifts: set[str] | None = None) -> list[tuple[Node, int]]:
     """``(PARAM node, other operand id)`` for every trainable parameter the forward adds to or
     concatenates with a data tensor (class tokens, position embeddings). A parameter added with
     one value per feature, broadcast over every position (``h + self.offset``), is a shift, like a
@@ -232,7 +233,9 @@ def _joined_params(model: nn.Module, g: Graph) -> list[tuple[Node, int]]:
         t = model.get_parameter(n.params["name"])
         for u in consumers(g, n.id):
             if u.kind is Kind.ADD and t.numel() == (t.shape[-1] if t.dim() else 1):
-                break  # broadcast over every position: a shift (a bias), not an embedding
+                if shifts is not None:  # broadcast over every position: a shift (a bias), not an embedding
+                    shifts.add(n.params["name"])
+                break
             if u.kind in (Kind.ADD, Kind.CONCAT):
                 mine = {n.id, *(p.id for i in u.inputs for p in producers(g, i) if p.id == n.id)}
                 other = next((i for i in u.inputs if i not in mine and not _reads_only(g, i, n.id)), None)
@@ -359,7 +362,7 @@ def plan_scales(
         for e in group:
             if seconds and (e, "weight") not in solver.fixed:
                 solver.fixed[(e, "weight")] = (seconds[0], "summed with a tied embedding")
-    joined = _joined_params(model, g)
+    joined = _joined_params(model, g, plan.shifts)
     for _ in range(4):  # a joined parameter's scale depends on the others' (cat, then + position)
         if not again and not joined:
             break

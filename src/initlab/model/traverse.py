@@ -166,7 +166,7 @@ def plan_loose_parameter(
         set_spec(row, "zeros", schemes.Constant(0.0))
         row.note = "a bias outside a known layer: zero"
         return row
-    if ctx.scheme in ("auto", "variance") and ctx.scales and p.numel() == (p.shape[-1] if p.dim() else 1):
+    if ctx.param_shift(full):
         row = new_row(full, p, q, m)  # one value per feature: a shift (a bias by another name)
         set_spec(row, "zeros", schemes.Constant(0.0))
         row.note = "one value per feature, outside a known layer: a shift, zero"
