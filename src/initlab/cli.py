@@ -503,7 +503,8 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
         try:
             built, how = example_inputs(model)
         except InitlabError as exc:
-            raise InitlabError(f"{exc}: pass --input-shape (and --input-dtype for token ids)") from None
+            why = str(exc).removesuffix("; pass example_inputs")  # the library's remedy; the CLI's follows
+            raise InitlabError(f"{why}; pass --input-shape (and --input-dtype for token ids)") from None
         floats = any(t.is_floating_point() for t in _tensors(built))
         return model, _redraw_floats(built, gen), f"{name}, inputs {how}" + (" (redrawn)" if floats else "")
     dtype = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "long": torch.int64,

@@ -1,9 +1,9 @@
 """Signal-propagation probe: per-layer forward and backward statistics of any PyTorch model.
 
 :func:`probe` runs ONE forward and ONE backward pass through a model and records, for every
-layer (by default every ``Linear`` / ``Conv`` / ``ConvTranspose`` output and every activation
-output, module or functional), where the signal vanishes, explodes, saturates, dies or stays
-symmetric:
+layer (by default every ``Linear`` / ``Conv`` / ``ConvTranspose`` / transformers ``Conv1D`` output
+and every activation output, module or functional), where the signal vanishes, explodes,
+saturates, dies or stays symmetric:
 
 * **forward** (``kind="forward"``) — ``mean, std, min, max, q01, q50, q99`` of the layer's output
   (its *activation*; for a Linear/Conv layer the *pre-activation* of the next nonlinearity),
@@ -48,7 +48,8 @@ measurements deliberately do not use; only the prediction traces the model, afte
 They are named ``"<owner>.forward.<fn>_<k>"``, e.g.
 ``"forward.tanh_1"`` for the first ``tanh`` called in the root model's ``forward`` and
 ``"block1.forward.relu_2"`` for the second ``relu`` in submodule ``block1``. Calls made inside an
-activation module (``nn.Tanh`` calls ``torch.tanh``) are not counted twice.
+activation module (``nn.Tanh`` calls ``torch.tanh``; HF's ``NewGELUActivation`` too, which the
+probe names by running it) are not counted twice.
 
 The package, one concept per module: :mod:`~initlab.probe.run` (argument checks, selection, the
 hook context, :func:`probe`), :mod:`~initlab.probe.classify` (the probe's table of modules and

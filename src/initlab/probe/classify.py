@@ -11,6 +11,7 @@ a pool (not passed through here). The one table to merge into is the vocabulary'
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -66,7 +67,9 @@ _register_functional("hardswish", "F.hardswish")
 
 
 def _module_activation(module: nn.Module) -> tuple[str, tuple[float, float] | None] | None:
-    """``(activation name, hardtanh limits or None)`` of an activation module, else ``None``."""
+    """``(activation name, hardtanh limits or None)`` of an activation module, else ``None``: one of
+    the table's (through the MRO), or one the table does not know that
+    :func:`_identified_activation` identifies."""
     name = _ACT_MODULES.get(type(module))
     if name is None:
         for cls, cand in _ACT_MODULES.items():
@@ -74,13 +77,34 @@ def _module_activation(module: nn.Module) -> tuple[str, tuple[float, float] | No
                 name = cand
                 break
     if name is None:
-        return None
+        return _identified_activation(module)
     if name == "gelu" and getattr(module, "approximate", "none") == "tanh":
         name = "gelu_tanh"
     limits = None
     if isinstance(module, nn.Hardtanh):
         limits = (float(module.min_val), float(module.max_val))
     return name, limits
+
+
+def _identified_activation(module: nn.Module) -> tuple[str, None] | None:
+    """``(name, None)`` of a childless, parameter-free module that
+    :func:`initlab.graph.vocab.classify_module` identifies as a known activation by running it on
+    a seeded probe (transformers' ``GELUActivation`` is ``"gelu"``, ``NewGELUActivation``
+    ``"gelu_tanh"``, ``QuickGELUActivation`` ``"swish"``); ``None`` for anything else, an elementwise
+    function it cannot name (``"measured"``) included, and torch's own modules (the table above
+    lists those the probe records; the vocabulary is not imported for a torch-only model). Such a
+    module is then probed as an activation module, a leaf: the functions its ``forward`` calls are
+    not recorded apart."""
+    if (type(module).__module__.startswith("torch.") or next(module.children(), None) is not None
+            or next(module.parameters(), None) is not None):
+        return None
+    from initlab.graph.nodes import Kind  # noqa: PLC0415  (the vocabulary: imported when needed)
+    from initlab.graph.vocab import classify_module  # noqa: PLC0415
+
+    entry = classify_module(module)
+    if entry.kind is not Kind.ACTIVATION or entry.activation is None or entry.activation[0] == "measured":
+        return None
+    return entry.activation[0], None
 
 
 def _functional_limits(name: str, args: tuple, kwargs: dict) -> tuple[float, float] | None:
@@ -93,9 +117,21 @@ def _functional_limits(name: str, args: tuple, kwargs: dict) -> tuple[float, flo
     return (float(lo), float(hi))
 
 
+def _conv1d_types() -> tuple[type, ...]:
+    """transformers' ``Conv1D`` classes (:func:`initlab.model.classify.conv1d_types`, looked up in
+    ``sys.modules`` only); ``()`` without importing :mod:`initlab.model` while transformers is not
+    loaded (a model that holds one has loaded it)."""
+    if "transformers" not in sys.modules:
+        return ()
+    from initlab.model.classify import conv1d_types  # noqa: PLC0415
+
+    return conv1d_types()
+
+
 def _layer_type(module: nn.Module) -> str | None:
-    """Category of a default-probed module: linear, conv, conv_transpose, activation; else None."""
-    if isinstance(module, nn.Linear):
+    """Category of a default-probed module: linear (``nn.Linear``; transformers' ``Conv1D``, the
+    same map with its weight stored ``(in, out)``), conv, conv_transpose, activation; else None."""
+    if isinstance(module, (nn.Linear, *_conv1d_types())):
         return "linear"
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "conv_transpose"
@@ -104,6 +140,13 @@ def _layer_type(module: nn.Module) -> str | None:
     if _module_activation(module) is not None:
         return "activation"
     return None
+
+
+def _units_in_dim1(module: nn.Module | None) -> bool:
+    """Whether ``module``'s weight keeps its units (output features or channels) in dim 1 and its
+    inputs in dim 0: a ConvTranspose ``(in, out / groups, *k)`` and transformers' ``Conv1D``
+    ``(in, out)`` (``y = x W + b``: ``fan_in = shape[0]``); Linear and Conv keep ``(out, in, *k)``."""
+    return isinstance(module, (nn.modules.conv._ConvTransposeNd, *_conv1d_types()))
 
 
 _WEIGHT_TYPES = ("linear", "conv", "conv_transpose")
@@ -148,6 +191,14 @@ def _saturation_thresholds(act: str, limits: tuple[float, float] | None, level: 
     lo, hi = limits if limits is not None else (-1.0, 1.0)  # hardtanh, relu6
     return ((level * lo,) if lo < 0 else ()), ((level * hi,) if hi > 0 else ())
 
+
+#: Autograd nodes (class names less their version digits) of ops that only move, copy, cast or
+#: select entries: a model output reached from a weight layer's output through these alone is that
+#: layer's output, rearranged (its logits, for the ``logits`` verdict).
+_REARRANGING_NODES = frozenset("""
+    ViewBackward UnsafeViewBackward ReshapeAliasBackward AliasBackward PermuteBackward TransposeBackward
+    TBackward SqueezeBackward UnsqueezeBackward CloneBackward ToCopyBackward SliceBackward SelectBackward
+    NarrowBackward SplitBackward SplitWithSizesBackward UnbindBackward""".split())
 
 #: Names of the functional activations the probe records (to match the graph's by order).
 _FUNCTIONAL_NAMES = frozenset(_FUNCTIONAL.values())

@@ -19,11 +19,13 @@ from initlab.probe.classify import (
     _ACT_MODULES,
     _FUNCTIONAL,
     _NORMS,
+    _REARRANGING_NODES,
     _RELU_FAMILY,
     _SATURATING,
     _WEIGHT_TYPES,
     _functional_limits,
     _saturation_thresholds,
+    _units_in_dim1,
 )
 from initlab.probe.partials import (
     _finish_host,
@@ -99,16 +101,21 @@ class _Session:
         self.producers: dict[int, tuple[weakref.ref, str]] = {}
         # tensor id -> the weight layer whose output it carries through pass-through modules
         self.sources: dict[int, tuple[weakref.ref, str]] = {}
+        # each weight layer's output as it returned it: (tensor, layer, version, autograd node)
+        self.weight_outputs: list[tuple[weakref.ref, str, int | None, Any]] = []
         self.stack: list[tuple[str, nn.Module]] = []
         self.fn_counts: dict[tuple[str, str], int] = {}
         self.busy = False
+        # owners whose functional calls are not recorded apart: activation modules (nn.Tanh calls
+        # torch.tanh), by type, and the probed ones the table identified by running them, by id
         self.skip_types: tuple[type, ...] = tuple(_ACT_MODULES)
+        self.leaves: set[int] = set()
         self.wants_functional: Callable[[str], bool] = lambda name: True
 
     def release(self) -> None:
         """Drop everything but the layers (what the result's records are built from)."""
         self.fwd, self.bwd, self.producers, self.model = [], [], {}, None
-        self.sources = {}
+        self.sources, self.weight_outputs = {}, []
         self.scratch, self.weights, self.projections, self.pgrads = {}, [], [], {}
         self.grad_targets = []
 
@@ -172,8 +179,31 @@ class _Session:
             self.producers[id(out)] = (weakref.ref(out), layer.name)
             if layer.layer_type in _WEIGHT_TYPES:
                 self.sources[id(out)] = (weakref.ref(out), layer.name)
+                self.weight_outputs.append((weakref.ref(out), layer.name, _version(out), out.grad_fn))
         except TypeError:  # pragma: no cover - tensors support weakrefs
             pass
+
+    def output_source(self, t: torch.Tensor) -> str | None:
+        """The weight layer whose output ``t`` is, as returned or rearranged (views, copies, casts,
+        slices: :data:`_REARRANGING_NODES`), else ``None``. With autograd's record of ``t``, walked
+        back through rearranging nodes to a weight layer's node (an in-place op on the layer's
+        output, a ReLU(inplace=True), is a node of its own); without (no grad), ``t`` must share
+        the storage of a weight layer's output that no in-place op has changed since."""
+        node = t.grad_fn
+        if node is not None:
+            made = {id(fn): name for _, name, _, fn in self.weight_outputs if fn is not None}
+            while node is not None and id(node) not in made:
+                if type(node).__name__.rstrip("0123456789") not in _REARRANGING_NODES:
+                    return None
+                inputs = [fn for fn, _ in node.next_functions if fn is not None]
+                node = inputs[0] if len(inputs) == 1 else None
+            return None if node is None else made[id(node)]
+        for ref, name, version, _ in self.weight_outputs:
+            out = ref()
+            if out is not None and version is not None and _storage_of(out) is _storage_of(t) \
+                    and _version(out) == version:
+                return name
+        return None
 
     def record_output_stats(self, layer: _Layer, out: torch.Tensor) -> None:
         """The partials and sample of a non-empty ``out``, with the saturation thresholds of a
@@ -231,7 +261,7 @@ class _Session:
             return
         self.weight_ids.add(id(w))
         flat = self.flat(w)
-        transposed = layer.layer_type == "conv_transpose"
+        transposed = _units_in_dim1(layer.module)  # units in dim 1: ConvTranspose, HF Conv1D
         if _host_ok(flat):  # finished in _weight_rows_host
             parts, p = _host_weight(flat, w.shape, transposed, self.sampler)
             sample = self.placeholder(flat, 0)
@@ -362,7 +392,7 @@ class _Session:
 
     def on_functional(self, act: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         owner_name, owner = self.stack[-1] if self.stack else ("", self.model)
-        if self.stack and isinstance(owner, self.skip_types):
+        if self.stack and (isinstance(owner, self.skip_types) or id(owner) in self.leaves):
             return
         if not isinstance(out, torch.Tensor):
             return
@@ -378,6 +408,20 @@ class _Session:
         layer.owner = owner_name
         self.layers[base] = layer
         self.record_forward(layer, out, args[0] if args and isinstance(args[0], torch.Tensor) else None)
+
+
+def _storage_of(t: torch.Tensor) -> torch.Tensor:
+    """The tensor whose storage ``t`` views (its ``_base``), or ``t`` itself when it is no view."""
+    return t if t._base is None else t._base
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place op on its storage); ``None`` for an
+    inference tensor, which has none."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 class _FunctionalCapture(TorchFunctionMode):

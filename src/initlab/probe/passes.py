@@ -131,13 +131,15 @@ def _output_entry(session: _Session, outputs: Any) -> list[tuple]:
     flat = session.flat(floats[0])
     with _no_torch_function():
         parts = session.partials(flat)
-    return [(OUTPUT_LAYER, "output", ["mean", "ss", "min", "max"], parts,
-             {"n": flat.numel(), "shape": list(floats[0].shape)})]
+    meta = {"n": flat.numel(), "shape": list(floats[0].shape), "from_layer": session.output_source(floats[0])}
+    return [(OUTPUT_LAYER, "output", ["mean", "ss", "min", "max"], parts, meta)]
 
 
 def _output_stats(entry: tuple) -> dict[str, Any]:
-    """``{mean, std, shape}`` of the output from its synced entry (NaN when it has a NaN/inf)."""
+    """``{mean, std, shape, from_layer}`` of the output from its synced entry (NaN when it has a
+    NaN/inf); ``from_layer``: the weight layer that made it (see :meth:`_Session.output_source`)."""
     _, _, _, (mean, ss, lo, hi), meta = entry
     finite = math.isfinite(lo) and math.isfinite(hi)
     std = math.sqrt(max(ss, 0.0) / meta["n"]) if finite else math.nan
-    return {"mean": mean if finite else math.nan, "std": std, "shape": meta["shape"]}
+    return {"mean": mean if finite else math.nan, "std": std, "shape": meta["shape"],
+            "from_layer": meta["from_layer"]}

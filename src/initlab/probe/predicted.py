@@ -45,14 +45,37 @@ def _predict(model: nn.Module, inputs: Any, session: _Session, fwd_values: list[
                                      if e[1] == "weight" and e[3][4] == 0
                                      and (w := _weight_of(session.layers[e[0]])) is not None})
         x = _input_moments(graph, model, inputs)
-        pure = propagate(graph, x, model=model, layer_stats=stats, train=train)
+        try:
+            pure, failed = propagate(graph, x, model=model, layer_stats=stats, train=train), {}
+        except InitlabError:  # one node's rule failed: node by node, that node and its consumers unknown
+            pure, _, failed = _stepwise(graph, x, model, stats, train, {}, write_meta=True)
         anchors = {nodes[name]: measured[name] for name in nodes if name in measured}
-        local = _local_pass(graph, x, model, stats, train, anchors)
+        _, local, failed_local = _stepwise(graph, x, model, stats, train, anchors)
     except Exception as exc:  # the prediction never breaks the probe
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return {}, [f"prediction: none ({type(exc).__name__}: {text})".replace(": )", ")")]
+        return {}, [f"prediction: none ({_why(exc)})"]
     out = _predicted_stats(graph, nodes, pure, local)
-    return out, _prediction_notes(graph, session, nodes, out)
+    # a node that failed end to end is the cause _prediction_notes names; one that failed only in the
+    # local pass left its layer with a predicted_std but no local_predicted_std: a note of its own
+    failed_local = {i: why for i, why in failed_local.items() if i not in failed}
+    return out, _prediction_notes(graph, session, nodes, out) + _failure_notes(graph, failed_local)
+
+
+def _why(exc: BaseException) -> str:
+    """``"Type: first line of the message"`` (``"Type"`` for an empty message)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _failure_notes(graph: Any, failed: Mapping[int, str]) -> list[str]:
+    """One note naming the nodes whose rule raised in the local pass only (the first two), and why:
+    they, and what reads them up to the next recorded layer, have no ``local_predicted_std``."""
+    if not failed:
+        return []
+    where = [f"{graph[i].op} {graph[i].module!r} ({why})" if graph[i].module else f"{graph[i].op} ({why})"
+             for i, why in list(failed.items())[:2]]
+    more = f", and {len(failed) - 2} more" if len(failed) > 2 else ""
+    return [f"prediction: no local_predicted_std from {len(failed)} node(s) whose rule failed: "
+            f"{', '.join(where)}{more}"]
 
 
 def _predicted_stats(graph: Any, nodes: dict[str, int], pure: Mapping[int, Any], local: Mapping[int, Any]
@@ -307,24 +330,54 @@ def _reads_cross(node: Any, model: nn.Module) -> bool:
                 or type(m).__name__ == "Conv1D")
 
 
-def _local_pass(graph: Any, x: Mapping[int, Any], model: nn.Module, stats: Callable, train: bool,
-                anchors: dict[int, tuple[float, float]]) -> dict[int, Any]:
-    """Each node's moments by its rule (:data:`initlab.graph.moments.RULES`) from its inputs, where
-    every anchored node (a recorded layer) passes on its measured ``(mean, std)`` instead of its
+def _rule(node: Any) -> Callable:
+    """The propagation rule of ``node``, as :func:`initlab.graph.moments.propagate` picks it: an
+    op's own (``OP_RULES``, keyed by ``node.params["rule"]``, where the graph has them), else its
+    kind's (``RULES``)."""
+    from initlab.graph import moments  # noqa: PLC0415
+
+    op_rules = getattr(moments, "OP_RULES", {})
+    return op_rules.get(node.params.get("rule")) or moments.RULES[node.kind]
+
+
+def _stepwise(graph: Any, x: Mapping[int, Any], model: nn.Module, stats: Callable, train: bool,
+              anchors: dict[int, tuple[float, float]], *, write_meta: bool = False
+              ) -> tuple[dict[int, Any], dict[int, Any], dict[int, str]]:
+    """Each node's moments by its rule (:func:`_rule`) from its inputs, node by node, where every
+    anchored node (a recorded layer) passes on its measured ``(mean, std)`` instead of its
     prediction (the predicted share of its second moment that units keep over positions, ``spread /
-    var``, kept): ``{node id: Moments}`` of the nodes predicted from measured moments only — no
-    node that reads a cross moment (:func:`_reads_cross`) between them and the measurements."""
-    from initlab.graph.moments import RULES, Moments, MomentsUnknown, PropagationContext  # noqa: PLC0415
+    var``, kept). A rule that raises :class:`~initlab.errors.InitlabError` (an impossible
+    ``Moments`` from a quadrature's rounding) leaves its node unknown, as one that cannot see through
+    it does, and the others predicted. With ``write_meta`` (no anchors: the end-to-end pass where
+    :func:`~initlab.graph.moments.propagate` raised), each node's ``meta["moments"]`` and
+    ``meta["moments_unknown"]`` are written as it writes them (what :func:`_unknown_cause` reads).
+
+    Returns:
+        ``(moments, local, failed)``: ``{node id: Moments or None}`` of every node; of the nodes
+        predicted from measured moments only — no node that reads a cross moment
+        (:func:`_reads_cross`) between them and the measurements; ``{node id: why}`` of the nodes
+        whose rule raised.
+    """
+    from initlab.graph.moments import Moments, MomentsUnknown, PropagationContext  # noqa: PLC0415
 
     ctx = PropagationContext(graph, {}, model, stats, train, x)
     local: dict[int, Any] = {}
+    failed: dict[int, str] = {}
     measured: dict[int, bool] = {}  # the node's output is measured, or predicted from measured ones
     for node in graph:
         node.meta.pop("moments_note", None)
+        why = None
         try:
-            out = RULES[node.kind](node, ctx)
-        except MomentsUnknown:
-            out = None
+            out = _rule(node)(node, ctx)
+        except MomentsUnknown as exc:
+            out, why = None, str(exc)
+        except InitlabError as exc:
+            out, why = None, _why(exc)
+            failed[node.id] = why
+        if write_meta:
+            node.meta.pop("moments_unknown", None)
+            if why is not None:
+                node.meta["moments_unknown"] = why
         measured[node.id] = not _reads_cross(node, model) and all(measured[i] for i in node.inputs)
         if measured[node.id]:
             local[node.id] = out
@@ -334,4 +387,6 @@ def _local_pass(graph: Any, x: Mapping[int, Any], model: nn.Module, stats: Calla
             share = min(max(out.spread / out.var, 0.0), 1.0) if out is not None and out.var > 0 else 0.0
             out = Moments(mean, std * std + mean * mean, mean * mean + share * std * std)
         ctx.results[node.id] = out
-    return local
+        if write_meta:
+            node.meta["moments"] = out
+    return ctx.results, local, failed

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from initlab.errors import InitlabError
 from initlab.fans import compute_fans
+from initlab.probe.classify import _units_in_dim1
 from initlab.probe.weights import _weight_of
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _expected(layer: _Layer, scheme: str) -> tuple[float | None, float, str]:
     w = _weight_of(layer)
     groups = int(getattr(m, "groups", 1))
     try:
-        fans = compute_fans(tuple(w.shape), groups=groups, transposed=layer.layer_type == "conv_transpose")
+        fans = compute_fans(tuple(w.shape), groups=groups, transposed=_units_in_dim1(m))
     except InitlabError:  # a weight whose layout the fans cannot read: no expectation
         return None, 1.0, ""
     gain = _gain(layer.activation) if layer.input_from_activation else 1.0
@@ -171,13 +172,14 @@ def _hist_records(b: dict[str, Any], kind: str, counts: list[float], lo: float, 
 
 
 def _extra_records(extra: _Extra, tags: dict[str, Any]) -> list[dict[str, Any]]:
-    """The output's records (``kind="output"``) and the notes' (``kind="note"``)."""
+    """The output's records (``kind="output"``, with its ``shape`` and ``from_layer``: the weight
+    layer that made it, or ``None``) and the notes' (``kind="note"``)."""
     out = []
-    stats = {k: v for k, v in extra.output.items() if k != "shape"}
+    stats = {k: v for k, v in extra.output.items() if k not in ("shape", "from_layer")}
     stats.update(extra.predicted.get(OUTPUT_LAYER, {}))
     for s, v in stats.items():
         out.append(dict(tags, layer=OUTPUT_LAYER, kind="output", stat=s, value=v,
-                        shape=extra.output.get("shape")))
+                        shape=extra.output.get("shape"), from_layer=extra.output.get("from_layer")))
     for text in extra.notes:
         out.append(dict(tags, layer=NOTE_LAYER, kind="note", stat="note", value=math.nan, note=text))
     return out

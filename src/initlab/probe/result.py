@@ -31,15 +31,18 @@ class ProbeResult:
 
     Attributes:
         records: list of dicts with keys ``layer, kind, stat, value`` and extras ``index`` (order
-            of the layer's first call), ``layer_type`` (``linear``, ``conv``, ``conv_transpose``,
-            ``activation``, ``module``), ``module`` (class or function name), ``activation``
+            of the layer's first call), ``layer_type`` (``linear`` — also transformers'
+            ``Conv1D`` —, ``conv``, ``conv_transpose``, ``activation``, ``module``), ``module``
+            (class or function name), ``activation``
             (an activation layer's own activation; for a weight layer the activation that
             its output reaches, directly or through norm, dropout, identity, flatten or pooling
             modules), ``shape`` (forward records), ``bin,
             bin_lo, bin_hi`` (histogram records), ``units`` (``distinct_units``), ``gain`` and
             ``spec`` (``expected_weight_std``), plus ``scheme`` and any ``tags`` given to probe.
             The model's output has records of ``kind="output"`` under the pseudo-layer
-            :data:`OUTPUT_LAYER`; each note one of ``kind="note"`` under :data:`NOTE_LAYER`.
+            :data:`OUTPUT_LAYER`, with ``from_layer`` (the weight layer whose output it is, as
+            returned or only reshaped, sliced or cast; ``None`` for any other output); each note
+            one of ``kind="note"`` under :data:`NOTE_LAYER`.
             Built on first use (a probe's cost is its passes; materialising thousands of dicts
             is left to whoever reads them).
         layers: layer names in the order of their first call.
@@ -102,6 +105,8 @@ class ProbeResult:
                     info[r["layer"]].setdefault("units", r["units"])
                 if "out_units" in r:
                     info[r["layer"]].setdefault("out_units", r["out_units"])
+                if "from_layer" in r:
+                    info[r["layer"]].setdefault("from_layer", r["from_layer"])
             self._cache = (index, info)
             self._hists = hists
         return self._cache
@@ -236,7 +241,8 @@ class ProbeResult:
           :class:`Thresholds` for why the norm and not the per-element std);
         * ``saturated`` — ``saturation > saturated``; ``dead`` — ``dead_fraction > dead``;
         * ``symmetric`` — a weight layer with more than one unit but 1 distinct unit;
-        * ``logits`` — the model output's std outside ``[logits_low, logits_high]``;
+        * ``logits`` — the model output's std outside ``[logits_low, logits_high]``, when a
+          weight layer made the output (its ``from_layer``; an output of a sigmoid is no logits);
         * ``mismatch`` — a layer's measured ``std`` off the ``local_predicted_std`` (what
           :func:`initlab.graph.moments.propagate` predicts from its measured input) by more than
           the width's tolerance (see :class:`Thresholds`), first offender in layer order.

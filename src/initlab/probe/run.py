@@ -73,11 +73,12 @@ def probe(
     sample's fraction, at least ``1 / N``.
 
     Backward: ``grad_mean, grad_std, grad_norm`` of ``dL/da`` (exact), its ``nonfinite_fraction``
-    and histogram (``kind="grad_hist"``). Weights (``Linear``/``Conv``/``ConvTranspose``):
+    and histogram (``kind="grad_hist"``). Weights (``Linear``/``Conv``/``ConvTranspose``, and
+    transformers' ``Conv1D``, whose ``(in, out)`` weight has its units in dim 1, as a ConvTranspose):
     ``weight_mean, weight_std, weight_norm``; ``distinct_units`` (see :class:`Thresholds`; NaN
     for a weight with a NaN/inf entry); with
     ``scheme``, ``expected_weight_std = named_spec(scheme, compute_fans(W.shape, groups=...,
-    transposed=...), gain).expected_std`` where ``gain = initlab.gains.gain(activation)`` of the
+    transposed=<units in dim 1>), gain).expected_std`` where ``gain = initlab.gains.gain(activation)`` of the
     activation that consumes the layer's output, directly or through norm layers
     (BatchNorm/LayerNorm/GroupNorm/InstanceNorm/...), Dropout, Identity, Flatten or pooling modules,
     as :func:`initlab.init_model` follows them (so ``conv -> BatchNorm -> ReLU`` gets the ReLU
@@ -97,7 +98,10 @@ def probe(
     (vanishing/exploding), not how large the output happened to be (as ``0.5 * ||y||^2`` would).
 
     The model's output (its first floating-point tensor) gets ``mean`` and ``std`` records under
-    :data:`OUTPUT_LAYER` (the ``logits`` verdict reads them).
+    :data:`OUTPUT_LAYER`, with ``from_layer``: the weight layer (Linear, Conv, ConvTranspose, HF
+    ``Conv1D``) whose output it is, as the layer returned it or only reshaped, sliced or cast
+    (``None`` for any other output, e.g. a sigmoid's, or a layer output changed in place). The
+    ``logits`` verdict reads them, only for an output with a ``from_layer``.
 
     With ``predict`` (default), each recorded layer output also gets what the theory predicts for
     it: the model is traced (:func:`initlab.graph.trace`; shapes from the first two examples of
@@ -134,9 +138,12 @@ def probe(
             floating-point output tensor.
         loss_fn: ``loss_fn(outputs, targets)`` (or ``loss_fn(outputs)`` when ``targets`` is None)
             returning a scalar tensor.
-        layers: ``None`` (default: every Linear/Conv/ConvTranspose and activation module, plus
-            functional activations), or a name pattern (``fnmatch``, e.g. ``"fc*"``; matches
-            module qualified names and functional names like ``"forward.tanh_1"``), an
+        layers: ``None`` (default: every Linear/Conv/ConvTranspose/HF Conv1D and activation
+            module — also a parameter-free one the probe's table does not know that
+            :func:`initlab.graph.vocab.classify_module` names, such as HF's ``NewGELUActivation``,
+            probed as one leaf —, plus functional activations), or a name pattern (``fnmatch``,
+            e.g. ``"fc*"``; matches module qualified names and functional names like
+            ``"forward.tanh_1"``), an
             ``nn.Module`` subclass, a callable ``(name, module) -> bool``, or a list of these.
             Modules called more than once get one layer per call: ``name``, ``name#2``, ...
         bins: histogram bins per layer (0 disables histograms).
@@ -183,8 +190,8 @@ def probe(
         ['0', '1']
         >>> res.stat("0", "mean"), res.stat("0", "distinct_units")
         (4.0, 1.0)
-        >>> [v.kind for v in res.verdicts()]
-        ['saturated', 'symmetric', 'logits']
+        >>> [v.kind for v in res.verdicts()]  # no logits verdict: the output is a Tanh's
+        ['saturated', 'symmetric']
         >>> res.stat("0", "predicted_mean"), res.stat("0", "predicted_std")
         (4.0, 0.0)
     """
@@ -367,6 +374,8 @@ class _Hooks:
         s = self.session
         for name, m, lt in selected:
             act = _module_activation(m) if lt == "activation" else None
+            if act is not None:  # a leaf: the functions it calls are its own
+                s.leaves.add(id(m))
             self.module.append(m.register_forward_hook(s.module_hook(name or "model", lt, act, name)))
         if any(lt in _WEIGHT_TYPES for _, _, lt in selected):
             for _, m in named:

@@ -185,9 +185,13 @@ def _symmetric(result: ProbeResult, th: Thresholds) -> Verdict | None:
 
 @_check("logits")
 def _logits(result: ProbeResult, th: Thresholds) -> Verdict | None:
-    """The model output's std outside ``[th.logits_low, th.logits_high]``."""
+    """The model output's std outside ``[th.logits_low, th.logits_high]``, when the output is a
+    weight layer's (its records' ``from_layer``; records without the field, written before it
+    existed, are checked): an activation's or a norm's output is no logits."""
     v = result._index.get((OUTPUT_LAYER, "output", "std"))
     if v is None or not math.isfinite(v) or th.logits_low <= v <= th.logits_high:
+        return None
+    if not result._info.get(OUTPUT_LAYER, {}).get("from_layer", True):
         return None
     if v > th.logits_high:
         why = ("if these are logits, the softmax starts saturated (near one-hot guesses, a first "

@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 
 def _weight_of(layer: _Layer) -> torch.Tensor | None:
-    """The weight of a Linear/Conv/ConvTranspose layer (2-D at least), else ``None``."""
+    """The weight of a Linear/Conv/ConvTranspose/HF Conv1D layer (2-D at least), else ``None``."""
     w = getattr(layer.module, "weight", None) if layer.layer_type in _WEIGHT_TYPES else None
     return w if isinstance(w, torch.Tensor) and w.dim() >= 2 else None
 
 
 def _projections(w: torch.Tensor, transposed: bool, sampler: _Sampler) -> torch.Tensor:
-    """The units of ``w`` (rows; dim 1 of a transposed-conv weight), each of length ``k``,
+    """The units of ``w`` (rows; dim 1 of a transposed-conv or HF ``Conv1D`` weight), each of length ``k``,
     projected on 8 fixed random unit directions: ``[units, 8]`` (one pass over ``w``), computed as
     ``(D R^T)^T`` (``D`` the contiguous ``[8, k]`` directions, ``R`` the rows): the same products,
     about three times as fast on the CPU as ``R D^T`` with its 8-column right-hand side."""
