@@ -124,11 +124,7 @@ def test_tanh_chain_is_orthogonal_at_its_near_critical_point():
         assert torch.allclose(w @ w.T, p.sigma_w2 * eye, atol=1e-10)
         assert plan[f"fc{k}.weight"].gain == pytest.approx(p.sigma_w, rel=1e-12)
     wo = net.out.weight.detach()
-    # the head reads phi at the near-critical point, E[phi^2] = q* / sigma_w^2 per unit: its gain
-    # 1 / sqrt(that) starts the logits at unit second moment
-    head_g2 = p.sigma_w2 / p.q_star
-    assert torch.allclose(wo @ wo.T, head_g2 * torch.eye(10, dtype=torch.float64), atol=1e-10)
-    assert plan["out.weight"].gain == pytest.approx(math.sqrt(head_g2), rel=1e-12)
+    assert torch.allclose(wo @ wo.T, torch.eye(10, dtype=torch.float64), atol=1e-10)  # head: gain 1
     assert all(float(b.detach().abs().max()) == 0.0 for n, b in net.named_parameters() if n.endswith("bias"))
     assert "near-critical tanh" in plan["fc3.weight"].note
 
@@ -248,7 +244,7 @@ def test_odd_width_link_is_orthogonal_at_the_variance_point():
     assert [plan[f"{i}.weight"].scheme for i in (0, 2, 4)] == ["orthogonal"] * 3
     assert plan["0.weight"].gain == pytest.approx(1.0)
     assert plan["2.weight"].gain == pytest.approx(math.sqrt(2), rel=1e-9)
-    assert plan["4.weight"].gain == pytest.approx(math.sqrt(2), rel=1e-9)  # the head reads E[relu^2] = 1/2
+    assert plan["4.weight"].gain == 1.0
     w = net[2].weight.detach().double()
     assert torch.allclose(w @ w.T, 2 * torch.eye(7, dtype=torch.float64), atol=1e-5)
 

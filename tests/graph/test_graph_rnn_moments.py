@@ -238,3 +238,30 @@ def test_planned_rnn_moments_read_the_plan_not_the_current_weights(gen):
                                   dry_run=True)
         rows.append({r.name: r.q_out for r in plan.rows})
     assert rows[0] == rows[1] and all(v is not None for v in rows[0].values())
+
+
+# ---- the module split ---------------------------------------------------------------------------
+
+
+def test_recurrent_rules_live_in_their_own_module_and_stay_importable_from_moments():
+    """``initlab.graph.recurrent`` registers the RNN / LSTM / GRU rules into ``LAYER_RULES`` (and
+    ``initlab.graph.attention`` the attention ones); their names still import from
+    ``initlab.graph.moments``, whichever module is imported first."""
+    import subprocess
+    import sys
+
+    from initlab.graph import attention, moments, recurrent
+
+    assert moments.LAYER_RULES["RNN"] is recurrent._rnn_layer
+    assert moments.LAYER_RULES["LSTM"] is moments.LAYER_RULES["GRU"] is recurrent._gated_rnn
+    assert moments._gated_rnn is recurrent._gated_rnn and moments._Seq is recurrent._Seq
+    assert moments.LAYER_RULES["MultiheadAttention"] is attention._mha_layer
+    assert moments.RULES[Kind.ATTENTION] is attention._attention
+    assert moments.attention_average is attention.attention_average
+    for first in ("recurrent", "attention"):
+        code = (f"import initlab.graph.{first}\n"
+                "from initlab.graph.moments import LAYER_RULES, RULES, _GatedScan, attention_average\n"
+                "from initlab.graph import recurrent as r, attention as a\n"
+                "assert LAYER_RULES['GRU'] is r._gated_rnn and _GatedScan is r._GatedScan\n"
+                "assert LAYER_RULES['MultiheadAttention'] is a._mha_layer")
+        subprocess.run([sys.executable, "-c", code], check=True)

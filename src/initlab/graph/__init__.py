@@ -13,7 +13,7 @@ from initlab.graph.queries import (
     producers,
     residual_adds,
 )
-from initlab.graph.record import record
+from initlab.graph.record import lazy_modules, record
 from initlab.graph.trace import trace
 from initlab.graph.vocab import Entry, register_function, register_module
 
@@ -23,6 +23,7 @@ __all__ = [
     "Graph",
     "trace",
     "record",
+    "lazy_modules",
     "example_inputs",
     "Entry",
     "register_module",

@@ -14,7 +14,7 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.graph import vocab
 from initlab.graph.nodes import Kind
-from initlab.graph.record import leaf_modules
+from initlab.graph.record import leaf_modules, refuse_lazy
 
 __all__ = ["example_inputs", "BATCH", "SEQUENCE", "SIDE"]
 
@@ -155,12 +155,14 @@ def example_inputs(model: nn.Module) -> tuple[Any, str]:
 
     Raises:
         InitlabError: nothing to build from (no weighted layer the vocabulary knows); the message
-            names the model and says to pass ``example_inputs``.
+            names the model and says to pass ``example_inputs``. A lazy module not materialised yet
+            (its sizes are unknown: ``LazyLinear`` has ``in_features=0``).
 
     >>> x, how = example_inputs(nn.Sequential(nn.Linear(784, 10)))
     >>> x.shape, how
     (torch.Size([2, 784]), "built from Linear '0' in_features=784: randn(2, 784)")
     """
+    refuse_lazy(model, f"cannot build example inputs for {type(model).__name__}")
     if _is_hf(model) and (built := _from_hf(model)) is not None:
         return built
     for qualname, m in _weighted_leaves(model):

@@ -100,7 +100,11 @@ def _is_hf_conv1d(module: nn.Module | None) -> bool:
 def layer_fans(module: nn.Module, node: Node | None = None) -> Fans:
     """The true fans of ``module.weight``: groups, transposed convolutions, HF ``Conv1D`` ``(in, out)``.
 
-    ``node.params["groups"]`` / ``["transposed"]`` override the module's attributes.
+    ``node.params["groups"]`` / ``["transposed"]`` override the module's attributes. These are the
+    weight's connection counts (:func:`initlab.fans.compute_fans`): a transposed convolution's
+    ``fan_in`` is ``in_channels / groups * prod(k)``, the taps an output would get at stride 1; with
+    stride ``s`` an output gets ``prod(k_i / s_i)`` of them on average, which the propagation applies
+    as the convolution's coverage (:func:`initlab.graph.spatial.conv_geometry`), not here.
 
     >>> layer_fans(nn.Conv2d(8, 8, 3, groups=8))
     Fans(fan_in=9, fan_out=9, receptive_field=9)

@@ -20,12 +20,14 @@ class Kind(enum.Enum):
     MultiheadAttention, an RNN); ``ACTIVATION``: an elementwise nonlinearity (known by name, or a
     parameter-free module measured numerically); ``ADD`` / ``SUB``: sums (residual adds); ``CONCAT``;
     ``MUL``: elementwise product of two tensors (gating: SwiGLU, squeeze-and-excitation);
-    ``SCALE``: a tensor times (or divided by) a constant; ``POOL``; ``DROPOUT``; ``NORM``
+    ``SCALE``: a tensor times (or divided by) a constant; ``POOL`` (and interpolation that averages
+    neighbours: bilinear, ...); ``DROPOUT``; ``NORM``
     (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm, or their functionals);
     ``ATTENTION``: softmax-weighted averaging of values (``scaled_dot_product_attention``, or a
-    ``softmax`` whose output multiplies values); ``SOFTMAX``; ``MATMUL``: a product of two
-    activations (``q @ k^T``); ``RESHAPE``: moves entries without changing them (view, permute,
-    flatten, getitem, chunk, ...); ``PARAM``: a parameter or buffer read directly (``cls_token``,
+    ``softmax`` whose output multiplies values); ``SOFTMAX`` (``log_softmax`` too); ``MATMUL``: a
+    product of two activations (``q @ k^T``); ``RESHAPE``: moves entries without changing them (view,
+    permute, flatten, getitem, chunk, roll, flip, nearest upsampling; padding, which adds entries);
+    ``PARAM``: a parameter or buffer read directly (``cls_token``,
     position embeddings); ``INPUT`` / ``OUTPUT``: the model's; ``CONSTANT``: a tensor made inside
     forward from no input (``torch.arange``, masks); ``OTHER``: anything else (an unknown op
     propagation cannot see through).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,10 +17,71 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from initlab.errors import InitlabError
 from initlab.graph import vocab
 from initlab.graph.nodes import Graph, Kind, Node
 
-__all__ = ["record", "call_model", "flatten_tensors", "leaf_modules", "preserved", "input_names"]
+__all__ = [
+    "record",
+    "call_model",
+    "flatten_tensors",
+    "leaf_modules",
+    "preserved",
+    "input_names",
+    "value_moments",
+    "lazy_modules",
+    "refuse_lazy",
+]
+
+
+def value_moments(tensors: list[torch.Tensor]) -> tuple[float, float, float] | None:
+    """Mean, second moment and cross moment (two different positions along dim -2, one unit along
+    dim -1, one leading index) pooled over ``tensors``, weighted by entries; ``None`` unless all are
+    finite floating-point tensors of 2 or more dims and at least 2 positions.
+
+    >>> value_moments([torch.tensor([[1.0, 3.0], [1.0, 3.0]])])  # each unit constant: cross = second
+    (2.0, 5.0, 5.0)
+    """
+    if not tensors or any(not t.is_floating_point() or t.ndim < 2 or t.shape[-2] < 2 for t in tensors):
+        return None
+    sums, total = [0.0, 0.0, 0.0], 0
+    for t in tensors:
+        y = t.detach().double().reshape(-1, t.shape[-2], t.shape[-1])
+        if not bool(torch.isfinite(y).all()):
+            return None
+        p, s = y.shape[1], y.sum(1)
+        cross = ((s.square() - y.square().sum(1)) / (p * (p - 1))).mean()
+        for k, v in enumerate((y.mean(), y.square().mean(), cross)):
+            sums[k] += float(v) * y.numel()
+        total += y.numel()
+    mean, second, cross = (v / total for v in sums)
+    return mean, second, min(max(cross, mean * mean), second)
+
+
+def lazy_modules(model: nn.Module) -> list[str]:
+    """Qualified names of the modules that hold an uninitialized (lazy) parameter or buffer
+    (``nn.LazyLinear`` before its first forward), in module order; ``""`` for ``model`` itself.
+
+    A forward materialises them (``LazyLinear`` becomes ``Linear``: a class change nothing undoes),
+    so graph tracing refuses such a model (:func:`refuse_lazy`) and the model level skips it.
+
+    >>> lazy_modules(nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2)))
+    ['0']
+    """
+    return [name for name, m in model.named_modules()
+            if any(nn.parameter.is_lazy(t) for t in (*m._parameters.values(), *m._buffers.values()))]
+
+
+def refuse_lazy(model: nn.Module, what: str) -> None:
+    """Raise :class:`~initlab.errors.InitlabError` before ``what`` runs anything when ``model`` has lazy
+    modules (:func:`lazy_modules`); the message names the first and says how to fix it."""
+    lazy = lazy_modules(model)
+    if lazy:
+        m = model.get_submodule(lazy[0])
+        more = f" (and {len(lazy) - 1} more)" if len(lazy) > 1 else ""
+        raise InitlabError(
+            f"{what}: {type(m).__name__} {lazy[0]!r}{more} has uninitialized (lazy) parameters, and a "
+            "forward would materialise it for good: run one forward on real data first, then initialize")
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
@@ -68,16 +130,39 @@ def leaf_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     return walk("", model)
 
 
+def _writes_parameters(m: nn.Module) -> bool:
+    """A module known to write its own parameters in forward: ``Embedding`` / ``EmbeddingBag`` with
+    ``max_norm`` renormalise the rows they look up, in place."""
+    return getattr(m, "max_norm", None) is not None
+
+
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Run the body and leave ``model`` as it was: every module's attributes (``training``, a
     forward that stores ``self.last = h``) and its parameter / buffer / submodule tables, the
-    values of its buffers (BatchNorm running statistics), and the global RNG (CPU and the model's
-    CUDA devices: a dropout in train mode draws from it). Attributes mutated in place (a list
-    appended to) are not undone."""
+    values of its buffers (BatchNorm running statistics, a step counter), the values of the
+    parameters of modules known to write them in forward (:func:`_writes_parameters`: an
+    ``Embedding`` with ``max_norm``), and the global RNG (CPU and the model's CUDA devices: a
+    dropout in train mode draws from it).
+
+    Parameters are not copied wholesale (GPT-2's 124M would double in memory): a parameter written
+    in place that no snapshot holds (its ``_version`` moved) is named in a ``UserWarning``.
+    Attributes mutated in place (a list appended to) are not undone.
+
+    >>> emb = nn.Embedding(10, 4, max_norm=0.1)
+    >>> before = emb.weight.detach().clone()
+    >>> with preserved(emb), torch.no_grad():
+    ...     _ = emb(torch.arange(10))
+    >>> torch.equal(emb.weight, before)
+    True
+    """
     modules = list(model.modules())
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in modules]
     values = [(b, b.detach().clone()) for b in model.buffers()]
+    written = {id(p): p.detach().clone() for m in modules if _writes_parameters(m)
+               for p in m.parameters(recurse=False)}
+    named = list(model.named_parameters())
+    versions = [p._version for _, p in named]
     tensors = [*model.parameters(), *model.buffers()]
     cuda = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
     try:
@@ -93,6 +178,15 @@ def preserved(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for b, value in values:
                 b.copy_(value)
+            changed = [(n, p) for (n, p), v in zip(named, versions, strict=True) if p._version != v]
+            for _, p in changed:
+                if id(p) in written:
+                    p.copy_(written[id(p)])
+        lost = [n for n, p in changed if id(p) not in written]
+        if lost:
+            names = ", ".join(map(repr, lost[:5]))
+            warnings.warn(f"{type(model).__name__}'s forward wrote parameter(s) {names} in place while "
+                          "initlab ran it; they keep the written values", UserWarning, stacklevel=3)
 
 
 def input_names(model: nn.Module, inputs: Any) -> list[tuple[str, Any]]:
@@ -157,6 +251,8 @@ class _Recorder(TorchFunctionMode):
             return None
         ids = [self.source(t) for t in inputs] if entry.kind is not Kind.CONSTANT else []
         node = self.add(entry, ids, outs[0], **kw)
+        if entry.params.get("position_table"):
+            node.params["value_moments"] = value_moments(outs)
         if all(i in self.static for i in ids):
             self.static.add(node.id)
         for t in outs:
@@ -238,6 +334,8 @@ def record(model: nn.Module, inputs: Any,
         A :class:`Graph` with ``method="recorded"``.
 
     Raises:
+        InitlabError: ``model`` has a lazy module not materialised yet (:func:`lazy_modules`;
+            nothing runs).
         Whatever ``model``'s forward raises on ``inputs``.
 
     >>> g = record(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), torch.zeros(2, 3))
@@ -245,6 +343,7 @@ def record(model: nn.Module, inputs: Any,
     [('input', 'input', [], (2, 3)), ('layer', 'Linear', [0], (2, 4)),
      ('activation', 'ReLU', [1], (2, 4)), ('output', 'output', [2], (2, 4))]
     """
+    refuse_lazy(model, f"cannot record {type(model).__name__}")
     rec = _Recorder(model, classify or (lambda m, shape: vocab.classify_module(m)))
     for name, value in input_names(model, inputs):
         tensors = flatten_tensors(value)

@@ -18,7 +18,7 @@ from initlab.errors import InitlabError
 from initlab.graph import vocab
 from initlab.graph.examples import example_inputs as build_example_inputs
 from initlab.graph.nodes import Graph, Kind
-from initlab.graph.record import flatten_tensors, preserved, record
+from initlab.graph.record import flatten_tensors, preserved, record, refuse_lazy
 
 __all__ = ["trace", "METHODS"]
 
@@ -51,16 +51,33 @@ def _classifier() -> Callable[[nn.Module, tuple | None], vocab.Entry]:
     return classify
 
 
-def _concrete_args(model: nn.Module) -> dict[str, Any]:
-    """Optional forward arguments (masks, flags) are traced with their defaults: ``mask=None``
-    stays ``None`` instead of a Proxy that torch's own checks cannot branch on."""
+def _bound(sig: inspect.Signature, inputs: Any) -> dict[str, Any]:
+    """``forward``'s arguments that ``inputs`` give (a dict by keyword, a tuple or list by position,
+    else one positional input), by name; ``{}`` for none or inputs that do not fit."""
+    if inputs is None:
+        return {}
+    try:
+        bound = (sig.bind_partial(**inputs) if isinstance(inputs, dict) else
+                 sig.bind_partial(*inputs) if isinstance(inputs, (tuple, list)) else sig.bind_partial(inputs))
+    except TypeError:
+        return {}
+    return dict(bound.arguments)
+
+
+def _concrete_args(model: nn.Module, given: Any = None) -> dict[str, Any]:
+    """Optional forward arguments (masks, flags) that the given example inputs do not provide are
+    traced with their defaults: ``mask=None`` stays ``None`` instead of a Proxy that torch's own
+    checks cannot branch on. One they provide stays an input of the graph when it holds a tensor
+    (``forward(x, c=None)`` on ``(x, c)`` keeps ``c``'s path), else is fixed at the given value."""
     try:
         sig = inspect.signature(model.forward)
     except (TypeError, ValueError):
         return {}
+    provided = _bound(sig, given)
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {k: p.default for k, p in sig.parameters.items()
-            if p.default is not inspect.Parameter.empty and p.kind in named}
+    return {k: provided.get(k, p.default) for k, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty and p.kind in named
+            and not (k in provided and flatten_tensors(provided[k]))}
 
 
 def _arg_nodes(node: fx.Node) -> list[fx.Node]:
@@ -112,7 +129,7 @@ class _Propagate(ShapeProp):
 
 
 def _propagate_shapes(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: dict[str, Any]) -> bool:
-    """Run :class:`ShapeProp` on the example inputs (optional arguments at their traced defaults);
+    """Run :class:`ShapeProp` on the example inputs (arguments fixed at trace time take their fixed values);
     ``False`` when they do not fit."""
     try:
         sig = inspect.signature(model.forward)
@@ -160,7 +177,7 @@ def _shape_inputs(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: dict
 
 
 def _fx_graph(model: nn.Module, inputs: Any, classify: Callable) -> Graph:
-    concrete = _concrete_args(model)
+    concrete = _concrete_args(model, inputs)
     graph = _LeafTracer().trace(model, concrete_args=concrete or None)
     source = _shape_inputs(model, graph, inputs, concrete)
     g = _convert(model, graph, concrete, source is not None, classify)
@@ -237,8 +254,9 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
 
     1. ``"fx"``: :func:`torch.fx` symbolic tracing with a tracer that goes through every container
        (leaves: modules the vocabulary knows, :mod:`initlab.graph.vocab`, and modules without
-       children), optional forward arguments fixed at their defaults. ``get_attr`` nodes are
-       ``PARAM`` nodes; calls that yield no tensor (``x.size(0)``) are left out.
+       children), optional forward arguments that ``example_inputs`` do not give fixed at their
+       defaults (given tensors stay graph inputs, given non-tensors are fixed at their value).
+       ``get_attr`` nodes are ``PARAM`` nodes; calls that yield no tensor (``x.size(0)``) are left out.
        :class:`~torch.fx.passes.shape_prop.ShapeProp` on ``example_inputs`` (or, when none are
        given, on built ones) fills ``Node.shape`` and the numbers that shapes give
        (``x * x.size(-1) ** -0.5`` is a ``SCALE`` by a known factor); when that fails the graph
@@ -249,7 +267,9 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
        which); ``Graph.reason`` says why fx was not used.
 
     Nothing in ``model`` changes: both run inside :func:`initlab.graph.record.preserved`
-    (attributes, buffers, the global RNG); the recorded forward also under :func:`torch.no_grad`.
+    (attributes, buffer values, parameters a module writes in forward such as an ``Embedding``'s
+    ``max_norm`` rows, the global RNG); the recorded forward also under :func:`torch.no_grad`. A
+    model with lazy modules is refused before anything runs (a forward would materialise them).
 
     Args:
         model: any ``nn.Module``; one the vocabulary knows (``nn.Linear``) gives input -> node -> output.
@@ -260,8 +280,9 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
         A :class:`Graph` (``method``, ``reason``, ``inputs_from`` set).
 
     Raises:
-        InitlabError: unknown ``method``; fx failed with ``method="fx"``; fx failed and the
-            recorded forward could not run (no example inputs could be built, or the forward raised
+        InitlabError: unknown ``method``; a lazy module not materialised yet (nothing runs:
+            :func:`initlab.graph.record.lazy_modules`); fx failed with ``method="fx"``; fx failed and
+            the recorded forward could not run (no example inputs could be built, or the forward raised
             on them) — the message gives both reasons and says to pass ``example_inputs``.
 
     Example:
@@ -271,6 +292,7 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
     """
     if method not in METHODS:
         raise InitlabError(f"method={method!r} is unknown: use one of {', '.join(METHODS)}")
+    refuse_lazy(model, f"cannot trace {type(model).__name__}")
     classify = _classifier()
     with preserved(model):
         entry = vocab.lookup_module(model)

@@ -32,6 +32,7 @@ __all__ = [
     "NON_TENSOR_FUNCTIONS",
     "TENSOR_ATTRIBUTES",
     "FIRST_INPUT_ONLY",
+    "POSITION_TABLE_SUFFIXES",
 ]
 
 
@@ -120,9 +121,17 @@ def classify_module(m: nn.Module) -> Entry:
     entry = lookup_module(m)
     if entry is not None:
         return entry
+    if type(m).__name__.endswith(POSITION_TABLE_SUFFIXES):
+        return Entry(Kind.CONSTANT, type(m).__name__, params={"position_table": True})
     if next(iter(m.children()), None) is None:
         return measure_module(m)
     return Entry(Kind.OTHER, type(m).__name__)
+
+
+#: Class-name endings of modules whose output depends only on positions, not on their input's values
+#: (HF's ``LlamaRotaryEmbedding``, ``MistralRotaryEmbedding``, ... return the ``cos`` / ``sin`` tables):
+#: ``CONSTANT`` nodes, whose value moments a recorded forward keeps.
+POSITION_TABLE_SUFFIXES: tuple[str, ...] = ("RotaryEmbedding",)
 
 
 # ---- modules ---------------------------------------------------------------------------------------
@@ -221,6 +230,24 @@ def _pool(kind: str) -> ModuleClassifier:
     return lambda m: Entry(Kind.POOL, type(m).__name__, params={"type": kind})
 
 
+def _upsample(m: nn.Module) -> Entry:
+    """``nn.Upsample``: as ``F.interpolate`` with its arguments (:func:`_interpolate`)."""
+    keys = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor")
+    kind = Kind.RESHAPE if str(m.mode).startswith("nearest") else Kind.POOL
+    params = {k: getattr(m, k, None) for k in keys}
+    return Entry(kind, type(m).__name__, params={**params, "type": "interpolate", "rule": "interpolate"})
+
+
+def _padding(mode: str) -> ModuleClassifier:
+    return lambda m: Entry(Kind.RESHAPE, type(m).__name__, params={
+        "pad": tuple(m.padding), "mode": mode, "value": getattr(m, "value", None), "rule": "pad"})
+
+
+#: Padding modules and the ``F.pad`` mode each applies (``ZeroPadNd`` is a ``ConstantPadNd``).
+_PAD_MODULES = [(getattr(nn.modules.padding, cls), mode) for cls, mode in (
+    ("_ConstantPadNd", "constant"), ("_ReflectionPadNd", "reflect"), ("_ReplicationPadNd", "replicate"),
+    ("_CircularPadNd", "circular")) if hasattr(nn.modules.padding, cls)]
+
 _OTHER_MODULES: dict[type | str, ModuleClassifier] = {
     nn.modules.batchnorm._BatchNorm: _norm("batch_norm", num_features="num_features", eps="eps"),
     nn.LayerNorm: _norm("layer_norm", normalized_shape="normalized_shape", eps="eps"),
@@ -241,7 +268,10 @@ _OTHER_MODULES: dict[type | str, ModuleClassifier] = {
     nn.modules.pooling._AdaptiveMaxPoolNd: _pool("max"),
     nn.modules.pooling._LPPoolNd: _pool("lp"),
     nn.Softmax: _simple(Kind.SOFTMAX, dim="dim"),
-    nn.LogSoftmax: _simple(Kind.SOFTMAX, dim="dim"),
+    nn.LogSoftmax: lambda m: Entry(Kind.SOFTMAX, type(m).__name__,
+                                   params={"dim": m.dim, "rule": "log_softmax"}),
+    nn.Upsample: _upsample,
+    **{cls: _padding(mode) for cls, mode in _PAD_MODULES},
     nn.Softmin: _simple(Kind.SOFTMAX, dim="dim"),
 }
 
@@ -315,9 +345,15 @@ register_function(
     _activation_fn,
 )
 register_function(
-    ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "local_response_norm",
-     "normalize"],
+    ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "local_response_norm"],
     lambda name, args, kwargs, t: Entry(Kind.NORM, name, params={"kind": name}),
+)
+# unit L2 norm along ``dim``: E[y^2] = 1/d, not a unit-RMS norm (its own rule, "normalize")
+register_function(
+    "normalize",
+    lambda name, args, kwargs, t: Entry(Kind.NORM, name, params={
+        "kind": name, "rule": name, "p": _number(_arg(args, kwargs, 1, "p", 2.0)),
+        "dim": _arg(args, kwargs, 2, "dim", 1)}),
 )
 register_function(
     ["dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"],
@@ -382,9 +418,77 @@ register_function(
 )
 register_function(["matmul", "bmm", "mm", "einsum"], lambda name, args, kwargs, t: Entry(Kind.MATMUL, name))
 register_function(
-    ["softmax", "log_softmax", "softmin"],
+    ["softmax", "softmin"],
     lambda name, args, kwargs, t: Entry(Kind.SOFTMAX, name, params={"dim": _arg(args, kwargs, 1, "dim")}),
 )
+register_function(
+    "log_softmax",
+    lambda name, args, kwargs, t: Entry(Kind.SOFTMAX, name, params={
+        "dim": _arg(args, kwargs, 1, "dim"), "rule": "log_softmax"}),
+)
+
+
+def _interpolate(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], is_tensor) -> Entry:
+    """``F.interpolate``: nearest modes copy entries (``RESHAPE``), the others average neighbours
+    (``POOL``); both take the ``"interpolate"`` rule (:mod:`initlab.graph.resample`)."""
+    mode = _arg(args, kwargs, 3, "mode", "nearest")
+    keys = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+    defaults = (None, None, "nearest", None, None, False)
+    params = {k: _plain(_arg(args, kwargs, i + 1, k, d))
+              for i, (k, d) in enumerate(zip(keys, defaults, strict=True))}
+    kind = Kind.RESHAPE if str(mode).startswith("nearest") else Kind.POOL
+    return Entry(kind, name, params={**params, "type": "interpolate", "rule": "interpolate"})
+
+
+def _plain(v: Any) -> Any:
+    """``v`` when it is a plain value (number, string, ``None``, or a tuple / list of them), else
+    ``None`` (an fx node standing for a size computed in forward)."""
+    if isinstance(v, (tuple, list)):
+        return tuple(v) if all(_plain(x) is not None for x in v) else None
+    return v if v is None or isinstance(v, (int, float, str)) else None
+
+
+def _pad(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], is_tensor) -> Entry:
+    value = _arg(args, kwargs, 3, "value")
+    return Entry(Kind.RESHAPE, name, params={
+        "pad": _plain(_arg(args, kwargs, 1, "pad")), "rule": "pad",
+        "mode": _arg(args, kwargs, 2, "mode", "constant"),
+        "value": value if value is None else _number(value)})
+
+
+def _clamp(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], is_tensor) -> Entry:
+    """``clamp`` / ``clip``: an activation when it is a named one (``min=0``: relu, ``(0, 6)``: relu6,
+    ``(-a, a)``: hardtanh), else ``OTHER`` (unknown to propagation)."""
+    lo = _arg(args, kwargs, 1, "min") if name != "clamp_max" else None
+    hi = _arg(args, kwargs, 2 if name in ("clamp", "clip") else 1, "max") if name != "clamp_min" else None
+    lo_n, hi_n = _number(lo), _number(hi)
+    if (lo is not None and lo_n is None) or (hi is not None and hi_n is None):
+        return Entry(Kind.OTHER, name)  # tensor bounds
+    if lo_n == 0.0 and hi is None:
+        return Entry(Kind.ACTIVATION, name, ("relu", None))
+    if lo_n is not None and hi_n is not None and (lo_n == -hi_n or (lo_n, hi_n) == (0.0, 6.0)):
+        return _hardtanh_entry(name, lo_n, hi_n, lambda x, lo=lo_n, hi=hi_n: torch.clamp(x, lo, hi))
+    return Entry(Kind.OTHER, name)
+
+
+register_function("interpolate", _interpolate)
+register_function("pad", _pad)
+register_function(["clamp", "clip", "clamp_min", "clamp_max"], _clamp)
+register_function(
+    "roll",
+    lambda name, args, kwargs, t: Entry(Kind.RESHAPE, name, params={
+        "shifts": _arg(args, kwargs, 1, "shifts"), "dims": _arg(args, kwargs, 2, "dims"), "rule": "roll"}),
+)
+
+
+def _flip(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], is_tensor) -> Entry:
+    """``flip(x, dims)``, ``x.flip(d0, d1, ...)``, ``fliplr`` / ``flipud``: dims as a tuple."""
+    dims = {"fliplr": (1,), "flipud": (0,)}.get(name) or kwargs.get("dims", tuple(args[1:]))
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else tuple(dims)
+    return Entry(Kind.RESHAPE, name, params={"dims": dims, "rule": "flip"})
+
+
+register_function(["flip", "fliplr", "flipud"], _flip)
 register_function(
     "scaled_dot_product_attention",
     lambda name, args, kwargs, t: Entry(Kind.ATTENTION, name, params={
@@ -481,13 +585,19 @@ def _device(m: nn.Module) -> torch.device:
 
 def _run(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """``m(x)`` on a copy of ``x`` (an in-place module must not change the probe) under no_grad with
-    the global RNG forked; ``None`` when it fails or is no tensor."""
+    the global RNG forked and ``m``'s buffer values restored after; ``None`` when it fails or is no
+    tensor."""
     cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+    buffers = [(b, b.detach().clone()) for b in m.buffers()]
     try:
         with torch.random.fork_rng(devices=cuda), torch.no_grad():
             y = m(x.clone())
     except Exception:  # an unknown module may reject the probe in any way
         return None
+    finally:
+        with torch.no_grad():
+            for b, value in buffers:
+                b.copy_(value)
     return y if isinstance(y, torch.Tensor) else None
 
 

@@ -299,17 +299,10 @@ def detect(
     real (``self.calls += 1``); every module's attributes and its parameter, buffer and
     submodule tables are restored afterwards. ``run_forward=False`` (a lazy model): fx or module
     order, never a real forward."""
-    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
-             for m in model.modules()]
-    try:
+    from initlab.graph.record import preserved
+
+    with preserved(model):  # attributes, tables, buffer values (fx runs `self.steps += 1` for real), RNG
         return _detect_unrestored(model, example_inputs, run_forward)
-    finally:
-        for m, attrs, params, buffers, modules in saved:
-            m.__dict__.clear()
-            m.__dict__.update(attrs)
-            for table, old in ((m._parameters, params), (m._buffers, buffers), (m._modules, modules)):
-                table.clear()
-                table.update(old)
 
 
 def _detect_unrestored(
