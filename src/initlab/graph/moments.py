@@ -692,16 +692,20 @@ def _norm(node: Node, ctx: PropagationContext) -> Moments:
     """Standardised then the per-unit affine (``E[gamma^2] q + E[beta^2]``): mean 0, ``q = 1`` (less
     ``eps``), ``c = spread / var`` for LayerNorm / GroupNorm (each unit keeps its standardised mean),
     ``0`` for BatchNorm in train mode / InstanceNorm; RMSNorm: ``x / sqrt(q)``. BatchNorm in eval mode is
-    the affine map of its running statistics (near identity at init) when the model is given. Resets an
+    the affine map of its running statistics (near identity at init) when the model is given; a
+    BatchNorm module in train mode (``module.training``: a freshly built model) uses its batch
+    statistics, whatever ``train`` says for dropout. Resets an
     unknown input (to ``q = 1, c = 0``)."""
     x, family, module = ctx.maybe_input(node), _norm_family(node), ctx.module(node)
-    if family == "batch" and not ctx.train and module is not None:
+    # BatchNorm runs as its module is set: batch statistics in train mode (a fresh model), else running
+    train = bool(module.training) if module is not None and family == "batch" else ctx.train
+    if family == "batch" and not train and module is not None:
         st = _batchnorm_eval(module)
         if st is not None:
             if x is None:
                 raise MomentsUnknown("BatchNorm (eval) of an unknown input")
             return _diag_affine(x, st)
-    if family == "batch" and not ctx.train:
+    if family == "batch" and not train:
         ctx.note(node, "BatchNorm taken as normalising (no running statistics)")
     if x is None:
         ctx.note(node, "input unknown: reset to mean 0, q 1")
