@@ -135,7 +135,7 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
 
     import torch
 
-    from initlab.cli_helpers import load_factory, parse_shape
+    from initlab.cli_helpers import parse_shape
     from initlab.model import DetectionFallbackWarning, fallback_message, init_model
 
     shape = parse_shape(input_shape) if input_shape is not None else None
@@ -151,14 +151,7 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
     if save is not None and not Path(save).resolve().parent.is_dir():
         raise FileNotFoundError(
             f"directory {Path(save).parent} of --save {save} does not exist: create it first")
-    factory = load_factory(target)
-    try:
-        model = factory()
-    except Exception as exc:  # the user's code
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InitlabError(f"{target}: calling it failed: {type(exc).__name__}: {msg}") from exc
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{target} returned {type(model).__name__}, not an nn.Module: return the model")
+    model = _build_model(target)
     example = None
     if shape is not None:
         example_gen = torch.Generator().manual_seed(seed)  # the weights depend on --seed, not on the input
@@ -457,6 +450,24 @@ def _probe_mlp(depth: int, width: int, activation: str, scheme: str, batch: int,
                            f"batch {batch} x {in_features}")
 
 
+def _build_model(target: str):
+    """Call the factory ``FILE.py:FUNCTION`` names; what it raises or returns other than a module is
+    the user's error (one line)."""
+    import torch
+
+    from initlab.cli_helpers import load_factory
+
+    factory = load_factory(target)
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InitlabError(f"{target}: calling it failed: {type(exc).__name__}: {msg}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{target} returned {type(model).__name__}, not an nn.Module: return the model")
+    return model
+
+
 def _check_forward(model, example, input_shape: str, shape, input_dtype: str) -> None:
     """Run ``model`` once on ``example`` (nothing in it changes); a failure is the user's bad
     ``--input-shape``: one line, exit 2."""
@@ -482,22 +493,15 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
     ``gen`` (integer ones — token ids, masks — as built)."""
     import torch
 
-    from initlab.cli_helpers import load_factory, parse_shape
+    from initlab.cli_helpers import parse_shape
     from initlab.graph import example_inputs
 
     shape = parse_shape(input_shape) if input_shape is not None else None
     if input_dtype != "float32" and shape is None:
         raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
-    factory = load_factory(target)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try:
-            model = factory()
-        except Exception as exc:  # the user's code
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise InitlabError(f"{target}: calling it failed: {type(exc).__name__}: {msg}") from exc
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{target} returned {type(model).__name__}, not an nn.Module: return the model")
+        model = _build_model(target)
     name = f"{target} ({type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters)"
     if shape is None:
         try:

@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from moment_checks import N_SE, measure
 from scipy import integrate, special
 from torch import nn
 
@@ -34,26 +35,9 @@ from initlab.graph.moments import (
 )
 from initlab.graph.nodes import Graph, Kind
 
-N_SE = 5.0
-
-
 # ---- measurement -----------------------------------------------------------------------------------
 
 
-def measure(y: torch.Tensor) -> tuple[Moments, tuple[float, float, float]]:
-    """Moments of ``y`` arranged as ``(groups, positions, units)`` and their standard errors.
-
-    ``cross`` is the unbiased pairwise estimate ``((sum_p y)^2 - sum_p y^2) / (P (P - 1))`` per group and
-    unit (two different positions of one example; for ``groups = 1`` two different examples).
-    """
-    y = y.detach().double()
-    _, p, j = y.shape
-    m_j, q_j = y.mean((0, 1)), y.square().mean((0, 1))
-    s = y.sum(1)
-    c_j = ((s.square() - y.square().sum(1)) / (p * (p - 1))).mean(0)
-    m, q, c = float(m_j.mean()), float(q_j.mean()), float(c_j.mean())
-    se = tuple(float(t.std()) / math.sqrt(j) for t in (m_j, q_j, c_j))
-    return Moments(m, q, min(max(c, m * m), q)), se  # type: ignore[return-value]
 
 
 def assert_close(pred: Moments, y: torch.Tensor, fields: str = "msc") -> None:

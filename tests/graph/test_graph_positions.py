@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from moment_checks import N_SE, measure
 from torch import nn
 
 from initlab.graph import trace
@@ -21,21 +22,6 @@ from initlab.graph.moments import Moments, attention_average, propagate
 from initlab.graph.nodes import Kind
 from initlab.graph.record import value_moments
 from initlab.graph.vocab import classify_module
-
-N_SE = 5.0
-
-
-def measure(y: torch.Tensor) -> tuple[Moments, tuple[float, float, float]]:
-    """Moments of ``(batch, L, features)`` and their standard errors; ``cross`` over two different
-    positions of one sequence."""
-    y = y.detach().double()
-    _, p, j = y.shape
-    m_j, q_j = y.mean((0, 1)), y.square().mean((0, 1))
-    s = y.sum(1)
-    c_j = ((s.square() - y.square().sum(1)) / (p * (p - 1))).mean(0)
-    m, q, c = float(m_j.mean()), float(q_j.mean()), float(c_j.mean())
-    se = tuple(float(t.std()) / math.sqrt(j) for t in (m_j, q_j, c_j))
-    return Moments(m, q, min(max(c, m * m), q)), se  # type: ignore[return-value]
 
 
 def within(pred: float, y: torch.Tensor, field: str) -> bool:

@@ -28,10 +28,9 @@ worst ``q`` bias measured, above the worst cross bias. Seeds are fixed.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from moment_checks import N_SE, measure
 from torch import nn
 
 import initlab
@@ -39,22 +38,10 @@ from initlab.graph.layer_stats import RNN_GATES, model_layer_stats, part_params
 from initlab.graph.moments import Moments, propagate
 from initlab.graph.nodes import Graph, Kind, Node
 
-N_SE = 5.0
 ASSUMPTION = {1: 0.02, 2: 0.04}
 BATCH, STEPS, WIDTH = 512, 16, 256
 
 
-def measure(y: torch.Tensor) -> tuple[Moments, tuple[float, float, float]]:
-    """Moments of ``(batch, steps, units)`` and their standard errors over units; ``cross``: two
-    different steps of one example (unbiased pairwise estimate)."""
-    y = y.detach().double()
-    _, p, j = y.shape
-    m_j, q_j = y.mean((0, 1)), y.square().mean((0, 1))
-    s = y.sum(1)
-    c_j = ((s.square() - y.square().sum(1)) / (p * (p - 1))).mean(0)
-    m, q, c = float(m_j.mean()), float(q_j.mean()), float(c_j.mean())
-    se = tuple(float(t.std()) / math.sqrt(j) for t in (m_j, q_j, c_j))
-    return Moments(m, q, min(max(c, m * m), q)), se  # type: ignore[return-value]
 
 
 def assert_within(name: str, predicted: float, y: torch.Tensor, layers: int) -> None:

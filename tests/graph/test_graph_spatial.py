@@ -18,6 +18,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from moment_checks import N_SE
+from moment_checks import measure as measure_rows
 from torch import nn
 
 from initlab.graph import trace
@@ -25,20 +27,11 @@ from initlab.graph.moments import Moments, propagate
 from initlab.graph.nodes import Graph, Kind
 from initlab.graph.spatial import PROFILE_RULES, conv_geometry, normalised, tap_maps, zero_padded
 
-N_SE = 5.0
-
 
 def measure(y: torch.Tensor) -> tuple[Moments, tuple[float, float, float]]:
     """Moments of a ``(N, C, *spatial)`` map, channels as units, and their standard errors; ``cross``
     over pairs of different positions of one example."""
-    y = y.detach().double().flatten(2).transpose(1, 2)  # (N, P, C)
-    _, p, j = y.shape
-    m_j, q_j = y.mean((0, 1)), y.square().mean((0, 1))
-    s = y.sum(1)
-    c_j = ((s.square() - y.square().sum(1)) / (p * (p - 1))).mean(0)
-    m, q, c = float(m_j.mean()), float(q_j.mean()), float(c_j.mean())
-    se = tuple(float(t.std()) / math.sqrt(j) for t in (m_j, q_j, c_j))
-    return Moments(m, q, min(max(c, m * m), q)), se  # type: ignore[return-value]
+    return measure_rows(y.flatten(2).transpose(1, 2))  # (N, P, C)
 
 
 def assert_close(pred: Moments, y: torch.Tensor, fields: str = "msc") -> None:
