@@ -1074,8 +1074,6 @@ def test_hand_written_swish_hardswish_relu6_are_found(cls, example):
     assert named["fc2.weight"].gain == pytest.approx(gain("hardswish"))
 
 
-@pytest.mark.xfail(strict=True, reason="initlab.graph.moments._mul propagates x * sigmoid(x) as a product "
-                   "of independent factors (E[x^2] E[sigmoid(x)^2]), not as the silu that detection finds")
 def test_hand_written_swish_propagates_as_silu():
     """Under "auto" fc2 reads silu of a unit pre-activation: E[x^2] = 1 / gain("silu")^2."""
     plan = init_model(_HandWrittenActs(), dry_run=True)

@@ -528,12 +528,24 @@ def _square(x: Moments) -> Moments:
 
 
 def _mul(node: Node, ctx: PropagationContext) -> Moments:
-    """Independent factors (gating): ``m = m1 m2``, ``q = q1 q2``, ``c = c1 c2``."""
+    """Independent factors (gating): ``m = m1 m2``, ``q = q1 q2``, ``c = c1 c2``; but ``x * x`` is a
+    square and ``x * sigmoid(x)`` / ``x * hardsigmoid(x)`` (Swish written by hand) is the activation
+    ``silu`` / ``hardswish`` of ``x``, not a product of independent factors."""
+    from initlab.graph.queries import swish
+
     a = ctx.input(node, 0)
     if len(node.inputs) < 2:
         return a.scaled(float(node.params.get("value", node.params.get("factor", 1.0))))
     if node.inputs[0] == node.inputs[1]:
         return _square(a)
+    name = swish(ctx.graph, node.id)
+    if name is not None:  # the operand that is not the gate is the pre-activation
+        gate = next(i for i in node.inputs if ctx.graph[i].kind is Kind.ACTIVATION
+                    and ctx.graph[i].inputs[:1] == [j for j in node.inputs if j != i])
+        x = ctx.results.get(next(j for j in node.inputs if j != gate))
+        if x is None:
+            raise MomentsUnknown("the input of a hand-written swish is unknown")
+        return _activation((name, None), None, x)
     b = ctx.input(node, 1)
     return Moments(a.mean * b.mean, a.second * b.second, a.cross * b.cross)  # type: ignore[operator]
 
