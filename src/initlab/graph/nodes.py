@@ -127,6 +127,13 @@ class Graph:
     def __getitem__(self, i: int) -> Node:
         return self.nodes[i]
 
+    def fresh(self) -> Graph:
+        """A copy whose nodes have empty ``meta`` (each pass writes its own), sharing nothing
+        mutable with this graph but the measured functions."""
+        nodes = [Node(n.id, n.kind, n.op, list(n.inputs), n.module, n.activation, n.fn, dict(n.params),
+                      n.shape) for n in self.nodes]
+        return Graph(nodes, self.method, self.reason, self.inputs_from)
+
     def users(self, i: int) -> list[Node]:
         """The nodes that read node ``i``'s output, in execution order."""
         return [n for n in self.nodes if i in n.inputs]

@@ -30,6 +30,7 @@ __all__ = [
     "fn_name",
     "is_leaf",
     "NON_TENSOR_FUNCTIONS",
+    "ACTIVATION_FUNCTIONS",
     "TENSOR_ATTRIBUTES",
     "FIRST_INPUT_ONLY",
     "POSITION_TABLE_SUFFIXES",
@@ -339,11 +340,13 @@ def _activation_fn(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], is
     return Entry(Kind.ACTIVATION, name, (name, num(*read) if read else None))
 
 
-register_function(
-    ["relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus", "softsign",
-     "tanh", "sigmoid", "hardtanh", "hardsigmoid", "hardswish", "logsigmoid", "tanhshrink", "rrelu", "prelu"],
-    _activation_fn,
-)
+#: The functional activations the table knows by canonical name (``F.relu``, ``torch.tanh``,
+#: ``Tensor.sigmoid_``); the probe records their outputs.
+ACTIVATION_FUNCTIONS: frozenset[str] = frozenset({
+    "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus", "softsign",
+    "tanh", "sigmoid", "hardtanh", "hardsigmoid", "hardswish", "logsigmoid", "tanhshrink", "rrelu", "prelu",
+})
+register_function(sorted(ACTIVATION_FUNCTIONS), _activation_fn)
 register_function(
     ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "local_response_norm"],
     lambda name, args, kwargs, t: Entry(Kind.NORM, name, params={"kind": name}),

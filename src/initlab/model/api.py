@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from initlab.errors import InitlabError
+from initlab.graph import Graph
 from initlab.model.chain import plain_chain, plan_chain
 from initlab.model.detect import DetectionFallbackWarning, detect, fallback_message, lazy_modules
-from initlab.model.flow import Found
+from initlab.model.found import Found
 from initlab.model.handlers.linear import packed_by_structure
 from initlab.model.plan import InitPlan, PlanRow
 from initlab.model.policies import SCHEMES, SchemeContext
@@ -144,15 +145,16 @@ def init_model(
     _check_args(model, scheme, embedding_std, generator, sigma_b2)
     checked_rules = check_rules(rules)
     lazy = lazy_modules(model)  # a forward would materialise them (a class change nothing undoes)
-    found, method, why = detect(model, example_inputs, run_forward=not lazy)
-    ctx, propagation_note = _context(model, scheme, checked_rules, found, method, example_inputs,
+    found, method, why, graph = detect(model, example_inputs, run_forward=not lazy)
+    ctx, propagation_note = _context(model, scheme, checked_rules, found, method, graph, why,
                                      float(embedding_std), None if sigma_b2 is None else float(sigma_b2),
                                      lazy)
     rows, skipped, use = plan_rows(model, ctx, checked_rules)
     warn_unused_rules(checked_rules, use)
     _warn_left_alone(model, rows, skipped, method, why)
     graph_note = (f"not traced: lazy module {lazy[0]!r} is not materialised (run one forward first)"
-                  if lazy else predict_moments(model, rows, ctx.scales, example_inputs, skip=set(ctx.chain)))
+                  if lazy else predict_moments(model, rows, graph, why, skip=set(ctx.chain),
+                                                          scales=ctx.scales))
     plan = InitPlan(scheme=scheme, rows=rows, skipped=skipped, detection=method, detection_note=why,
                     propagation=propagation_note or graph_note)
     if dry_run:
@@ -190,10 +192,12 @@ def _check_args(model: Any, scheme: Any, embedding_std: Any, generator: Any, sig
 
 def _context(
     model: nn.Module, scheme: str, rules: list[tuple[Any, Any]], found: dict[str, Found], method: str,
-    example_inputs: Any, embedding_std: float, sigma_b2: float | None, lazy: Sequence[str] = (),
+    graph: Graph | None, why: str | None, embedding_std: float, sigma_b2: float | None,
+    lazy: Sequence[str] = (),
 ) -> tuple[SchemeContext, str | None]:
     """The context the handlers read: the plain chain's isometric roles (where ``"auto"`` is used
-    and the model is one), else the propagated scales; and how the graph was built."""
+    and the model is one), else the scales propagated through ``graph`` (the one detection traced);
+    and how the graph was built."""
     wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in rules)
     chain = plain_chain(model, found, method) if wants_auto else None
     roles = plan_chain(model, chain, found) if chain else None  # None: a link cannot be planned
@@ -201,7 +205,7 @@ def _context(
         scales: dict = {}
         propagation_note = f"not traced: lazy module {lazy[0]!r} is not materialised (run one forward first)"
     else:
-        scales, propagation_note = propagation_plans(model, example_inputs, scheme, rules, roles,
+        scales, propagation_note = propagation_plans(model, graph, why, scheme, rules, roles,
                                                      embedding_std)
     mha_out = frozenset(
         f"{q}.out_proj" if q else "out_proj"

@@ -13,7 +13,7 @@ from torch import nn
 from initlab import schemes
 from initlab.errors import InitlabError
 from initlab.model.classify import LINEAR
-from initlab.model.flow import Found
+from initlab.model.found import Found
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[
     """The Linear layers of ``model`` in data-flow order when the model is a *plain chain*, else
     ``None``: every module with parameters is an ``nn.Linear`` called once and no weight is tied,
     and the layers form one path ``L0 -> phi -> L1 -> phi -> ... -> Ln`` of private links
-    (:meth:`FlowGraph.private_next <initlab.model.flow.FlowGraph.private_next>`: nothing but
+    (:func:`initlab.model.found.from_graph`: nothing but
     dropout or ``Identity`` between them), ``n >= 1``, the first layer reading the model's only
     input (a ``Flatten`` / ``view`` before it is fine) and the last writing its output (a softmax
     after it is fine); only fx sees the links."""

@@ -15,7 +15,7 @@ from initlab.model.classify import LINEAR
 
 if TYPE_CHECKING:
     from initlab.model.chain import ChainRole
-    from initlab.model.flow import Found
+    from initlab.model.found import Found
     from initlab.model.propagation import LayerScale, PropagationPlan
 
 #: Activations that get He (fan_in) under ``"auto"``.

@@ -10,23 +10,25 @@ import torch
 from torch import nn
 
 from initlab import schemes
+from initlab.graph import Graph
 from initlab.model.plan import PlanRow
 from initlab.model.propagation import PropagationPlan, plan_scales
 from initlab.model.rows import spec_std_bound
 
 
 def propagation_plans(
-    model: nn.Module, example_inputs: Any, scheme: str, rules: list[tuple[Any, Any]],
+    model: nn.Module, graph: Graph | None, why: str | None, scheme: str, rules: list[tuple[Any, Any]],
     chain: dict[str, Any] | None, embedding_std: float,
 ) -> tuple[dict[str, PropagationPlan], str | None]:
     """The graph-wide plans the schemes in use need: ``"auto"`` (unless ``chain``, the isometric
     roles of a plain chain, decides every layer) with the residual-branch, tied-embedding and
     joined-parameter rules; ``"variance"`` with each layer's local solve only. When the model
-    cannot be traced, ``({}, why)``: the per-layer rule decides those rows instead.
+    cannot be traced (``graph`` is ``None``; ``why`` says why), ``({}, note)``: the per-layer rule
+    decides those rows instead.
 
-    The propagation (:func:`initlab.model.plan_scales`): the model's data-flow graph is traced
-    (:func:`initlab.graph.trace`: fx, else a recorded forward on ``example_inputs`` or on inputs
-    built from the model) and the second moment of every tensor propagated through it
+    The propagation (:func:`initlab.model.plan_scales`): on the model's data-flow graph, traced once
+    by detection (:func:`initlab.graph.trace`: fx, else a recorded forward on ``example_inputs`` or on
+    inputs built from the model), the second moment of every tensor propagated through it
     (:mod:`initlab.graph.moments`; standardised data). Each weighted layer gets zero-mean normal
     weights with :math:`\\mathrm{Var}(w) = q_{target} / (fan_{in}\\,\\mathbb{E}[x^2])`,
     :math:`\\mathbb{E}[x^2]` the propagated second moment of *its own* input and
@@ -52,12 +54,14 @@ def propagation_plans(
     wanted = {scheme} | {t for _, t in rules if isinstance(t, str)}
     plans: dict[str, PropagationPlan] = {}
     kept = _kept_layers(model, rules)
+    if graph is None and wanted & {"auto", "variance"}:
+        return {}, f"not propagated (not traced: {why}): the per-layer rule decides every layer"
     try:
         if "auto" in wanted and not chain:
-            plans["auto"] = plan_scales(model, example_inputs, embedding_second=embedding_std**2, kept=kept)
+            plans["auto"] = plan_scales(model, embedding_second=embedding_std**2, kept=kept, graph=graph)
         if "variance" in wanted:
-            plans["variance"] = plan_scales(model, example_inputs, residual_growth=None, tied=False,
-                                            embedding_second=embedding_std**2, kept=kept)
+            plans["variance"] = plan_scales(model, residual_growth=None, tied=False,
+                                            embedding_second=embedding_std**2, kept=kept, graph=graph)
     except Exception as exc:  # noqa: BLE001  (untraceable, lazy, meta: the per-layer rule decides)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {}, f"not propagated ({why}): the per-layer rule decides every layer"
@@ -83,21 +87,25 @@ def _kept_layers(model: nn.Module, rules: list[tuple[Any, Any]]) -> set[str]:
 
 
 def predict_moments(
-    model: nn.Module, rows: list[PlanRow], scales: dict[str, PropagationPlan], example_inputs: Any,
-    skip: set[str] | frozenset[str] = frozenset(),
+    model: nn.Module, rows: list[PlanRow], graph: Graph | None, why: str | None = None,
+    skip: set[str] | frozenset[str] = frozenset(), scales: dict[str, PropagationPlan] | None = None,
 ) -> str | None:
     """Fill each layer row's ``q_in`` / ``q_out``: the moments propagated through the model's graph
     with the planned stds (:func:`initlab.graph.moments.propagate`), under any scheme (an
     attention's rows: the whole module's input and output). Informational: a model the graph
     cannot trace keeps ``None`` and the reason is returned. Layers in ``skip`` (an isometric plain
     chain: mirrored blocks and centring biases, which mean field does not see; each row's note
-    gives its link's ``q``) keep ``None``."""
-    from initlab.graph import Kind, trace
+    gives its link's ``q``) keep ``None``. ``graph``: the model's graph as detection traced it
+    (``None``: it could not, ``why`` says why); the prediction works on a fresh copy, or on the graph
+    of a propagation plan in ``scales`` (it knows the planned stds of joined parameters)."""
+    from initlab.graph import Kind
     from initlab.graph.moments import propagate
 
+    if graph is None:
+        return f"no predicted moments (not traced: {why})"
     by_name = {r.name: r for r in rows}
     try:
-        graph = next(iter(scales.values())).graph if scales else trace(model, example_inputs)
+        graph = next(iter(scales.values())).graph if scales else graph.fresh()
         propagate(graph, model=model, layer_stats=planned_stats(model, by_name))
     except Exception as exc:  # noqa: BLE001  (a prediction never stops an init)
         return f"no predicted moments ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"

@@ -272,6 +272,7 @@ def plan_scales(
     logits_second: float = 1.0,
     tied: bool = True,
     kept: frozenset[str] | set[str] = frozenset(),
+    graph: Graph | None = None,
 ) -> PropagationPlan:
     r"""Choose every weighted layer's weight variance by propagating moments through ``model``'s graph.
 
@@ -314,6 +315,8 @@ def plan_scales(
         kept: qualified names of layers whose weights stay as they are (a ``"keep"`` rule:
             pretrained, frozen): the propagation reads their current weights, and the layers after
             them are solved for what those actually give.
+        graph: ``model``'s graph, already traced (:func:`initlab.graph.trace`); the plan works on a
+            :meth:`~initlab.graph.Graph.fresh` copy. ``None``: traced here from ``example_inputs``.
 
     Returns:
         :class:`PropagationPlan`.
@@ -340,7 +343,7 @@ def plan_scales(
         raise InitlabError(f"logits_second={logits_second!r} is invalid: pass a finite number > 0")
     if residual_growth is not None and not (math.isfinite(residual_growth) and residual_growth > 1):
         raise InitlabError(f"residual_growth={residual_growth!r} is invalid: pass a number > 1, or None")
-    g = trace(model, example_inputs)
+    g = trace(model, example_inputs) if graph is None else graph.fresh()
     plan = PropagationPlan(g)
     ends = _branch_ends(g, residual_growth, plan.notes) if residual_growth else {}
     plan.residual = len(ends)

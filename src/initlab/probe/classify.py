@@ -1,12 +1,12 @@
-"""The probe's table of modules and functions: which outputs it records by default, which are
-activations (and their saturation), which modules pass a weight layer's signal on to its activation.
+"""The probe's view of modules and functions, read from the one table
+(:mod:`initlab.graph.vocab`): which outputs it records by default, which are activations (and their
+saturation), which modules pass a weight layer's signal on to its activation.
 
-Its own table, not :mod:`initlab.graph.vocab`'s, because the two differ where the probe's records
-(and tests) depend on it: ``nn.Identity`` is a probed activation (``"linear"``) here and a reshape
-there; ``nn.RReLU`` is ``"rrelu"`` here, ``"leaky_relu"`` there; ``nn.Hardtanh(0, 6)`` is
-``"hardtanh"`` with its limits here, ``"relu6"`` there; the vocabulary also knows ``logsigmoid`` and
-``tanhshrink`` as functions (not captured here), and ``PixelShuffle`` / ``LPPool`` as a reshape and
-a pool (not passed through here). The one table to merge into is the vocabulary's.
+Where the probe's records name things their own way, it says so here: ``nn.Identity`` is a probed
+activation (``"linear"``); ``nn.RReLU`` is ``"rrelu"`` (the vocabulary's gain name is
+``"leaky_relu"`` at the mean slope); every ``nn.Hardtanh`` but ``nn.ReLU6`` is ``"hardtanh"`` with
+its limits (the vocabulary says ``"relu6"`` for ``Hardtanh(0, 6)``); a functional activation is
+named by its function (``F.relu6`` is ``"relu6"``).
 """
 
 from __future__ import annotations
@@ -14,75 +14,41 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
+
+from initlab.graph.nodes import Kind
+from initlab.graph.vocab import ACTIVATION_FUNCTIONS, classify_module, fn_name, lookup_module
 
 _SATURATING = ("tanh", "softsign", "sigmoid", "hardsigmoid", "hardtanh", "relu6")
 _RELU_FAMILY = ("relu", "relu6", "leaky_relu", "prelu", "rrelu")
 
 # ---- activation identification ------------------------------------------------------------------
 
-_ACT_MODULES: dict[type, str] = {
-    nn.Identity: "linear", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu",
-    nn.PReLU: "prelu", nn.RReLU: "rrelu", nn.ELU: "elu", nn.SELU: "selu", nn.CELU: "celu",
-    nn.GELU: "gelu", nn.SiLU: "silu", nn.Mish: "mish", nn.Softplus: "softplus",
-    nn.Softsign: "softsign", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Hardtanh: "hardtanh",
-    nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish", nn.Tanhshrink: "tanhshrink",
-    nn.LogSigmoid: "logsigmoid",
-}
 
-_FUNCTIONAL: dict[Any, str] = {}
-
-
-def _register_functional(name: str, *names: str) -> None:
-    for dotted in names:
-        owner_name, _, attr = dotted.rpartition(".")
-        owner = {"torch": torch, "F": F, "Tensor": torch.Tensor}[owner_name]
-        fn = getattr(owner, attr, None)
-        if fn is not None:
-            _FUNCTIONAL[fn] = name
-
-
-_register_functional("tanh", "torch.tanh", "torch.tanh_", "Tensor.tanh", "Tensor.tanh_", "F.tanh")
-_register_functional("sigmoid", "torch.sigmoid", "torch.sigmoid_", "Tensor.sigmoid", "Tensor.sigmoid_",
-                     "F.sigmoid")
-_register_functional("relu", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu",
-                     "F.relu_")
-_register_functional("relu6", "F.relu6")
-_register_functional("leaky_relu", "F.leaky_relu", "F.leaky_relu_")
-_register_functional("prelu", "F.prelu", "torch.prelu")
-_register_functional("rrelu", "F.rrelu", "F.rrelu_")
-_register_functional("elu", "F.elu", "F.elu_")
-_register_functional("selu", "F.selu", "torch.selu", "torch.selu_")
-_register_functional("celu", "F.celu", "torch.celu", "torch.celu_")
-_register_functional("gelu", "F.gelu")
-_register_functional("silu", "F.silu")
-_register_functional("mish", "F.mish")
-_register_functional("softplus", "F.softplus")
-_register_functional("softsign", "F.softsign")
-_register_functional("hardtanh", "F.hardtanh", "F.hardtanh_")
-_register_functional("hardsigmoid", "F.hardsigmoid")
-_register_functional("hardswish", "F.hardswish")
+def _torch_activation(module: nn.Module) -> str | None:
+    """The probe's name of a module the vocabulary registers as an activation (or ``nn.Identity``:
+    ``"linear"``), else ``None``."""
+    if type(module) is nn.Identity:
+        return "linear"
+    entry = lookup_module(module)
+    if entry is None or entry.kind is not Kind.ACTIVATION or entry.activation is None:
+        return None
+    if isinstance(module, nn.RReLU):
+        return "rrelu"
+    if isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6):
+        return "hardtanh"
+    name = entry.activation[0]
+    return None if name == "measured" else name
 
 
 def _module_activation(module: nn.Module) -> tuple[str, tuple[float, float] | None] | None:
-    """``(activation name, hardtanh limits or None)`` of an activation module, else ``None``: one of
-    the table's (through the MRO), or one the table does not know that
+    """``(activation name, hardtanh limits or None)`` of an activation module, else ``None``: one the
+    vocabulary registers (through the MRO), or one it does not know that
     :func:`_identified_activation` identifies."""
-    name = _ACT_MODULES.get(type(module))
-    if name is None:
-        for cls, cand in _ACT_MODULES.items():
-            if cls is not nn.Identity and isinstance(module, cls):
-                name = cand
-                break
+    name = _torch_activation(module)
     if name is None:
         return _identified_activation(module)
-    if name == "gelu" and getattr(module, "approximate", "none") == "tanh":
-        name = "gelu_tanh"
-    limits = None
-    if isinstance(module, nn.Hardtanh):
-        limits = (float(module.min_val), float(module.max_val))
+    limits = (float(module.min_val), float(module.max_val)) if isinstance(module, nn.Hardtanh) else None
     return name, limits
 
 
@@ -91,20 +57,34 @@ def _identified_activation(module: nn.Module) -> tuple[str, None] | None:
     :func:`initlab.graph.vocab.classify_module` identifies as a known activation by running it on
     a seeded probe (transformers' ``GELUActivation`` is ``"gelu"``, ``NewGELUActivation``
     ``"gelu_tanh"``, ``QuickGELUActivation`` ``"swish"``); ``None`` for anything else, an elementwise
-    function it cannot name (``"measured"``) included, and torch's own modules (the table above
-    lists those the probe records; the vocabulary is not imported for a torch-only model). Such a
-    module is then probed as an activation module, a leaf: the functions its ``forward`` calls are
-    not recorded apart."""
+    function it cannot name (``"measured"``) included, and torch's own modules. Such a module is
+    then probed as an activation module, a leaf: the functions its ``forward`` calls are not
+    recorded apart."""
     if (type(module).__module__.startswith("torch.") or next(module.children(), None) is not None
             or next(module.parameters(), None) is not None):
         return None
-    from initlab.graph.nodes import Kind  # noqa: PLC0415  (the vocabulary: imported when needed)
-    from initlab.graph.vocab import classify_module  # noqa: PLC0415
-
     entry = classify_module(module)
     if entry.kind is not Kind.ACTIVATION or entry.activation is None or entry.activation[0] == "measured":
         return None
     return entry.activation[0], None
+
+
+_FUNCTIONAL_CACHE: dict[Any, str | None] = {}
+
+
+def _functional_activation(func: Any) -> str | None:
+    """The name of a torch function or method the vocabulary knows as an activation (``F.relu``,
+    ``torch.tanh``, ``Tensor.sigmoid_``: its canonical name), else ``None``; cached by function."""
+    try:
+        return _FUNCTIONAL_CACHE[func]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable: not an activation we know
+        return None
+    name = fn_name(func)
+    act = name if name in ACTIVATION_FUNCTIONS else None
+    _FUNCTIONAL_CACHE[func] = act
+    return act
 
 
 def _functional_limits(name: str, args: tuple, kwargs: dict) -> tuple[float, float] | None:
@@ -151,26 +131,32 @@ def _units_in_dim1(module: nn.Module | None) -> bool:
 
 _WEIGHT_TYPES = ("linear", "conv", "conv_transpose")
 
-#: Modules a weight layer's output passes through on its way to the activation that consumes it
-#: (for ``layer.activation`` and the gain of ``expected_weight_std``): norm layers re-standardise
-#: their input, so ``conv -> BatchNorm -> ReLU`` takes the ReLU's gain, as
-#: :func:`initlab.init_model` does; also dropout, identity, flatten and pooling (the same modules
-#: ``initlab.apply`` follows). Functional pass-throughs (``F.dropout``, ``x.view``) are not followed.
-_NORMS: tuple[type, ...] = (
-    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
-    nn.LocalResponseNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
-_PASS_THROUGH: tuple[type, ...] = (
-    *_NORMS,
-    nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-)
+#: Vocabulary kinds a weight layer's output passes through on its way to the activation that
+#: consumes it (for ``layer.activation`` and the gain of ``expected_weight_std``): norm layers
+#: re-standardise their input, so ``conv -> BatchNorm -> ReLU`` takes the ReLU's gain, as
+#: :func:`initlab.init_model` does; also dropout, identity, flatten and pooling (the kinds
+#: :func:`initlab.graph.consuming_activation` walks). Functional pass-throughs (``F.dropout``,
+#: ``x.view``) are not followed.
+_PASS_KINDS = frozenset({Kind.NORM, Kind.DROPOUT, Kind.RESHAPE, Kind.POOL})
+
+
+def _passes_through(module: nn.Module) -> bool:
+    """Whether a weight layer's output reaches its activation through ``module`` (see
+    :data:`_PASS_KINDS`)."""
+    entry = lookup_module(module)
+    return entry is not None and entry.kind in _PASS_KINDS
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A norm layer the vocabulary registers: its output has unit second moment."""
+    entry = lookup_module(module)
+    return entry is not None and entry.kind is Kind.NORM
+
 
 #: torch.nn classes whose ``forward`` calls no functional activation (besides the activation
-#: modules, whose own calls are not counted): a model built only from these (exact types) has no
-#: functional activations to capture, so the probe skips the TorchFunctionMode and its hooks.
-_NO_FUNCTIONAL: frozenset[type] = frozenset(_ACT_MODULES) | frozenset(
+#: modules, whose own calls are not counted): a model built only from these and activation modules
+#: has no functional activations to capture, so the probe skips the TorchFunctionMode and its hooks.
+_NO_FUNCTIONAL: frozenset[type] = frozenset(
     getattr(nn, name) for name in """
     Sequential ModuleList ModuleDict Linear Bilinear Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d
     ConvTranspose3d BatchNorm1d BatchNorm2d BatchNorm3d LayerNorm GroupNorm InstanceNorm1d InstanceNorm2d
@@ -179,6 +165,11 @@ _NO_FUNCTIONAL: frozenset[type] = frozenset(_ACT_MODULES) | frozenset(
     AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d Upsample ZeroPad2d ConstantPad1d ConstantPad2d
     ConstantPad3d""".split() if hasattr(nn, name)
 )
+
+
+def _calls_no_functional(module: nn.Module) -> bool:
+    """``module`` is one of :data:`_NO_FUNCTIONAL` or a torch activation module."""
+    return type(module) in _NO_FUNCTIONAL or _torch_activation(module) is not None
 
 def _saturation_thresholds(act: str, limits: tuple[float, float] | None, level: float
                            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -201,4 +192,4 @@ _REARRANGING_NODES = frozenset("""
     NarrowBackward SplitBackward SplitWithSizesBackward UnbindBackward""".split())
 
 #: Names of the functional activations the probe records (to match the graph's by order).
-_FUNCTIONAL_NAMES = frozenset(_FUNCTIONAL.values())
+_FUNCTIONAL_NAMES = ACTIVATION_FUNCTIONS

@@ -16,15 +16,15 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from initlab.probe.classify import (
-    _ACT_MODULES,
-    _FUNCTIONAL,
-    _NORMS,
     _REARRANGING_NODES,
     _RELU_FAMILY,
     _SATURATING,
     _WEIGHT_TYPES,
+    _functional_activation,
     _functional_limits,
+    _is_norm,
     _saturation_thresholds,
+    _torch_activation,
     _units_in_dim1,
 )
 from initlab.probe.partials import (
@@ -107,8 +107,7 @@ class _Session:
         self.fn_counts: dict[tuple[str, str], int] = {}
         self.busy = False
         # owners whose functional calls are not recorded apart: activation modules (nn.Tanh calls
-        # torch.tanh), by type, and the probed ones the table identified by running them, by id
-        self.skip_types: tuple[type, ...] = tuple(_ACT_MODULES)
+        # torch.tanh), by the table, and the probed ones it identified by running them, by id
         self.leaves: set[int] = set()
         self.wants_functional: Callable[[str], bool] = lambda name: True
 
@@ -168,7 +167,7 @@ class _Session:
             elif out.dim() >= 3:
                 layer.unit_dim = 1
             # the weight layer whose output reaches this activation (directly or through
-            # pass-through modules, see _PASS_THROUGH) takes it as its consuming activation;
+            # pass-through modules, see classify._passes_through) takes it as its consuming activation;
             # nn.Identity is itself a pass-through and claims nothing
             entry = self.sources.get(id(inp)) if inp is not None else None
             if entry is not None and entry[0]() is inp and not isinstance(layer.module, nn.Identity):
@@ -347,15 +346,15 @@ class _Session:
         return self.scratch[key]
 
     def pass_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
-        """Forward hook of a pass-through module (see :data:`_PASS_THROUGH`): its output carries
-        the same weight layer's signal as its input."""
+        """Forward hook of a pass-through module (see :func:`~initlab.probe.classify._passes_through`):
+        its output carries the same weight layer's signal as its input."""
         inp, out = _first_tensor(args), _first_tensor(output)
         if inp is None or out is None or out is inp:
             return
         entry = self.sources.get(id(inp))
         if entry is not None and entry[0]() is inp:
             self.sources[id(out)] = (weakref.ref(out), entry[1])
-        if not isinstance(module, _NORMS):  # a norm's output has unit second moment: no producer
+        if not _is_norm(module):  # a norm's output has unit second moment: no producer
             entry = self.producers.get(id(inp))
             if entry is not None and entry[0]() is inp:
                 self.producers[id(out)] = (weakref.ref(out), entry[1])
@@ -392,7 +391,7 @@ class _Session:
 
     def on_functional(self, act: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         owner_name, owner = self.stack[-1] if self.stack else ("", self.model)
-        if self.stack and (isinstance(owner, self.skip_types) or id(owner) in self.leaves):
+        if self.stack and (_torch_activation(owner) is not None or id(owner) in self.leaves):
             return
         if not isinstance(out, torch.Tensor):
             return
@@ -436,10 +435,7 @@ class _FunctionalCapture(TorchFunctionMode):
         out = func(*args, **kwargs)
         s = self.session
         if not s.busy:
-            try:
-                act = _FUNCTIONAL.get(func)
-            except TypeError:  # an unhashable callable: not an activation we know
-                act = None
+            act = _functional_activation(func)
             if act is not None:
                 s.busy = True
                 try:

@@ -13,11 +13,11 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.probe.classify import (
-    _NO_FUNCTIONAL,
-    _PASS_THROUGH,
     _WEIGHT_TYPES,
+    _calls_no_functional,
     _layer_type,
     _module_activation,
+    _passes_through,
 )
 from initlab.probe.hooks import _Session
 from initlab.probe.partials import _Sampler
@@ -204,7 +204,7 @@ def probe(
     named = list(model.named_modules())
     selected = _select(named, choose)
     capture = (functional and (layers is None or bool(patterns))
-               and not all(type(m) in _NO_FUNCTIONAL for _, m in named))
+               and not all(_calls_no_functional(m) for _, m in named))
     bwd_values: list[tuple] = []
     loss_value = None
     predicted: dict[str, dict[str, float]] = {}
@@ -379,7 +379,7 @@ class _Hooks:
             self.module.append(m.register_forward_hook(s.module_hook(name or "model", lt, act, name)))
         if any(lt in _WEIGHT_TYPES for _, _, lt in selected):
             for _, m in named:
-                if isinstance(m, _PASS_THROUGH):
+                if _passes_through(m):
                     self.module.append(m.register_forward_hook(s.pass_hook))
         if capture:
             for name, m in named:

@@ -11,7 +11,7 @@ from initlab import schemes
 from initlab.fans import Fans, compute_fans
 from initlab.model.chain import CenteringBias
 from initlab.model.classify import CONV1D_CLASSES, CONVT, LAYER_TYPES, LINEAR, conv1d_types
-from initlab.model.flow import Found
+from initlab.model.found import Found
 from initlab.model.handlers.registry import register_handler
 from initlab.model.plan import Fill, PlanRow
 from initlab.model.policies import SchemeContext, torch_fans
