@@ -9,7 +9,7 @@ import pytest
 from initlab import schemes
 from initlab.fans import Fans
 from initlab.gains import gain
-from initlab.model.policies import POLICIES, SCHEMES, SchemeContext, policy_for
+from initlab.model.policies import FAMILY_SCHEMES, POLICIES, SCHEMES, SchemeContext, policy_for
 
 
 def _ctx(scheme: str, sigma_b2: float | None = None) -> SchemeContext:
@@ -17,7 +17,7 @@ def _ctx(scheme: str, sigma_b2: float | None = None) -> SchemeContext:
 
 
 def test_every_scheme_has_a_policy():
-    assert set(POLICIES) == {"auto", "variance", "critical"}
+    assert set(POLICIES) == {"auto", "variance", "critical", *FAMILY_SCHEMES}
     assert all(policy_for(s) is not None for s in SCHEMES)
     assert policy_for("he_normal") is policy_for("glorot_uniform")  # the named schemes share one
 

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 #: Activations that get He (fan_in) under ``"auto"``.
 RELU_FAMILY: frozenset[str] = frozenset({"relu", "leaky_relu", "prelu", "rrelu", "relu6"})
 
-_EXTRA_SCHEMES = ("auto", "variance", "critical")
+#: The residual-family schemes (:mod:`initlab.model.residual_family`): their planners decide the
+#: layers the graph shows; the per-layer rule decides the rest.
+FAMILY_SCHEMES = ("fixup", "skipinit", "rezero", "gpt2", "t_fixup", "deepnorm")
+
+_EXTRA_SCHEMES = ("auto", "variance", "critical", *FAMILY_SCHEMES)
 
 #: Every scheme name :func:`initlab.init_model` accepts.
 SCHEMES: tuple[str, ...] = tuple(sorted(set(schemes.NAMED_SCHEMES) | set(_EXTRA_SCHEMES)))
@@ -131,6 +135,7 @@ POLICIES: dict[str, Policy] = {
     "auto": Policy(_per_layer_weight, _zero_bias),
     "variance": Policy(_per_layer_weight, _zero_bias),
     "critical": Policy(_critical_weight, _critical_bias),
+    **{name: Policy(_per_layer_weight, _zero_bias) for name in FAMILY_SCHEMES},
 }
 
 
@@ -153,6 +158,9 @@ def policy_for(scheme: str) -> Policy:
     * ``"auto"`` and ``"variance"``: the propagated scales of
       :func:`initlab.model.predict.propagation_plans`, else the per-layer rule
       (:func:`_per_layer_weight`).
+    * The residual family (:data:`FAMILY_SCHEMES`: ``"fixup"``, ``"skipinit"``, ``"rezero"``,
+      ``"gpt2"``, ``"t_fixup"``, ``"deepnorm"``): the scales of their planners
+      (:mod:`initlab.model.residual_family`), else the per-layer rule.
 
     >>> policy_for("critical") is POLICIES["critical"], policy_for("he_normal").bias.__name__
     (True, '_zero_bias')

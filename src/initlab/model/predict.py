@@ -52,8 +52,11 @@ def propagation_plans(
     The rows these plans decide are written by :func:`initlab.model.rows.set_propagated`.
     """
     wanted = {scheme} | {t for _, t in rules if isinstance(t, str)}
-    plans: dict[str, PropagationPlan] = {}
+    from initlab.model.residual_family import family_plans
+
     kept = _kept_layers(model, rules)
+    family, family_note = family_plans(model, graph, why, wanted, kept, embedding_std)  # raises InitlabError
+    plans: dict[str, PropagationPlan] = dict(family)
     if graph is None and wanted & {"auto", "variance"}:
         return {}, f"not propagated (not traced: {why}): the per-layer rule decides every layer"
     try:
@@ -64,13 +67,15 @@ def propagation_plans(
                                             embedding_second=embedding_std**2, kept=kept, graph=graph)
     except Exception as exc:  # noqa: BLE001  (untraceable, lazy, meta: the per-layer rule decides)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return {}, f"not propagated ({why}): the per-layer rule decides every layer"
+        note = f"not propagated ({why}): the per-layer rule decides every layer"
+        return family, "; ".join(filter(None, [note, family_note]))
     if not plans:
         return plans, None
     p = next(iter(plans.values()))
     how = p.graph.method + (f" ({p.graph.reason})" if p.graph.reason else "")
-    return plans, (f"{how}; inputs {p.graph.inputs_from}" if p.graph.inputs_from else how) + (
+    note = (f"{how}; inputs {p.graph.inputs_from}" if p.graph.inputs_from else how) + (
         f"; {p.residual} residual branches scaled" if p.residual else "")
+    return plans, "; ".join(filter(None, [note, family_note]))
 
 
 def _kept_layers(model: nn.Module, rules: list[tuple[Any, Any]]) -> set[str]:

@@ -40,17 +40,23 @@ class LayerScale:
             ``"value"``, ``"out"`` of an attention; ``"ih_l0"`` of an RNN).
         weight_second: ``E[w^2]`` of the zero-mean weights to draw (``std = sqrt(weight_second)``).
         q_in: the propagated second moment ``E[x^2]`` of the part's input (``None`` for a lookup).
-        q_out: the second moment of its output at init (the target it was solved for).
+        q_out: the second moment of its output at init (the target it was solved for); ``None``
+            for a scale a formula sets (the residual-family schemes).
         role: why this target: ``"pre-activation"`` (1), ``"residual branch"``, ``"tied head"``,
-            ``"embedding"``.
+            ``"embedding"``; a residual-family scheme's formula.
+        label: the plan row's scheme (``"propagated"``; ``"fixup"``, ``"gpt2"``, ...; a zero
+            ``weight_second`` is shown as ``"zeros"``).
+        uniform: draw ``U(-a, a)`` with ``a = sqrt(3 weight_second)`` rather than a normal.
     """
 
     module: str
     part: str
     weight_second: float
     q_in: float | None
-    q_out: float
+    q_out: float | None
     role: str
+    label: str = "propagated"
+    uniform: bool = False
 
     @property
     def std(self) -> float:

@@ -56,21 +56,34 @@ def set_propagated(row: PlanRow, s: LayerScale, chunks: int,
     The row gets scheme ``"propagated"``, spec ``normal(std=...)``, gain ``std * sqrt(fan_in)`` (the
     equivalent gain: the forward gain of the activation that *feeds* the layer), and a note with
     the role (``pre-activation``, ``residual branch``, ``tied head``, ...) and the
-    :math:`\\mathbb{E}[x^2]` it solved from."""
-    if chunk_scales is not None and len({c.weight_second for c in chunk_scales}) > 1:
+    :math:`\\mathbb{E}[x^2]` it solved from. A residual-family scale (:mod:`initlab.model.residual_family`)
+    gets its own label (``"fixup"``, ...) and, with ``uniform``, ``U(-a, a)``, ``a = sqrt(3 E[w^2])``;
+    ``E[w^2] = 0`` is scheme ``"zeros"``, written as zeros."""
+    if chunk_scales is not None and len({(c.weight_second, c.uniform) for c in chunk_scales}) > 1:
         rows_per = row.shape[0] // len(chunk_scales)
-        set_spec(row, "propagated", schemes.Normal(s.std), chunks=1)
-        row._fills = [Fill(slice(i * rows_per, (i + 1) * rows_per), schemes.Normal(c.std))
+        set_spec(row, s.label, _scale_spec(s), chunks=1)
+        row._fills = [Fill(slice(i * rows_per, (i + 1) * rows_per), _scale_spec(c))
                       for i, c in enumerate(chunk_scales)]
         row.std = None
     else:  # iid entries: one draw for all blocks
-        set_spec(row, "propagated", schemes.Normal(s.std))
+        set_spec(row, s.label if s.weight_second else "zeros", _scale_spec(s))
     # the equivalent gain g of std = g / sqrt(fan_in): the forward gain of the activation that
     # *feeds* the layer (1 / sqrt(E[x^2]) for a unit target)
-    row.gain = s.std * math.sqrt(row.fan_in) if row.fan_in else None
+    row.gain = s.std * math.sqrt(row.fan_in) if row.fan_in and s.weight_second else None
     source = "E[x^2]" if s.q_in is not None else "table"
-    row.note = "; ".join(filter(None, [row.note, f"{s.role}: E[y^2] {s.q_out:.3g}"
+    target = f": E[y^2] {s.q_out:.3g}" if s.q_out is not None else ""
+    row.note = "; ".join(filter(None, [row.note, s.role + target
                                        + (f" from {source} {s.q_in:.3g}" if s.q_in is not None else "")]))
+
+
+def _scale_spec(s: LayerScale) -> schemes.Spec:
+    """The Spec that draws ``s``: zeros, ``U(±sqrt(3 E[w^2]))`` or ``N(0, E[w^2])``."""
+    if not s.weight_second:
+        return schemes.Constant(0.0)
+    if s.uniform:
+        a = math.sqrt(3.0 * s.weight_second)
+        return schemes.Uniform(-a, a)
+    return schemes.Normal(s.std)
 
 
 def new_row(name: str, p: torch.Tensor, qualname: str, m: nn.Module) -> PlanRow:

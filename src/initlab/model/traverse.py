@@ -22,6 +22,14 @@ from initlab.model.rules import RuleUse, apply_rule, check_rule_fills, describe_
 #: Why a lazy module's parameters are skipped (no rule can decide them before a forward pass).
 LAZY = "lazy module not materialised: run a forward first"
 
+#: The parameters :mod:`initlab.model.transforms` adds, by name: ``(value at init, row note)``.
+TRANSFORM_PARAMETERS: dict[str, tuple[float, str]] = {
+    "skip_gate": (0.0, "SkipInit/ReZero gate: 0 (the residual branch starts switched off)"),
+    "fixup_bias_in": (0.0, "Fixup scalar bias (added to the layer's input): 0"),
+    "fixup_bias_out": (0.0, "Fixup scalar bias (added to the layer's output): 0"),
+    "fixup_scale": (1.0, "Fixup scalar multiplier (of the branch's output): 1"),
+}
+
 
 class SkippedParameterWarning(UserWarning):
     """Warned once by :func:`initlab.init_model` (dry runs included) when it left parameters as
@@ -154,7 +162,14 @@ def plan_loose_parameter(
     """A parameter of a module no handler knows, under ``"auto"`` / ``"variance"``: one the forward
     joins to the data (a class token, position embeddings) gets the second moment of what it joins
     (:func:`initlab.model.plan_scales`); a vector named ``bias``, or a parameter with one value per
-    feature (a shift), is zero; anything else ``None``."""
+    feature (a shift), is zero; anything else ``None``. Under every scheme, the parameters
+    :mod:`initlab.model.transforms` adds (:data:`TRANSFORM_PARAMETERS`: ``skip_gate`` 0,
+    ``fixup_bias_in`` / ``fixup_bias_out`` 0, ``fixup_scale`` 1) get their value at init."""
+    if (known := TRANSFORM_PARAMETERS.get(pname.split(".")[-1])) is not None:
+        row = new_row(full, p, q, m)
+        set_spec(row, "ones" if known[0] else "zeros", schemes.Constant(known[0]))
+        row.note = known[1]
+        return row
     std = ctx.param_std(full)
     if std is not None:
         row = new_row(full, p, q, m)
