@@ -208,10 +208,12 @@ def test_resnet_block_functional_activations_by_fx(gen):
     for layer, act in expect.items():
         row = plan[f"{layer}.weight"]
         assert row.activation == act and row.found_by == "fx", row
-    # fans: 3x3 conv 16 -> 16: 144; depthwise: 9; transposed (16 -> 8, k=2): fan_in 16*4, fan_out 8*4
+    # fans: 3x3 conv 16 -> 16: 144; depthwise: 9; transposed (16 -> 8, k=2, stride 2): an output
+    # position reads (k / s)^2 = 1 tap of each of the 16 input channels (fan_in 16), an input position
+    # feeds 8 channels x k^2 = 4 positions (fan_out 32)
     assert (plan["conv1.weight"].fan_in, plan["conv1.weight"].fan_out) == (144, 144)
     assert (plan["dw.weight"].fan_in, plan["dw.weight"].fan_out) == (9, 9)
-    assert (plan["up.weight"].fan_in, plan["up.weight"].fan_out) == (64, 32)
+    assert (plan["up.weight"].fan_in, plan["up.weight"].fan_out) == (16 * (2 // 2) ** 2, 8 * 2 ** 2)
     assert plan["conv1.weight"].input_activation == "linear"
     assert plan["conv2.weight"].input_activation == "relu"
     assert plan["conv2.weight"].note.startswith("via bn2, add")
@@ -223,7 +225,8 @@ def test_resnet_block_functional_activations_by_fx(gen):
     # conv2 reads conv1's map, whose second moment per position is proportional to the real taps
     # conv1 had there (c1, separable): its border reads fewer *and* smaller entries, so its
     # coverage is the profile-weighted mean of c1 over the taps, by axis; the transposed conv
-    # (k=2, stride 2) gives each output exactly one of its 4 taps: 1/4. dw reads a mix of conv2's
+    # (k=2, stride 2) gives each output exactly one of its 4 taps, which its fan_in already counts
+    # (16 channels x (k / s)^2 = 1 tap): 1. dw reads a mix of conv2's
     # map and the block's (uniform) input: within 2% of the uniform coverage (its exact value is
     # checked against brute force in tests/graph/test_graph_spatial.py).
     side = SIDE
@@ -231,7 +234,7 @@ def test_resnet_block_functional_activations_by_fx(gen):
     c1[0] = c1[-1] = 2.0  # real taps per axis of a 3-tap, padding-1 kernel
     taps = np.array([sum(c1[j] for j in (i - 1, i, i + 1) if 0 <= j < side) for i in range(side)])
     uniform = (c1.mean() / 3) ** 2
-    cov = {"conv1": uniform, "conv2": (taps.mean() / (3 * c1.mean())) ** 2, "up": 0.25, "head": 1.0}
+    cov = {"conv1": uniform, "conv2": (taps.mean() / (3 * c1.mean())) ** 2, "up": 1.0, "head": 1.0}
     for layer in expect:
         row = plan[f"{layer}.weight"]
         assert row.scheme == "propagated" and row.q_out == pytest.approx(1.0, rel=1e-9), row
@@ -254,7 +257,8 @@ def test_resnet_block_functional_activations_by_fx(gen):
     he = init_model(ResBlock(), "he_normal", dry_run=True)
     assert he["conv1.weight"].std == pytest.approx(1 / math.sqrt(144), rel=1e-12)
     assert he["conv2.weight"].std == pytest.approx(gain("relu") / math.sqrt(144), rel=1e-12)
-    assert he["up.weight"].std == pytest.approx(gain("leaky_relu", param=0.2) / 8.0, rel=1e-12)
+    # the transposed conv's true fan_in: 16 channels x (k / s)^2 = 1 tap each (not the weight's 16 x 4)
+    assert he["up.weight"].std == pytest.approx(gain("leaky_relu", param=0.2) / math.sqrt(16), rel=1e-12)
     glorot = init_model(ResBlock(), "glorot_normal", dry_run=True)
     assert glorot["dw.weight"].std == pytest.approx(gain("sigmoid") * math.sqrt(2 / 18), rel=1e-12)
     assert glorot["head.weight"].std == pytest.approx(math.sqrt(2 / 18), rel=1e-12)
@@ -954,9 +958,11 @@ def test_cli_plan_weights_depend_on_the_seed_not_on_input_shape(tmp_path):
 
 
 def test_cli_plan_auto_scales_read_the_input_shape_where_the_model_averages_positions(tmp_path, capsys):
-    """Under "auto" each std is solved from the propagated E[x^2] of the layer's own input, and
-    averaging n positions (here ``h.mean((2, 3))``) keeps a channel's mean but divides the rest by
-    n: E[x^2] = mu^2 + (q - mu^2) / n. The same seed draws the same normals; only the scale moves."""
+    """Under "variance" (and "auto" for a model that is not a plain chain: this conv -> mean -> Linear
+    is one, tests/test_conv_isometry.py) each std is solved from the propagated E[x^2] of the layer's
+    own input, and averaging n positions (here ``h.mean((2, 3))``) keeps a channel's mean but divides
+    the rest by n: E[x^2] = mu^2 + (q - mu^2) / n. The same seed draws the same normals; only the
+    scale moves."""
     from scipy import integrate
     from scipy.stats import norm
 
@@ -967,8 +973,8 @@ def test_cli_plan_auto_scales_read_the_input_shape_where_the_model_averages_posi
     plans, weights = [], []
     for shape, side in ((["--input-shape", "1,3,8,8"], 8), ([], SIDE)):  # none: built from conv, SIDE
         path = tmp_path / f"w{side}.pt"
-        assert main(["plan", f"{src}:build_model", "--apply", "--save", str(path), "--seed", "4", "--json",
-                     *shape]) == 0
+        assert main(["plan", f"{src}:build_model", "--scheme", "variance", "--apply", "--save", str(path),
+                     "--seed", "4", "--json", *shape]) == 0
         rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
         n = (side - 2) ** 2  # positions of the 3x3 conv's output (no padding)
         assert rows["fc.weight"]["q_in"] == pytest.approx(silu[0] ** 2 + (silu[1] - silu[0] ** 2) / n,

@@ -74,6 +74,13 @@ SCHEMES = {
     "apply_spec_(LooksLinear)": (
         lambda t, g: I.apply_spec_(t, schemes.LooksLinear(1.5, mirror_cols=False), generator=g), 0, (2,)
     ),
+    # rows-mirrored (dim 0 of the table's conv shapes is even); tests/test_conv_isometry.py has the rest
+    "delta_looks_linear_": (
+        lambda t, g: I.delta_looks_linear_(t, mirror_cols=False, generator=g), 0, (3, 4, 5)
+    ),
+    "apply_spec_(Delta)": (
+        lambda t, g: I.apply_spec_(t, schemes.Delta(schemes.Orthogonal(1.5)), generator=g), 0, (3, 4, 5)
+    ),
 }
 RANDOM = [
     n for n in SCHEMES if n not in ("constant_", "ones_", "zeros_", "eye_", "dirac_")

@@ -243,12 +243,14 @@ SPECS = [
     schemes.Normal(0.3, 0.1), schemes.Uniform(-0.2, 0.4), schemes.TruncatedNormal(0.5, 0.0, -0.4, 0.6),
     schemes.Constant(0.7), schemes.Orthogonal(1.5), schemes.Identity(2.0), schemes.Dirac(2),
     schemes.DeltaOrthogonal(1.0), schemes.Sparse(0.1, 0.02), schemes.LooksLinear(1.5),
+    schemes.Delta(schemes.LooksLinear(1.5)),
 ]
+CONV_SPECS = (schemes.Dirac, schemes.DeltaOrthogonal, schemes.Delta)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: type(s).__name__)
 def test_sample_spec_realises_every_spec(spec):
-    shape = (120, 100) if not isinstance(spec, (schemes.Dirac, schemes.DeltaOrthogonal)) else (120, 100, 3)
+    shape = (120, 100) if not isinstance(spec, CONV_SPECS) else (120, 100, 3)
     w = ni.sample_spec(spec, shape, 3, np.float64)
     assert w.shape == shape and w.dtype == np.float64
     if spec.expected_std is not None:
@@ -282,6 +284,7 @@ CONTRACT = {
     "dirac": (ni.dirac, {}, CONV),
     "delta_orthogonal": (ni.delta_orthogonal, {}, CONV),
     "looks_linear": (ni.looks_linear, {}, LINEAR),
+    "delta_looks_linear": (ni.delta_looks_linear, {}, CONV),
 }
 SHAPES = [(), (7,), (16, 8), (8, 4, 3), (8, 4, 3, 3), (4, 2, 3, 3, 3), (8, 4, 3, 3, 3, 3)]
 DTYPES = [np.float16, np.float32, np.float64]

@@ -9,7 +9,8 @@ numbers the same way, so the same generator gives the same bits as torch. New in
 the same form: :func:`lecun_normal_`, :func:`lecun_uniform_`, the ``*_truncated_normal_`` family
 (the Keras / JAX defaults), :func:`variance_scaling_` (true fans for grouped, transposed and packed
 weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_`, :func:`looks_linear_`
-(Balduzzi et al. 2017) and :func:`apply_spec_`, which realises any :class:`initlab.schemes.Spec`.
+(Balduzzi et al. 2017), :func:`delta_looks_linear_` and :func:`apply_spec_`, which realises any
+:class:`initlab.schemes.Spec`.
 ``glorot_*`` / ``he_*`` are aliases (assignments) of ``xavier_*`` / ``kaiming_*``.
 
 Every initializer fills the tensor in place under ``torch.no_grad()`` and returns it (shape and
@@ -113,6 +114,7 @@ __all__ = [
     "variance_scaling_",
     "delta_orthogonal_",
     "looks_linear_",
+    "delta_looks_linear_",
     "apply_spec_",
     # torch's deprecated aliases (FutureWarning), kept so old code runs unchanged
     "uniform",
@@ -277,6 +279,18 @@ def _looks_linear(tensor: Tensor, spec: schemes.LooksLinear, generator) -> None:
         tensor[rb:, cb:] = a
 
 
+def _delta(tensor: Tensor, spec: schemes.Delta, generator) -> None:
+    """Zero a conv weight ``(out, in, *k)`` but its centre tap, filled as the 2-D ``spec.block``
+    fills an ``(out, in)`` tensor (same draws)."""
+    centre = torch.empty(tensor.shape[:2], dtype=tensor.dtype, device=tensor.device)
+    if isinstance(spec.block, schemes.LooksLinear):
+        _looks_linear(centre, spec.block, generator)
+    else:
+        _orthogonal(centre, spec.block.gain, generator)
+    tensor.zero_()
+    tensor[(slice(None), slice(None), *(k // 2 for k in tensor.shape[2:]))] = centre
+
+
 def _sparse(tensor: Tensor, sparsity: float, std: float, generator) -> None:
     rows, cols = tensor.shape
     num_zeros = math.ceil(sparsity * rows)
@@ -342,6 +356,8 @@ def _realise(tensor: Tensor, spec: schemes.Spec, generator, chunks: int = 1) -> 
                 _delta_orthogonal(block, spec.gain, generator)
             elif isinstance(spec, schemes.LooksLinear):
                 _looks_linear(block, spec, generator)
+            elif isinstance(spec, schemes.Delta):
+                _delta(block, spec, generator)
             elif isinstance(spec, schemes.Identity):
                 _eye(block, spec.gain)
             elif isinstance(spec, schemes.Dirac):
@@ -1281,6 +1297,69 @@ def looks_linear_(
     return _fill_spec(tensor, spec, generator)
 
 
+def delta_looks_linear_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    *,
+    mirror_rows: bool = True,
+    mirror_cols: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Looks-linear delta kernel: zero except the spatial centre tap, a looks-linear matrix.
+
+    For a conv weight ``(out, in, *k)``, the centre tap is :func:`looks_linear_` of ``(out, in)``
+    (``A`` Haar (semi-)orthogonal of shape ``(rb, cb)``, ``rb = out/2`` if ``mirror_rows`` else
+    ``out``; ``cb`` likewise):
+
+    .. math::
+        W[:, :, \lfloor k/2 \rfloor] = \begin{bmatrix} A & -A \\ -A & A \end{bmatrix}\
+        (\text{both}),\ \begin{bmatrix} A \\ -A \end{bmatrix},\ \begin{bmatrix} A & -A \end{bmatrix};
+        \qquad W = 0 \text{ elsewhere}
+
+    so a conv chain of them with a ReLU-like :math:`\phi` (:math:`\phi(u) - \phi(-u) = c\,u`) is,
+    at every position, the looks-linear MLP of its centre taps: a product of (semi-)orthogonal
+    maps at initialization: dynamical isometry for ReLU, which a plain delta-orthogonal kernel cannot
+    give (at He's point :math:`\chi_1 = 1`, but ReLU's derivative is 0 or 1, so the Jacobian's
+    spectrum still spreads with depth: Pennington et al. 2017). Bit-identical centre tap to
+    ``looks_linear_(torch.empty(out, in), ...)`` on the same generator.
+
+    Args:
+        tensor: a 3-, 4- or 5-D floating-point tensor ``(out, in, *k)``, filled in place; each
+            mirrored channel dim even (odd kernel sizes have a true centre; an even size takes
+            ``k // 2``, as :func:`dirac_`).
+        gain: scaling factor of ``A`` (finite real).
+        mirror_rows: keyword-only; mirror the output channels, ``[A; -A]``.
+        mirror_cols: keyword-only; mirror the input channels, ``[A, -A]``.
+        generator: keyword-only; ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        InitDtypeError: integer or bool ``tensor``. InitlabError: not 3-5-D; a mirrored channel
+        dim of odd size; ``gain`` not finite; ``mirror_*`` not bools, or both False (use
+        ``apply_spec_(tensor, Delta(Orthogonal(gain)))``). A zero-element tensor warns and is
+        returned unchanged.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs", ICML; Balduzzi et al. (2017), "The Shattered Gradients Problem", ICML.
+
+    >>> w = delta_looks_linear_(torch.empty(8, 4, 3, 3), generator=torch.Generator().manual_seed(0))
+    >>> a = w[:4, :2, 1, 1]
+    >>> torch.equal(w[:, :, 1, 1], torch.cat([torch.cat([a, -a], 1), torch.cat([-a, a], 1)]))
+    True
+    >>> torch.allclose(a.T @ a, torch.eye(2), atol=1e-6), float(w[:, :, 0, 2].abs().max())
+    (True, 0.0)
+    """
+    spec = schemes.Delta(schemes.LooksLinear(gain, mirror_rows, mirror_cols))
+    if _check(tensor, "delta_looks_linear_", dims=(3, 4, 5), what=" (a Conv1d/2d/3d weight)"):
+        return tensor
+    schemes.looks_linear_block(spec.block, tensor.shape[:2])
+    if tensor.is_meta:
+        return tensor
+    return _fill_spec(tensor, spec, generator)
+
+
 def apply_spec_(
     tensor: Tensor,
     spec: schemes.Spec,
@@ -1306,6 +1385,9 @@ def apply_spec_(
     ``LooksLinear(gain, ...)``  :func:`looks_linear_`: ``[[A, -A], [-A, A]]``, ``[[A], [-A]]`` or
                                 ``[A, -A]``, ``A`` orthogonal times ``gain`` (2 dims; mirrored
                                 dims even, per chunk)
+    ``Delta(block)``            zero but the centre tap, which ``block`` (``Orthogonal`` or
+                                ``LooksLinear``) fills as an ``(out, in)`` matrix (3-5 dims;
+                                :func:`delta_looks_linear_`)
     ==========================  ===================================================================
 
     The entries then have std ``spec.expected_std`` (for the distribution specs).
@@ -1342,6 +1424,8 @@ def apply_spec_(
     _check_chunks(tensor, chunks, "apply_spec_")
     if isinstance(spec, schemes.LooksLinear):  # refuse an odd mirrored dim before any draw
         schemes.looks_linear_block(spec, (tensor.shape[0] // chunks, tensor.shape[1]))
+    if isinstance(spec, schemes.Delta) and isinstance(spec.block, schemes.LooksLinear):
+        schemes.looks_linear_block(spec.block, (tensor.shape[0] // chunks, tensor.shape[1]))
     # the specs validated their own parameters (std >= 0, low <= high, ...) when constructed
     if tensor.is_meta and type(spec) in schemes.STRUCTURAL_SHAPES:  # no storage: structural fills are no-ops
         return tensor

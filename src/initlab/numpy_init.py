@@ -75,6 +75,7 @@ __all__ = [
     "orthogonal",
     "delta_orthogonal",
     "looks_linear",
+    "delta_looks_linear",
     "sparse",
     "sample_spec",
     "as_generator",
@@ -231,6 +232,11 @@ def _fill_structural(spec: schemes.Spec, shape: tuple[int, ...], rng: np.random.
         a = _orthogonal_matrix(rb, cb, spec.gain, rng)  # the draws of orthogonal((rb, cb), gain=)
         top = np.concatenate([a, -a], axis=1) if spec.mirror_cols else a
         return np.concatenate([top, -top], axis=0) if spec.mirror_rows else top
+    if isinstance(spec, schemes.Delta):  # the centre tap: the 2-D block on (out, in), same draws
+        w = np.zeros(shape)
+        w[(slice(None), slice(None), *(k // 2 for k in shape[2:]))] = _fill_structural(
+            spec.block, shape[:2], rng)
+        return w
     if isinstance(spec, schemes.Identity):
         w = np.zeros(shape)
         np.fill_diagonal(w, spec.gain)
@@ -330,6 +336,9 @@ def sample_spec(
     ``DeltaOrthogonal(gain)``   see :func:`delta_orthogonal` (3-5 dims)
     ``Sparse(sparsity, std)``   see :func:`sparse` (2 dims)
     ``LooksLinear(gain, ...)``  see :func:`looks_linear` (2 dims; mirrored dims even, per chunk)
+    ``Delta(block)``            zero but the centre tap, ``block`` (``Orthogonal`` or
+                                ``LooksLinear``) on ``(out, in)`` (3-5 dims;
+                                :func:`delta_looks_linear`)
     ==========================  ==================================================================
 
     The entries of a distribution spec have std ``spec.expected_std``.
@@ -363,6 +372,8 @@ def sample_spec(
     chunks = _check_chunks(sh, chunks, "sample_spec")
     if isinstance(spec, schemes.LooksLinear):  # refuse an odd mirrored dim before any draw
         schemes.looks_linear_block(spec, (sh[0] // chunks, *sh[1:]))
+    if isinstance(spec, schemes.Delta) and isinstance(spec.block, schemes.LooksLinear):
+        schemes.looks_linear_block(spec.block, (sh[0] // chunks, sh[1]))
     return _sample(spec, sh, rng, dt, chunks)
 
 
@@ -906,6 +917,51 @@ def looks_linear(
     if empty:
         return np.empty(sh, dtype=dt)
     schemes.looks_linear_block(spec, sh)
+    return _sample(spec, sh, rng, dt)
+
+
+def delta_looks_linear(
+    shape: Sequence[int], rng: RngLike = None, dtype: Any = np.float32, *, gain: float = 1.0,
+    mirror_rows: bool = True, mirror_cols: bool = True,
+) -> np.ndarray:
+    r"""Looks-linear delta kernel: zero except the spatial centre tap, a looks-linear matrix.
+
+    For ``shape = (out, in, *k)`` the centre tap is :func:`looks_linear` of ``(out, in)`` (same
+    ``rng`` draws), ``A`` of shape ``(rb, cb)`` (``rb = out/2`` if ``mirror_rows``; ``cb`` likewise):
+
+    .. math::
+        W[:, :, \lfloor k/2 \rfloor] = \begin{bmatrix} A & -A \\ -A & A \end{bmatrix}\
+        (\text{both}),\ \begin{bmatrix} A \\ -A \end{bmatrix},\ \begin{bmatrix} A & -A \end{bmatrix};
+        \qquad W = 0 \text{ elsewhere}
+
+    Args:
+        shape: ``(out, in, *k)``, 3-5 dims; each mirrored channel dim even. rng, dtype: module
+            conventions.
+        gain: scaling factor of ``A`` (finite real).
+        mirror_rows: mirror the output channels. mirror_cols: mirror the input channels.
+
+    Returns:
+        ``ndarray`` of ``shape`` and ``dtype``.
+
+    Raises:
+        InitlabError: ``shape`` not 3-5-D; a mirrored channel dim of odd size; ``gain`` not finite;
+        ``mirror_*`` not bools, or both False. TypeError: non-float dtype, bad ``rng``. A
+        zero-element shape warns and gives an empty array.
+
+    Source: Xiao et al. (2018), "Dynamical isometry and a mean field theory of CNNs", ICML;
+    Balduzzi et al. (2017), "The Shattered Gradients Problem", ICML.
+
+    >>> w = delta_looks_linear((8, 4, 3), rng=0, dtype=np.float64)
+    >>> centre = looks_linear((8, 4), rng=0, dtype=np.float64)
+    >>> bool((w[:, :, 1] == centre).all()), float(abs(w[:, :, 0]).max())
+    (True, 0.0)
+    """
+    spec = schemes.Delta(schemes.LooksLinear(gain, mirror_rows, mirror_cols))
+    sh, dt, empty = _prepare(shape, dtype, "delta_looks_linear", dims=(3, 4, 5),
+                             what=" (a Conv1d/2d/3d weight)", stacklevel=3)
+    if empty:
+        return np.empty(sh, dtype=dt)
+    schemes.looks_linear_block(spec.block, sh[:2])
     return _sample(spec, sh, rng, dt)
 
 

@@ -2,7 +2,7 @@
 
 A *spec* is a small frozen dataclass (:class:`Normal`, :class:`Uniform`, :class:`TruncatedNormal`,
 :class:`Constant`, :class:`Orthogonal`, :class:`Identity`, :class:`Dirac`,
-:class:`DeltaOrthogonal`, :class:`Sparse`, :class:`LooksLinear`). The samplers in
+:class:`DeltaOrthogonal`, :class:`Sparse`, :class:`LooksLinear`, :class:`Delta`). The samplers in
 :mod:`initlab.init` (torch) and :mod:`initlab.numpy_init` (NumPy) realise specs;
 :mod:`initlab.apply` and :mod:`initlab.probe` read them to print and check the std a layer
 should have.
@@ -47,6 +47,7 @@ __all__ = [
     "Sparse",
     "LooksLinear",
     "looks_linear_block",
+    "Delta",
     "STRUCTURAL_SHAPES",
     "shape_requirement",
     "variance_scaling",
@@ -361,6 +362,53 @@ def looks_linear_block(spec: LooksLinear, shape: Sequence[int]) -> tuple[int, in
     return (rows // 2 if spec.mirror_rows else rows, cols // 2 if spec.mirror_cols else cols)
 
 
+@dataclass(frozen=True)
+class Delta(Spec):
+    r"""A delta conv kernel (Xiao et al. 2018): zero at every tap but the spatial centre, which
+    holds the 2-D ``block`` (an :class:`Orthogonal` or a :class:`LooksLinear`) drawn on the
+    ``(out, in)`` channel matrix of a ``(out, in, *k)`` weight:
+
+    .. math::
+        W[:, :, \lfloor k/2 \rfloor] = M,\qquad W = 0 \text{ elsewhere}
+
+    with :math:`M` what ``block`` gives a Linear weight of shape ``(out, in)``: ``gain`` times a Haar
+    (semi-)orthogonal matrix (:math:`M M^\top = g^2 I` for ``out <= in``, :math:`M^\top M = g^2 I`
+    for ``out >= in``; unlike :class:`DeltaOrthogonal`, a channel-reducing ``out < in`` is allowed),
+    or its looks-linear mirror ``[[A, -A], [-A, A]]`` (:func:`looks_linear_block` on ``(out, in)``).
+    The conv then applies :math:`M` at each output position to the input's centre-tap position
+    (dilation does not move the centre; a stride keeps every ``s``-th position), so a chain of
+    delta convs is at each kept position the Linear chain of its centre taps. Structural: no single
+    std (``expected_std`` is None).
+
+    Args:
+        block: an :class:`Orthogonal` or :class:`LooksLinear` spec.
+
+    Raises:
+        InitlabError: ``block`` is not an :class:`Orthogonal` or :class:`LooksLinear`.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks",
+    ICML; Balduzzi et al. (2017), "The Shattered Gradients Problem" (looks-linear), ICML.
+
+    >>> Delta(LooksLinear(2.0, mirror_cols=False)).describe()
+    'delta_looks_linear(gain=2, rows)'
+    >>> Delta(Orthogonal(1.5)).describe()
+    'delta_orthogonal(gain=1.5)'
+    """
+
+    block: Spec = Orthogonal()
+
+    def __post_init__(self) -> None:
+        if type(self.block) not in (Orthogonal, LooksLinear):
+            raise InitlabError(
+                f"Delta block={self.block!r} is invalid: pass Orthogonal(gain) or LooksLinear(gain, ...), "
+                "the 2-D spec the kernel's centre tap holds"
+            )
+
+    def describe(self) -> str:
+        return "delta_" + self.block.describe()
+
+
 #: The dimensions each structural spec needs: ``type -> (min_dims, allowed ndims or None, what)``;
 #: i.i.d. specs (Normal, Uniform, TruncatedNormal, Constant) take any shape.
 STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
@@ -370,6 +418,7 @@ STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
     Dirac: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
     DeltaOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
     LooksLinear: (0, (2,), " (a Linear weight)"),
+    Delta: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
 }
 _IID = (Normal, Uniform, TruncatedNormal, Constant)
 

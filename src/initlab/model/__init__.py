@@ -1,7 +1,7 @@
 """The model level: decide every parameter's initialization from how the model computes.
 
 :func:`init_model` detects the activations (``detect``), builds the scheme's context
-(``policies``; a plain MLP's isometric ``chain``, the propagated scales of ``propagation`` and
+(``policies``; a plain MLP's or CNN's isometric ``chain``, the propagated scales of ``propagation`` and
 ``predict``), plans each parameter once (``traverse``: one handler per module family in
 ``handlers``, then ``rules``), and writes the :class:`InitPlan` (``plan``, ``write``).
 """

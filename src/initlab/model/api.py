@@ -38,7 +38,7 @@ def init_model(
     """Initialize every parameter of ``model`` in place with the scheme its layer needs, and
     return the plan: check the arguments, detect the activations
     (:func:`~initlab.model.detect.detect_activations`), build the scheme's context (the isometric
-    chain of a plain MLP, :func:`~initlab.model.chain.plan_chain`, or the propagated scales,
+    chain of a plain MLP or CNN, :func:`~initlab.model.chain.plan_chain`, or the propagated scales,
     :func:`~initlab.model.predict.propagation_plans`), plan every parameter once
     (:func:`~initlab.model.traverse.plan_rows`: one handler per module family,
     :mod:`initlab.model.handlers`, then the rules), predict the moments, and write (with rollback,
@@ -62,8 +62,9 @@ def init_model(
 
     Args:
         model: the ``nn.Module``; its parameters are written in place (not with ``dry_run``).
-        scheme: ``"auto"`` (a plain MLP: the isometric rule; otherwise the propagation with the
-            residual-branch, tied-embedding and joined-parameter rules), ``"variance"`` (the
+        scheme: ``"auto"`` (a plain MLP or CNN: the isometric rule, delta kernels for convs;
+            otherwise the propagation with the residual-branch, tied-embedding and
+            joined-parameter rules), ``"variance"`` (the
             propagation alone, for every model; both use the per-layer rule when the graph cannot be
             traced), ``"critical"``, or a name of :data:`initlab.schemes.NAMED_SCHEMES`
             (``"he_normal"``, ``"glorot_uniform"``, ``"orthogonal"``, ``"torch_default"``,

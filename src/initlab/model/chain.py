@@ -1,10 +1,11 @@
-"""The isometric rule for plain MLPs: which models are plain chains (:func:`plain_chain`) and
-the looks-linear or orthogonal weights that start them at dynamical isometry (:func:`plan_chain`)."""
+"""The isometric rule for plain MLPs and CNNs: which models are plain chains (:func:`plain_chain`)
+and the looks-linear or orthogonal weights (delta kernels for convs) that start them at dynamical
+isometry (:func:`plan_chain`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -24,16 +25,52 @@ class ChainRole:
     gain: float  # the block's gain before the semi-orthogonal correction
     shift: float  # phi(0) of the activation the layer reads: the bias subtracts shift * W 1
     note: str
+    scheme: str = "orthogonal"  # the plan row's label: orthogonal, looks_linear, delta_orthogonal
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _chain_layer(m: nn.Module) -> bool:
+    """``m`` can be a layer of a plain chain: an ``nn.Linear``, or a ``Conv1d/2d/3d`` with
+    ``groups=1`` and odd kernel sizes (a centre tap exists; any stride, padding, dilation)."""
+    if type(m) is nn.Linear:
+        return True
+    return type(m) in _CONVS and m.groups == 1 and all(k % 2 for k in m.kernel_size)
+
+
+def _dims(m: nn.Module) -> tuple[int, int]:
+    """``(rows, cols)`` of the matrix the isometric rule draws: a Linear's ``(out, in)`` features, a
+    conv's ``(out, in)`` channels (its centre tap)."""
+    return (m.out_features, m.in_features) if type(m) is nn.Linear else (m.out_channels, m.in_channels)
+
+
+def _links_fit(modules: dict[str, nn.Module], chain: list[str], found: dict[str, Found]) -> bool:
+    """The layers of ``chain`` fit one of the two plain shapes: all Linear, linked by activations
+    alone; or convs linked by activations alone, then at most one Linear head whose link crosses
+    average pools and a flatten (``next_via``: a per-channel average keeps mirrored channels
+    mirrored, and a channel-major flatten keeps them in the halves of the head's input)."""
+    convs = [type(modules[q]) is not nn.Linear for q in chain]
+    n = sum(convs)
+    if n == 0:
+        return not any(found[q].next_via for q in chain)
+    if not all(convs[:n]) or len(chain) - n > 1:
+        return False
+    return all(bool(found[q].next_via) == (k + 1 == n) for k, q in enumerate(chain[:-1]))
 
 
 def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[str] | None:
-    """The Linear layers of ``model`` in data-flow order when the model is a *plain chain*, else
-    ``None``: every module with parameters is an ``nn.Linear`` called once and no weight is tied,
-    and the layers form one path ``L0 -> phi -> L1 -> phi -> ... -> Ln`` of private links
+    """The layers of ``model`` in data-flow order when the model is a *plain chain*, else
+    ``None``: every module with parameters is an ``nn.Linear`` or a ``Conv1d/2d/3d`` with
+    ``groups=1`` and odd kernel sizes, called once, no weight tied, and the layers form one path
+    ``L0 -> phi -> L1 -> phi -> ... -> Ln`` of private links
     (:func:`initlab.model.found.from_graph`: nothing but
     dropout or ``Identity`` between them), ``n >= 1``, the first layer reading the model's only
     input (a ``Flatten`` / ``view`` before it is fine) and the last writing its output (a softmax
-    after it is fine); only fx sees the links."""
+    after it is fine); only fx sees the links. A plain CNN is convs, then at most one Linear head,
+    whose link may also cross average pools (``AvgPool``, ``AdaptiveAvgPool``, ``x.mean(dims)``)
+    and a flatten (:func:`_links_fit`); max pools, norms, residual adds, grouped or transposed
+    convs and even kernels make no chain."""
     if method != "fx":
         return None
     names = []
@@ -41,7 +78,7 @@ def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[
         own = dict(m.named_parameters(recurse=False))
         if not own:
             continue
-        if type(m) is not nn.Linear or q not in found or not {"weight"} <= set(own) <= {"weight", "bias"}:
+        if not _chain_layer(m) or q not in found or not {"weight"} <= set(own) <= {"weight", "bias"}:
             return None
         names.append(q)
     ids = [id(p) for p in model.parameters()]
@@ -59,12 +96,14 @@ def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[
     chain = [start[0]]
     while nxt[chain[-1]] is not None:
         chain.append(nxt[chain[-1]])
-    return chain if len(chain) == len(names) and found[chain[-1]].writes_output else None
+    if len(chain) != len(names) or not found[chain[-1]].writes_output:
+        return None
+    return chain if _links_fit(dict(model.named_modules()), chain, found) else None
 
 
 def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> dict[str, ChainRole] | None:
     """The isometric rule for a plain chain (:func:`initlab.theory.isometric_point` per link):
-    what ``scheme="auto"`` gives a plain MLP (:func:`plain_chain`), link by link.
+    what ``scheme="auto"`` gives a plain MLP or CNN (:func:`plain_chain`), link by link.
 
     A link is the activation between ``chain[k]`` and ``chain[k + 1]``; the last layer's consuming
     activation (if any) is a link without a next layer.
@@ -93,6 +132,19 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
       (rows > cols) are scaled by :math:`\\sqrt{rows/cols}` so each unit keeps the variance.
     * A link that cannot be mirrored (odd width; the model's last activation) takes the
       near-critical point, or for the last activation the variance point ``q = 1``.
+    * A conv (a plain CNN) gets a **delta kernel** (Xiao et al. 2018; :class:`~initlab.schemes.Delta`):
+      zero but the spatial centre tap, which holds the block a Linear with ``(rows, cols) =
+      (out_channels, in_channels)`` gets (orthogonal, delta-orthogonal at the near-critical point;
+      or mirrored channels, looks-linear). At every output position the conv is then the Linear
+      of its centre tap applied to one input position (dilation does not move the centre), so
+      the rule above holds position by position. Channel changes are the Linear's semi-orthogonal
+      blocks: more channels, orthonormal columns scaled by :math:`\\sqrt{rows/cols}`; fewer,
+      orthonormal rows (a projection: the per-channel second moment is kept on average over the
+      draw, not for every input). A stride ``s`` keeps every ``s``-th position, each at its norm:
+      the per-position second moment is kept, the positions skipped are dropped (so the Jacobian
+      has zero singular values for them). The head (a Linear after the last conv) reads the last
+      link through average pools and a channel-major flatten, per-channel linear maps that keep
+      mirrored channels in the two halves of its input, and gets the Linear head's gain.
 
     Biases are zero except the centring ones. Why: a deep plain network trains fast only near
     :math:`\\chi_1 = 1` with a well-conditioned Jacobian; He/Glorot keep the forward variance but not
@@ -108,8 +160,12 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
     points = _link_points(modules, chain, found)
     if points is None:
         return None
-    return {q: _chain_role(modules[q], points[k - 1] if k > 0 else None, points[k])
-            for k, q in enumerate(chain)}
+    roles = {q: _chain_role(modules[q], points[k - 1] if k > 0 else None, points[k])
+             for k, q in enumerate(chain)}
+    for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
+        if found[before].next_via:
+            roles[q] = replace(roles[q], note=f"{roles[q].note}; reads {' -> '.join(found[before].next_via)}")
+    return roles
 
 
 def _link_points(
@@ -140,7 +196,7 @@ def _link_points(
         except (InitlabError, TypeError):
             return None
         last = k + 1 == len(chain)
-        if pt.kind == "looks_linear" and (last or modules[q].out_features % 2):
+        if pt.kind == "looks_linear" and (last or _dims(modules[q])[0] % 2):
             # the model's output (keep q = 1, the chain's scale) or an odd width (near-critical)
             pt = point(pt.activation, pt.param, looks_linear=False, near_critical=not last)
         if pt.shift != 0.0 and not last and modules[chain[k + 1]].bias is None:
@@ -150,9 +206,10 @@ def _link_points(
 
 
 def _chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:
-    """The role of Linear ``m`` between the links ``before`` and ``after`` (isometric points, or
-    ``None`` for the data and for the head)."""
-    rows, cols = m.out_features, m.in_features
+    """The role of Linear or conv ``m`` between the links ``before`` and ``after`` (isometric
+    points, or ``None`` for the data and for the head); a conv gets the Linear's block as the
+    centre tap of a delta kernel (:class:`~initlab.schemes.Delta`)."""
+    rows, cols = _dims(m)
     cols_m = before is not None and before.kind == "looks_linear"
     rows_m = after is not None and after.kind == "looks_linear"
     if before is None:
@@ -169,14 +226,19 @@ def _chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:
     g_block = g * math.sqrt(max(rb, cb) / cb) if cb else g
     spec: schemes.Spec = (schemes.LooksLinear(g_block, rows_m, cols_m) if rows_m or cols_m
                           else schemes.Orthogonal(g_block))
+    label = "looks_linear" if rows_m or cols_m else "orthogonal"
     bits = []
     if after is not None:
         bits.append(f"{after.kind.replace('_', '-')} {after.activation}: q*={after.q_star:.3g}, "
                     f"chi_1={after.chi_1:.3g}")
     if before is not None and before.shift != 0.0:
         bits.append(f"bias centres {before.activation}(0)={before.shift:.3g}")
+    if type(m) is not nn.Linear:  # a strided delta conv keeps every s-th position, each at its norm
+        spec, label = schemes.Delta(spec), "delta_orthogonal" if label == "orthogonal" else label
+        strided = any(s > 1 for s in m.stride)
+        bits.append("delta kernel" + (f", stride {'x'.join(map(str, m.stride))}" if strided else ""))
     return ChainRole(spec, g, before.shift if before is not None else 0.0,
-                     "isometric chain" + (": " + "; ".join(bits) if bits else ""))
+                     "isometric chain" + (": " + "; ".join(bits) if bits else ""), label)
 
 
 class CenteringBias:
@@ -187,4 +249,5 @@ class CenteringBias:
         self.weight, self.shift = weight, shift
 
     def __call__(self, tensor: torch.Tensor, generator: Any) -> None:
-        tensor.copy_(-self.shift * self.weight.detach().sum(dim=1))
+        # a conv's W 1 sums its input channels and taps (a delta kernel: the centre tap's rows)
+        tensor.copy_(-self.shift * self.weight.detach().flatten(1).sum(dim=1))

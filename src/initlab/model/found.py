@@ -29,12 +29,15 @@ class Found:
     next_layer: str | None = None  # the layer a private link ``-> phi ->`` feeds (fx only)
     reads_input: bool = False  # reads the model's only input, which nothing else reads (fx only)
     writes_output: bool = False  # its output reaches the model's output and nothing else (fx only)
+    next_via: tuple[str, ...] = ()  # the averages over positions and flattens the private link crosses
 
 
 #: Ops that keep every feature where it is: a private link may cross them.
 _ELEMENTWISE_OPS = frozenset({"Identity", "contiguous", "clone", "to", "float", "type_as", "detach"})
 #: Reshapes allowed between the model's input and a plain chain's first layer (``x.view(-1, 784)``).
 _INPUT_RESHAPES = frozenset({"Flatten", "flatten", "view", "reshape"})
+#: Reshapes a conv's private link may cross into a Linear head (they keep the channel-major order).
+_HEAD_RESHAPES = _INPUT_RESHAPES | {"squeeze"}
 
 
 def _named(nl: Nonlinearity | None) -> tuple[str, float | None] | None:
@@ -56,11 +59,30 @@ def _elementwise(node: Node) -> bool:
     return node.kind is Kind.DROPOUT or (node.kind is Kind.RESHAPE and node.op in _ELEMENTWISE_OPS)
 
 
-def _private_next(g: Graph, start: int) -> int | None:
+def _head_op(g: Graph, node: Node) -> bool:
+    """``node`` averages each channel over positions (an avg pool, ``mean`` over dims >= 2) or
+    reshapes without reordering (``flatten``, ``view``, ``reshape``, ``squeeze``) and keeps the batch
+    dim: a conv's link into a Linear head may cross it (fx shapes needed)."""
+    x = g[node.inputs[0]].shape
+    if node.shape is None or x is None or not node.shape or node.shape[0] != x[0]:
+        return False
+    if node.kind is Kind.RESHAPE:
+        return node.op in _HEAD_RESHAPES
+    if node.kind is not Kind.POOL or node.params.get("type") != "avg":
+        return False
+    if "dim" not in node.params:  # AvgPool / AdaptiveAvgPool, avg_pool{1,2,3}d: windows per channel
+        return True
+    dims = node.params["dim"]
+    dims = (dims,) if isinstance(dims, int) else dims
+    return bool(dims) and all(isinstance(d, int) and d % len(x) >= 2 for d in dims)
+
+
+def _private_next(g: Graph, start: int) -> tuple[int, tuple[str, ...]] | None:
     """The layer node ``start``'s output reaches by a *private link*, else ``None``: ``layer ->
-    [dropout | identity]* -> act -> [dropout | identity]* -> layer``, every node on the way having
-    one input and one user (no branch, no residual)."""
-    node, seen_act = start, False
+    [dropout | identity]* -> act -> [dropout | identity | head op]* -> layer``, every node on the
+    way having one input and one user (no branch, no residual); with the head ops crossed
+    (:func:`_head_op`: average pools and flattens, the next layer then reading a 2-D tensor)."""
+    node, seen_act, via = start, False, []
     while True:
         users = g.users(node)
         if len(users) != 1 or len(users[0].inputs) != 1:
@@ -68,9 +90,12 @@ def _private_next(g: Graph, start: int) -> int | None:
         node = users[0].id
         kind = g[node].kind
         if kind is Kind.LAYER:
-            return node if seen_act else None
+            x = g[g[node].inputs[0]].shape
+            return (node, tuple(via)) if seen_act and (not via or (x is not None and len(x) == 2)) else None
         if kind is Kind.ACTIVATION and not seen_act:
             seen_act = True
+        elif seen_act and _head_op(g, g[node]):
+            via.append(g[node].op)
         elif not _elementwise(g[node]):
             return None
 
@@ -125,12 +150,13 @@ def from_graph(model: nn.Module, g: Graph, how: str) -> dict[str, Found]:
         via = tuple(_label(g[i]) for i in hit.via) if hit is not None else ()
         fed = _named(feeding_activation(g, nodes[0].id))
         one = len(nodes) == 1
-        nxt = _private_next(g, nodes[0].id) if one else None
+        nxt, nxt_via = (_private_next(g, nodes[0].id) if one else None) or (None, ())
         nxt_name = name_of.get(nxt) if nxt is not None else None
         if nxt_name is not None and len(calls[nxt_name]) != 1:
             nxt_name = None
         found[q] = Found(act, param, how, via, fed[0] if fed else "linear", nxt_name,
-                         one and _reads_input(g, nodes[0].id), one and _writes_output(g, nodes[0].id))
+                         one and _reads_input(g, nodes[0].id), one and _writes_output(g, nodes[0].id),
+                         nxt_via if nxt_name is not None else ())
     return found
 
 

@@ -21,7 +21,8 @@ def spec_std_bound(
 ) -> tuple[float | None, float | None]:
     """``(std, bound)`` of the entries ``spec`` draws into ``shape`` in ``chunks`` blocks (for
     orthogonal blocks ``gain / sqrt(max(rows, cols))``); ``bound`` is ``None`` but for a uniform
-    or a truncated normal."""
+    or a truncated normal. A delta kernel's std is over all its entries: the centre block's over
+    ``sqrt(prod(k))``."""
     if isinstance(spec, schemes.Uniform):
         return spec.expected_std, spec.bound
     if isinstance(spec, schemes.TruncatedNormal):
@@ -33,6 +34,9 @@ def spec_std_bound(
     if isinstance(spec, schemes.LooksLinear) and len(shape) == 2:
         rb, cb = schemes.looks_linear_block(spec, (shape[0] // chunks, shape[1]))
         return spec.gain / math.sqrt(max(rb, cb)), None
+    if isinstance(spec, schemes.Delta) and len(shape) >= 3:  # the centre tap's block, 0 elsewhere
+        centre, _ = spec_std_bound(spec.block, shape[:2], chunks)
+        return (None if centre is None else centre / math.sqrt(math.prod(shape[2:]))), None
     return spec.expected_std, None
 
 

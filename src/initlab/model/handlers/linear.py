@@ -19,12 +19,22 @@ from initlab.model.rows import new_row, set_propagated, set_spec
 
 
 def layer_fans(m: nn.Module, chunks: int) -> Fans:
-    """True fans of one block of a layer's weight; a Conv1D's ``(in, out)`` is Keras's Dense layout."""
+    """True fans of one block of a layer's weight; a Conv1D's ``(in, out)`` is Keras's Dense layout.
+
+    A ConvTranspose with stride ``s`` scatters each input position over ``prod(k_i)`` outputs
+    ``s_i`` apart, so an output position reads about ``prod(k_i / s_i)`` taps of each input
+    channel, not ``prod(k_i)``: :math:`fan_{in} = \\frac{in}{groups} \\prod_i k_i / s_i` (rounded),
+    the count He et al.'s variance argument needs (the weight alone gives ``s^d`` times more, and a
+    named scheme's std ``s^{d/2}`` times too small). ``fan_out`` is the weight's own."""
     shape = tuple(m.weight.shape)
     if isinstance(m, conv1d_types()):
         return compute_fans(shape, layout="keras", chunks=chunks)
     groups, transposed = getattr(m, "groups", 1), isinstance(m, CONVT)
-    return compute_fans(shape, groups=groups, transposed=transposed, chunks=chunks)
+    fans = compute_fans(shape, groups=groups, transposed=transposed, chunks=chunks)
+    stride = math.prod(getattr(m, "stride", (1,))) if transposed else 1
+    if stride > 1:
+        fans = Fans(max(1, round(fans.fan_in / stride)), fans.fan_out, fans.receptive_field)
+    return fans
 
 
 def packed_by_structure(model: nn.Module) -> dict[str, int]:
@@ -54,7 +64,7 @@ def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = 
     ``(in, out)``, else dim 0).
 
     Under ``scheme="auto"`` the weight comes from the propagated second moment of the layer's own
-    input (a plain MLP gets the isometric rule, :func:`initlab.model.chain.plan_chain`), with the
+    input (a plain MLP or CNN gets the isometric rule, :func:`initlab.model.chain.plan_chain`), with the
     true fans of :func:`initlab.fans.compute_fans` (grouped, depthwise, transposed); bias 0.
     transformers' ``Conv1D`` (GPT, GPT-2: ``c_attn``, ``c_proj``, ``c_fc``) is planned as a Linear,
     its weight stored ``(in, out)`` (``y = x W + b``): ``fan_in = in``, ``fan_out = out`` (Keras's
@@ -109,8 +119,7 @@ def _plan_layer_weight(
         per_chunk = False
     elif ctx.scheme == "auto" and row.module in ctx.chain and chunks == 1:
         role = ctx.chain[row.module]
-        set_spec(row, "looks_linear" if isinstance(role.spec, schemes.LooksLinear) else "orthogonal",
-                 role.spec, gain=role.gain)
+        set_spec(row, role.scheme, role.spec, gain=role.gain)
         row.note = "; ".join(filter(None, [row.note, role.note]))
     elif (s := ctx.scale(row.module.rpartition(".")[0] if mha_out else row.module,
                          "out" if mha_out else "weight")) is not None:
