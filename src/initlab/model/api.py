@@ -213,7 +213,7 @@ def _context(
         for q, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
     )
     ctx = SchemeContext(scheme, found, embedding_std, sigma_b2, roles, packed_by_structure(model), scales,
-                        mha_out)
+                        mha_out, dict(model.named_modules()))
     return ctx, propagation_note
 
 

@@ -176,6 +176,7 @@ class SchemeContext:
         self, scheme: str, found: dict[str, Found], embedding_std: float, sigma_b2: float | None = None,
         chain: dict[str, ChainRole] | None = None, packed: dict[str, int] | None = None,
         scales: dict[str, PropagationPlan] | None = None, mha_out: frozenset[str] = frozenset(),
+        modules: dict[str, Any] | None = None,
     ) -> None:
         self.scheme = scheme
         self.scales = scales or {}  # "auto" / "variance" -> the graph-wide propagation plan
@@ -185,13 +186,14 @@ class SchemeContext:
         self.chain = chain or {}
         self.packed = packed or {}  # layer -> blocks of its packed weight, by structure
         self.mha_out = mha_out  # the out_proj layers of MultiheadAttention modules
+        self.modules = modules or {}  # the model's modules by qualified name (a parametrized layer's parent)
         self._gains: dict[tuple[str, float | None], float] = {}
         self._critical: dict[tuple[str, float | None], Any] = {}
 
     def derive(self, scheme: str) -> SchemeContext:
         """The same detection and caches under another scheme (for rules)."""
         sub = SchemeContext(scheme, self.found, self.embedding_std, self.sigma_b2, self.chain, self.packed,
-                            self.scales, self.mha_out)
+                            self.scales, self.mha_out, self.modules)
         sub._gains, sub._critical = self._gains, self._critical
         return sub
 

@@ -46,9 +46,10 @@ def plan_rows(
     which rules decided what.
 
     A tied parameter gets one row, where it first appears; its other names get a ``"tied"`` row
-    and are not re-drawn. Parameters that are not the weight or bias of a known layer
-    (``weight_norm``'s ``weight_g`` and ``weight_v``, a custom module's ``nn.Parameter``,
-    ``parametrizations.*.original``) are left alone unless a rule matches them (or, under
+    and are not re-drawn. A weight behind ``weight_norm`` or ``spectral_norm`` (either of torch's
+    APIs) is planned through its layer (:mod:`initlab.model.handlers.reparametrized`). Parameters
+    that are not the weight or bias of a known layer (a custom module's ``nn.Parameter``, another
+    parametrization's ``parametrizations.*.original``) are left alone unless a rule matches them (or, under
     ``"auto"`` / ``"variance"``, :func:`plan_loose_parameter` knows them), and so are those of a
     lazy module not yet materialised. Frozen parameters (``requires_grad=False``) are initialized
     like any other — which parameters will be trained is not the plan's business — and their rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from initlab.model.chain import CenteringBias
 from initlab.model.classify import CONV1D_CLASSES, CONVT, LAYER_TYPES, LINEAR, conv1d_types
 from initlab.model.found import Found
 from initlab.model.handlers.registry import register_handler
+from initlab.model.handlers.reparametrized import norm_row, weight_norm_dim
 from initlab.model.plan import Fill, PlanRow
 from initlab.model.policies import SchemeContext, torch_fans
 from initlab.model.rows import new_row, set_propagated, set_spec
@@ -56,10 +58,13 @@ def packed_by_structure(model: nn.Module) -> dict[str, int]:
     return packed
 
 
-def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = None) -> list[PlanRow]:
-    """Rows of a Linear / Conv / ConvTranspose / Conv1D's ``weight`` and ``bias`` (other
-    parameters, e.g. ``weight_norm``'s ``weight_g``, get none). ``chunks > 1``: a packed weight
-    (:class:`~initlab.model.rules.Packed`; ``None``: GPT-2's ``c_attn`` by
+def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = None,
+                 params: Iterable[tuple[str, torch.Tensor]] | None = None) -> list[PlanRow]:
+    """Rows of a Linear / Conv / ConvTranspose / Conv1D's ``weight`` and ``bias``; under
+    :func:`torch.nn.utils.weight_norm` (``weight = g v / ||v||``) the direction ``weight_v`` is drawn
+    as the weight would be and ``weight_g = ||v||`` (over every dim but the hook's), so the layer's
+    weight at init is exactly that draw (:func:`~initlab.model.handlers.reparametrized.norm_row`).
+    ``chunks > 1``: a packed weight (:class:`~initlab.model.rules.Packed`; ``None``: GPT-2's ``c_attn`` by
     :func:`packed_by_structure`, else 1), in blocks along its output axis (dim 1 of a Conv1D weight
     ``(in, out)``, else dim 0).
 
@@ -72,7 +77,9 @@ def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = 
     (GPT-2's attention) is packed: Q, K, V (``chunks = out / split_size``) along dim 1, each by its
     own fans. It is found through ``sys.modules``: initlab never imports transformers. A
     zero-element weight (``nn.Linear(0, n)``) gets scheme ``"empty"`` and is not drawn. A
-    MultiheadAttention's ``out_proj`` is a Linear whose activation is known by structure."""
+    MultiheadAttention's ``out_proj`` is a Linear whose activation is known by structure.
+    ``params``: the ``(name, tensor)`` pairs to plan (default: ``m``'s own parameters; a
+    parametrized layer's ``weight`` lives in its ``parametrizations`` child)."""
     mha_out = q in ctx.mha_out
     by_structure = chunks is None and q in ctx.packed
     chunks = ctx.packed.get(q, 1) if chunks is None else chunks
@@ -81,27 +88,34 @@ def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = 
     if mha_out:
         f = Found("linear", None, "structure")
     fans = layer_fans(m, chunks)
-    rows = []
-    for pname, p in m.named_parameters(recurse=False):
-        if pname not in ("weight", "bias"):
+    rows, norms = [], []
+    wn_dim = weight_norm_dim(m) if {"weight_g", "weight_v"} <= set(m._parameters) else None
+    for pname, p in (m.named_parameters(recurse=False) if params is None else params):
+        if pname == "weight_g" and wn_dim is not None:
+            norms.append(norm_row(f"{q}.{pname}" if q else pname, p, q, m, m.weight_v, wn_dim))
             continue
+        if pname not in ("weight", "bias") and not (pname == "weight_v" and wn_dim is not None):
+            continue
+        role = "bias" if pname == "bias" else "weight"
         row = new_row(f"{q}.{pname}" if q else pname, p, q, m)
-        row._axis = 1 if conv1d and pname == "weight" else 0
+        row._axis = 1 if conv1d and role == "weight" else 0
         row.activation, row.found_by = f.activation, f.found_by
         row.input_activation = f.input_activation
         row.fan_in, row.fan_out = fans.fan_in, fans.fan_out
         if f.via:
             row.note = "via " + ", ".join(f.via)
-        if pname == "weight" and p.numel() == 0:  # torch's own init_ functions: a warned no-op
+        if role == "weight" and p.numel() == 0:  # torch's own init_ functions: a warned no-op
             row.scheme, row.spec, row.note = "empty", "nothing to draw", "zero-element weight"
-        elif pname == "weight":
+        elif role == "weight":
             _plan_layer_weight(ctx, row, f, fans, chunks, conv1d, mha_out)
             if by_structure:
                 row.note = "; ".join(filter(None, [row.note, f"{chunks} blocks of the parent's split_size"]))
+            if pname == "weight_v":
+                row.note = "; ".join(filter(None, [row.note, "weight_norm's direction v: as the weight"]))
         else:
             _plan_layer_bias(ctx, row, m, f, chunks, zero_default=mha_out or conv1d)
         rows.append(row)
-    return rows
+    return rows + norms  # g = ||v|| after v is drawn
 
 
 def _plan_layer_weight(
