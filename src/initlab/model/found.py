@@ -133,13 +133,13 @@ def _writes_output(g: Graph, start: int) -> bool:
 
 
 def from_graph(model: nn.Module, g: Graph, how: str) -> dict[str, Found]:
-    """What ``g`` says of each Linear / Conv / ConvTranspose / HF ``Conv1D`` of ``model``, found
+    """What ``g`` says of each Linear / Conv / ConvTranspose / HF ``Conv1D`` / Bilinear of ``model``, found
     ``how`` (``"fx"`` or ``"hooks"``): the consuming nonlinearity
     (:func:`~initlab.graph.consuming_activation`; a module called several times: its first call with
     one), the feeding one (:func:`~initlab.graph.feeding_activation`), and for a module called once
     its private link to the next layer and whether it reads the input / writes the output."""
     modules = dict(model.named_modules())
-    kinds = layer_types()
+    kinds = (*layer_types(), nn.Bilinear)
     calls = {q: ns for q, ns in layers(g).items() if isinstance(modules.get(q), kinds)}
     name_of = {n.id: q for q, ns in calls.items() for n in ns}
     found: dict[str, Found] = {}
