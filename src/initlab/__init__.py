@@ -12,7 +12,9 @@ eagerly, because ``import initlab.probe`` would otherwise rebind the name to the
 * :func:`initlab.init_model` — whole-model initialization with activation detection;
 * :mod:`initlab.graph` — a model's data-flow graph and the moments propagated through it;
 * :mod:`initlab.model` — the graph-wide scale policy behind ``"auto"`` and ``"variance"``;
-* :mod:`initlab.zoo` — reference models (ResNets, MobileNet, U-Net, LSTM, transformers, HF);
+* :mod:`initlab.zoo` — reference models (ResNets, plain CNNs, MobileNet, U-Net, LSTM, GPTs, HF);
+* :mod:`initlab.transforms` — add the parameters Fixup and SkipInit/ReZero need (scalars, gates);
+* :mod:`initlab.corpus` — real text on every machine: the CPython standard library's source;
 * :func:`initlab.lsuv_`, :func:`initlab.pretrain_layerwise` — data-dependent inits;
 * :mod:`initlab.theory` — mean-field signal propagation (q*, chi_1, depth scales).
 """
@@ -27,7 +29,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "fans", "gains", "schemes", "init", "numpy_init", "apply", "lsuv",
     "pretrain", "theory", "data", "experiments", "report", "records", "errors", "models", "graph",
-    "model", "zoo",
+    "model", "zoo", "transforms", "corpus",
 }
 _ATTRS = {
     "gain": ("initlab.gains", "gain"),

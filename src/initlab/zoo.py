@@ -3,6 +3,7 @@ example inputs and their own initializations, for tests and benchmarks of whole-
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from torch.nn import functional as F
 
 from initlab.errors import InitlabError
 
-__all__ = ["ZooModel", "ZOO", "build", "names"]
+__all__ = ["ZooModel", "ZOO", "build", "names", "plain_cnn", "cifar_resnet", "char_gpt"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,10 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR-style ResNet-(6n+2): three stages of ``n`` blocks at widths ``w, 2w, 4w``."""
 
-    def __init__(self, n: int = 3, width: int = 16, norm: bool = True, classes: int = 10) -> None:
+    def __init__(self, n: int = 3, width: int = 16, norm: bool = True, classes: int = 10,
+                 in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(3, width, 3, 1, 1, bias=not norm)
+        self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=not norm)
         self.bn = nn.BatchNorm2d(width) if norm else nn.Identity()
         blocks, cin = [], width
         for stage, cout in enumerate((width, 2 * width, 4 * width)):
@@ -263,3 +265,163 @@ def build(name: str, width: int | None = None, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
         model = z.build(width or z.width)
     return model.eval()
+
+
+# ---- deep architectures of the time-to-accuracy benchmark (benchmarks/time_to_accuracy_arch.py) ----
+
+_CNN_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def plain_cnn(depth: int, channels: int = 32, activation: str = "relu", in_channels: int = 1,
+              classes: int = 10) -> nn.Sequential:
+    """A plain CNN: ``depth`` 3x3 convolutions, each followed by ``activation``, with no
+    normalization and no residual connection, then global average pooling and a linear head.
+
+    .. math::
+        h_l = \\phi(W_l * h_{l-1} + b_l),\\quad l = 1, \\dots, depth;\\qquad
+        \\text{logits} = V\\, \\mathrm{mean}_{xy}(h_{depth}) + c
+
+    Every conv has padding 1 and stride 1 except the second and the third, stride 2, which take a
+    28x28 input to 14x14 and 7x7 (the other ``depth - 3`` convs run at 7x7, so depth is cheap).
+    Modules: ``features`` (conv, activation, conv, ...), ``pool``, ``flatten``, ``head``.
+
+    Args:
+        depth: number of convolutions (``>= 3``). channels: width of every conv.
+        activation: ``"relu"`` or ``"tanh"``. in_channels: input channels. classes: logits.
+
+    Shapes: input ``(B, in_channels, H, W)``, output ``(B, classes)``.
+
+    Raises:
+        InitlabError: ``depth < 3``; an unknown ``activation``.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs" (vanilla CNNs, no norm, no skip).
+
+    >>> m = plain_cnn(8)
+    >>> sum(isinstance(x, nn.Conv2d) for x in m.modules()), tuple(m(torch.zeros(2, 1, 28, 28)).shape)
+    (8, (2, 10))
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 3:
+        raise InitlabError(f"depth={depth!r} is invalid: a plain CNN needs 3 or more convs")
+    if activation not in _CNN_ACTIVATIONS:
+        raise InitlabError(f"activation={activation!r} is invalid: use one of {', '.join(_CNN_ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, 2 if i in (1, 2) else 1, 1),
+                   _CNN_ACTIVATIONS[activation]()]
+    return nn.Sequential(OrderedDict(features=nn.Sequential(*layers), pool=nn.AdaptiveAvgPool2d(1),
+                                     flatten=nn.Flatten(), head=nn.Linear(channels, classes)))
+
+
+def cifar_resnet(depth: int, norm: bool = True, in_channels: int = 3, classes: int = 10,
+                 width: int = 16) -> ResNet:
+    """The CIFAR ResNet-``depth`` of He et al.: a 3x3 stem, three stages of ``n = (depth - 2) / 6``
+    :class:`BasicBlock` s at widths ``width, 2 width, 4 width`` (stride 2 entering stages 2 and 3),
+    global average pooling, a linear head.
+
+    .. math::  depth = 6n + 2 \\quad(20, 32, 44, 56, 110, \\dots)
+
+    ``norm=False`` replaces every BatchNorm with the identity (and gives the convs biases): the
+    normalization-free ResNet that Fixup and SkipInit train. Shapes: input
+    ``(B, in_channels, H, W)``, output ``(B, classes)``.
+
+    Raises:
+        InitlabError: ``depth`` is not ``6n + 2`` with ``n >= 1``.
+
+    Source: He, Zhang, Ren & Sun (2016), "Deep residual learning for image recognition", sec. 4.2.
+
+    >>> len(cifar_resnet(56).blocks)
+    27
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise InitlabError(f"depth={depth!r} is invalid: a CIFAR ResNet has depth 6n + 2 (20, 56, 110)")
+    return ResNet((depth - 2) // 6, width, norm=norm, classes=classes, in_channels=in_channels)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: separate ``q``, ``k``, ``v`` projections, torch's fused
+    ``scaled_dot_product_attention(is_causal=True)``, output projection ``proj``."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.proj = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x):
+        def split(y):  # (B, T, C) -> (B, heads, T, C / heads)
+            return y.view(x.size(0), x.size(1), self.heads, -1).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
+                                           is_causal=True)
+        return self.proj(y.transpose(1, 2).flatten(2))
+
+
+class GPTBlock(nn.Module):
+    """``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``; with ``ln="none"`` ``ln1``/``ln2`` are the
+    identity. The MLP is ``fc`` (4x width) -> GELU -> ``proj``."""
+
+    def __init__(self, width: int, heads: int, ln: str) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width) if ln == "pre" else nn.Identity()
+        self.attn = CausalSelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width) if ln == "pre" else nn.Identity()
+        self.mlp = nn.Sequential(OrderedDict(fc=nn.Linear(width, 4 * width), act=nn.GELU(),
+                                             proj=nn.Linear(4 * width, width)))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class CharGPT(nn.Module):
+    """A GPT-style decoder over bytes; see :func:`char_gpt`."""
+
+    def __init__(self, depth: int, width: int, heads: int, vocab: int, context: int, ln: str) -> None:
+        super().__init__()
+        self.context = context
+        self.tok = nn.Embedding(vocab, width)
+        self.pos = nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*(GPTBlock(width, heads, ln) for _ in range(depth)))
+        self.ln_f = nn.LayerNorm(width) if ln == "pre" else nn.Identity()
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos(torch.arange(ids.size(1), device=ids.device))
+        return self.head(self.ln_f(self.blocks(x)))
+
+
+def char_gpt(depth: int, width: int = 128, heads: int = 4, vocab: int = 256, context: int = 128,
+             ln: str = "pre") -> CharGPT:
+    """A GPT-style character (byte) language model: token plus learned position embeddings,
+    ``depth`` decoder blocks (:class:`GPTBlock`), a final LayerNorm (``ln="pre"``), and an untied
+    linear head.
+
+    .. math::
+        x_0 = E_{tok}[ids] + E_{pos}[t],\\quad
+        x \\leftarrow x + \\mathrm{attn}(\\mathrm{LN}(x)),\\quad
+        x \\leftarrow x + \\mathrm{mlp}(\\mathrm{LN}(x)),\\quad
+        \\text{logits} = W_{head}\\, \\mathrm{LN}_f(x_{depth})
+
+    Options: ``ln="pre"`` (pre-LN, GPT-2) or ``ln="none"`` (every LayerNorm, the final one too, is
+    the identity: ``x + attn(x)``; what T-Fixup and DeepNorm-style inits aim to train). Modules:
+    ``tok``, ``pos``, ``blocks[i].attn.{q,k,v,proj}``, ``blocks[i].mlp.{fc,proj}``, ``head``.
+    Shapes: input int64 ``(B, T)``, ``T <= context``, values in ``[0, vocab)``; output
+    ``(B, T, vocab)`` logits.
+
+    Raises:
+        InitlabError: ``depth < 1``; ``width`` not a multiple of ``heads``; an unknown ``ln``.
+
+    Source: Radford et al. (2019), "Language models are unsupervised multitask learners" (GPT-2);
+    Karpathy, nanoGPT ``model.py``.
+
+    >>> m = char_gpt(2, width=32, context=16)
+    >>> len(m.blocks), tuple(m(torch.zeros(3, 16, dtype=torch.long)).shape)
+    (2, (3, 16, 256))
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise InitlabError(f"depth={depth!r} is invalid: pass an integer >= 1")
+    if width % heads:
+        raise InitlabError(f"width={width!r} is not a multiple of heads={heads!r}: change one of them")
+    if ln not in ("pre", "none"):
+        raise InitlabError(f"ln={ln!r} is invalid: use 'pre' or 'none'")
+    return CharGPT(depth, width, heads, vocab, context, ln)
