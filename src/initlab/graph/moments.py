@@ -436,7 +436,17 @@ def _not_modelled(node: Node, ctx: PropagationContext) -> Moments:
 
 #: Rules for ``Kind.LAYER`` by module class name (resolved through the module's MRO, else ``node.op``);
 #: anything else is a dense map (Linear, ConvNd, ConvTransposeNd, HF Conv1D).
+def _bilinear_layer(node: Node, ctx: PropagationContext) -> Moments:
+    r"""``y_k = x_1^T W_k x_2 + b_k``: a dense map over the ``in1 * in2`` products
+    :math:`x_{1,i} x_{2,j}`, whose moments are the products of the two inputs' (independent at
+    init: :math:`\mathbb{E}[x_1 x_2] = m_1 m_2`, :math:`\mathbb{E}[(x_1 x_2)^2] = q_1 q_2`)."""
+    x1, x2 = ctx.input(node, 0), ctx.input(node, 1) if len(node.inputs) > 1 else ctx.input(node, 0)
+    x = Moments(x1.mean * x2.mean, x1.second * x2.second)
+    return dense_moments(x, ctx.stats(node, "weight", x))
+
+
 LAYER_RULES: dict[str, Rule] = {
+    "Bilinear": _bilinear_layer,
     "Embedding": _embedding_layer,
     "EmbeddingBag": _not_modelled,
 }  # "MultiheadAttention": initlab.graph.attention; "RNN", "LSTM", "GRU": initlab.graph.recurrent

@@ -140,7 +140,8 @@ class _PlannedStats:
     """The callback of :func:`planned_stats`: ``stats(node, part, x) -> LayerStats``."""
 
     #: The rows that hold each part of a layer, by the part's name in the graph.
-    _PARTS = {"weight": ("weight",), "query": ("in_proj_weight", "q_proj_weight"),
+    _PARTS = {"weight": ("weight", "weight_v", "weight_orig", "parametrizations.weight.original1",
+                         "parametrizations.weight.original"), "query": ("in_proj_weight", "q_proj_weight"),
               "key": ("in_proj_weight", "k_proj_weight"), "value": ("in_proj_weight", "v_proj_weight"),
               "out": ("out_proj.weight",)}
 

@@ -287,7 +287,7 @@ def plan_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) ->
         ``g`` (label ``"fixup"``; ``E[w^2] = 0`` rows are ``"zeros"``), ``residual = L``.
 
     Raises:
-        InitlabError: no residual add in ``g`` (use ``"auto"``).
+        InitlabError: no residual add in ``g`` (use ``"auto"``); the model has SkipInit gates.
 
     Source: Zhang, Dauphin & Ma (2019), "Fixup Initialization: Residual Learning Without
     Normalization", ICLR.
@@ -302,6 +302,11 @@ def plan_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) ->
     (True, 0.0)
     """
     opts = opts or FamilyOptions("fixup")
+    if _has_parameter(model, ("skip_gate",)):  # zero gate x zeroed end: no gradient
+        raise InitlabError(
+            f"scheme 'fixup' zeroes each branch's last layer, and {type(model).__name__} has SkipInit gates "
+            "(skip_gate), also 0 at init: neither would ever get a gradient. Use scheme='skipinit', or undo "
+            "the gates (the report of add_skip_gates: report.undo())")
     br = residual_branches(model, g, opts.scheme)
     n_br, head = len(br.adds), classifier_layers(model, g)
     plan = PropagationPlan(g.fresh(), residual=n_br)

@@ -8,6 +8,7 @@ registers scalar parameters and hooks on the modules it picks, and returns a
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ TRANSFORM_PARAMS: dict[str, str] = {
     FIXUP_BIAS_OUT: "add_fixup_scalars",
     FIXUP_SCALE: "add_fixup_scalars",
 }
-#: Kinds that commute with multiplication by a scalar: a gate may sit before them.
+#: Kinds that commute with multiplication by a scalar: a gate may sit before them (not a pad: it
+#: adds entries, which a constant other than 0 would leave ungated).
 _COMMUTE: frozenset[Kind] = PASS | {Kind.SCALE}
 #: Kinds walked back through from the model's output to its classifier.
 _HEAD_PASS: frozenset[Kind] = PASS | {Kind.SCALE, Kind.ACTIVATION, Kind.NORM, Kind.SOFTMAX}
@@ -55,18 +57,27 @@ _NO_INPUT_BIAS = (nn.Embedding, nn.EmbeddingBag)  # integer inputs: a scalar can
 # -- hooks: module-level functions that read the scalars from the module they are called on, so a
 # -- deep copy or a pickle of the model carries working hooks bound to its own parameters.
 
-def _map_first(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """``fn(value)`` for a tensor; for a tuple or list, ``fn`` of its first element (an RNN's output)."""
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` of every tensor in ``value`` (a tensor, or a tuple, list or dict of them: an RNN's
+    ``(output, h_n)``): the branch reads one of them, and the transform made sure nothing else
+    reads the module's output."""
     if isinstance(value, torch.Tensor):
         return fn(value)
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return type(value)([fn(value[0]), *value[1:]])
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_map_tensors(v, fn) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):  # a copy keeps the class (transformers' ModelOutput)
+        out = copy.copy(value)
+        for k, v in value.items():
+            out[k] = _map_tensors(v, fn)
+        return out
     return value
 
 
 def _gate_hook(module: nn.Module, args: tuple, output: Any) -> Any:
     """Forward hook of :func:`add_skip_gates`: ``output * skip_gate``."""
-    return _map_first(output, lambda t: t * module.skip_gate)
+    return _map_tensors(output, lambda t: t * module.skip_gate)
 
 
 def _fixup_in_hook(module: nn.Module, args: tuple) -> tuple | None:
@@ -85,7 +96,7 @@ def _fixup_out_hook(module: nn.Module, args: tuple, output: Any) -> Any:
         t = t * scale if scale is not None else t
         return t + bias if bias is not None else t
 
-    return _map_first(output, apply)
+    return _map_tensors(output, apply)
 
 
 # -- the report
@@ -215,7 +226,7 @@ def _branch_end(g: Graph, r: Residual, users: list[list[int]], calls: Counter,
         once = node.module is not None and calls[node.module] == 1
         if once and (not layer or node.kind is Kind.LAYER):
             return i, ""
-        if node.kind not in _COMMUTE or not node.inputs:
+        if node.kind not in _COMMUTE or "pad" in node.op.lower() or not node.inputs:  # pads add entries
             shared = f", called {calls[node.module]} times" if node.module is not None and not once else ""
             return None, (f"it ends in {_label(node)} ({node.kind.value}{shared}), which "
                           + ("is not a weighted layer" if layer else "is not a module called once")
@@ -249,9 +260,8 @@ def _graph(model: nn.Module, example_inputs: Any, transform: str, names: tuple[s
     refuse a model without any)."""
     if not isinstance(model, nn.Module):
         raise InitlabError(f"{transform}: model must be an nn.Module, got {type(model).__name__}")
-    held = [f"{q}.{p}" if q else p for q, held in gated_modules(model, raw=True).items() for p in held
-            if p in names]
-    if held:
+    held = [f"{q}.{p}" if q else p for q, held in gated_modules(model, raw=True).items() for p in held]
+    if held:  # gates and Fixup's scalars do not stack: a zeroed branch end behind a zero gate never trains
         raise InitlabError(f"{transform}: {type(model).__name__} is already transformed (it holds "
                            f"{', '.join(held[:3])}{' ...' if len(held) > 3 else ''}); undo the first "
                            "transform (report.undo()) or use the model as it is")

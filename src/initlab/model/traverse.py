@@ -115,7 +115,9 @@ def _module_rows(
             ) from None
         mrows = handle(ctx.derive("auto"), q, m)  # placeholders: rules decide all
     why_skipped = "no handler for this module type" if mrows is None else "no handler for this parameter"
-    mrows = [r for r in mrows or () if r.name in fresh_names]
+    # a transform's scalars (skip_gate, fixup_*) get their value whatever the module's handler says
+    mrows = [r for r in mrows or () if r.name in fresh_names
+             and r.name.rpartition(".")[2] not in TRANSFORM_PARAMETERS]
     have = {r.name for r in mrows}
     unknown = []
     for pname, p in fresh:  # parameters no handler knows: only rules may touch them

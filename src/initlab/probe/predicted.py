@@ -43,7 +43,7 @@ def _predict(model: nn.Module, inputs: Any, session: _Session, fwd_values: list[
         measured = {e[0]: (e[3][0], e[3][1]) for e in fwd_values if e[1] == "forward" and e[3][4] == 0}
         stats = _layer_stats(model, {id(w): (e[3][0], e[3][1] ** 2 + e[3][0] ** 2) for e in fwd_values
                                      if e[1] == "weight" and e[3][4] == 0
-                                     and (w := _weight_of(session.layers[e[0]])) is not None})
+                                     and isinstance(w := _weight_of(session.layers[e[0]]), nn.Parameter)})
         x = _input_moments(graph, model, inputs)
         try:
             pure, failed = propagate(graph, x, model=model, layer_stats=stats, train=train), {}
@@ -249,7 +249,10 @@ def _layer_stats(model: nn.Module, weights: dict[int, tuple[float, float]]) -> C
         if key not in cache:
             try:
                 p = part_params(model, node, part)
-                w = weights.get(id(p.weight)) if p is not None and not p.lookup else None
+                # by id only for a stored Parameter: a parametrized weight (weight_norm) is a new
+                # tensor on every access, and a freed one's id is reused by the next
+                stored = p is not None and not p.lookup and isinstance(p.weight, nn.Parameter)
+                w = weights.get(id(p.weight)) if stored else None
                 if w is None:
                     cache[key] = read(node, part, x)
                 else:

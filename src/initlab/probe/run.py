@@ -236,6 +236,14 @@ def probe(
 # ---- argument checks ----------------------------------------------------------------------------
 
 
+def _whole_model_schemes() -> frozenset[str]:
+    """The schemes of :func:`initlab.init_model` that are not per-tensor named schemes."""
+    from initlab.model.policies import SCHEMES  # noqa: PLC0415
+    from initlab.schemes import NAMED_SCHEMES  # noqa: PLC0415
+
+    return frozenset(SCHEMES) - frozenset(NAMED_SCHEMES)
+
+
 def _check_args(model: Any, bins: Any, max_samples: Any, scheme: Any, thresholds: Any, predict: Any,
                 generator: Any) -> tuple[Thresholds, torch.Generator]:
     """``(thresholds, generator)`` with their defaults, after checking every argument of
@@ -250,7 +258,10 @@ def _check_args(model: Any, bins: Any, max_samples: Any, scheme: Any, thresholds
     if scheme is not None:
         from initlab.schemes import NAMED_SCHEMES  # noqa: PLC0415
         if scheme not in NAMED_SCHEMES:
-            raise InitlabError(f"scheme {scheme!r} is unknown: use one of {', '.join(sorted(NAMED_SCHEMES))}")
+            whole = (" is a whole-model scheme, whose stds depend on the layer's place in the graph: "
+                     "compare with init_model(model, scheme, dry_run=True) rows instead, or pass"
+                     if isinstance(scheme, str) and scheme in _whole_model_schemes() else " is unknown: use")
+            raise InitlabError(f"scheme {scheme!r}{whole} one of {', '.join(sorted(NAMED_SCHEMES))}")
     th = thresholds if thresholds is not None else Thresholds()
     if not isinstance(th, Thresholds):
         raise TypeError(f"thresholds={th!r} is not a Thresholds: pass initlab.probe.Thresholds(...)")

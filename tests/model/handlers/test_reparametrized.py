@@ -77,3 +77,52 @@ def test_an_unknown_parametrization_is_named_in_the_warning():
     with pytest.warns(SkippedParameterWarning, match=r"2\.parametrizations\.weight\.original"):
         plan = init_model(model, generator=torch.Generator().manual_seed(0), dry_run=True)
     assert any("2.parametrizations.weight" == s["module"] for s in plan.skipped)
+
+
+@pytest.mark.parametrize("api", ["old", "parametrizations"])
+def test_spectral_norm_singular_vectors_are_re_estimated_after_the_draw(api):
+    """In eval mode no power iteration runs: the first forward divides by the estimate the buffers
+    hold. u^T W v never exceeds sigma_max(W), so the normalised weight's spectral norm is >= 1; 15
+    iterations from the old vectors bring it near 1 (a stale estimate left it at 40-90)."""
+    def wrap(m):
+        if api == "parametrizations":
+            return parametrizations.spectral_norm(m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.nn.utils.spectral_norm(m)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), wrap(nn.Linear(256, 256)), nn.ReLU(),
+                          wrap(nn.Conv1d(256, 32, 1)))
+    _init(model, "auto")
+    model.eval()
+    with torch.no_grad():
+        model[4](model[2](torch.randn(2, 256)).reshape(1, 256, 2))  # the old API computes .weight here
+    for layer in (model[2], model[4]):
+        sigma = float(torch.linalg.matrix_norm(layer.weight.detach().flatten(1), 2))
+        assert 1 - 1e-4 <= sigma <= 1.15, sigma
+
+
+def test_plan_and_probe_read_the_planned_weight_behind_a_parametrization():
+    """The plan predicts each layer's E[y^2] from the planned v (not the weights before init), and
+    the probe's prediction reads each parametrized layer's own weight (a weight_norm weight is a new
+    tensor on every access: an id can be reused by another layer's)."""
+    from initlab import probe
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = parametrizations.weight_norm(nn.Linear(32, 256))
+            self.c = parametrizations.weight_norm(nn.Conv1d(256, 256, 1))
+            self.d = nn.Linear(256, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.c(torch.relu(self.a(x))[:, :, None]))[:, :, 0]
+            return self.d(h)
+
+    torch.manual_seed(0)
+    model = Net()
+    plan = _init(model, "auto")
+    assert plan["c.parametrizations.weight.original1"].q_out == pytest.approx(1.0, rel=1e-9)
+    result = probe(model, torch.randn(512, 32, generator=torch.Generator().manual_seed(1)))
+    assert not [v for v in result.verdicts() if v.kind == "mismatch"], result.verdicts()

@@ -14,7 +14,12 @@ from initlab.model.chain import CenteringBias
 from initlab.model.classify import CONV1D_CLASSES, CONVT, LAYER_TYPES, LINEAR, conv1d_types
 from initlab.model.found import Found
 from initlab.model.handlers.registry import register_handler
-from initlab.model.handlers.reparametrized import norm_row, weight_norm_dim
+from initlab.model.handlers.reparametrized import (
+    PowerIteration,
+    norm_row,
+    spectral_norm_hook,
+    weight_norm_dim,
+)
 from initlab.model.plan import Fill, PlanRow
 from initlab.model.policies import SchemeContext, torch_fans
 from initlab.model.rows import new_row, set_propagated, set_spec
@@ -90,11 +95,13 @@ def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = 
     fans = layer_fans(m, chunks)
     rows, norms = [], []
     wn_dim = weight_norm_dim(m) if {"weight_g", "weight_v"} <= set(m._parameters) else None
+    sn_hook = spectral_norm_hook(m) if "weight_orig" in m._parameters else None
     for pname, p in (m.named_parameters(recurse=False) if params is None else params):
         if pname == "weight_g" and wn_dim is not None:
             norms.append(norm_row(f"{q}.{pname}" if q else pname, p, q, m, m.weight_v, wn_dim))
             continue
-        if pname not in ("weight", "bias") and not (pname == "weight_v" and wn_dim is not None):
+        if pname not in ("weight", "bias") and not (pname == "weight_v" and wn_dim is not None) \
+                and not (pname == "weight_orig" and sn_hook is not None):
             continue
         role = "bias" if pname == "bias" else "weight"
         row = new_row(f"{q}.{pname}" if q else pname, p, q, m)
@@ -112,6 +119,9 @@ def handle_layer(ctx: SchemeContext, q: str, m: nn.Module, chunks: int | None = 
                 row.note = "; ".join(filter(None, [row.note, f"{chunks} blocks of the parent's split_size"]))
             if pname == "weight_v":
                 row.note = "; ".join(filter(None, [row.note, "weight_norm's direction v: as the weight"]))
+            if pname == "weight_orig":
+                row._fills.append(Fill(None, PowerIteration(sn_hook, m)))
+                row.note = "; ".join(filter(None, [row.note, "spectral_norm: drawn as the weight"]))
         else:
             _plan_layer_bias(ctx, row, m, f, chunks, zero_default=mha_out or conv1d)
         rows.append(row)

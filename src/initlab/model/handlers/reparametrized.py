@@ -5,6 +5,8 @@ reparametrization stores."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -15,7 +17,8 @@ from initlab.model.plan import Fill, PlanRow
 from initlab.model.policies import SchemeContext
 from initlab.model.rows import new_row
 
-__all__ = ["NormOf", "norm_row", "weight_norm_dim", "handle_parametrizations"]
+__all__ = ["NormOf", "PowerIteration", "norm_row", "weight_norm_dim", "spectral_norm_hook",
+           "handle_parametrizations"]
 
 
 class NormOf:
@@ -28,6 +31,34 @@ class NormOf:
 
     def __call__(self, tensor: torch.Tensor, generator: object) -> None:
         tensor.copy_(torch.norm_except_dim(self.v.detach(), 2, self.dim).reshape(tensor.shape))
+
+
+class PowerIteration:
+    """After spectral normalisation's ``W`` is drawn, re-estimate its singular vectors (15 power
+    iterations, as torch does when it adds the parametrization), so ``W / sigma_max(W)`` has
+    spectral norm 1 from the first forward — in eval mode too, where no iteration runs. ``sn``: the
+    new API's ``_SpectralNorm`` module, or the old API's hook and its module."""
+
+    def __init__(self, sn: Any, module: nn.Module | None = None) -> None:
+        self.sn, self.module = sn, module
+
+    def __call__(self, tensor: torch.Tensor, generator: object) -> None:
+        if self.module is None:  # torch.nn.utils.parametrizations.spectral_norm
+            self.sn._power_method(self.sn._reshape_weight_to_matrix(tensor), 15)
+            return
+        w = self.sn.reshape_weight_to_matrix(tensor)  # torch.nn.utils.spectral_norm (the old API)
+        u, v = getattr(self.module, self.sn.name + "_u"), getattr(self.module, self.sn.name + "_v")
+        for _ in range(15):
+            v.copy_(torch.nn.functional.normalize(w.t() @ u, dim=0, eps=self.sn.eps))
+            u.copy_(torch.nn.functional.normalize(w @ v, dim=0, eps=self.sn.eps))
+
+
+def spectral_norm_hook(m: nn.Module) -> Any | None:
+    """The old :func:`torch.nn.utils.spectral_norm` hook on ``m.weight``, else ``None``."""
+    for hook in m._forward_pre_hooks.values():
+        if type(hook).__name__ == "SpectralNorm" and getattr(hook, "name", None) == "weight":
+            return hook
+    return None
 
 
 def weight_norm_dim(m: nn.Module) -> int | None:
@@ -82,6 +113,9 @@ def handle_parametrizations(ctx: SchemeContext, q: str, m: nn.Module) -> list[Pl
     row = handle_layer(ctx, parent_q, parent, params=[("weight", v)])[0]
     row.name, row.module_type = f"{q}.{'original1' if g is not None else 'original'}", type(m).__name__
     row.note = "; ".join(filter(None, [row.note, f"{kind.strip('_')}: drawn as {parent_q}.weight"]))
+    if g is None:
+        row._fills.append(Fill(None, PowerIteration(m[0])))
+        row.note += "; singular vectors re-estimated"
     return [row] if g is None else [row, norm_row(f"{q}.original0", g, q, m, v, dim)]
 
 
