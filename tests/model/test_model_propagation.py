@@ -98,7 +98,7 @@ def test_residual_stream_grows_by_the_stated_factor():
     still starts at unit second moment)."""
     torch.manual_seed(0)
     net = Residual(512, 8)
-    plan = plan_scales(net, torch.randn(4, 512))
+    plan = plan_scales(net, torch.randn(4, 512), zero_ends=False)  # the rule of networks with norms
     assert plan.residual == 8
     assert {s.role for k, s in plan.scales.items() if k[0].startswith("w2.")} == {"residual branch"}
     _draw(net, plan, 100)
@@ -110,6 +110,24 @@ def test_residual_stream_grows_by_the_stated_factor():
     for a, b in zip(q, q[1:], strict=False):
         assert b / a == pytest.approx(RESIDUAL_GROWTH ** (1 / 8), rel=0.02)
     assert out.square().mean().item() == pytest.approx(1.0, rel=0.1)
+
+
+def test_without_normalization_branch_ends_start_at_zero():
+    """No norm anywhere: each branch's last layer starts at 0, so the stream is its shortcut at init
+    (every add keeps the stream's second moment) and the head reads the input's."""
+    torch.manual_seed(0)
+    net = Residual(64, 4)
+    plan = plan_scales(net, torch.randn(4, 64))
+    ends = {k: s for k, s in plan.scales.items() if k[0].startswith("w2.")}
+    assert plan.residual == 4 and {s.weight_second for s in ends.values()} == {0.0}
+    assert {s.role for s in ends.values()} == {"residual branch end, no norm: 0"}
+    assert any("no normalization" in n for n in plan.notes)
+    _draw(net, plan, 100)
+    x = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net(x)
+    for h in net.stream[1:]:
+        assert torch.equal(h, net.stream[0])
 
 
 def test_residual_growth_none_leaves_branches_as_pre_activations():

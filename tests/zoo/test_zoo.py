@@ -92,6 +92,9 @@ def _measured_vs_predicted(name: str, scheme: str, width: int, seeds=(100, 101, 
             if r.module_type in ("Embedding", "MultiheadAttention"):  # lookups; MHA's output is its own row
                 continue
             out = outs[r.module]
+            if r.q_out == 0:  # a zeroed residual branch end (no norm in the model): exactly 0 measured
+                assert not out.any(), r.name
+                continue
             narrowest = min(narrowest, _units(out, "Conv" in r.module_type))
             acc.setdefault(r.name, []).append(out.double().square().mean().item())
             pred[r.name], units[r.name] = r.q_out, narrowest

@@ -41,7 +41,9 @@ def propagation_plans(
 
     * the last layer of a residual branch (no norm between it and the add) targets
       :math:`q_{skip} (2^{1/L} - 1)` with ``L`` such branches: the stream's second moment doubles
-      over the whole depth rather than per block (Radford et al. 2019; Zhang et al. 2019);
+      over the whole depth rather than per block (Radford et al. 2019; Zhang et al. 2019); in a
+      network without any normalization layer it starts at 0 (Zhang et al. 2019; De & Smith 2020:
+      measured faster, :data:`initlab.model.propagation.ZERO_ENDS_WITHOUT_NORM`);
     * an ``Embedding`` tied to an output head (GPT-2's ``lm_head``) gets
       :math:`\\mathbb{E}[w^2] = 1 / (d\\,\\mathbb{E}[h^2])`, ``h`` the head's input, so the logits
       start at unit second moment when ``h`` does not scale with the table (a final norm, as
