@@ -238,8 +238,9 @@ def test_cnns_that_are_not_plain_chains_are_propagated(model):
     plan = init_model(net, generator=_gen(), dry_run=True, example_inputs=torch.randn(2, net_in(net), 8, 8))
     weights = [r for r in plan if r.name.endswith("weight") and r.module_type.startswith(("Conv", "Linear"))]
     # a residual branch's last conv in a network without norms starts at 0 (auto's residual rule)
-    assert weights and all(r.scheme == "propagated" or (r.scheme == "zeros" and "residual branch end" in r.note)
-                           for r in weights), [(r.name, r.scheme) for r in weights]
+    zero_end = [r.scheme == "zeros" and "residual branch end" in r.note for r in weights]
+    assert weights and all(r.scheme == "propagated" or z for r, z in zip(weights, zero_end, strict=True)), [
+        (r.name, r.scheme) for r in weights]
     assert not any(r.scheme in ("looks_linear", "delta_orthogonal", "centering") for r in plan)
 
 
