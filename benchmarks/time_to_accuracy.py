@@ -42,7 +42,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -58,6 +57,7 @@ from initlab.experiments.common import sgd_step
 from initlab.lsuv import lsuv_
 from initlab.model import init_model
 from initlab.models import mlp
+from initlab.records import records_to_json, write_text_atomic
 
 INITS = ("auto", "torch_default", "keras_default", "torch_recipe", "lsuv")
 ACTIVATIONS = ("tanh", "relu", "gelu", "selu", "sigmoid")
@@ -203,10 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 peer, ratio = "-", ("-" if auto == math.inf else "only auto")
             print(f"{d:>5} {a:<8} {fmt_steps(auto):>6} {peer:>16} {ratio:>9}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump([{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                        for k, v in r.items()} for r in records], fh, indent=1)
+    if args.json:  # non-finite numbers become null
+        write_text_atomic(args.json, records_to_json(records, indent=1))
     return 0
 
 

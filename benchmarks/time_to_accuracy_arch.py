@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import statistics
 import sys
@@ -83,6 +82,7 @@ from torch.nn import functional as F
 from initlab import zoo
 from initlab.errors import DataError, InitlabError
 from initlab.experiments.common import check_ints
+from initlab.records import records_to_json, write_text_atomic
 
 # ---- families -------------------------------------------------------------------------------------
 
@@ -578,10 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n\n" + "\n\n".join(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump([{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                        for k, v in r.items()} for r in records], fh, indent=1)
+    if args.json:  # non-finite numbers become null
+        write_text_atomic(args.json, records_to_json(records, indent=1))
     return 0
 
 
