@@ -82,8 +82,8 @@ def load_factory(target: str) -> Callable[[], nn.Module]:
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
         have = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise InitlabError(
-            f"{str(path)!r} has no function {fn_name!r}: use one of {', '.join(have) or '(none)'}"
-        )
+        what = (f"has no function {fn_name!r}" if not hasattr(module, fn_name)
+                else f"defines {fn_name!r}, but it is not a function (type {type(fn).__name__})")
+        raise InitlabError(f"{str(path)!r} {what}: use one of {', '.join(have) or '(none)'}")
     return fn
 
