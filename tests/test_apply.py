@@ -711,7 +711,7 @@ def test_cli_plan(tmp_path, capsys):
     (["{src}:build_model", "--input-shape", "1,x"], "input-shape"),
     (["{src}:build_model", "--scheme", "bogus"], "unknown"),
     (["{src}:build_model", "--save", "{dir}/a.pt"], "needs --apply"),
-    (["{src}:not_a_model"], "no function"),
+    (["{src}:not_a_model"], "not a function (type int)"),
 ])
 def test_cli_plan_errors_one_line_exit_2(tmp_path, capsys, args, needle):
     src = tmp_path / "model.py"

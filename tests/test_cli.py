@@ -245,7 +245,8 @@ def test_probe_built_inputs_that_do_not_fit_and_options_without_a_model(tmp_path
     (tmp_path / "c.py").write_text("WIDTH = 8\ndef build():\n    return None\n")
     assert main(["probe", f"{tmp_path / 'c.py'}:WIDTH"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "defines 'WIDTH', but it is not a function (type int): use one of build" in err
+    assert len(err.splitlines()) == 1
+    assert "defines 'WIDTH', but it is not a function (type int): use one of build" in err
 
 
 def test_plan_sigma_b2_needs_the_critical_scheme(tmp_path, capsys):
