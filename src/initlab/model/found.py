@@ -10,7 +10,7 @@ from torch import nn
 
 from initlab.graph import Graph, Kind, Node, consuming_activation, feeding_activation, layers
 from initlab.graph.queries import Nonlinearity
-from initlab.graph.vocab import classify_function, classify_module, fn_name, is_leaf
+from initlab.graph.vocab import classify_function, classify_module, is_leaf
 from initlab.model.classify import layer_types
 
 __all__ = ["Found", "from_graph", "from_module_order"]
@@ -40,15 +40,19 @@ _INPUT_RESHAPES = frozenset({"Flatten", "flatten", "view", "reshape"})
 _HEAD_RESHAPES = _INPUT_RESHAPES | {"squeeze"}
 
 
-def _named(nl: Nonlinearity | None) -> tuple[str, float | None] | None:
-    """``(name, param)`` of a nonlinearity the gain table knows; an asymmetric ``Hardtanh`` is
-    ``("hardtanh", None)`` (its parameters unread); any other measured one ``None``."""
-    if nl is None:
+def _gain_name(activation: tuple[str, float | None] | None, op: str) -> tuple[str, float | None] | None:
+    """``(name, param)`` of an activation the gain table knows; an asymmetric ``Hardtanh`` (``op``)
+    is ``("hardtanh", None)`` (its parameters unread); any other measured one ``None``."""
+    if activation is None:
         return None
-    name, param = nl.activation
-    if name != "measured":
-        return name, param
-    return ("hardtanh", None) if nl.node.op.lower() == "hardtanh" else None
+    if activation[0] != "measured":
+        return activation
+    return ("hardtanh", None) if op.lower() == "hardtanh" else None
+
+
+def _named(nl: Nonlinearity | None) -> tuple[str, float | None] | None:
+    """:func:`_gain_name` of the nonlinearity a graph walk found."""
+    return None if nl is None else _gain_name(nl.activation, nl.node.op)
 
 
 def _label(node: Node) -> str:
@@ -166,8 +170,7 @@ def _module_role(m: nn.Module) -> tuple[str, tuple[str, float | None] | None]:
         return "layer", None
     entry = classify_module(m)
     if entry.kind is Kind.ACTIVATION:
-        named = (entry.activation if entry.activation and entry.activation[0] != "measured"
-                 else ("hardtanh", None) if entry.op.lower() == "hardtanh" else None)
+        named = _gain_name(entry.activation, entry.op)
         return ("act", named) if named else ("other", None)
     if entry.kind is Kind.NORM:
         return "norm", None
@@ -218,10 +221,10 @@ def _from_structure(model: nn.Module, found: dict[str, Found]) -> None:
             act = act if role == "act" else None
         elif fn is not None:
             entry = classify_function(fn)
-            act = entry.activation if entry.kind is Kind.ACTIVATION and fn_name(fn) else None
+            act = _gain_name(entry.activation, entry.op) if entry.kind is Kind.ACTIVATION else None
         else:
             act = None
-        if act is None or act[0] == "measured":
+        if act is None:
             continue
         l1, l2 = (f"{q}.linear1", f"{q}.linear2") if q else ("linear1", "linear2")
         found[l1] = Found(act[0], act[1], "structure", (),
