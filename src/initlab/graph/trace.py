@@ -17,6 +17,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from initlab.errors import InitlabError
 from initlab.graph import vocab
 from initlab.graph.examples import example_inputs as build_example_inputs
+from initlab.graph.hook_ops import expose_hook_ops
 from initlab.graph.nodes import Graph, Kind
 from initlab.graph.record import flatten_tensors, preserved, record, refuse_lazy
 
@@ -266,6 +267,9 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
        :func:`initlab.graph.examples.example_inputs` when none are given (``Graph.inputs_from`` says
        which); ``Graph.reason`` says why fx was not used.
 
+    3. Forward hooks that declare their effect (:mod:`initlab.graph.hook_ops`: the gates and scalars
+       of :mod:`initlab.transforms`) get nodes of their own, which neither method sees otherwise.
+
     Nothing in ``model`` changes: both run inside :func:`initlab.graph.record.preserved`
     (attributes, buffer values, parameters a module writes in forward such as an ``Embedding``'s
     ``max_norm`` rows, the global RNG); the recorded forward also under :func:`torch.no_grad`. A
@@ -301,7 +305,7 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
         reason = "method='recorded' was asked for"
         if method != "recorded":
             try:
-                return _fx_graph(model, example_inputs, classify)
+                return expose_hook_ops(model, _fx_graph(model, example_inputs, classify))
             except Exception as exc:  # fx fails in many ways: control flow, unsupported ops, ...
                 reason = _why("fx", exc)
                 if method == "fx":
@@ -324,4 +328,4 @@ def trace(model: nn.Module, example_inputs: Any = None, *, method: str = "auto")
                 "pass example_inputs that the model accepts"
             ) from exc
     g.reason, g.inputs_from = reason, source
-    return g
+    return expose_hook_ops(model, g)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from initlab.errors import InitlabError
+from initlab.graph.hook_ops import HookOp, declare_graph_ops
 from initlab.graph.nodes import Graph, Kind, Node
 from initlab.graph.queries import PASS, Residual, ancestors, residual_adds
 from initlab.graph.trace import trace
@@ -80,6 +81,9 @@ def _gate_hook(module: nn.Module, args: tuple, output: Any) -> Any:
     return _map_tensors(output, lambda t: t * module.skip_gate)
 
 
+declare_graph_ops(_gate_hook, HookOp("scale", SKIP_GATE))
+
+
 def _fixup_in_hook(module: nn.Module, args: tuple) -> tuple | None:
     """Forward pre-hook of :func:`add_fixup_scalars`: ``x + fixup_bias_in`` on the first input."""
     if not args or not isinstance(args[0], torch.Tensor):
@@ -97,6 +101,10 @@ def _fixup_out_hook(module: nn.Module, args: tuple, output: Any) -> Any:
         return t + bias if bias is not None else t
 
     return _map_tensors(output, apply)
+
+
+declare_graph_ops(_fixup_in_hook, HookOp("shift", FIXUP_BIAS_IN))
+declare_graph_ops(_fixup_out_hook, HookOp("scale", FIXUP_SCALE), HookOp("shift", FIXUP_BIAS_OUT))
 
 
 # -- the report

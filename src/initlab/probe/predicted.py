@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from initlab.errors import InitlabError
+from initlab.graph.hook_ops import module_output_node
 from initlab.probe.classify import _FUNCTIONAL_NAMES
 from initlab.probe.records import OUTPUT_LAYER
 from initlab.probe.tensors import _tensor_leaves
@@ -212,7 +213,7 @@ def _match_nodes(graph: Any, layers: list[_Layer], functional_order: bool) -> di
     count the same and every pair names the same function."""
     calls: dict[str, list[int]] = {}
     for n in graph:
-        if n.module is not None and n.kind.value != "output":
+        if n.module is not None and n.kind.value != "output" and "hook_of" not in n.params:
             calls.setdefault(n.module, []).append(n.id)
     out: dict[str, int] = {}
     seen: dict[str, int] = {}
@@ -221,8 +222,8 @@ def _match_nodes(graph: Any, layers: list[_Layer], functional_order: bool) -> di
         if layer.path is not None:
             k = seen.get(layer.path, 0)
             seen[layer.path] = k + 1
-            if k < len(calls.get(layer.path, ())):
-                out[layer.name] = calls[layer.path][k]
+            if k < len(calls.get(layer.path, ())):  # what the caller gets: after the module's hook ops
+                out[layer.name] = module_output_node(graph, calls[layer.path][k])
         elif not any(leaf == "" or layer.owner == leaf or str(layer.owner).startswith(leaf + ".")
                      for leaf in calls):
             functional.append(layer)

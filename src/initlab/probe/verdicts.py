@@ -92,15 +92,43 @@ def _groups(result: ProbeResult, kind: str, stat: str) -> list[list[tuple[str, f
     return gs
 
 
+def structural_zeros(result: ProbeResult) -> set[str]:
+    """Layers whose output is exactly 0 by construction, in a network whose other weight layers are
+    not 0: the measured ``std`` and the ``local_predicted_std`` (from the measured input and the
+    weights, gates included; else the end-to-end ``predicted_std``) both exactly 0, and the mean 0.
+
+    These are Fixup's and SkipInit's zeroed branch ends, a zeroed classifier, a gate at 0
+    (:mod:`initlab.transforms`): the branch (or output) starts at 0 on purpose and moves at the
+    first update that reaches it, so neither its zero output nor the exactly-0 gradients it blocks
+    are vanishing. Empty when every weight layer is 0 (the ``zeros`` scheme: nothing will move).
+    """
+    w = [v for lay, v in result.series("weight_std", "weight")
+         if result._info[lay].get("layer_type") in _WEIGHT_TYPES]
+    if not any(v > 0 for v in w):
+        return set()
+    out = set()
+    for lay in result.layers:
+        meas, local, pure, mean = (result._index.get((lay, "forward", s))
+                                   for s in ("std", "local_predicted_std", "predicted_std", "mean"))
+        if meas == 0.0 and (local if local is not None else pure) == 0.0 and not mean:
+            out.add(lay)
+    return out
+
+
 def _ratio(result: ProbeResult, th: Thresholds, which: str, backward: bool) -> Verdict | None:
     """``which`` (``vanishing`` or ``exploding``) of the forward std against the first layer's of
     its category, or (``backward``) of the gradient norm against the last layer's: the first
     offender in forward (backward) order."""
     kind, stat = ("backward", "grad_norm") if backward else ("forward", "std")
     order = {layer: i for i, layer in enumerate(result.layers)}
+    zeros = structural_zeros(result)
     hit: tuple[int, str, float, str, float] | None = None
     for g in _groups(result, kind, stat):
+        # an output 0 by construction, or (with such zeros about) a gradient they block: not vanishing
+        g = [(lay, v) for lay, v in g if not (v == 0 and (lay in zeros if not backward else zeros))]
         seq = list(reversed(g)) if backward else g
+        if len(seq) < 2:
+            continue
         ref_layer, ref = seq[0]
         if ref <= 0:
             continue
@@ -171,7 +199,10 @@ def _dead(result: ProbeResult, th: Thresholds) -> Verdict | None:
 def _symmetric(result: ProbeResult, th: Thresholds) -> Verdict | None:
     """A weight layer with more than one unit, all of them equal."""
     sym = []
+    zeros = structural_zeros(result)  # a zeroed branch end's rows are equal, their gradients are not
     for lay, v in result.series("distinct_units", "weight"):
+        if lay in zeros and _live_input(result, lay):
+            continue
         units = result._info[lay].get("units")
         if v == 1 and units is not None and units > 1:
             sym.append((lay, units))
@@ -181,6 +212,17 @@ def _symmetric(result: ProbeResult, th: Thresholds) -> Verdict | None:
     return Verdict("symmetric", lay, f"symmetric: {lay} has 1 distinct unit out of {units} "
                    f"(all weight rows equal; {len(sym)} layer(s) affected): identical "
                    "units get identical gradients and stay identical", 1.0)
+
+
+def _live_input(result: ProbeResult, layer: str) -> bool:
+    """Whether the recorded layer before ``layer`` (in execution order; the model's input when none)
+    has a nonzero ``std``: ``layer``'s input varies, so its zero weights get distinct gradients."""
+    before = result.layers[: result.layers.index(layer)]
+    for lay in reversed(before):
+        v = result._index.get((lay, "forward", "std"))
+        if v is not None and math.isfinite(v):
+            return v > 0
+    return True
 
 
 @_check("logits")
