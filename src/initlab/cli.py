@@ -105,6 +105,22 @@ def gain_command(name: str, param: float | None) -> None:
 # ---- plan (engineer "apply") ----------------------------------------------------------------
 
 
+def _add_skip_gates(model, **kw):
+    from initlab.transforms import add_skip_gates
+
+    return add_skip_gates(model, **kw)
+
+
+def _add_fixup_scalars(model, **kw):
+    from initlab.transforms import add_fixup_scalars
+
+    return add_fixup_scalars(model, **kw)
+
+
+#: ``initlab plan --transform NAME``: the transform each name applies.
+_TRANSFORMS = {"skip_gates": _add_skip_gates, "fixup_scalars": _add_fixup_scalars}
+
+
 @cli.command("plan")
 @click.argument("target", metavar="FILE.py:FUNCTION")
 @click.option("--input-shape", default=None,
@@ -127,8 +143,13 @@ def gain_command(name: str, param: float | None) -> None:
 @click.option("--sigma-b2", type=float, default=None,
               help="With --scheme critical: the bias variance of the critical point (default 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
+@click.option("--transform", type=click.Choice(sorted(_TRANSFORMS)), default=None,
+              help="First add the parameters a residual-family scheme needs: skip_gates (SkipInit / "
+                   "ReZero gates, for --scheme skipinit or rezero) or fixup_scalars (for --scheme fixup); "
+                   "what it added goes to stderr, and --save's state_dict holds the new parameters.")
 def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme: str, do_apply: bool,
-                 save: str | None, force: bool, seed: int, sigma_b2: float | None, as_json: bool) -> None:
+                 save: str | None, force: bool, seed: int, sigma_b2: float | None, as_json: bool,
+                 transform: str | None) -> None:
     """Print the init plan of the model that FUNCTION in FILE.py builds (e.g. model.py:build_model)."""
     import warnings
     from pathlib import Path
@@ -169,6 +190,13 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
     if example is not None:  # an input the user chose must fit, whatever the detection needs
         _check_forward(model, example, input_shape, shape, input_dtype)
+    gated = any(n.rsplit(".", 1)[-1] == "skip_gate" for n, _ in model.named_parameters())
+    if scheme in ("skipinit", "rezero") and transform != "skip_gates" and not gated:
+        raise InitlabError(f"--scheme {scheme} needs a gate on every residual branch, and the model has "
+                           "none: add --transform skip_gates")
+    if transform is not None:
+        report = _TRANSFORMS[transform](model, example_inputs=example, verbose=False)
+        click.echo(str(report), err=True)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

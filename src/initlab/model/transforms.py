@@ -173,7 +173,7 @@ class TransformReport:
         lines += [f"  add #{b.add}  {_branch_label(b.modules)}: {_edit_label(b)}" for b in self.branches]
         lines += [f"  note: {note}" for note in self.notes]
         lines.append(f"  {len(self.added)} parameters added on {len(self.modules)} modules; "
-                     "traced graphs do not show them (see gated_modules); undo with report.undo()")
+                     "the traced graph shows their hooks; undo with report.undo()")
         return "\n".join(lines)
 
 

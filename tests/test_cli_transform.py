@@ -1,0 +1,60 @@
+"""``initlab plan --transform``: the residual-family transforms from the command line (SkipInit gates,
+Fixup scalars), their report on stderr, the plan on stdout, the saved state_dict with the new
+parameters; a gated scheme without its transform is one line and exit 2."""
+
+from __future__ import annotations
+
+import torch
+
+from initlab.cli import main
+
+MODEL_PY = '''
+from initlab import zoo
+
+
+def build():
+    return zoo.cifar_resnet(8, norm=False, in_channels=1)
+
+
+def mlp():
+    import torch.nn as nn
+    return nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+'''
+
+
+def _target(tmp_path, fn="build"):
+    (tmp_path / "model.py").write_text(MODEL_PY)
+    return f"{tmp_path / 'model.py'}:{fn}"
+
+
+def test_skip_gates_then_skipinit_plans_every_gate_at_zero(tmp_path, capsys):
+    assert main(["plan", _target(tmp_path), "--transform", "skip_gates", "--scheme", "skipinit"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("add_skip_gates: 3 residual branches gated")  # ResNet-8: n = 1
+    gates = [line for line in captured.out.splitlines() if ".skip_gate" in line]
+    assert len(gates) == 3 and all("constant(0)" in line for line in gates)
+
+
+def test_fixup_scalars_saved_with_the_weights(tmp_path, capsys):
+    out = tmp_path / "init.pt"
+    args = ["plan", _target(tmp_path), "--transform", "fixup_scalars", "--scheme", "fixup", "--apply",
+            "--save", str(out)]
+    assert main(args) == 0
+    assert "given Fixup scalars" in capsys.readouterr().err
+    state = torch.load(out)
+    scales = [k for k in state if k.endswith(".fixup_scale")]
+    assert len(scales) == 3 and all(float(state[k]) == 1.0 for k in scales)
+    ends = [k.replace("fixup_scale", "weight") for k in scales]  # fixup zeroes each branch's last layer
+    assert all(float(state[k].abs().max()) == 0.0 for k in ends)
+
+
+def test_gated_scheme_without_its_transform_is_one_line(tmp_path, capsys):
+    assert main(["plan", _target(tmp_path), "--scheme", "rezero"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--transform skip_gates" in err and "Traceback" not in err
+
+
+def test_transform_on_a_model_without_residual_adds_is_one_line(tmp_path, capsys):
+    assert main(["plan", _target(tmp_path, "mlp"), "--transform", "fixup_scalars"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no residual add" in err
