@@ -288,13 +288,15 @@ def test_gpt2_finds_the_branch_ends_of_torch_encoder_layers():
 # ---- t_fixup ----------------------------------------------------------------------------------------
 
 
-def t_fixup_expected(net: TinyGPT, n: int) -> dict[str, tuple[float, bool]]:
-    """``name -> (std, uniform)`` from Huang et al. 2020's decoder rule."""
-    c = (9 * n) ** -0.25
+def t_fixup_expected(net: TinyGPT, n: int, decoder: bool = True) -> dict[str, tuple[float, bool]]:
+    """``name -> (std, uniform)`` from Huang et al. 2020, sec. 3.2: branch weights (not q, k) x
+    ``(9N)^(-1/4)`` in a decoder, ``0.67 N^(-1/4)`` in an encoder; embeddings x ``(9N)^(-1/4)``."""
+    c_emb = (9 * n) ** -0.25
+    c = c_emb if decoder else 0.67 * n**-0.25
     out = {}
     for name, m in net.named_modules():
         if isinstance(m, nn.Embedding):
-            out[f"{name}.weight"] = (m.embedding_dim ** -0.5 * c, False)
+            out[f"{name}.weight"] = (m.embedding_dim ** -0.5 * c_emb, False)
         elif isinstance(m, nn.Linear):
             on_branch = name.startswith("blocks.") and not name.endswith((".q", ".k"))
             out[f"{name}.weight"] = (xavier(m.in_features, m.out_features) * (c if on_branch else 1.0), True)
@@ -303,10 +305,12 @@ def t_fixup_expected(net: TinyGPT, n: int) -> dict[str, tuple[float, bool]]:
 
 @pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "matmul"])
 def test_t_fixup_plans_the_papers_stds(sdpa):
+    """sdpa: ``is_causal=True``, the decoder form; the unmasked ``softmax(q k^T) v``: the encoder form."""
     n = 3
     net = TinyGPT(n, sdpa=sdpa)
     plan = init_model(net, "t_fixup", example_inputs=gpt_inputs(), dry_run=True)
-    for name, (std, uniform) in t_fixup_expected(net, n).items():
+    assert ("decoder form" if sdpa else "encoder form") in plan.propagation
+    for name, (std, uniform) in t_fixup_expected(net, n, decoder=sdpa).items():
         row = plan[name]
         assert row.std == pytest.approx(std, rel=REL), name
         assert (row.bound is not None) == uniform, name
@@ -331,10 +335,37 @@ def test_t_fixup_scales_the_value_block_of_a_packed_mha():
     enc = encoder(n=2)
     init_model(enc, "t_fixup", example_inputs=torch.randn(2, 8, 64), generator=gen())
     w = enc.layers[0].self_attn.in_proj_weight.detach()
-    d, c = 64, (9 * 2) ** -0.25
+    d, c = 64, 0.67 * 2**-0.25  # an encoder (no causal mask): 0.67 N^(-1/4)
     for block, scale in zip(w.split(d), (1.0, 1.0, c), strict=True):  # Q, K, V (4096 entries each)
         assert_sample_std(block, xavier(d, d) * scale)
         assert float(block.abs().max()) <= xavier(d, d) * scale * math.sqrt(3.0)
+
+
+def test_t_fixup_decoder_form_from_a_tril_mask_or_a_decoder_layer():
+    class Masked(Attention):
+        def forward(self, x):
+            b, t, d = x.shape
+            q, k, v = (f(x) for f in (self.q, self.k, self.v))
+            mask = torch.ones(t, t, dtype=torch.bool).tril()
+            a = (q @ k.transpose(-2, -1) * d**-0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+            return self.o(a @ v)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.fc = Masked(16, 1, sdpa=False), nn.Linear(16, 16)
+
+        def forward(self, x):
+            x = x + self.attn(x)
+            return x + self.fc(x)
+
+    plan = init_model(Net(), "t_fixup", example_inputs=torch.randn(2, 5, 16), dry_run=True)
+    assert "decoder form" in plan.propagation and "tril" in plan.propagation
+    assert plan["fc.weight"].std == pytest.approx(xavier(16, 16) * 9**-0.25, rel=REL)  # N = 1
+    dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 2, 32, batch_first=True), 1)
+    plan = init_model(dec, "t_fixup", example_inputs=(torch.randn(2, 5, 16), torch.randn(2, 4, 16)),
+                      dry_run=True)
+    assert "decoder form" in plan.propagation
 
 
 def test_t_fixup_notes_a_layer_that_makes_queries_keys_and_values():

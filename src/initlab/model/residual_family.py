@@ -433,23 +433,52 @@ def _blocks(br: Branches) -> float:
     return len(br.adds) / 2.0
 
 
+#: T-Fixup's encoder factor: ``0.67 N^(-1/4)`` (Huang et al. 2020, sec. 3.2).
+T_FIXUP_ENCODER = 0.67
+
+
+def causal_evidence(model: nn.Module, g: Graph) -> str | None:
+    """Why ``model`` is a decoder (its attention is causal), or ``None`` when nothing says so: an
+    attention node called with ``is_causal=True``, a ``tril`` / ``triu`` mask built in forward, a
+    module with ``is_causal = True`` (Hugging Face attention), an ``nn.TransformerDecoderLayer``,
+    or a config with ``is_decoder`` / ``is_encoder_decoder``."""
+    for n in g:
+        if n.kind is Kind.ATTENTION and n.params.get("is_causal"):
+            return f"causal attention {n.module or n.op!r} (is_causal=True)"
+        if n.op in ("tril", "triu", "tril_", "triu_"):
+            return f"a causal mask ({n.op}) built in forward"
+    for name, m in model.named_modules():
+        if isinstance(m, nn.TransformerDecoderLayer):
+            return f"decoder layer {name!r}"
+        if getattr(m, "is_causal", False) is True:
+            return f"module {name or type(m).__name__!r} has is_causal=True"
+    config = getattr(model, "config", None)
+    for flag in ("is_decoder", "is_encoder_decoder"):
+        if getattr(config, flag, False) is True:
+            return f"config.{flag}=True"
+    return None
+
+
 def plan_t_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) -> PropagationPlan:
-    """``scheme="t_fixup"``, the decoder form: Xavier uniform for every weight; the value and output
-    projections and the MLP weights (every layer on a residual branch but the query and key,
-    :func:`attention_roles`) scaled by :math:`(9N)^{-1/4}`; embedding tables
-    :math:`N(0, d^{-1})` (std :math:`d^{-1/2}`) scaled by :math:`(9N)^{-1/4}` too:
+    """``scheme="t_fixup"``: Xavier uniform for every weight; the value and output projections and
+    the MLP weights (every layer on a residual branch but the query and key,
+    :func:`attention_roles`) scaled by ``c``; embedding tables :math:`N(0, d^{-1})` (std
+    :math:`d^{-1/2}`) scaled by :math:`(9N)^{-1/4}`:
 
     .. math::
         w \\sim U(\\pm a), \\quad a = c \\sqrt{\\frac{6}{fan_{in} + fan_{out}}}, \\qquad
-        c = \\begin{cases} (9N)^{-1/4} & \\text{v, out, MLP} \\\\ 1 & \\text{q, k; off the branches}
-        \\end{cases}, \\qquad
+        c = \\begin{cases} (9N)^{-1/4} & \\text{v, out, MLP of a decoder} \\\\
+        0.67 N^{-1/4} & \\text{v, out, MLP of an encoder} \\\\
+        1 & \\text{q, k; off the branches} \\end{cases}, \\qquad
         \\sigma_{emb} = d^{-1/2} (9N)^{-1/4}
 
-    ``N`` = residual adds / 2 (blocks of attention + MLP), ``d`` the table's width. The encoder form
-    (:math:`0.67 N^{-1/4}`) is not implemented; T-Fixup also removes the LayerNorms and warm-up,
-    which is the model's business: initlab does not change the architecture. A packed ``c_attn``
-    (Q, K, V in one weight) is planned as a query/key layer: its value block is not scaled (a note
-    says so).
+    ``N`` = residual adds / 2 (blocks of attention + MLP), ``d`` the table's width. The decoder form
+    applies when the model's attention is causal (:func:`causal_evidence`: ``is_causal=True``, a
+    ``tril`` mask, a decoder layer or config), the encoder form otherwise; the plan's note says which
+    and why. An encoder-decoder model gets the decoder form throughout. T-Fixup also removes the
+    LayerNorms and warm-up, which is the model's business: initlab does not change the
+    architecture. A packed ``c_attn`` (Q, K, V in one weight) is planned as a query/key layer: its
+    value block is not scaled (a note says so).
 
     Returns:
         :class:`~initlab.model.propagation.PropagationPlan` (label ``"t_fixup"``).
@@ -458,34 +487,39 @@ def plan_t_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) 
         InitlabError: no residual add in ``g`` (use ``"auto"``).
 
     Source: Huang, Perez, Ba & Volkovs (2020), "Improving Transformer Optimization Through Better
-    Initialization", ICML.
+    Initialization", ICML, sec. 3.2.
 
     >>> import torch
     >>> from initlab.graph import trace
     >>> enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2)
     >>> s = plan_t_fixup(enc, trace(enc, torch.randn(1, 4, 8))).scales[("layers.0.linear1", "weight")]
-    >>> s.uniform, abs(s.std - 18 ** -0.25 * (2 / 24) ** 0.5) < 1e-15  # N = 2, fans 8 -> 16
+    >>> s.uniform, abs(s.std - 0.67 * 2 ** -0.25 * (2 / 24) ** 0.5) < 1e-15  # encoder, N = 2, fans 8 -> 16
     (True, True)
     """
     opts = opts or FamilyOptions("t_fixup")
     br = residual_branches(model, g, opts.scheme)
     n = _blocks(br)
-    c = (9.0 * n) ** -0.25
+    why = causal_evidence(model, g)
+    c_emb = (9.0 * n) ** -0.25
+    c, factor = ((c_emb, "(9N)^(-1/4)") if why is not None else
+                 (T_FIXUP_ENCODER * n ** -0.25, f"{T_FIXUP_ENCODER} N^(-1/4)"))
     qk, values = attention_roles(model, g)
     plan = PropagationPlan(g.fresh(), residual=len(br.adds))
     for key, p in _layer_parts(model, g).items():
         if p.fans is None:
-            second = c**2 / p.dim
+            second = c_emb**2 / p.dim
             role = f"t_fixup: embedding N(0, 1/d) x (9N)^(-1/4), d={p.dim}, N={n:g}"
             plan.scales[key] = _scale(p, second, role, "t_fixup")
         elif br.on_branch(key) and key not in qk:
-            role = f"t_fixup: Xavier uniform x (9N)^(-1/4), N={n:g}"
+            role = f"t_fixup: Xavier uniform x {factor}, N={n:g}"
             plan.scales[key] = _scale(p, c**2 * _xavier_second(p.fans), role, "t_fixup", uniform=True)
         else:
-            why = "query/key" if key in qk else "not on a residual branch"
-            plan.scales[key] = _scale(p, _xavier_second(p.fans), f"t_fixup: Xavier uniform ({why})",
+            where = "query/key" if key in qk else "not on a residual branch"
+            plan.scales[key] = _scale(p, _xavier_second(p.fans), f"t_fixup: Xavier uniform ({where})",
                                       "t_fixup", uniform=True)
     _tie_heads(model, plan)
+    plan.notes.append(f"t_fixup: decoder form, (9N)^(-1/4) with N={n:g} ({why})" if why is not None else
+                      f"t_fixup: encoder form, 0.67 N^(-1/4) with N={n:g} (no causal attention found)")
     plan.notes += [f"t_fixup: {m}: one layer makes queries, keys and values (packed): its value block "
                    "is not scaled" for m, _ in sorted(qk & values)]
     return plan
