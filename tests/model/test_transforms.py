@@ -275,3 +275,20 @@ def test_gradients_reach_the_gates_and_not_the_branches(name):
     assert weights
     for n, p in weights:
         assert p.grad is not None and not p.grad.any(), n
+
+
+@pytest.mark.parametrize("transform", [add_skip_gates, add_fixup_scalars])
+def test_a_transformed_model_exports(transform):
+    """torch.export captures the hooks: the exported program computes what the model does."""
+    net = zoo.cifar_resnet(8, norm=False, in_channels=1)
+    transform(net, verbose=False)
+    with torch.no_grad():
+        for name, p in net.named_parameters():  # open the gates: the branches count
+            if name.endswith((SKIP_GATE, FIXUP_SCALE)):
+                p.fill_(0.5)
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    program = torch.export.export(net, (x,))
+    eps = torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        want, got = net(x), program.module()(x)
+    assert torch.allclose(got, want, rtol=64 * eps, atol=64 * eps * float(want.abs().max()))
