@@ -110,8 +110,9 @@ def from_layer(layer: Any) -> KerasActivation | None:
     """The activation an activation layer applies, or ``None`` when ``layer`` is not one.
 
     ``ReLU(max_value, negative_slope, threshold)`` is ``relu``, ``relu6`` (max 6) or ``leaky_relu``;
-    ``PReLU`` is a leaky ReLU with the mean of its ``alpha`` (0 at Keras's init); a ``threshold`` or
-    another ``max_value`` is measured.
+    ``PReLU`` is a leaky ReLU with the slope its constant ``alpha_initializer`` sets (0 by default: the
+    value :func:`initlab.keras.init_model` gives ``alpha``), else the mean of its ``alpha``; a
+    ``threshold`` or another ``max_value`` is measured.
     """
     kind = type(layer).__name__
     if kind == "Activation":
@@ -123,8 +124,12 @@ def from_layer(layer: Any) -> KerasActivation | None:
     if kind == "ELU":
         return KerasActivation("elu", float(getattr(layer, "alpha", 1.0)), source="ELU")
     if kind == "PReLU":
-        alpha = getattr(layer, "alpha", None)
-        slope = float(_to_numpy(alpha).mean()) if alpha is not None else 0.0
+        from initlab.keras.kernels import prelu_init
+
+        slope = prelu_init(layer)  # the slope init_model sets, not a trained one
+        if slope is None:
+            alpha = getattr(layer, "alpha", None)
+            slope = float(_to_numpy(alpha).mean()) if alpha is not None else 0.0
         return KerasActivation("leaky_relu", slope, source="PReLU") if slope else KerasActivation(
             "relu", source="PReLU")
     if kind == "ReLU":

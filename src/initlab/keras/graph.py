@@ -24,9 +24,10 @@ import keras
 from initlab.errors import InitlabError
 from initlab.graph import Graph, Kind
 from initlab.keras import activations as acts
-from initlab.keras.kernels import call_key
+from initlab.keras.kernels import call_key, has_graph, layer_keys, walk_layers
 
-__all__ = ["WeightedCall", "KerasGraph", "keras_graph", "layer_registry_names"]
+__all__ = ["WeightedCall", "KerasGraph", "keras_graph", "data_format", "layer_registry_names",
+           "subclassed_message"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,30 @@ class KerasGraph:
         calls: ``LAYER`` node's ``module`` key (``"dense"``, ``"sep:pointwise_kernel"``) -> its
             :class:`WeightedCall` (a layer called twice: the first call).
         notes: what the walk could not type (``OTHER`` nodes), for the plan.
+        keys: ``id(layer)`` -> its key, unique in the model (:func:`initlab.keras.kernels.layer_keys`).
     """
 
     graph: Graph
     calls: dict[str, WeightedCall] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    keys: dict[int, str] = field(default_factory=dict)
+    channels_first: bool = False
+
+
+def data_format(model: Any) -> tuple[bool, str | None]:
+    """Whether ``model``'s tensors of rank >= 3 keep channels first, and a note when that is a guess: the
+    ``data_format`` its layers (convs, pools, paddings; not ``Flatten``, which only reads it) declare, when
+    they agree (a layer's own ``data_format="channels_first"`` wins over the global
+    ``image_data_format``), else the global one."""
+    formats = {f for layer in walk_layers(model) if type(layer).__name__ != "Flatten"
+               and isinstance(f := getattr(layer, "data_format", None), str)}
+    if len(formats) == 1:
+        return formats.pop() == "channels_first", None
+    glob = keras.config.image_data_format() == "channels_first"
+    if not formats:
+        return glob, None
+    return glob, (f"layers mix channels_first and channels_last: tensors read as the global "
+                  f"{keras.config.image_data_format()}")
 
 
 def _keras_shape(t: Any) -> tuple[int, ...] | None:
@@ -62,25 +82,25 @@ def _keras_shape(t: Any) -> tuple[int, ...] | None:
     return tuple(1 if d is None else int(d) for d in shape)
 
 
-def _shape(t: Any) -> tuple[int, ...] | None:
+def _shape(t: Any, channels_first: bool) -> tuple[int, ...] | None:
     """``t``'s shape in torch's layout: batch 1, channels second when Keras keeps them last."""
     shape = _keras_shape(t)
-    if shape is None or len(shape) < 3 or keras.config.image_data_format() == "channels_first":
+    if shape is None or len(shape) < 3 or channels_first:
         return shape
     return (shape[0], shape[-1], *shape[1:-1])
 
 
-def _keras_form(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+def _keras_form(shape: tuple[int, ...] | None, channels_first: bool) -> tuple[int, ...] | None:
     """The inverse of :func:`_shape`: a torch-layout shape in Keras's layout."""
-    if shape is None or len(shape) < 3 or keras.config.image_data_format() == "channels_first":
+    if shape is None or len(shape) < 3 or channels_first:
         return shape
     return (shape[0], *shape[2:], shape[1])
 
 
-def _torch_dim(axis: int, rank: int) -> int:
+def _torch_dim(axis: int, rank: int, channels_first: bool) -> int:
     """The torch-layout dim of Keras axis ``axis`` of a rank-``rank`` tensor (:func:`_shape`)."""
     axis %= rank
-    if rank < 3 or keras.config.image_data_format() == "channels_first" or axis == 0:
+    if rank < 3 or channels_first or axis == 0:
         return axis
     return 1 if axis == rank - 1 else axis + 1
 
@@ -121,13 +141,16 @@ def _conv_params(layer: Any, in_shape: tuple[int, ...], out_shape: tuple[int, ..
 class _Builder:
     """Walks a Keras model into one :class:`Graph`, node by node in Keras's execution order."""
 
-    def __init__(self) -> None:
-        self.kg = KerasGraph(Graph(method="keras"))
+    def __init__(self, keys: dict[int, str], channels_first: bool) -> None:
+        self.kg = KerasGraph(Graph(method="keras"), keys=keys, channels_first=channels_first)
         self.g = self.kg.graph
+        self.cf = channels_first
 
     # ---- models ------------------------------------------------------------------------------------
 
     def model(self, model: Any, inputs: list[int] | None) -> list[int]:
+        if not has_graph(model):
+            raise InitlabError(subclassed_message(model))
         fn = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
         by_depth = getattr(fn, "_nodes_by_depth", None)
         if fn is None or by_depth is None or not getattr(model, "built", False):
@@ -138,7 +161,7 @@ class _Builder:
         tensors: dict[int, int] = {}
         for i, t in enumerate(fn.inputs):
             if inputs is None:
-                tensors[id(t)] = self.g.add(Kind.INPUT, f"input {i}", shape=_shape(t)).id
+                tensors[id(t)] = self.g.add(Kind.INPUT, f"input {i}", shape=_shape(t, self.cf)).id
             else:
                 tensors[id(t)] = inputs[min(i, len(inputs) - 1)]
         for depth in sorted(by_depth, reverse=True):
@@ -147,8 +170,8 @@ class _Builder:
                 if not node.operation or node.is_input or any(id(t) not in tensors for t in args):
                     continue
                 ins = [tensors[id(t)] for t in args]
-                out = self.call(node.operation, ins, _shape(args[0]) if args else None,
-                                _shape(node.outputs[0]) if node.outputs else None)
+                out = self.call(node.operation, ins, _shape(args[0], self.cf) if args else None,
+                                _shape(node.outputs[0], self.cf) if node.outputs else None)
                 for t in node.outputs:
                     tensors[id(t)] = out
         return [tensors[id(t)] for t in fn.outputs if id(t) in tensors]
@@ -156,7 +179,7 @@ class _Builder:
     # ---- one operation -----------------------------------------------------------------------------
 
     def call(self, op: Any, ins: list[int], in_shape: tuple | None, out_shape: tuple | None) -> int:
-        if isinstance(op, keras.Model):
+        if isinstance(op, keras.Model) and has_graph(op):
             outs = self.model(op, ins)
             return outs[0] if outs else self._other(op, ins, out_shape)
         act = acts.from_layer(op) if isinstance(op, keras.layers.Layer) else acts.from_op(op)
@@ -188,7 +211,7 @@ class _Builder:
         return self.g.add(Kind.OTHER, name, ins, shape=shape).id
 
     def layer(self, layer: Any, part: str, op: str, x: int, shape: tuple | None, **params: Any) -> int:
-        key = call_key(layer, part)
+        key = call_key(layer, part, self.kg.keys)
         node = self.g.add(Kind.LAYER, op, [x], module=key, params=params, shape=shape)
         self.kg.calls.setdefault(key, WeightedCall(layer, part, node.id))
         return node.id
@@ -233,7 +256,7 @@ def _rnn(b: _Builder, layer: Any, ins: list[int], in_shape: Any, out_shape: Any)
     if op != "RNN" and cell_act.name != "tanh":
         b.kg.notes.append(f"{kind} {layer.name!r}: propagated with tanh and sigmoid gates (it uses "
                           f"{cell_act.source})")
-    seq = b.sequence(ins[0], _keras_form(in_shape))
+    seq = b.sequence(ins[0], _keras_form(in_shape, b.cf))
     return b.layer(layer, "cell", op, seq, out_shape, **params)
 
 
@@ -272,15 +295,27 @@ def _merge(kind: Kind, scale: bool = False) -> Handler:
 
 def _concat(b: _Builder, layer: Any, ins: list[int], in_shape: Any, out_shape: Any) -> int:
     rank = len(out_shape) if out_shape is not None else 2
-    dim = _torch_dim(int(getattr(layer, "axis", -1)), rank)
+    dim = _torch_dim(int(getattr(layer, "axis", -1)), rank, b.cf)
     return b.g.add(Kind.CONCAT, "concatenate", ins, params={"dim": dim}, shape=out_shape).id
 
 
 def _simple(kind: Kind, **params: Any) -> Handler:
     def handle(b: _Builder, layer: Any, ins: list[int], in_shape: Any, out_shape: Any) -> int:
         p = {"p": float(getattr(layer, "rate", 0.0) or 0.0)} if kind is Kind.DROPOUT else dict(params)
+        if isinstance(fmt := getattr(layer, "data_format", None), str):  # a Flatten's: which order it reads
+            p["data_format"] = fmt
         return b.g.add(kind, type(layer).__name__, ins[:1], params=p, shape=out_shape).id
     return handle
+
+
+def _preprocessing(b: _Builder, layer: Any, ins: list[int], in_shape: Any, out_shape: Any) -> int:
+    """A preprocessing layer (``Rescaling``, ``Normalization``, ``Resizing``, augmentations) that reads the
+    model's input: it makes the data, which the propagation takes as standardised (a ``RESHAPE`` with
+    ``params["data"]``, crossed like a layout reshape); elsewhere it is not modelled."""
+    src = b.g[ins[0]] if ins else None
+    if src is None or not (src.kind is Kind.INPUT or src.params.get("data")):
+        return b._other(layer, ins, out_shape)
+    return b.g.add(Kind.RESHAPE, type(layer).__name__, ins[:1], params={"data": True}, shape=out_shape).id
 
 
 def _separable(b: _Builder, layer: Any, ins: list[int], in_shape: Any, out_shape: Any) -> int:
@@ -306,7 +341,16 @@ _HANDLERS: dict[str, Handler] = {
     "Dropout": _simple(Kind.DROPOUT), "GaussianDropout": _simple(Kind.DROPOUT),
     "AlphaDropout": _simple(Kind.DROPOUT), "GaussianNoise": _simple(Kind.DROPOUT),
     **{name: _simple(Kind.RESHAPE) for name in _RESHAPES},
+    "DataLayer": _preprocessing, "TFDataLayer": _preprocessing,
 }
+
+
+def subclassed_message(model: Any) -> str:
+    """The one-line error for a subclassed ``model``: what it is, and the two ways on."""
+    return (f"init_model: {model.name!r} is a subclassed keras.Model ({type(model).__name__}): its call() is "
+            "Python code, not a graph initlab can walk; build the same network as a functional model "
+            "(keras.Model(inputs, outputs)) or a keras.Sequential, or give its layers initlab.keras "
+            "initializers (kernel_initializer=initlab.keras.HeNormal(...))")
 
 
 def layer_registry_names(op: Any) -> str | None:
@@ -319,7 +363,8 @@ def keras_graph(model: Any) -> KerasGraph:
     included), with an ``OUTPUT`` node per model output.
 
     Raises:
-        InitlabError: the model (or a nested one) is not built.
+        InitlabError: the model (or a nested one) is not built; ``model`` is a subclassed model (a nested
+            one is an ``OTHER`` node, its layers left to the plan's "not in graph" rule).
 
     >>> import keras
     >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
@@ -328,7 +373,10 @@ def keras_graph(model: Any) -> KerasGraph:
     [('input', 'input 0'), ('layer', 'Dense'), ('activation', 'relu'), ('layer', 'Dense'),
      ('output', 'output 0')]
     """
-    b = _Builder()
+    channels_first, note = data_format(model)
+    b = _Builder(layer_keys(model), channels_first)
+    if note:
+        b.kg.notes.append(note)
     for i, out in enumerate(b.model(model, None)):
         b.g.add(Kind.OUTPUT, f"output {i}", [out], shape=b.g[out].shape)
     return b.kg

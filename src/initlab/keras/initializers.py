@@ -69,11 +69,13 @@ def resolve_gain(gain: float | str | None, param: float | None = None,
 
     Raises:
         InitlabError: a gain that is not a finite non-zero number or a known activation name; a
-            ``param`` the activation does not take; an unknown ``criterion``.
+            ``param`` the activation does not take; an unknown ``criterion`` (with any gain).
 
     >>> round(resolve_gain("gelu"), 4), round(resolve_gain("leaky_relu"), 4)   # Keras's slope 0.2
     (1.5335, 1.3868)
     """
+    if criterion not in ("forward", "backward"):
+        raise InitlabError(f"criterion={criterion!r} is unknown: use 'forward' or 'backward'")
     if gain is None:
         if param is not None:
             raise InitlabError(f"param={param!r} needs gain= an activation name: pass e.g. gain='leaky_relu'")
@@ -102,7 +104,8 @@ def sample_kernel(spec: schemes.Spec, shape: tuple[int, ...], layout: KernelLayo
                   rng: np.random.Generator | np.random.SeedSequence | int | None,
                   dtype: type = np.float32) -> np.ndarray:
     """A Keras kernel of ``shape`` realising ``spec``: the torch weight of the same layer drawn by
-    :func:`initlab.numpy_init.sample_spec` (``layout.chunks`` blocks), moved into the Keras layout.
+    :func:`initlab.numpy_init.sample_spec` (in :meth:`~initlab.keras.layouts.KernelLayout.blocks` blocks:
+    LSTM gates, einsum heads), moved into the Keras layout.
 
     >>> lay = kernel_layout()
     >>> w = sample_kernel(schemes.Orthogonal(), (8, 4), lay, 0, np.float64)   # Dense(4) on 8 features
@@ -110,8 +113,23 @@ def sample_kernel(spec: schemes.Spec, shape: tuple[int, ...], layout: KernelLayo
     True
     """
     torch_shape = layout.to_torch_shape(shape)
-    w = numpy_init.sample_spec(spec, torch_shape, rng=rng, dtype=dtype, chunks=layout.chunks)
+    w = numpy_init.sample_spec(spec, torch_shape, rng=rng, dtype=dtype, chunks=layout.blocks(shape))
     return layout.from_torch(w, shape)
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints ``>= 0``, or one clear error (an unknown ``None`` dim, a negative one)."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
+                               for d in dims):
+        raise InitlabError(
+            f"shape {shape!r} is invalid: pass the kernel's full shape, a tuple of ints >= 0 (a Keras layer "
+            "passes it when it builds)"
+        )
+    return tuple(int(d) for d in dims)
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -158,9 +176,13 @@ class InitlabInitializer(keras.initializers.Initializer):
     def _options(self) -> dict[str, Any]:
         return {}
 
+    def _kernel_spec(self, shape: tuple[int, ...]) -> schemes.Spec:
+        """The spec of a kernel of ``shape`` (:meth:`spec` of its true fans)."""
+        return self.spec(self.layout.fans(shape))
+
     def __call__(self, shape: Any, dtype: Any = None) -> Any:
         """A new kernel of ``shape`` and ``dtype`` (Keras's ``floatx()`` by default)."""
-        shape = tuple(int(d) for d in shape)
+        shape = _check_shape(shape)
         dt, work = _work_dtype(dtype)
         rng = seed_sequence(self.seed, self.calls)
         self.calls += 1
@@ -169,7 +191,7 @@ class InitlabInitializer(keras.initializers.Initializer):
                           UserWarning, stacklevel=2)
             return keras.ops.zeros(shape, dtype=dt)
         if self.uses_layout:
-            values = sample_kernel(self.spec(self.layout.fans(shape)), shape, self.layout, rng, work)
+            values = sample_kernel(self._kernel_spec(shape), shape, self.layout, rng, work)
         else:
             values = numpy_init.sample_spec(self.spec(None), shape, rng=rng, dtype=work)
         return keras.ops.convert_to_tensor(values, dtype=dt)
@@ -228,6 +250,8 @@ class VarianceScaling(InitlabInitializer):
                  seed: int | None = None, *, gain: float | str | None = None, param: float | None = None,
                  criterion: str = "forward", **layout: Any) -> None:
         super().__init__(seed=seed, **layout)
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise InitlabError(f"scale={scale!r} is invalid: pass a finite number > 0 (gain**2)")
         if distribution not in _DISTRIBUTIONS:
             raise InitlabError(
                 f"distribution={distribution!r} is unknown: use one of {', '.join(_DISTRIBUTIONS)}")
@@ -246,7 +270,14 @@ class VarianceScaling(InitlabInitializer):
         return {k: v for k, v in own.items() if k not in self._fixed}
 
 
-def _fixed(name: str, scale: float, mode: str, distribution: str, default_gain: float, doc: str) -> type:
+def _torch_fans_spec(self: VarianceScaling, shape: tuple[int, ...]) -> schemes.Spec:
+    """``TorchDefault``'s spec: torch's own fans of the kernel's torch twin (a transposed conv's fan_in:
+    ``out/g * rf``)."""
+    return self.spec(self.layout.torch_fans(shape))
+
+
+def _fixed(name: str, scale: float, mode: str, distribution: str, default_gain: float, doc: str,
+           **methods: Any) -> type:
     """A Keras-named specialisation of :class:`VarianceScaling` (its own ``__init__`` and config)."""
 
     def __init__(self, seed: int | None = None, *, gain: float | str | None = None,
@@ -257,6 +288,7 @@ def _fixed(name: str, scale: float, mode: str, distribution: str, default_gain: 
     cls = type(name, (VarianceScaling,), {
         "__init__": __init__, "__doc__": doc, "__module__": __name__, "__qualname__": name,
         "_fixed": {"scale": scale, "mode": mode, "distribution": distribution}, "_default_gain": default_gain,
+        **methods,
     })
     return _register(cls)
 
@@ -291,16 +323,21 @@ LecunUniform = _fixed("LecunUniform", 1.0, "fan_in", "uniform", 1.0, _KERAS_DOC.
     name="LecunUniform", what="uniform", math=r"\text{bound} = \text{gain}\sqrt{3 / fan_{in}}", default="1",
     source="LeCun et al. (1998)"))
 TorchDefault = _fixed("TorchDefault", 1.0 / 3.0, "fan_in", "uniform", 1.0, _KERAS_DOC.format(
-    name="TorchDefault", what="torch's nn.Linear / nn.ConvNd default, kaiming_uniform_(a=sqrt(5))",
-    math=r"\text{bound} = \text{gain} / \sqrt{fan_{in}}", default="1",
-    source="PyTorch's reset_parameters").replace("Keras's ``TorchDefault``", "torch's default"))
+    name="TorchDefault", what="torch's nn.Linear / nn.ConvNd / nn.ConvTransposeNd default, "
+    "kaiming_uniform_(a=sqrt(5))", math=r"\text{bound} = \text{gain} / \sqrt{fan_{in}}", default="1",
+    source="PyTorch's reset_parameters").replace("Keras's ``TorchDefault``", "torch's default").replace(
+    "with true fans", "with torch's fans of the kernel's torch twin (a transposed conv's ``fan_in`` is "
+    "``out/g * rf``, as torch reads it)"), _kernel_spec=_torch_fans_spec)
 
 
 @_register
 class Named(InitlabInitializer):
     """Any scheme of :data:`initlab.schemes.NAMED_SCHEMES` by name, with initlab's (torch's) semantics:
     ``"he_normal"`` is untruncated (``kaiming_normal_``), ``"he_truncated_normal"`` is Keras's
-    ``HeNormal``, ``"small"`` is ``N(0, 0.01^2)``, ... (:func:`initlab.schemes.named_spec`).
+    ``HeNormal``, ``"small"`` is ``N(0, 0.01^2)``, ... (:func:`initlab.schemes.named_spec`), with the
+    kernel's true fans; ``"torch_default"`` and ``"keras_default"`` with the fans torch and Keras read
+    themselves (:meth:`~initlab.keras.layouts.KernelLayout.torch_fans`, ``keras_fans``), as
+    :func:`initlab.keras.init_model` draws them.
 
     Args:
         scheme: the name. gain: a number or an activation name (:func:`resolve_gain`); ``None`` keeps
@@ -324,6 +361,15 @@ class Named(InitlabInitializer):
 
     def spec(self, fans: Fans | None) -> schemes.Spec:
         return schemes.named_spec(self.scheme, fans, self._gain)
+
+    def _kernel_spec(self, shape: tuple[int, ...]) -> schemes.Spec:
+        """``"torch_default"`` and ``"keras_default"`` reproduce the frameworks' own numbers: torch's fans
+        of the torch twin, Keras's fans of the kernel; every other scheme the true fans."""
+        if self.scheme == "torch_default":
+            return self.spec(self.layout.torch_fans(shape))
+        if self.scheme == "keras_default":
+            return self.spec(self.layout.keras_fans(shape))
+        return super()._kernel_spec(shape)
 
     def _options(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "gain": self.gain, "param": self.param, "criterion": self.criterion}
@@ -549,10 +595,23 @@ class Identity(_Gained):
 
 @_register
 class Dirac(InitlabInitializer):
-    """A conv kernel that passes each input channel through (torch ``dirac_``), per group."""
+    """A conv kernel that passes each input channel through (torch ``dirac_``), per group: the layer's
+    ``groups``, or for ``layout="keras_depthwise"`` one group per input channel (channel ``c`` to output
+    ``c * depth_multiplier``).
+
+    >>> w = keras.ops.convert_to_numpy(Dirac(layout="keras_depthwise")((3, 3, 4, 1)))
+    >>> w[1, 1, :, 0].tolist(), float(abs(w).sum())
+    ([1.0, 1.0, 1.0, 1.0], 4.0)
+    """
 
     def __init__(self, seed: int | None = None, **layout: Any) -> None:
         super().__init__(seed=seed, **layout)
 
     def spec(self, fans: Fans | None) -> schemes.Spec:
         return schemes.Dirac(self.layout.groups)
+
+    def _kernel_spec(self, shape: tuple[int, ...]) -> schemes.Spec:
+        self.layout.fans(shape)  # checks the shape
+        if self.layout.name == "keras_depthwise":
+            return schemes.Dirac(shape[-2])
+        return self.spec(None)

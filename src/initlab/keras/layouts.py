@@ -21,7 +21,8 @@ here 9; a ``Conv2DTranspose`` kernel ``(*k, out, in)`` gets ``fan_in = out * rf`
 divided by ``prod(s)``: with stride ``s`` an output position reads ``k/s`` taps per dimension, as
 initlab's torch ``ConvTranspose`` handler counts them. An ``EinsumDense`` axis that the input, the
 kernel and the output share (per-head weights ``"bhi,hio->bho"``) is a separate block, like a group:
-it is in neither fan (Keras counts it in ``fan_out``).
+it is in neither fan (Keras counts it in ``fan_out``), and structural schemes fill each block on its own
+(:meth:`KernelLayout.blocks`).
 
 Every kernel is also seen as the torch weight of the same layer (:func:`to_torch_shape`,
 :func:`from_torch`): ``Dense`` ``(in, out)`` is ``Linear`` ``(out, in)``; ``(*k, in, out)`` is
@@ -187,6 +188,51 @@ class KernelLayout:
             return Fans(max(1, round(fans.fan_in / s)), fans.fan_out, fans.receptive_field) if s > 1 else fans
         contracted, out, _ = einsum_axes(self.equation)  # type: ignore[arg-type]
         return Fans(math.prod(dims[i] for i in contracted), math.prod(dims[i] for i in out), 1)
+
+    def blocks(self, shape: Sequence[int]) -> int:
+        """The independent blocks of a kernel of ``shape`` along the torch twin's output axis: ``chunks``
+        (LSTM gates), or for an einsum kernel the product of its shared axes (one block per head of
+        ``"bhi,hio->bho"``: a structural scheme, orthogonal or looks-linear, fills each on its own).
+
+        >>> KernelLayout("einsum", equation="bhi,hio->bho").blocks((4, 6, 5))
+        4
+        """
+        if self.name != "einsum":
+            return self.chunks
+        dims = self._dims(shape)
+        return math.prod(dims[i] for i in einsum_axes(self.equation)[2])  # type: ignore[arg-type]
+
+    def keras_fans(self, shape: Sequence[int]) -> Fans:
+        """The fans Keras's own initializers read (``keras.src.initializers.compute_fans``):
+        ``(shape[-2] * rf, shape[-1] * rf)`` for every kernel, ``n`` for a vector; an einsum kernel's input
+        and output axes (its shared axes among the outputs), as ``EinsumDense`` passes them.
+
+        >>> KernelLayout("keras_depthwise").keras_fans((3, 3, 64, 1))
+        Fans(fan_in=576, fan_out=9, receptive_field=9)
+        """
+        dims = self._dims(shape)
+        if len(dims) == 1:
+            return Fans(dims[0], dims[0], 1)
+        if self.name == "einsum":
+            contracted, out, shared = einsum_axes(self.equation)  # type: ignore[arg-type]
+            outputs = math.prod(dims[i] for i in (*out, *shared))
+            return Fans(math.prod(dims[i] for i in contracted), outputs, 1)
+        rf = math.prod(dims[:-2])
+        return Fans(dims[-2] * rf, dims[-1] * rf, rf)
+
+    def torch_fans(self, shape: Sequence[int]) -> Fans:
+        """The fans torch's own init reads from the torch twin ``(o, i, *k)``
+        (``_calculate_fan_in_and_fan_out``: ``(i * rf, o * rf)``; a transposed conv's twin is
+        ``(in, out / g, *k)``, so its ``fan_in`` is ``out / g * rf``), ``n`` for a vector.
+
+        >>> KernelLayout("keras_transposed", strides=2).torch_fans((3, 3, 8, 16))  # ConvTranspose2d(16, 8, 3)
+        Fans(fan_in=72, fan_out=144, receptive_field=9)
+        """
+        twin = self.to_torch_shape(shape)
+        if len(twin) == 1:
+            return Fans(twin[0], twin[0], 1)
+        rf = math.prod(twin[2:])
+        return Fans(twin[1] * rf, twin[0] * rf, rf)
 
     def connections(self, shape: Sequence[int]) -> Fans:
         """The fans as connection counts (a transposed kernel's ``fan_in = in/g * prod(k)``, not divided

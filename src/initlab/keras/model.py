@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -15,10 +16,10 @@ from initlab import schemes
 from initlab.errors import InitlabError
 from initlab.graph import consuming_activation, feeding_activation
 from initlab.graph.moments import LayerStats
-from initlab.keras.chain import chain_roles, plain_chain
-from initlab.keras.graph import KerasGraph, keras_graph
+from initlab.keras.chain import chain_roles, head_orders, plain_chain
+from initlab.keras.graph import KerasGraph, keras_graph, subclassed_message
 from initlab.keras.initializers import seed_sequence
-from initlab.keras.kernels import Slot, call_key, layer_slots, walk_layers
+from initlab.keras.kernels import Slot, call_key, has_graph, layer_slots, variable_names, walk_layers
 from initlab.keras.propagation import predict, solve_scales
 from initlab.keras.rows import Found, KerasContext, RowDecider, draw_fill
 from initlab.model.plan import InitPlan, PlanRow
@@ -45,8 +46,10 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
     * ``"auto"``: a plain chain (:func:`initlab.keras.chain.plain_chain`: Dense layers, or odd-kernel
       convs and a Dense head, linked by activations) starts at dynamical isometry: looks-linear kernels
       for ReLU/GELU/SiLU-like links, orthogonal at the near-critical point otherwise, delta kernels for
-      convs. Any other model: every kernel :math:`N(0, q_{target} / (fan_{in}\\,\\mathbb{E}[x^2]))` from
-      the second moment of its own input propagated from standardised data
+      convs; a head behind Keras's position-major ``Flatten`` reads the mirrored channels where the
+      ``Flatten`` puts them (:func:`initlab.keras.chain.head_orders`). Any other model: every kernel
+      :math:`N(0, q_{target} / (fan_{in}\\,\\mathbb{E}[x^2]))` from the second moment of its own input
+      propagated from standardised data
       (:func:`initlab.keras.propagation.solve_scales`), the last layer of each residual branch (a
       functional ``Add``) at ``q_skip (2^{1/L} - 1)``, or 0 in a network without normalization layers.
     * ``"variance"``: the propagation alone. Where the graph cannot say (an unknown layer before it),
@@ -62,9 +65,11 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
     Kernels have their true fans (:mod:`initlab.keras.layouts`: depthwise, transposed with strides,
     einsum, grouped; LSTM/GRU/SimpleRNN kernels per gate, also inside ``Bidirectional``, recurrent
     kernels orthogonal per gate, the LSTM forget bias 1); biases are 0, norms' gamma 1 and beta 0,
-    embeddings ``N(0, embedding_std^2)``. A layer with trainable variables that no family knows
-    (``MultiHeadAttention``, a custom layer) is left as it is, listed in ``plan.skipped`` and named in
-    one :class:`~initlab.apply.SkippedParameterWarning`.
+    embeddings ``N(0, embedding_std^2)``, a ``PReLU``'s slope its constant ``alpha_initializer``'s value
+    (torch: its ``init``). Frozen layers (``trainable=False``) are initialized too, with a note, as torch's
+    frozen parameters. A layer with weights that no family knows (``MultiHeadAttention``,
+    ``TimeDistributed``, a custom layer or a nested subclassed model) is left as it is, listed in
+    ``plan.skipped`` and named in one :class:`~initlab.apply.SkippedParameterWarning`.
 
     Args:
         model: a built ``keras.Model`` (Sequential or functional).
@@ -77,12 +82,15 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
         dry_run: plan only; nothing is written.
 
     Returns:
-        :class:`initlab.model.InitPlan`, one row per variable (``name`` its Keras path).
+        :class:`initlab.model.InitPlan`, one row per variable (``name`` its Keras path, prefixed by its
+        nested functional model's name where that path is another layer's too:
+        :func:`initlab.keras.kernels.variable_names`).
 
     Raises:
         TypeError: ``model`` is not a ``keras.Model``; a bad ``seed`` type.
-        InitlabError: an unbuilt model; an unknown scheme; a bad ``sigma_b2``, ``embedding_std`` or seed;
-            ``"critical"`` for a layer whose activation has no critical point (the message names it).
+        InitlabError: an unbuilt model; a subclassed model (no graph to walk); an unknown scheme; a bad
+            ``sigma_b2``, ``embedding_std`` or seed; ``"critical"`` for a layer whose activation has no
+            critical point (the message names it).
 
     Source: as :func:`initlab.init_model` (Glorot & Bengio 2010; He et al. 2015; Saxe et al. 2013;
     Balduzzi et al. 2017; Pennington et al. 2017; Xiao et al. 2018; Bingham & Miikkulainen 2023).
@@ -101,24 +109,26 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
     kg = keras_graph(model)
     layered = [(layer, layer_slots(layer)) for layer in walk_layers(model)]
     planned = [(layer, slots) for layer, slots in layered if slots is not None]
+    names = variable_names(planned, kg.keys)
     found, measured = _found(kg)
     ctx = KerasContext(scheme, float(embedding_std), None if sigma_b2 is None else float(sigma_b2), measured)
-    decider = RowDecider(ctx, found)
+    decider = RowDecider(ctx, found, names=names)
     notes: list[str] = list(kg.notes)
-    roles = _chain(kg, planned) if scheme == "auto" else None
+    links = _chain(kg, planned) if scheme == "auto" else None
+    roles = chain_roles(kg, links) if links else None
     if roles is not None:
-        decider.roles = roles
+        decider.roles, decider.orders = roles, head_orders(kg, links)  # type: ignore[arg-type]
         notes.insert(0, "plain chain: isometric rule")
     solve = scheme in ("auto", "variance") and roles is None
     decided = _decide_all(decider, kg, planned, skip_solved=solve)
     if solve:
-        fixed = _stats_fn(kg, [r for r, _, _ in decided])
+        fixed = _stats_fn(kg, [r for r, _, _ in decided], names)
         decider.scales, solve_notes = solve_scales(kg, _fan_ins(kg, planned), fixed,
                                                    residual=scheme == "auto")
         notes = solve_notes + notes
         decided = _decide_all(decider, kg, planned)
     rows = [r for r, _, _ in decided]
-    _predicted(kg, decided, skip=set(roles or ()))
+    _predicted(kg, decided, names, skip=set(roles or ()))
     skipped = _skipped(layered)
     if skipped:
         warnings.warn(_skipped_message(skipped), SkippedParameterWarning, stacklevel=2)
@@ -126,7 +136,7 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
                     propagation=f"keras graph, {len(kg.graph)} nodes"
                     + (": " + "; ".join(notes) if notes else ""))
     if not dry_run:
-        _write(rows, {s.variable.path: s.variable for _, slots in planned for s in slots}, rng)
+        _write(rows, {names[id(s.variable)]: s.variable for _, slots in planned for s in slots}, rng)
         plan.applied = True
     return plan
 
@@ -138,6 +148,8 @@ def _check_args(model: Any, scheme: Any, sigma_b2: Any, embedding_std: Any) -> N
             f"initlab.keras.init_model: model must be a keras.Model, got {type(model).__name__} (for a torch "
             "nn.Module use initlab.init_model)"
         )
+    if not has_graph(model):
+        raise InitlabError(subclassed_message(model))
     if not model.built:
         raise InitlabError(
             f"init_model: model {model.name!r} is not built: call model.build(input_shape), or give it a "
@@ -177,21 +189,23 @@ def _found(kg: KerasGraph) -> tuple[dict[str, Found], dict[str, Any]]:
             measured[act] = nl.node.fn  # type: ignore[union-attr]
         feeder = feeding_activation(g, call.node)
         fed = "linear" if feeder is None else feeder.activation[0]
-        via = tuple(g[i].op for i in (nl.via if nl is not None else ()) if not g[i].params.get("layout"))
+        via = tuple(g[i].op for i in (nl.via if nl is not None else ())
+                    if not (g[i].params.get("layout") or g[i].params.get("data")))
         found[key] = Found(act, param, "keras graph", fed, via)
     return found, measured
 
 
-def _chain(kg: KerasGraph, planned: list[tuple[Any, list[Slot]]]) -> dict | None:
-    keys = {_key(layer, s) for layer, slots in planned for s in slots if s.call is not None}
-    dense_or_conv = all(s.call in ("kernel", None) for _, slots in planned for s in slots)
-    links = plain_chain(kg, keys) if dense_or_conv else None
-    return chain_roles(kg, links) if links else None
+def _chain(kg: KerasGraph, planned: list[tuple[Any, list[Slot]]]) -> list | None:
+    """The links of a plain chain (:func:`initlab.keras.chain.plain_chain`), else ``None``."""
+    keys = {_key(kg, layer, s) for layer, slots in planned for s in slots if s.call is not None}
+    every = [s for _, slots in planned for s in slots]
+    dense_or_conv = all(s.call in ("kernel", None) and s.role != "alpha" for s in every)
+    return plain_chain(kg, keys) if dense_or_conv else None
 
 
-def _key(layer: Any, slot: Slot) -> str:
+def _key(kg: KerasGraph, layer: Any, slot: Slot) -> str:
     """The graph call key of ``slot`` of ``layer`` (:meth:`initlab.keras.graph._Builder.layer`)."""
-    return call_key(layer, slot.call)
+    return call_key(layer, slot.call, kg.keys)
 
 
 def _decide_all(decider: RowDecider, kg: KerasGraph, planned: list[tuple[Any, list[Slot]]],
@@ -204,7 +218,7 @@ def _decide_all(decider: RowDecider, kg: KerasGraph, planned: list[tuple[Any, li
         for slot in slots:
             if skip_solved and slot.call not in ("cell", "embeddings"):
                 continue
-            key = _key(layer, slot) if slot.call is not None else None
+            key = _key(kg, layer, slot) if slot.call is not None else None
             key = key if key in kg.calls else None
             out.append((decider.row(layer, slot, key), slot, key))
     return out
@@ -216,7 +230,7 @@ def _fan_ins(kg: KerasGraph, planned: list[tuple[Any, list[Slot]]]) -> dict[str,
     for layer, slots in planned:
         for s in slots:
             if s.layout is not None and s.call in ("kernel", "depthwise_kernel", "pointwise_kernel"):
-                out[_key(layer, s)] = s.layout.connections(tuple(int(d) for d in s.variable.shape)).fan_in
+                out[_key(kg, layer, s)] = s.layout.connections(tuple(int(d) for d in s.variable.shape)).fan_in
     return {k: v for k, v in out.items() if k in kg.calls}
 
 
@@ -230,9 +244,13 @@ def _second(row: PlanRow) -> tuple[float, float]:
     return 0.0, std**2
 
 
-def _stats_fn(kg: KerasGraph, rows: list[PlanRow]):
-    """``(module key, part) -> LayerStats`` of the decided rows (kernels, RNN gates, embeddings)."""
-    by_path = {r.name: r for r in rows}
+def _stats_fn(kg: KerasGraph, rows: list[PlanRow], names: dict[int, str]):
+    """``(module key, part) -> LayerStats`` of the decided rows (kernels, RNN gates, embeddings), found by
+    their variables' plan ``names``."""
+    by_name = {r.name: r for r in rows}
+
+    def row(var: Any) -> PlanRow | None:
+        return by_name.get(names.get(id(var), ""))
 
     def stats(key: str, part: str) -> LayerStats | None:
         call = kg.calls.get(key)
@@ -240,50 +258,52 @@ def _stats_fn(kg: KerasGraph, rows: list[PlanRow]):
             return None
         slots = {s.role: s for s in layer_slots(call.layer) or ()}
         if call.part == "cell":
-            return _rnn_stats(call.layer, part, slots, by_path)
+            return _rnn_stats(call.layer, part, slots, row)
         if part != "weight":
             return None
         kernel = slots.get("embeddings") or slots.get(call.part)
-        if kernel is None or kernel.variable.path not in by_path:
+        krow = None if kernel is None else row(kernel.variable)
+        if krow is None:
             return None
-        shape = tuple(int(d) for d in kernel.variable.shape)
-        fan_in = shape[0] if kernel.layout is None else kernel.layout.connections(shape).fan_in
+        shape = tuple(int(d) for d in kernel.variable.shape)  # type: ignore[union-attr]
+        fan_in = shape[0] if kernel.layout is None else kernel.layout.connections(shape).fan_in  # type: ignore[union-attr]
         bias = slots.get("bias")
-        b_mean, b_second = _second(by_path[bias.variable.path]) if (
-            bias is not None and bias.call == call.part and bias.variable.path in by_path) else (0.0, 0.0)
-        return LayerStats(fan_in, _second(by_path[kernel.variable.path])[1], 0.0, b_mean, b_second)
+        brow = row(bias.variable) if bias is not None and bias.call == call.part else None
+        b_mean, b_second = _second(brow) if brow is not None else (0.0, 0.0)
+        return LayerStats(fan_in, _second(krow)[1], 0.0, b_mean, b_second)
 
     return stats
 
 
 def _rnn_stats(layer: Any, part: str, slots: dict[str, Slot],
-               by_path: dict[str, PlanRow]) -> LayerStats | None:
+               row: Callable[[Any], PlanRow | None]) -> LayerStats | None:
     """An RNN part (``"ih_l0:f"``, ``"hh_l0"``; torch's gate names) as the rows draw it: per-gate second
     moments, the LSTM forget bias's mean 1 (carried by the input part, as torch's ``bias_ih``)."""
     base, _, gate = part.partition(":")
     role = "kernel" if base.startswith("ih") else "recurrent_kernel" if base.startswith("hh") else None
     slot = slots.get(role or "")
-    if slot is None or slot.variable.path not in by_path:
+    krow = None if slot is None else row(slot.variable)
+    if krow is None:
         return None
-    row = by_path[slot.variable.path]
-    fan_in = int(slot.variable.shape[0])
+    fan_in = int(slot.variable.shape[0])  # type: ignore[union-attr]
     b_mean = b_second = 0.0
     bias = slots.get("bias")
-    if role == "kernel" and bias is not None and bias.variable.path in by_path:
-        brow = by_path[bias.variable.path]
+    brow = row(bias.variable) if role == "kernel" and bias is not None else None
+    if brow is not None:
         b_mean, b_second = _second(brow)
         fill = brow._fills[0] if brow._fills else None
         if type(layer).__name__ == "LSTM" and gate == "f" and fill is not None and fill.blocks:
             b_mean, b_second = 1.0, 1.0
-    return LayerStats(fan_in, (row.std or 0.0) ** 2, 0.0, b_mean, b_second)
+    return LayerStats(fan_in, (krow.std or 0.0) ** 2, 0.0, b_mean, b_second)
 
 
-def _predicted(kg: KerasGraph, decided: list[tuple[PlanRow, Slot, str | None]], skip: set[str]) -> None:
+def _predicted(kg: KerasGraph, decided: list[tuple[PlanRow, Slot, str | None]], names: dict[int, str],
+               skip: set[str]) -> None:
     """Fill each kernel row's ``q_in`` / ``q_out``: the second moments of its layer call's input and output
     under the plan (:func:`initlab.keras.propagation.predict`), but for a plain chain's layers (``skip``),
     whose mirrored kernels the moment algebra of iid weights does not describe (the torch plan leaves
     them out too)."""
-    moments = predict(kg, _stats_fn(kg, [r for r, _, _ in decided]))
+    moments = predict(kg, _stats_fn(kg, [r for r, _, _ in decided], names))
     for row, slot, key in decided:
         if key in skip:
             continue
@@ -292,9 +312,18 @@ def _predicted(kg: KerasGraph, decided: list[tuple[PlanRow, Slot, str | None]], 
 
 
 def _skipped(layered: list[tuple[Any, list[Slot] | None]]) -> list[dict[str, Any]]:
-    return [{"module": layer.name, "type": type(layer).__name__,
-             "params": [v.path for v in layer.trainable_weights], "why": "no initlab family for this layer"}
-            for layer, slots in layered if slots is None and layer.trainable_weights]
+    """The layers with weights that no family plans (a frozen layer's weights count: torch's front end
+    initializes frozen parameters too)."""
+    out = []
+    for layer, slots in layered:
+        quantized = getattr(layer, "quantization_mode", None)
+        weights = layer.trainable_weights if layer.trainable and not quantized else layer.weights
+        if slots is None and weights:
+            why = f"quantized ({quantized}): no float kernel to draw" if quantized else (
+                "no initlab family for this layer")
+            out.append({"module": layer.name, "type": type(layer).__name__,
+                        "params": [v.path for v in weights], "why": why})
+    return out
 
 
 def _skipped_message(skipped: list[dict[str, Any]]) -> str:

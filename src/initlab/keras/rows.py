@@ -14,8 +14,8 @@ import numpy as np
 from initlab import gains, schemes
 from initlab.errors import InitlabError
 from initlab.fans import Fans
-from initlab.keras.kernels import RNN_GATES, Slot
-from initlab.keras.layouts import KernelLayout, einsum_axes
+from initlab.keras.kernels import RNN_GATES, Slot, prelu_init, stored
+from initlab.keras.layouts import KernelLayout
 from initlab.model.chain import ChainRole
 from initlab.model.plan import PlanRow
 from initlab.model.policies import NoCriticalPoint, SchemeContext, torch_fans
@@ -32,13 +32,16 @@ class KerasFill:
     """What a row draws: ``spec`` on the variable (through ``layout``'s torch twin for a kernel, on the
     variable as it is for a vector or a table), then ``blocks`` ``(slice, value)`` set to constants (an
     LSTM's forget-gate bias); ``centre`` instead: the bias ``-centre * kernel.sum(all but last axis)`` of
-    the layer's kernel ``kernel`` (drawn before it)."""
+    the layer's kernel ``kernel`` (drawn before it); ``order``: the kernel's rows taken in this order
+    after the draw (a chain head that reads a position-major flatten: row ``j`` of the Keras kernel is
+    column ``order[j]`` of the torch twin's channel-major weight)."""
 
     spec: schemes.Spec | None
     layout: KernelLayout | None = None
     blocks: list[tuple[slice, float]] = field(default_factory=list)
     centre: float | None = None
     kernel: str | None = None
+    order: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,9 @@ class KerasContext(SchemeContext):
 
 
 def keras_fans(shape: tuple[int, ...], slot: Slot) -> Fans:
-    """The fans Keras's own initializers use: ``(shape[-2] * rf, shape[-1] * rf)`` for every kernel,
-    an einsum kernel's input and output axes (shared ones as outputs), ``n`` for a vector."""
-    if len(shape) == 1:
-        return Fans(shape[0], shape[0], 1)
-    if slot.layout is not None and slot.layout.name == "einsum":
-        contracted, out, shared = einsum_axes(slot.layout.equation)  # type: ignore[arg-type]
-        return Fans(math.prod(shape[i] for i in contracted), math.prod(shape[i] for i in (*out, *shared)), 1)
-    rf = math.prod(shape[:-2])
-    return Fans(shape[-2] * rf, shape[-1] * rf, rf)
+    """The fans Keras's own initializers use for ``slot``'s variable of ``shape``
+    (:meth:`~initlab.keras.layouts.KernelLayout.keras_fans`)."""
+    return (slot.layout or KernelLayout("keras")).keras_fans(shape)
 
 
 def _decide(row: PlanRow, label: str, spec: schemes.Spec, fill: KerasFill, gain: float | None = None,
@@ -99,8 +96,16 @@ class RowDecider:
     roles and the propagated scales (``"auto"`` / ``"variance"``), by module key."""
 
     def __init__(self, ctx: KerasContext, found: dict[str, Found], roles: dict[str, ChainRole] | None = None,
-                 scales: dict[str, LayerScale] | None = None) -> None:
+                 scales: dict[str, LayerScale] | None = None, names: dict[int, str] | None = None) -> None:
         self.ctx, self.found, self.roles, self.scales = ctx, found, roles or {}, scales or {}
+        self.names = names or {}
+        #: module key -> the row order of a chain head's kernel behind a position-major flatten
+        #: (:func:`initlab.keras.chain.head_orders`).
+        self.orders: dict[str, np.ndarray] = {}
+
+    def name(self, var: Any) -> str:
+        """The plan's name of ``var``: unique in the model (:func:`initlab.keras.kernels.variable_names`)."""
+        return self.names.get(id(var)) or var.path
 
     @property
     def scheme(self) -> str:
@@ -109,7 +114,7 @@ class RowDecider:
     def row(self, layer: Any, slot: Slot, key: str | None) -> PlanRow:
         """The decided row of ``slot`` of ``layer`` (``key``: its graph call's module key)."""
         var = slot.variable
-        row = PlanRow(name=var.path, module=layer.name, module_type=type(layer).__name__,
+        row = PlanRow(name=self.name(var), module=layer.name, module_type=type(layer).__name__,
                       shape=tuple(int(d) for d in var.shape), chunks=slot.gates)
         if slot.call is None:  # a norm's gamma and beta: no activation to find
             f = Found(None, found_by="-", input_activation=None)  # type: ignore[arg-type]
@@ -126,6 +131,14 @@ class RowDecider:
             value = 1.0 if slot.role == "gamma" else 0.0
             spec = schemes.Constant(value)
             _decide(row, "ones" if value else "zeros", spec, KerasFill(spec))
+        elif slot.role == "alpha":  # a PReLU's slope: its initializer's value, under every scheme (torch's)
+            spec = schemes.Constant(prelu_init(layer))  # type: ignore[arg-type]
+            _decide(row, "prelu_init", spec, KerasFill(spec))
+        elif slot.role in ("lora_a", "lora_b"):  # Keras's enable_lora: the adapted kernel is the kernel
+            a = slot.role == "lora_a"
+            spec = schemes.he_uniform(Fans(row.shape[0], row.shape[-1])) if a else schemes.Constant(0.0)
+            _decide(row, "he_uniform" if a else "zeros", spec, KerasFill(spec))
+            _note(row, "LoRA adapter, as Keras's enable_lora (A He uniform, B 0)")
         elif slot.role == "bias":
             self._bias(row, layer, key, f)
         else:
@@ -137,6 +150,9 @@ class RowDecider:
                     f"critical point here ({exc}): pass sigma_b2= (GELU from about 0.5, SiLU about 1), or "
                     "another scheme"
                 ) from None
+        owner = slot.owner or layer
+        if not (getattr(owner, "trainable", True) and getattr(var, "trainable", True)):
+            _note(row, "frozen (trainable=False)")
         return row
 
     # ---- kernels ------------------------------------------------------------------------------------
@@ -157,7 +173,7 @@ class RowDecider:
             _note(row, "Keras's own fans")
         elif self.scheme == "auto" and key in self.roles:
             role = self.roles[key]
-            fill.spec = role.spec
+            fill.spec, fill.order = role.spec, self.orders.get(key)
             _decide(row, role.scheme, role.spec, fill, role.gain, torch_shape)
             _note(row, role.note)
         elif self.scheme in ("auto", "variance") and key in self.scales:
@@ -192,7 +208,7 @@ class RowDecider:
         elif self.scheme == "auto" and key in self.roles and self.roles[key].shift:
             shift = self.roles[key].shift
             row.scheme, row.spec = "centering", f"-{shift:.4g} * kernel.sum(inputs)"
-            row._fills = [KerasFill(None, centre=shift, kernel=layer.kernel.path)]
+            row._fills = [KerasFill(None, centre=shift, kernel=self.name(stored(layer, "kernel")))]
         elif self.scheme == "keras_default":
             _decide(row, "keras_default", schemes.Constant(0.0), KerasFill(schemes.Constant(0.0)))
         else:
@@ -283,6 +299,8 @@ def draw_fill(fill: KerasFill, shape: tuple[int, ...], rng: np.random.Generator,
     assert fill.spec is not None
     if fill.layout is not None and len(shape) >= 2:
         values = sample_kernel(fill.spec, shape, fill.layout, rng, dtype)
+        if fill.order is not None:
+            values = np.ascontiguousarray(values[fill.order])
     else:
         values = numpy_init.sample_spec(fill.spec, shape, rng=rng, dtype=dtype)
     for index, value in fill.blocks:
