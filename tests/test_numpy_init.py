@@ -417,3 +417,12 @@ def test_global_numpy_state_is_never_read():
 def test_errors_name_the_bad_value(call, exc, message):
     with pytest.raises(exc, match=re.escape(message)):
         call()
+
+
+def test_bfloat16_of_ml_dtypes_names_the_torch_front_end():
+    """keras and jax register ml_dtypes' bfloat16 with NumPy: the same message, whichever loaded."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(TypeError, match="NumPy has no bfloat16"):
+        ni.normal((2, 2), 0, ml_dtypes.bfloat16)
+    with pytest.raises(TypeError, match="NumPy has no bfloat16"):
+        ni.normal((2, 2), 0, "bfloat16")

@@ -122,6 +122,10 @@ def _dtype(dtype: Any, name: str) -> np.dtype:
             f"{name}: dtype={dtype!r} is not a NumPy dtype (NumPy has no bfloat16): pass "
             "np.float16, np.float32 or np.float64, or use initlab.init for torch dtypes"
         ) from exc
+    if dt.name == "bfloat16":  # registered by ml_dtypes (keras, jax), not a NumPy floating type
+        raise TypeError(
+            f"{name}: dtype={dtype!r} is ml_dtypes' bfloat16, not a NumPy float type (NumPy has no "
+            "bfloat16): pass np.float32 and convert afterwards, or use initlab.init for torch dtypes")
     if not np.issubdtype(dt, np.floating):
         raise TypeError(
             f"{name} samples floating-point arrays, got dtype {dt}: pass np.float16, np.float32 or "
