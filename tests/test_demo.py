@@ -100,7 +100,8 @@ def test_report_files_and_figures(quick):
     assert sorted(Path(f).name for f in listed) == pngs
     assert all((out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in listed)
     assert "initlab phase" in html and 'href="../initlab-phase' not in html  # no phase report beside it
-    for section in ("symmetry", "vanishing", "saturation", "xavier", "he", "training", "summary", "config"):
+    for section in ("symmetry", "vanishing", "saturation", "xavier", "he", "training", "depth", "summary",
+                    "config"):
         assert f'id="{section}"' in html
     assert not re.search(r"\{\{|\{%", html)  # the template rendered completely
 
@@ -111,7 +112,8 @@ def test_results_json_follows_schema(quick):
     assert doc["schema"] == SCHEMA and doc["schema_version"] == SCHEMA_VERSION
     assert doc["config"]["demo"]["seed"] == 0 and doc["config"]["demo"]["quick"] is True
     assert {r["experiment"] for r in doc["records"]} >= {"forward", "symmetry", "training", "summary"}
-    assert doc["summary"] and all(r["verdict"].startswith(("agree", "disagree")) for r in doc["summary"])
+    assert doc["summary"] and all(r["verdict"].startswith(("agree", "disagree", "tie at chance"))
+                                  for r in doc["summary"])
     header = (quick["out"] / "results.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert header[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
     bad = dict(doc, schema_version=SCHEMA_VERSION + 1)
@@ -352,7 +354,7 @@ def test_phase_link_only_when_the_phase_report_exists(quick):
 def test_sections_figures_and_tables_are_numbered_consistently(quick):
     html = _html(quick)
     heads = re.findall(r"<h2>(\d+)\. ", html)
-    assert heads == [str(i) for i in range(1, len(heads) + 1)] and len(heads) == 8
+    assert heads == [str(i) for i in range(1, len(heads) + 1)] and len(heads) == 9
     assert "<ol>" not in html.split("</nav>")[0]  # the titles carry the numbers: no "1. 1."
     figs = re.findall(r"<figcaption>Figure (\d+)", html)
     tables = re.findall(r"<caption>Table (\d+)", html)
@@ -364,8 +366,8 @@ def test_sections_figures_and_tables_are_numbered_consistently(quick):
 def test_every_disagreement_is_explained(quick):
     html = _html(quick)
     rows = [r for r in quick["doc"]["summary"] if r["verdict"].startswith("disagree")]
-    for row in quick["doc"]["summary"]:
-        assert row["verdict"] in ("agree", "disagree") or "(" in row["verdict"]  # a reason in brackets
+    for row in quick["doc"]["summary"]:  # a reason in brackets, or a tie that says why
+        assert row["verdict"] in ("agree", "disagree") or "(" in row["verdict"] or " – " in row["verdict"]
     for row in rows:
         assert row["verdict"] != "disagree", row  # the verdict says why
         assert f'id="why-{row["activation"]}-{row["evidence"].replace(" ", "-")}"' in html
@@ -451,3 +453,104 @@ def test_force_never_moves_a_system_or_home_directory(tmp_path, monkeypatch, cap
     rc = main(["demo", "--quick", "--no-progress", "--out", target, "--force"])
     err = _one_line_error(capsys)
     assert rc == 2 and "system or home directory" in err
+
+
+# ---- the report as people read it ----------------------------------------------------------------
+
+
+def _text(quick):
+    """The page's visible text (tags dropped)."""
+    import html as html_lib
+
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", _html(quick)))
+
+
+def test_the_page_speaks_to_readers_not_to_developers(quick):
+    text = _text(quick)
+    for word in ("test suite", "the tests", "pytest", "probe's", "records.py", "_narr", "TODO"):
+        assert word not in text, word
+    prose = text.split("Configuration and seed")[-2]  # the sections and the summary, not the config table
+    for word in ("initlab.gains", "init_model(", "torch_default", "not written in by hand", "(s) ", "[1, 1]"):
+        assert word not in prose, word
+    # sentences start with a capital, even when they start with a scheme's or an activation's name
+    assert not re.search(r"(^|\. )(zeros|constant|tanh|relu|sigmoid|auto) ", prose)
+    assert not re.search(r"\b1 (epochs|steps|seeds|units)\b", prose)  # "1 epoch", not "1 epochs"
+
+
+def test_header_says_which_sections_use_the_data_and_which_synthetic_inputs(quick):
+    lead = _html(quick).split('<p class="lead">', 1)[1].split("</p>", 1)[0]
+    assert "synthetic N(0, 1)" in lead and quick["doc"]["dataset"]["name"] in lead
+    assert re.search(r"Sections\s+1, 6 and 7 train", lead)
+    assert re.search(r"sections\s+2, 3, 4 and 5 send", lead)
+
+
+def test_config_shows_the_numbers_of_examples_used(quick):
+    doc = quick["doc"]
+    assert doc["config"]["demo"]["max_test"] == doc["dataset"]["n_test"]
+    assert doc["config"]["demo"]["limit"] == doc["dataset"]["n_train"]
+    n_test = {r["n_test"] for r in doc["records"] if r["stat"] == "final_test_accuracy"}
+    assert n_test == {doc["dataset"]["n_test"]}
+
+
+def test_saturation_text_uses_each_layers_own_fan_in(quick):
+    """Layer 1 sums in_features inputs, layers 2..L sum width activations: the text says both."""
+    fwd = quick["doc"]["config"]["forward"]
+    text = _text(quick)
+    assert f"Layer 1 has {fwd['in_features']} inputs" in text
+    assert f"layers 2-{fwd['depth']} have {fwd['width']} inputs" in text
+
+
+def test_section_4_title_follows_the_summary_verdict(quick):
+    row = next(r for r in quick["doc"]["summary"] if r["activation"] == "tanh" and r["evidence"] ==
+               "signal propagation")
+    title = re.search(r'<section id="xavier">\s*<h2>([^<]+)</h2>', _html(quick)).group(1)
+    assert ("does not keep" in title) == row["verdict"].startswith("disagree")
+    assert _text(quick).count("In range means:") == 1  # the criterion is stated once
+
+
+def test_training_includes_auto_and_counts_pretraining_steps(quick):
+    recs = quick["records"]
+    schemes = {r["scheme"] for r in recs
+               if r["experiment"] == "training" and r["stat"] == "final_test_accuracy"}
+    assert "auto" in schemes
+    pre = next(r for r in recs if r["experiment"] == "training" and r["scheme"] == "pretrain"
+               and r["stat"] == "steps_to_target")
+    assert pre["init_steps"] > 0
+    if pre["value"] is not None:
+        assert f"{pre['value'] + pre['init_steps']} ({pre['init_steps']} pretraining" in _text(quick)
+
+
+def test_depth_section_records_every_run_of_the_grid(quick):
+    from initlab.experiments.demo import DEPTH_PRESETS
+    from initlab.experiments.depth import DEPTH_SCHEMES
+
+    preset = DEPTH_PRESETS["quick"]
+    final = {(r["activation"], r["depth"], r["scheme"]): r["value"] for r in quick["records"]
+             if r["experiment"] == "depth" and r["stat"] == "final_test_accuracy"}
+    assert set(final) == {(a, d, s) for a in preset["activations"] for d in preset["depths"]
+                          for s in DEPTH_SCHEMES}
+    assert all(0.0 <= v <= 1.0 for v in final.values())
+    steps = [r for r in quick["records"] if r["experiment"] == "depth" and r["stat"] == "steps_to_target"]
+    assert len(steps) == len(final) and {r["target"] for r in steps} == {preset["target_accuracy"]}
+    assert quick["doc"]["config"]["depth"]["depths"] == list(preset["depths"])
+    assert 'id="depth"' in _html(quick) and "figures/depth.png" in _html(quick)
+
+
+def test_summary_best_start_includes_auto(quick):
+    rows = quick["doc"]["summary"]
+    evidence = {r["evidence"] for r in rows}
+    assert {"training", "signal propagation"} <= evidence
+    assert any(e.startswith("training at depth") for e in evidence)
+    for r in rows:
+        if r["activation"] != "any":
+            assert "auto" in r["ranking"], r["evidence"]
+
+
+def test_figures_are_sharp_and_shown_at_their_physical_size(quick):
+    from initlab.report import style
+
+    for fig in quick["doc"]["figures"]:
+        data = (quick["out"] / fig["file"]).read_bytes()
+        width = int.from_bytes(data[16:20], "big")
+        assert width == round(fig["width"] * style.DPI / style.CSS_PX_PER_INCH), fig["file"]
+        assert style.DPI >= 150 and f'width="{fig["width"]}"' in _html(quick)

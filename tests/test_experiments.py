@@ -20,6 +20,7 @@ from initlab.experiments import (
     summarize,
 )
 from initlab.experiments.common import GeneratorDropout, derive_seed, init_mlp_, scheme_gain
+from initlab.experiments.summary import TIE_AT_CHANCE
 from initlab.models import mlp
 from initlab.records import RECORD_FIELDS
 
@@ -169,15 +170,16 @@ def _rec(exp, scheme, act, stat, value, layer=None, **extra):
 
 def test_summary_verdicts():
     recs = [_rec("training", s, "tanh", "final_test_accuracy", v, n_test=1000) for s, v in
-            (("xavier_normal", 0.90), ("he_normal", 0.905), ("zeros", 0.1), ("lsuv", 0.95))]
+            (("xavier_normal", 0.90), ("he_normal", 0.905), ("zeros", 0.1), ("lsuv", 0.95), ("auto", 0.93))]
     recs += [_rec("training", s, "relu", "final_test_accuracy", v, n_test=1000) for s, v in
              (("xavier_normal", 0.95), ("he_normal", 0.80), ("zeros", 0.1))]
     rows = {r["activation"]: r for r in summarize(recs).rows if r["evidence"] == "training"}
-    # LSUV is best overall but the rule is judged against the best data-independent scheme: He,
+    # LSUV is best overall (auto second) but the rule is judged against the best classic scheme: He,
     # 0.5 pt ahead, within two standard errors 2 * sqrt((p1 q1 + p2 q2) / n) of a difference
     tol = 2 * math.sqrt((0.905 * 0.095 + 0.90 * 0.10) / 1000)
     assert 0.005 < tol
-    assert rows["tanh"]["best_scheme"] == "lsuv" and rows["tanh"]["best_fixed_scheme"] == "he_normal"
+    assert rows["tanh"]["best_scheme"] == "lsuv" and rows["tanh"]["best_classic_scheme"] == "he_normal"
+    assert rows["tanh"]["ranking"][:2] == ["lsuv", "auto"]
     assert rows["tanh"]["verdict"].startswith("agree (tie")
     assert rows["relu"]["verdict"].startswith("disagree")  # 15 pt behind
     strict = {r["activation"]: r for r in summarize(recs, tie_tolerance=0.001).rows}
@@ -203,19 +205,66 @@ def test_demo_config_validation():
     assert DemoConfig(limit=0).resolved("limit") is None
 
 
-def test_summary_disagreements_say_why():
-    # forward records: Xavier's std halves per layer (drift log10(2^-2) ~ 0.6 decades), He's is constant
-    recs = []
-    for scheme, factor in (("xavier_normal", 0.5), ("he_normal", 1.0)):
-        for layer in (1, 2, 3):
-            recs += [_rec("forward", scheme, "tanh", "std", factor ** (layer - 1), layer=layer),
-                     _rec("forward", scheme, "tanh", "grad_std", 1.0, layer=layer),
-                     _rec("forward", scheme, "tanh", "saturation", 0.0, layer=layer)]
+def test_summary_signal_propagation_asks_whether_the_signal_stays_in_range():
+    """The criterion: every layer's activation std within a factor IN_RANGE_FACTOR of layer 1's and
+    gradient std within that factor of the top layer's, fewer than UNHEALTHY_FRACTION saturated or
+    dead units. Xavier's std halving per layer over 3 layers (factor 4) is in range; a factor 4 per
+    layer (16) is not; the best scheme is the in-range one with the smallest factor, auto included."""
+    from initlab.experiments.summary import IN_RANGE_FACTOR
+
+    def forward(scheme, factor, act="tanh", saturation=0.0):
+        return [r for layer in (1, 2, 3) for r in (
+            _rec("forward", scheme, act, "std", factor ** (layer - 1), layer=layer),
+            _rec("forward", scheme, act, "grad_std", 1.0, layer=layer),
+            _rec("forward", scheme, act, "saturation", saturation, layer=layer))]
+
+    assert 0.5 ** -2 <= IN_RANGE_FACTOR < 0.25 ** -2
+    recs = forward("xavier_normal", 0.5) + forward("he_normal", 1.1) + forward("auto", 1.0)
     row = summarize(recs).rows[0]
-    drift = 2 * math.log10(2)
-    assert row["rule_value"] == pytest.approx(drift) and row["best_scheme"] == "he_normal"
-    assert row["verdict"] == (f"disagree (Xavier normal drifts {drift:.2f} decades, He normal 0.00; "
-                              "tolerance 0.15)")
+    # the rule's Xavier is in range but He is the best classic scheme: both in range, and the verdict says so
+    assert row["verdict"] == "agree (both in range)" and row["rule_value"] == pytest.approx(4.0)
+    assert row["best_scheme"] == "auto" and row["best_classic_scheme"] == "he_normal"
+    assert row["best_classic_value"] == pytest.approx(1.1 ** 2) and row["in_range"] == ["auto", "he_normal",
+                                                                                        "xavier_normal"]
+    row = summarize(forward("xavier_normal", 0.25) + forward("he_normal", 1.0)).rows[0]
+    assert row["verdict"] == ("disagree (Xavier normal: a std changes by a factor 16 across layers, "
+                              f"more than {IN_RANGE_FACTOR:g})")
+    row = summarize(forward("xavier_normal", 1.0, saturation=0.5) + forward("he_normal", 1.0)).rows[0]
+    assert row["verdict"].startswith("disagree (Xavier normal: 20% or more of the units saturated")
+
+
+def test_summary_naive_starts_are_not_classic_candidates():
+    """A deliberately naive start (large N(0, 1)) can have the smallest propagation factor on sigmoid
+    (it saturates instead of shrinking); it is no candidate of the rules, so the best classic scheme
+    is the best of the others, and a plain "agree" names the rule's scheme itself."""
+    def forward(scheme, factor, saturation=0.0):
+        return [r for layer in (1, 2, 3) for r in (
+            _rec("forward", scheme, "sigmoid", "std", factor ** (layer - 1), layer=layer),
+            _rec("forward", scheme, "sigmoid", "grad_std", 1.0, layer=layer),
+            _rec("forward", scheme, "sigmoid", "saturation", saturation, layer=layer))]
+
+    row = summarize(forward("large", 1.0, saturation=0.5) + forward("xavier_normal", 0.5)
+                    + forward("he_normal", 0.3)).rows[0]
+    assert row["best_classic_scheme"] == "xavier_normal" and row["verdict"] == "agree"
+
+
+def test_summary_training_where_every_classic_scheme_stays_at_chance_is_a_tie():
+    """At chance (1 / n_classes, read from the loss records' ln(n_classes)) for every classic scheme,
+    within two standard errors, the rule cannot be judged: neither agree nor disagree."""
+    n_test, chance = 1000, 0.1
+    recs = [_rec("depth", s, "sigmoid", "final_test_accuracy", v, n_test=n_test, depth=50)
+            for s, v in (("xavier_normal", 0.1), ("he_normal", 0.107), ("auto", 0.87))]
+    recs.append(_rec("depth", "auto", "sigmoid", "test_loss", 2.0, depth=50, chance_loss=math.log(10)))
+    row = [r for r in summarize(recs).rows if r["evidence"] == "training at depth 50"][0]
+    assert 0.107 - chance < 2 * math.sqrt(2 * chance * (1 - chance) / n_test)  # within the tie tolerance
+    assert row["verdict"] == TIE_AT_CHANCE and row["best_scheme"] == "auto"
+    assert [r["value"] for r in summarize(recs).records if r["evidence"] == "training at depth 50"] == [None]
+    recs[1] = _rec("depth", "he_normal", "sigmoid", "final_test_accuracy", 0.5, n_test=n_test, depth=50)
+    row = [r for r in summarize(recs).rows if r["evidence"] == "training at depth 50"][0]
+    assert row["verdict"].startswith("disagree")  # He trains, Xavier does not: a verdict again
+
+
+def test_summary_symmetry_rule_names_the_failed_check():
     # the symmetry rule names the check that failed
     recs = [_rec("training", s, "relu", "final_test_accuracy", v)
             for s, v in (("zeros", 0.85), ("he_normal", 0.9))]
@@ -232,3 +281,73 @@ def test_summary_tie_tolerance_uses_both_accuracies():
     tol = 2 * math.sqrt((1.0 * 0.0 + (4 / 6) * (2 / 6)) / 6)
     assert 1 / 3 < tol  # two test examples out of six are within the noise
     assert row["verdict"] == f"agree (tie: Xavier normal 33.3 pt behind, tolerance {tol * 100:.1f} pt)"
+
+
+def test_unit_spread_and_relative_distinct_units_follow_their_formulas():
+    from initlab.experiments import distinct_units_relative, unit_spread
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 64, generator=g, dtype=torch.float64)
+    # spread^2 = sum ||w_i - mean||^2 / sum ||w_i||^2, recomputed here
+    expected = math.sqrt(float((w - w.mean(0)).pow(2).sum() / w.pow(2).sum()))
+    assert unit_spread(w) == pytest.approx(expected, rel=1e-12)
+    assert unit_spread(torch.zeros(4, 3)) == 0.0
+    # equal rows nudged by 1% of their norm: one unit at a 10% tolerance, 4 exactly; random rows stay 16
+    rows = torch.full((4, 8), 0.5, dtype=torch.float64)
+    nudged = rows + 0.01 * rows.norm(dim=1, keepdim=True) * torch.eye(4, 8, dtype=torch.float64)
+    assert distinct_units_relative(nudged, 0.1) == 1 and distinct_units(nudged) == 4
+    assert distinct_units_relative(w, 0.1) == 16
+    with pytest.raises(InitlabError, match="2-D"):
+        unit_spread(torch.zeros(3))
+
+
+def test_symmetry_records_relative_counts_and_spread(digits):
+    cfg = SymmetryConfig(schemes=("constant", "xavier_normal"), dropouts=(0.5,), width=8, epochs=1)
+    recs = run_symmetry(digits, cfg).records
+    rel = {(r["scheme"], r["layer"]): r["value"] for r in recs
+           if r["stat"] == "distinct_units_relative" and r["epoch"] == 1}
+    spread = {(r["scheme"], r["layer"]): r["value"] for r in recs if r["stat"] == "unit_spread"}
+    assert rel[("constant", 1)] == rel[("constant", 2)] == 1
+    assert rel[("xavier_normal", 1)] == 8
+    assert spread[("constant", 1)] < 0.1 < 0.5 < spread[("xavier_normal", 1)] <= 1.0
+
+
+def test_init_mlp_auto_is_init_models_choice():
+    from initlab import init_model
+
+    a, b = mlp(20, 16, 3, 4, "tanh"), mlp(20, 16, 3, 4, "tanh")
+    plan = init_mlp_(a, "auto", "tanh", generator=torch.Generator().manual_seed(5))
+    init_model(b, "auto", generator=torch.Generator().manual_seed(5))
+    assert [row["layer"] for row in plan] == ["fc1", "fc2", "fc3", "out"]
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_depth_experiment_records_and_grid(digits):
+    from initlab.experiments import DepthConfig, depth_grid, run_depth
+
+    grid = depth_grid((2, 4), ("tanh",), ("he_normal", "auto"), width=8, epochs=1, evals_per_epoch=2,
+                      target_accuracy=0.3)
+    assert [(c.depth, c.scheme) for c in grid] == [(2, "he_normal"), (2, "auto"), (4, "he_normal"),
+                                                   (4, "auto")]
+    a, b = run_depth(digits, grid[3]), run_depth(digits, grid[3])
+    strip = lambda res: _key([r for r in res.records if r["stat"] != "seconds"])  # noqa: E731
+    assert strip(a) == strip(b)  # same seed, same bits
+    got = {r["stat"]: r for r in a.records}
+    assert all(r["experiment"] == "depth" and r["depth"] == 4 and r["scheme"] == "auto" for r in a.records)
+    assert {"final_test_accuracy", "mean_test_accuracy", "steps_to_target", "diverged", "seconds"} <= set(got)
+    per_epoch = math.ceil(digits.x_train.shape[0] / 64)
+    steps = got["steps_to_target"]
+    assert steps["target"] == 0.3 and steps["init_steps"] == 0 and steps["steps_per_epoch"] == per_epoch
+    assert steps["value"] is None or 0 <= steps["value"] <= per_epoch
+    assert 0.0 <= got["final_test_accuracy"]["value"] <= 1.0
+    with pytest.raises(InitlabError, match="activation='bogus'"):
+        DepthConfig(activation="bogus")
+
+
+def test_pretraining_steps_count_in_steps_to_target(digits):
+    cfg = TrainingConfig(schemes=("pretrain",), activations=("tanh",), depth=2, width=8, epochs=1,
+                         pretrain_epochs_per_layer=2, target_accuracy=0.05)
+    steps = next(r for r in run_training(digits, cfg).records if r["stat"] == "steps_to_target")
+    # 2 pretrained hidden layers x 2 epochs x ceil(n / 64) mini-batches
+    assert steps["init_steps"] == 2 * 2 * math.ceil(digits.x_train.shape[0] / 64)

@@ -25,6 +25,7 @@ from initlab.schemes import Constant, Spec, named_spec
 
 __all__ = [
     "SCHEME_LABELS",
+    "MODEL_SCHEMES",
     "GAIN_POLICIES",
     "DatasetLike",
     "GeneratorDropout",
@@ -38,7 +39,13 @@ __all__ = [
     "check_ints",
     "torch_threads",
     "StepCallback",
+    "plural",
+    "NAIVE_SCHEMES",
 ]
+
+#: The deliberately naive starts the demo shows failing (zeros, a constant, tiny and huge weights);
+#: no rule of thumb picks them, so the summary's "best classic scheme" leaves them out.
+NAIVE_SCHEMES: tuple[str, ...] = ("zeros", "constant", "small", "large")
 
 #: Scheme name -> label used in tables and figures.
 SCHEME_LABELS: dict[str, str] = {
@@ -53,7 +60,12 @@ SCHEME_LABELS: dict[str, str] = {
     "he_uniform": "He uniform",
     "lsuv": "LSUV",
     "pretrain": "layer-wise pretraining",
+    "auto": "auto (initlab)",
 }
+
+#: Schemes that :func:`init_mlp_` hands to :func:`initlab.init_model` (the library's own choice per
+#: layer: the activation each layer feeds, found by tracing the model).
+MODEL_SCHEMES: tuple[str, ...] = ("auto",)
 
 #: How Xavier and He pick their gain: ``"paper"`` — as published (Xavier gain 1, Glorot & Bengio
 #: 2010; He gain ``initlab.gains.gain("relu") = sqrt(2)``, He et al. 2015) whatever the
@@ -193,8 +205,11 @@ def init_mlp_(
     Hidden layers use :func:`scheme_gain` for ``activation``; the linear head (module named
     ``head``) uses gain 1. Biases are zero, except under ``"torch_default"``, where they follow
     ``nn.Linear.reset_parameters`` (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``) and under
-    ``"constant"``, where they are zero too (only weights are constant). ``"lsuv"`` and
-    ``"pretrain"`` are not schemes here: the training experiment starts them from Xavier normal.
+    ``"constant"``, where they are zero too (only weights are constant). ``"auto"``
+    (:data:`MODEL_SCHEMES`) is :func:`initlab.init_model`'s choice for the whole model, head and
+    biases included (its plan's weight rows are returned; ``gain_policy`` does not apply).
+    ``"lsuv"`` and ``"pretrain"`` are not schemes here: the training experiment starts them from
+    Xavier normal.
 
     Raises:
         InitlabError: unknown scheme or gain policy.
@@ -205,6 +220,12 @@ def init_mlp_(
     ['fc1', 'fc2', 'out']
     """
     check_choice("gain_policy", gain_policy, GAIN_POLICIES)
+    if scheme in MODEL_SCHEMES:
+        from initlab.model import init_model
+
+        rows = init_model(model, scheme, generator=generator).rows
+        return [{"layer": r.module, "shape": tuple(r.shape), "spec": r.spec, "gain": r.gain}
+                for r in rows if r.name.endswith(".weight")]
     plan = []
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -253,6 +274,17 @@ class GeneratorDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """``n`` and ``word`` in the number that fits: the singular for exactly 1, else ``many``
+    (default ``word + "s"``). For the reports' sentences ("3 epochs", "1 seed").
+
+    >>> plural(1, "epoch"), plural(3, "epoch"), plural(2, "child", "children"), plural(1000, "step")
+    ('1 epoch', '3 epochs', '2 children', '1,000 steps')
+    """
+    shown = f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else f"{n:g}"
+    return f"{shown} {word if n == 1 else (many or word + 's')}"
 
 
 def make_record(experiment: str, scheme: str | None, activation: str | None, layer: Any, stat: str,

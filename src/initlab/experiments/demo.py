@@ -1,10 +1,15 @@
-"""The ``initlab demo`` run: load the data set, run experiments 1-4 with one progress bar, and
-return everything the report needs as records plus metadata.
+"""The ``initlab demo`` run: load the data set, run the experiments (forward, symmetry, training,
+depth) and the summary with one progress bar, and return everything the report needs as records
+plus metadata.
 
-Presets: the full run (default; <= 90 s on 2 CPU cores) and ``quick=True`` (<= 20 s; for tests
-and CI): a smaller forward batch, a narrower symmetry net, a 6 x 64 training net for 2 epochs on
-at most 1,500 training examples. Explicit ``depth``, ``width``, ``epochs`` and ``limit`` override
-either preset.
+Presets: the full run (default; about 2 minutes on 2 CPU cores) and ``quick=True`` (<= 20 s; for
+tests and CI): a smaller forward batch, a narrower symmetry net, a 6 x 64 training net for 2 epochs
+on at most 1,500 training examples, depths 10 and 30 only. Explicit ``depth``, ``width``,
+``epochs`` and ``limit`` override either preset (``depth`` and ``width`` are the training
+experiment's; the depth experiment has its own grid, :data:`DEPTH_PRESETS`).
+
+The depth experiment is a grid of single runs (:func:`initlab.experiments.depth.depth_grid`),
+run here one after another.
 """
 
 from __future__ import annotations
@@ -20,15 +25,25 @@ import torch
 
 from initlab import __version__
 from initlab.experiments.common import GAIN_POLICIES, check_choice, check_ints, derive_seed, torch_threads
+from initlab.experiments.depth import DEPTH_SCHEMES, DepthConfig, DepthResult, depth_grid, run_depth
 from initlab.experiments.forward import ForwardConfig, ForwardResult, run_forward
 from initlab.experiments.summary import SummaryResult, summarize
 from initlab.experiments.symmetry import SymmetryConfig, SymmetryResult, run_symmetry
 from initlab.experiments.training import TrainingConfig, TrainingResult, run_training
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "subset_test", "torch_threads"]
+__all__ = ["DemoConfig", "DemoResult", "DEPTH_PRESETS", "run_demo", "subset_test", "torch_threads"]
 
 _FULL = {"depth": 10, "width": 128, "epochs": 8, "limit": 4000, "max_test": 2000}
 _QUICK = {"depth": 6, "width": 64, "epochs": 2, "limit": 1500, "max_test": 500}
+
+#: The depth experiment's grid per preset: depths, activations and the other DepthConfig fields
+#: (width 32 keeps the 50-layer runs at about a second each on one core).
+DEPTH_PRESETS: dict[str, dict[str, Any]] = {
+    "full": {"depths": (10, 30, 50), "activations": ("tanh", "relu", "sigmoid"), "width": 32, "epochs": 2,
+             "evals_per_epoch": 8, "target_accuracy": 0.8},
+    "quick": {"depths": (10, 30), "activations": ("tanh", "relu", "sigmoid"), "width": 32, "epochs": 2,
+              "evals_per_epoch": 4, "target_accuracy": 0.75},
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,12 @@ class DemoConfig:
                                   pretrain_epochs_per_layer=2 if q else 3, seed=self.seed)
         return forward, symmetry, training
 
+    def depth_configs(self) -> list[DepthConfig]:
+        """The runs of the depth experiment (:data:`DEPTH_PRESETS`), seeded with ``seed``."""
+        preset = dict(DEPTH_PRESETS["quick" if self.quick else "full"])
+        depths, activations = preset.pop("depths"), preset.pop("activations")
+        return depth_grid(depths, activations, DEPTH_SCHEMES, seed=self.seed, **preset)
+
     def to_dict(self) -> dict[str, Any]:
         """The config, presets resolved, as a JSON-ready dict."""
         d = asdict(self)
@@ -102,25 +123,44 @@ class DemoConfig:
 @dataclass
 class DemoResult:
     """Everything one demo run produced: ``config``, ``dataset`` (a dict: name, sizes, source),
-    the per-experiment results, the ``summary``, ``records`` (all experiments together),
-    ``timings`` (seconds per experiment) and ``environment`` (versions, threads, start time)."""
+    the per-experiment results (``depth``: one :class:`DepthResult` per run of the grid), the
+    ``summary``, ``records`` (all experiments together), ``timings`` (seconds per experiment) and
+    ``environment`` (versions, threads, start time)."""
 
     config: DemoConfig
     dataset: dict[str, Any]
     forward: ForwardResult
     symmetry: SymmetryResult
     training: TrainingResult
+    depth: list[DepthResult]
     summary: SummaryResult
     records: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
 
     def configs(self) -> dict[str, Any]:
-        """The demo config and each experiment's config, JSON-ready."""
+        """The demo config and each experiment's config, JSON-ready. The demo's ``limit`` and
+        ``max_test`` are the numbers of training and test examples the run used (a preset's
+        "at most 2000" on a data set of 1,000 test examples is 1000 here); ``depth`` lists the
+        depth grid (``depths``, ``activations``, ``schemes``) and the fields its runs share."""
         training = asdict(self.training.config)
         training["schemes"] = list(self.training.config.resolved_schemes)
-        return {"demo": self.config.to_dict(), "forward": asdict(self.forward.config),
-                "symmetry": asdict(self.symmetry.config), "training": training}
+        demo = self.config.to_dict()
+        demo["limit"], demo["max_test"] = self.dataset["n_train"], self.dataset["n_test"]
+        return {"demo": demo, "forward": asdict(self.forward.config),
+                "symmetry": asdict(self.symmetry.config), "training": training,
+                "depth": _grid_config([r.config for r in self.depth])}
+
+
+def _grid_config(configs: list[DepthConfig]) -> dict[str, Any]:
+    """The depth grid as one dict: the values that vary as sorted lists, the shared ones once."""
+    if not configs:
+        return {}
+    out: dict[str, Any] = {"depths": sorted({c.depth for c in configs}),
+                           "activations": list(dict.fromkeys(c.activation for c in configs)),
+                           "schemes": list(dict.fromkeys(c.scheme for c in configs))}
+    shared = {k: v for k, v in asdict(configs[0]).items() if k not in ("depth", "activation", "scheme")}
+    return {**out, **shared}
 
 
 def subset_test(dataset: Any, max_test: int | None, seed: int) -> Any:
@@ -146,8 +186,8 @@ def subset_test(dataset: Any, max_test: int | None, seed: int) -> Any:
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: bool = True, dataset: Any = None) -> DemoResult:
-    """Run the whole demo: experiments 1 (forward/backward), 2 (symmetry), 3 (training) and 4
-    (summary), with one tqdm bar (stderr) over their steps.
+    """Run the whole demo: the forward/backward, symmetry, training and depth experiments and the
+    summary, with one tqdm bar (stderr) over their steps.
 
     Args:
         config: the run's settings (default: the full preset, seed 0, ``mnist5k``).
@@ -182,7 +222,8 @@ def _run(config: DemoConfig, progress: bool, dataset: Any) -> DemoResult:
     dataset = subset_test(dataset, config.resolved("max_test"), config.seed)
     timings = {"data": time.perf_counter() - t0}
     fwd_cfg, sym_cfg, train_cfg = config.experiment_configs()
-    total = fwd_cfg.n_steps + sym_cfg.n_steps + train_cfg.n_steps
+    depth_cfgs = config.depth_configs()
+    total = fwd_cfg.n_steps + sym_cfg.n_steps + train_cfg.n_steps + len(depth_cfgs)
     bar = tqdm(total=total, desc="initlab demo", unit="step", disable=not progress, file=sys.stderr,
                dynamic_ncols=True, leave=False)
 
@@ -200,9 +241,15 @@ def _run(config: DemoConfig, progress: bool, dataset: Any) -> DemoResult:
         t = time.perf_counter()
         training = run_training(dataset, train_cfg, on_step=step)
         timings["training"] = time.perf_counter() - t
+        t = time.perf_counter()
+        depth = []
+        for cfg in depth_cfgs:  # plainly, one run after another: the grid is a sweep's to run
+            depth.append(run_depth(dataset, cfg))
+            step(f"depth {cfg.activation}/{cfg.depth}/{cfg.scheme}")
+        timings["depth"] = time.perf_counter() - t
     finally:
         bar.close()
-    records = forward.records + symmetry.records + training.records
+    records = forward.records + symmetry.records + training.records + [r for d in depth for r in d.records]
     summary = summarize(records, seed=config.seed)
     records = records + summary.records
     timings["total"] = time.perf_counter() - t0
@@ -213,7 +260,7 @@ def _run(config: DemoConfig, progress: bool, dataset: Any) -> DemoResult:
            "threads": torch.get_num_threads(), "started_utc": started.isoformat(timespec="seconds"),
            "platform": platform.platform()}
     return DemoResult(config=config, dataset=info, forward=forward, symmetry=symmetry, training=training,
-                      summary=summary, records=records, timings=timings, environment=env)
+                      depth=depth, summary=summary, records=records, timings=timings, environment=env)
 
 
 def _limit_for(config: DemoConfig) -> int | None:

@@ -7,8 +7,9 @@ signal ``g ~ N(0, 1)`` at the top (loss :math:`L = \\sum_{b,j} y_{bj} g_{bj}`), 
 hidden layer ``l`` with :func:`initlab.probe`:
 
 * the activation histogram, ``std`` and ``mean`` of the activation :math:`a_l = \\phi(W_l a_{l-1})`;
-* ``saturation`` (fraction of tanh/sigmoid units in the flat tails) and ``dead_fraction``
-  (ReLU units that output zero for the whole batch);
+* ``saturation`` (fraction of tanh/sigmoid units in the flat tails), ``dead_fraction`` (ReLU
+  units that output zero for the whole batch) and ``zero_fraction`` (ReLU activations that are
+  exactly zero: about half of them, for any healthy init);
 * ``grad_std``: the std of :math:`\\partial L / \\partial a_l`, the backward signal.
 
 A variance-preserving scheme keeps :math:`\\mathrm{Var}(a_l)` and the gradient variance roughly
@@ -41,7 +42,7 @@ __all__ = ["ForwardConfig", "ForwardResult", "run_forward", "FORWARD_STATS"]
 EXPERIMENT = "forward"
 
 #: Per-layer scalar stats this experiment records.
-FORWARD_STATS: tuple[str, ...] = ("std", "mean", "saturation", "dead_fraction", "grad_std")
+FORWARD_STATS: tuple[str, ...] = ("std", "mean", "saturation", "dead_fraction", "zero_fraction", "grad_std")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class ForwardConfig:
     """Configuration of :func:`run_forward`.
 
     Attributes:
-        schemes: scheme names (see :data:`initlab.experiments.common.SCHEME_LABELS`).
+        schemes: scheme names (see :data:`initlab.experiments.common.SCHEME_LABELS`; ``"auto"`` is
+            ``initlab.init_model(model, "auto")``).
         activations: activation names (``initlab.models.ACTIVATION_MODULES``).
         batch: rows of the input ``x ~ N(0, 1)``.
         in_features, width, depth: the network, ``in_features -> width x depth``.
@@ -59,7 +61,7 @@ class ForwardConfig:
     """
 
     schemes: tuple[str, ...] = ("small", "large", "xavier_normal", "xavier_uniform", "he_normal",
-                                "he_uniform")
+                                "he_uniform", "auto")
     activations: tuple[str, ...] = ("tanh", "sigmoid", "relu")
     batch: int = 1000
     in_features: int = 100
@@ -85,7 +87,8 @@ class ForwardConfig:
 class ForwardResult:
     """Output of :func:`run_forward`: ``config`` and tidy ``records`` (experiment ``"forward"``;
     stats of :data:`FORWARD_STATS` per layer ``1..depth`` — ``saturation`` only for saturating
-    activations (tanh, sigmoid), ``dead_fraction`` only for the ReLU family — plus ``"histogram"``
+    activations (tanh, sigmoid), ``dead_fraction`` and ``zero_fraction`` only for the ReLU family — plus
+    ``"histogram"``
     records, one per bin, with extras ``bin_lo``, ``bin_hi`` and ``value`` = probability mass of the bin)."""
 
     config: ForwardConfig
@@ -110,6 +113,8 @@ def _measure(model: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, layers: l
                 stats[stat] = result.stat(name, stat, kind)
             except InitlabError:
                 continue
+        if "dead_fraction" not in stats:  # exact zeros are a ReLU-family property
+            stats.pop("zero_fraction", None)
         edges, counts = result.histogram(name)
         stats["histogram"] = (counts, edges)
         out[name] = stats
@@ -134,7 +139,7 @@ def run_forward(config: ForwardConfig | None = None, *, on_step: StepCallback | 
 
     >>> res = run_forward(ForwardConfig(schemes=("he_normal",), activations=("relu",), batch=64))
     >>> sorted({r["stat"] for r in res.records})
-    ['dead_fraction', 'grad_std', 'histogram', 'mean', 'std']
+    ['dead_fraction', 'grad_std', 'histogram', 'mean', 'std', 'zero_fraction']
     """
     config = config or ForwardConfig()
     gen = torch.Generator().manual_seed(derive_seed(config.seed, EXPERIMENT, "input"))

@@ -13,11 +13,16 @@ Two units ``i, j`` of layer ``l`` are the same when their incoming weights and b
 
 .. math::  \\max_k |W_{ik} - W_{jk}|,\\ |b_i - b_j| \\le \\mathrm{atol} + \\mathrm{rtol}\\,\\max |W|
 
-and the count is the number of groups (single-link clustering under that relation).
+and the count is the number of groups (single-link clustering under that relation): the exact
+tie. Dropout breaks that tie by a hair, so the experiment also measures how far apart the units
+are relative to their size: :func:`unit_spread` (0 for identical units, about 1 for random ones)
+and :func:`distinct_units_relative` (units closer than ``relative_tol`` of a unit's norm count as
+one).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +42,8 @@ from initlab.experiments.common import (
 )
 from initlab.models import ACTIVATION_MODULES, mlp
 
-__all__ = ["SymmetryConfig", "SymmetryResult", "run_symmetry", "distinct_units"]
+__all__ = ["SymmetryConfig", "SymmetryResult", "run_symmetry", "distinct_units", "distinct_units_relative",
+           "unit_spread"]
 
 EXPERIMENT = "symmetry"
 
@@ -53,7 +59,8 @@ class SymmetryConfig:
         width: hidden units per layer; depth is 2.
         dropouts: dropout probabilities to compare (0 = none).
         epochs, batch_size, lr, momentum: SGD training.
-        rtol, atol: tolerance of :func:`distinct_units`.
+        rtol, atol: tolerance of :func:`distinct_units` (the exact tie).
+        relative_tol: tolerance of :func:`distinct_units_relative`, a fraction of a unit's norm.
         seed: the run's seed.
     """
 
@@ -69,10 +76,13 @@ class SymmetryConfig:
     momentum: float = 0.9
     rtol: float = 1e-4
     atol: float = 1e-7
+    relative_tol: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_ints(self, ("width", "depth", "epochs", "batch_size"))
+        if not 0.0 < self.relative_tol < 1.0:
+            raise InitlabError(f"relative_tol={self.relative_tol!r} is invalid: pass a fraction in (0, 1)")
         for p in self.dropouts:
             if not 0.0 <= p < 1.0:
                 raise InitlabError(f"dropout={p!r} is invalid: pass a probability in [0, 1)")
@@ -86,9 +96,10 @@ class SymmetryConfig:
 @dataclass
 class SymmetryResult:
     """Output of :func:`run_symmetry`: ``config`` and tidy ``records`` (experiment
-    ``"symmetry"``): per hidden layer ``"distinct_units"`` (epoch 0 and after the last epoch)
-    and ``"symmetry_spread"`` (largest distance between units / max |W|); per run
-    ``"test_accuracy"``; extras ``dropout`` and ``width``."""
+    ``"symmetry"``): per hidden layer ``"distinct_units"`` (the exact tie, :func:`distinct_units`)
+    and ``"distinct_units_relative"`` (:func:`distinct_units_relative`, extra ``relative_tol``), at
+    epoch 0 and after the last epoch, and ``"unit_spread"`` (:func:`unit_spread`) after the last;
+    per run ``"test_accuracy"``; extras ``dropout`` and ``width``."""
 
     config: SymmetryConfig
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -108,14 +119,66 @@ def distinct_units(weight: torch.Tensor, bias: torch.Tensor | None = None, *, rt
     >>> distinct_units(torch.eye(3))
     3
     """
-    if weight.dim() != 2:
-        raise InitlabError(f"weight of shape {tuple(weight.shape)} is invalid: pass a 2-D (out, in) weight")
-    rows = weight.detach().double()
+    rows = _rows(weight)
     if bias is not None:
         rows = torch.cat([rows, bias.detach().double().reshape(-1, 1)], dim=1)
     tol = atol + rtol * float(rows.abs().max()) if rows.numel() else atol
-    n = rows.shape[0]
-    close = torch.cdist(rows, rows, p=float("inf")) <= tol
+    return _groups(torch.cdist(rows, rows, p=float("inf")) <= tol)
+
+
+def distinct_units_relative(weight: torch.Tensor, relative_tol: float = 0.1, *, atol: float = 1e-12) -> int:
+    """Number of units of a layer that differ by more than ``relative_tol`` of a unit's size: rows
+    ``w_i`` of ``weight`` (shape ``(out, in)``) are one unit when
+
+    .. math::  \\|w_i - w_j\\|_2 \\le \\mathrm{rtol}\\,\\sqrt{\\tfrac{1}{n}\\textstyle\\sum_k \\|w_k\\|_2^2}
+               + \\mathrm{atol}
+
+    (single-link groups). Random rows are about :math:`\\sqrt 2` norms apart, so every unit counts;
+    units that started equal and were nudged apart by dropout masks count as one.
+
+    Raises:
+        InitlabError: ``weight`` is not 2-D.
+
+    >>> distinct_units_relative(torch.eye(3))
+    3
+    >>> distinct_units_relative(torch.full((4, 3), 0.5) + 0.001 * torch.eye(4, 3))
+    1
+    """
+    rows = _rows(weight)
+    scale = float(rows.pow(2).sum(1).mean().sqrt()) if rows.numel() else 0.0
+    return _groups(torch.cdist(rows, rows) <= relative_tol * scale + atol)
+
+
+def unit_spread(weight: torch.Tensor) -> float:
+    """How far a layer's units are apart, relative to their size: the RMS distance of the rows
+    ``w_i`` of ``weight`` (shape ``(out, in)``) from their mean row, over their RMS norm,
+
+    .. math::  s = \\sqrt{\\frac{\\sum_i \\|w_i - \\bar w\\|^2}{\\sum_i \\|w_i\\|^2}} \\in [0, 1]
+
+    0 for identical units (and for all-zero weights), about 1 for independent zero-mean random rows.
+
+    Raises:
+        InitlabError: ``weight`` is not 2-D.
+
+    >>> unit_spread(torch.full((4, 3), 0.5)), round(unit_spread(torch.eye(2)), 6)  # sqrt(1/2)
+    (0.0, 0.707107)
+    """
+    rows = _rows(weight)
+    total = float(rows.pow(2).sum())
+    if total == 0.0:
+        return 0.0
+    return math.sqrt(float((rows - rows.mean(0)).pow(2).sum()) / total)
+
+
+def _rows(weight: torch.Tensor) -> torch.Tensor:
+    if weight.dim() != 2:
+        raise InitlabError(f"weight of shape {tuple(weight.shape)} is invalid: pass a 2-D (out, in) weight")
+    return weight.detach().double()
+
+
+def _groups(close: torch.Tensor) -> int:
+    """Number of connected groups of the symmetric relation ``close`` (n x n booleans)."""
+    n = close.shape[0]
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -130,12 +193,6 @@ def distinct_units(weight: torch.Tensor, bias: torch.Tensor | None = None, *, rt
         if ri != rj:
             parent[ri] = rj
     return len({find(i) for i in range(n)})
-
-
-def _spread(weight: torch.Tensor) -> float:
-    w = weight.detach().double()
-    scale = float(w.abs().max()) or 1.0
-    return float((w.max(dim=0).values - w.min(dim=0).values).max()) / scale
 
 
 def _build(config: SymmetryConfig, n_features: int, n_classes: int, scheme: str, dropout: float,
@@ -193,9 +250,12 @@ def run_symmetry(dataset: Any, config: SymmetryConfig | None = None, *,
                     records.append(make_record(**common, layer=i, stat="distinct_units", epoch=epoch,
                                                value=distinct_units(fc.weight, fc.bias, rtol=config.rtol,
                                                                     atol=config.atol), **extra))
+                    records.append(make_record(**common, layer=i, stat="distinct_units_relative", epoch=epoch,
+                                               value=distinct_units_relative(fc.weight, config.relative_tol),
+                                               relative_tol=config.relative_tol, **extra))
                     if epoch == config.epochs:
-                        records.append(make_record(**common, layer=i, stat="symmetry_spread",
-                                                   epoch=epoch, value=_spread(fc.weight), **extra))
+                        records.append(make_record(**common, layer=i, stat="unit_spread",
+                                                   epoch=epoch, value=unit_spread(fc.weight), **extra))
 
             count(0)
             opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)

@@ -2,10 +2,11 @@
 
 A deep MLP (default 10 hidden layers of 128 units) with tanh and with ReLU is trained with SGD
 and momentum on cross-entropy from zeros, small (``0.01 * N(0, 1)``), large (``N(0, 1)``),
-PyTorch's default, Xavier normal (Glorot & Bengio 2010) and He normal (He et al. 2015); LSUV
-(Mishkin & Matas, "All you need is a good init", 2016) and greedy layer-wise pretraining
-(Bengio et al., "Greedy layer-wise training of deep networks", 2007) join when
-:func:`initlab.lsuv_` / :func:`initlab.pretrain_layerwise` are importable. Recorded per run:
+PyTorch's default, Xavier normal (Glorot & Bengio 2010), He normal (He et al. 2015) and
+initlab's own ``init_model(model, "auto")``; LSUV (Mishkin & Matas, "All you need is a good
+init", 2016) and greedy layer-wise pretraining (Bengio et al., "Greedy layer-wise training of deep
+networks", 2007) join when :func:`initlab.lsuv_` / :func:`initlab.pretrain_layerwise` are
+importable. Recorded per run:
 train and test loss and test accuracy per epoch, test accuracy every ``1 / evals_per_epoch``
 epoch, the SGD steps to reach ``target_accuracy`` on the test set, and the final accuracy.
 Mini-batches are shuffled with a seeded ``torch.Generator``; subnormals are flushed
@@ -24,6 +25,7 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.experiments.common import (
     GAIN_POLICIES,
+    MODEL_SCHEMES,
     StepCallback,
     check_choice,
     check_ints,
@@ -35,7 +37,7 @@ from initlab.experiments.common import (
 from initlab.models import mlp
 
 __all__ = ["TrainingConfig", "TrainingResult", "run_training", "available_schemes",
-           "DATA_DEPENDENT_SCHEMES"]
+           "DATA_DEPENDENT_SCHEMES", "init_start", "fit"]
 
 EXPERIMENT = "training"
 
@@ -58,13 +60,14 @@ def _data_dependent(name: str) -> Any | None:
 
 
 def available_schemes() -> tuple[str, ...]:
-    """The default schemes of the training experiment: the six fixed ones plus ``"lsuv"`` and
-    ``"pretrain"`` when their modules are importable.
+    """The default schemes of the training experiment: the six fixed ones, ``"lsuv"`` and
+    ``"pretrain"`` when their modules are importable, and ``"auto"`` (``initlab.init_model``).
 
-    >>> available_schemes()[:3]
-    ('zeros', 'small', 'large')
+    >>> available_schemes()[:3], available_schemes()[-1]
+    (('zeros', 'small', 'large'), 'auto')
     """
-    return _BASE_SCHEMES + tuple(n for n in DATA_DEPENDENT_SCHEMES if _data_dependent(n) is not None)
+    return (_BASE_SCHEMES + tuple(n for n in DATA_DEPENDENT_SCHEMES if _data_dependent(n) is not None)
+            + MODEL_SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,13 @@ class TrainingResult:
     ``step``; ``epoch`` fractional); per run ``"final_test_accuracy"``, ``"mean_test_accuracy"``
     (the mean over all evaluations from step 0 — the area under the accuracy curve, which rewards
     learning fast as well as ending high; extras ``n_test``, ``evaluations``), ``"steps_to_target"``
-    (``None`` if never reached; extra ``target``), ``"diverged"`` (1.0 if the loss became
-    non-finite), ``"seconds"``; for ``"pretrain"`` the pretraining records with experiment
-    ``"pretrain"`` (stat ``"reconstruction_loss"`` per layer and epoch) and for ``"lsuv"`` the
-    LSUV records, as those modules emit them, tagged with scheme and activation."""
+    (``None`` if never reached; extras ``target``, ``steps_per_epoch`` and ``init_steps``, the SGD
+    steps the start itself took: layer-wise pretraining's, 0 for the others), ``"diverged"`` (1.0
+    if the loss became non-finite; extra ``step``, the SGD step whose loss it was), ``"seconds"``;
+    loss records carry ``chance_loss`` (``ln(n_classes)``, the loss of a uniform guess); for
+    ``"pretrain"`` the pretraining records with experiment ``"pretrain"`` (stat
+    ``"reconstruction_loss"`` per layer and epoch) and for ``"lsuv"`` the LSUV records, as those
+    modules emit them, tagged with scheme and activation."""
 
     config: TrainingConfig
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -161,26 +167,109 @@ def _tag(records: Any, scheme: str, activation: str, seed: int, experiment: str)
     return out
 
 
-def _init(model: nn.Module, scheme: str, activation: str, dataset: Any, config: TrainingConfig,
-          gen: torch.Generator) -> list[dict[str, Any]]:
-    """Initialize ``model``; return extra records from data-dependent schemes."""
+def init_start(model: nn.Module, scheme: str, activation: str, dataset: Any, *, generator: torch.Generator,
+               gain_policy: str = "paper", pretrain_epochs_per_layer: int = 1,
+               seed: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Initialize ``model`` (an :func:`initlab.models.mlp`) in place with ``scheme``: a scheme of
+    :func:`~initlab.experiments.common.init_mlp_` (``"auto"`` included), or a data-dependent one
+    (:data:`DATA_DEPENDENT_SCHEMES`: LSUV on up to 512 training examples, or layer-wise autoencoder
+    pretraining on all of them, both from Xavier normal).
+
+    Returns:
+        ``(records, init_steps)``: the start's own records (LSUV's, pretraining's; tagged with
+        scheme, activation and ``seed``) and the SGD steps it took (pretraining: layers x epochs x
+        mini-batches of its batch size; 0 for the others).
+
+    Raises:
+        InitlabError: unknown scheme, or a data-dependent scheme whose module is missing.
+    """
     if scheme not in DATA_DEPENDENT_SCHEMES:
-        init_mlp_(model, scheme, activation, generator=gen, gain_policy=config.gain_policy)
-        return []
+        init_mlp_(model, scheme, activation, generator=generator, gain_policy=gain_policy)
+        return [], 0
     fn = _data_dependent(scheme)
     if fn is None:
         module = DATA_DEPENDENT_SCHEMES[scheme][0]
         raise InitlabError(f"scheme {scheme!r} needs {module}, which is not importable: drop {scheme!r} "
                            f"from the schemes")
-    init_mlp_(model, "xavier_normal", activation, generator=gen, gain_policy=config.gain_policy)
+    init_mlp_(model, "xavier_normal", activation, generator=generator, gain_policy=gain_policy)
     if scheme == "lsuv":
         n = min(dataset.x_train.shape[0], 512)
-        perm = torch.randperm(dataset.x_train.shape[0], generator=gen)[:n]
-        result = fn(model, dataset.x_train[perm], generator=gen)
-        return _tag(getattr(result, "records", None), scheme, activation, config.seed, "lsuv")
-    result = fn(model, dataset.x_train, method="autoencoder",
-                epochs_per_layer=config.pretrain_epochs_per_layer, generator=gen, progress=False)
-    return _tag(getattr(result, "records", None), scheme, activation, config.seed, "pretrain")
+        perm = torch.randperm(dataset.x_train.shape[0], generator=generator)[:n]
+        result = fn(model, dataset.x_train[perm], generator=generator)
+        return _tag(getattr(result, "records", None), scheme, activation, seed, "lsuv"), 0
+    result = fn(model, dataset.x_train, method="autoencoder", epochs_per_layer=pretrain_epochs_per_layer,
+                generator=generator, progress=False)
+    batch = int(getattr(result, "settings", {}).get("batch_size", 64))
+    steps = len(getattr(result, "layers", [])) * pretrain_epochs_per_layer * math.ceil(
+        dataset.x_train.shape[0] / batch)
+    return _tag(getattr(result, "records", None), scheme, activation, seed, "pretrain"), steps
+
+
+def _evaluate_at(model: nn.Module, dataset: Any, common: dict[str, Any], step: int, epoch: float,
+                 records: list[dict[str, Any]]) -> float:
+    _, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+    records.append(make_record(**common, stat="test_accuracy_at_step", value=acc, epoch=epoch, step=step))
+    return acc
+
+
+def fit(model: nn.Module, dataset: Any, common: dict[str, Any], *, epochs: int, batch_size: int, lr: float,
+        momentum: float, evals_per_epoch: int, target_accuracy: float, generator: torch.Generator,
+        init_steps: int = 0) -> list[dict[str, Any]]:
+    """Train ``model`` on ``dataset`` with ``SGD(lr, momentum)`` on the mean cross-entropy of
+    shuffled mini-batches (:func:`~initlab.experiments.common.sgd_step`) and return its records
+    (the stats of :class:`TrainingResult`, each with the fields of ``common``: ``experiment``,
+    ``scheme``, ``activation``, ``layer``, ``seed`` and any extras).
+
+    The test set is evaluated before training, every ``steps_per_epoch // evals_per_epoch`` steps
+    and after each epoch; ``steps_to_target`` is the first evaluated step with test accuracy
+    :math:`\\ge` ``target_accuracy`` (``None`` if never). A non-finite loss stops the run
+    (``diverged`` 1.0; the last accuracy is kept for the rest of the curve).
+    """
+    x, y, n = dataset.x_train, dataset.y_train, dataset.x_train.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    eval_every = max(1, steps_per_epoch // evals_per_epoch)
+    chance = math.log(int(dataset.n_classes))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+    records = [make_record(**common, stat="test_loss", value=test_loss, epoch=0, chance_loss=chance),
+               make_record(**common, stat="test_accuracy", value=acc, epoch=0),
+               make_record(**common, stat="test_accuracy_at_step", value=acc, epoch=0.0, step=0)]
+    step, steps_to_target, diverged = 0, (0 if acc >= target_accuracy else None), False
+    curve = [acc]
+    model.train()
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(n, generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            loss = sgd_step(model, opt, x[idx], y[idx])
+            if loss is None:
+                diverged = True
+                break
+            step, total, count = step + 1, total + loss * len(idx), count + len(idx)
+            if step % eval_every == 0:
+                curve.append(_evaluate_at(model, dataset, common, step, step / steps_per_epoch, records))
+                if steps_to_target is None and curve[-1] >= target_accuracy:
+                    steps_to_target = step
+        test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+        records += [make_record(**common, stat="train_loss", value=total / count if count else float("nan"),
+                                epoch=epoch, chance_loss=chance),
+                    make_record(**common, stat="test_loss", value=test_loss, epoch=epoch, chance_loss=chance),
+                    make_record(**common, stat="test_accuracy", value=acc, epoch=epoch)]
+        if diverged:
+            break
+    planned = 1 + (steps_per_epoch * epochs) // eval_every
+    curve += [acc] * max(0, planned - len(curve))  # a diverged run keeps its last accuracy
+    n_test = int(dataset.x_test.shape[0])
+    return records + [
+        make_record(**common, stat="final_test_accuracy", value=acc, epoch=epochs, n_test=n_test),
+        make_record(**common, stat="mean_test_accuracy", value=sum(curve) / len(curve), epoch=epochs,
+                    n_test=n_test, evaluations=len(curve)),
+        make_record(**common, stat="steps_to_target", value=steps_to_target, epoch=None,
+                    target=target_accuracy, steps_per_epoch=steps_per_epoch, init_steps=init_steps),
+        make_record(**common, stat="diverged", value=float(diverged), epoch=None,
+                    step=step + 1 if diverged else None),
+    ]
 
 
 def run_training(dataset: Any, config: TrainingConfig | None = None, *,
@@ -210,10 +299,6 @@ def run_training(dataset: Any, config: TrainingConfig | None = None, *,
 
     config = config or TrainingConfig()
     torch.set_flush_denormal(True)
-    x, y = dataset.x_train, dataset.y_train
-    n = x.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
     records: list[dict[str, Any]] = []
     for activation in config.activations:
         for scheme in config.resolved_schemes:
@@ -221,56 +306,18 @@ def run_training(dataset: Any, config: TrainingConfig | None = None, *,
             gen = torch.Generator().manual_seed(derive_seed(config.seed, EXPERIMENT, scheme, activation))
             model = mlp(int(dataset.n_features), config.width, config.depth, int(dataset.n_classes),
                         activation)
-            records.extend(_init(model, scheme, activation, dataset, config, gen))
+            extra, init_steps = init_start(model, scheme, activation, dataset, generator=gen,
+                                           gain_policy=config.gain_policy,
+                                           pretrain_epochs_per_layer=config.pretrain_epochs_per_layer,
+                                           seed=config.seed)
             common = {"experiment": EXPERIMENT, "scheme": scheme, "activation": activation,
                       "layer": None, "seed": config.seed}
-            opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-            test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
-            records += [make_record(**common, stat="test_loss", value=test_loss, epoch=0),
-                        make_record(**common, stat="test_accuracy", value=acc, epoch=0),
-                        make_record(**common, stat="test_accuracy_at_step", value=acc, epoch=0.0, step=0)]
-            step, steps_to_target, diverged = 0, (0 if acc >= config.target_accuracy else None), False
-            curve = [acc]
-            model.train()
-            for epoch in range(1, config.epochs + 1):
-                perm = torch.randperm(n, generator=gen)
-                total, count = 0.0, 0
-                for start in range(0, n, config.batch_size):
-                    idx = perm[start:start + config.batch_size]
-                    loss = sgd_step(model, opt, x[idx], y[idx])
-                    if loss is None:
-                        diverged = True
-                        break
-                    step += 1
-                    total += loss * len(idx)
-                    count += len(idx)
-                    if step % eval_every == 0:
-                        _, acc = _evaluate(model, dataset.x_test, dataset.y_test)
-                        curve.append(acc)
-                        records.append(make_record(**common, stat="test_accuracy_at_step", value=acc,
-                                                   epoch=step / steps_per_epoch, step=step))
-                        if steps_to_target is None and acc >= config.target_accuracy:
-                            steps_to_target = step
-                test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
-                train_loss = total / count if count else float("nan")
-                records += [make_record(**common, stat="train_loss", value=train_loss, epoch=epoch),
-                            make_record(**common, stat="test_loss", value=test_loss, epoch=epoch),
-                            make_record(**common, stat="test_accuracy", value=acc, epoch=epoch)]
-                if diverged:
-                    break
-            planned = 1 + (steps_per_epoch * config.epochs) // eval_every
-            curve += [acc] * max(0, planned - len(curve))  # a diverged run keeps its last accuracy
-            n_test = int(dataset.x_test.shape[0])
-            records += [
-                make_record(**common, stat="final_test_accuracy", value=acc, epoch=config.epochs,
-                            n_test=n_test),
-                make_record(**common, stat="mean_test_accuracy", value=sum(curve) / len(curve),
-                            epoch=config.epochs, n_test=n_test, evaluations=len(curve)),
-                make_record(**common, stat="steps_to_target", value=steps_to_target, epoch=None,
-                            target=config.target_accuracy, steps_per_epoch=steps_per_epoch),
-                make_record(**common, stat="diverged", value=float(diverged), epoch=None),
-                make_record(**common, stat="seconds", value=time.perf_counter() - t0, epoch=None),
-            ]
+            records += extra + fit(model, dataset, common, epochs=config.epochs, batch_size=config.batch_size,
+                                   lr=config.lr, momentum=config.momentum,
+                                   evals_per_epoch=config.evals_per_epoch,
+                                   target_accuracy=config.target_accuracy, generator=gen,
+                                   init_steps=init_steps)
+            records.append(make_record(**common, stat="seconds", value=time.perf_counter() - t0, epoch=None))
             if on_step is not None:
                 on_step(f"training {activation}/{scheme}")
     return TrainingResult(config=config, records=records)

@@ -4,7 +4,7 @@ written from records only.
 Layout of a report directory (default ``initlab-report/``)::
 
     index.html          the report; opens from disk (figures are files beside it)
-    figures/*.png       matplotlib figures (Agg, PNG)
+    figures/*.png       matplotlib figures (Agg, PNG at 192 dpi; initlab.report.style)
     results.json        everything below, machine-readable
     results.csv         the records, one per row (columns: the record fields, then extras)
     .initlab-report     marker file: "initlab.report <schema_version>"
@@ -18,20 +18,29 @@ key                 value
 ``schema_version``  integer, :data:`SCHEMA_VERSION`; bumped on any incompatible change
 ``initlab_version`` the initlab version that wrote it
 ``created_utc``     ISO 8601 start time of the run
-``config``          object: ``demo`` (the ``initlab demo`` options, presets resolved),
-                    ``forward``, ``symmetry``, ``training`` (each experiment's config)
+``config``          object: ``demo`` (the ``initlab demo`` options, presets resolved;
+                    ``limit`` and ``max_test``: the training and test examples used),
+                    ``forward``, ``symmetry``, ``training`` (each experiment's config),
+                    ``depth`` (the depth grid: ``depths``, ``activations``, ``schemes``
+                    and the settings its runs share)
 ``dataset``         object: ``name``, ``n_train``, ``n_test``, ``n_features``, ``n_classes``,
                     ``source``
 ``environment``     object: versions (``initlab``, ``torch``, ``python``), ``threads``,
                     ``platform``, ``started_utc``
 ``timings``         object: seconds for ``data``, ``forward``, ``symmetry``, ``training``,
-                    ``total``
+                    ``depth``, ``total``
 ``summary``         array of rows: ``activation``, ``evidence`` (``"training"``,
-                    ``"signal propagation"``, ``"symmetry + training"``), ``best_scheme``,
-                    ``best_value``, ``rule``, ``rule_schemes``, ``rule_scheme``,
+                    ``"training at depth D"``, ``"signal propagation"``,
+                    ``"symmetry + training"``), ``best_scheme`` (initlab's ``"auto"``,
+                    LSUV and pretraining among the candidates), ``best_value``,
+                    ``best_classic_scheme``, ``best_classic_value``, ``rule``,
+                    ``rule_schemes``, ``rule_scheme``,
                     ``rule_value``, ``verdict`` (starts with ``"agree"`` or
-                    ``"disagree"``), ``criterion``, ``source``, ``ranking``
-``figures``         array of ``{file, title, section, alt}``; ``file`` relative to the report
+                    ``"disagree"``, or is ``"tie at chance – no classic scheme
+                    trains"``), ``criterion``, ``source``, ``ranking``
+``figures``         array of ``{file, title, section, alt, width, height}``; ``file``
+                    relative to the report, ``width`` x ``height`` the CSS pixels it is
+                    shown at (:mod:`initlab.report.style`)
 ``record_fields``   the standard record fields, in order
 ``records``         array of records: objects with the keys ``experiment``, ``scheme``,
                     ``activation``, ``layer``, ``stat``, ``value``, ``epoch``, ``seed``
@@ -41,11 +50,13 @@ key                 value
 ==================  ========================================================================
 
 Experiments and stats in ``records``: ``forward`` (``std``, ``mean``, ``saturation``,
-``dead_fraction``, ``grad_std``, ``histogram`` per layer 1..5), ``symmetry``
-(``distinct_units``, ``symmetry_spread``, ``test_accuracy``), ``training`` (``train_loss``,
-``test_loss``, ``test_accuracy`` per epoch; ``test_accuracy_at_step``; ``final_test_accuracy``,
-``steps_to_target``, ``diverged``, ``seconds``), ``pretrain`` (``reconstruction_loss`` per
-layer and epoch), ``lsuv`` (per-layer LSUV stats) and ``summary`` (``agree`` 1/0 per row).
+``dead_fraction``, ``zero_fraction``, ``grad_std``, ``histogram`` per layer 1..5), ``symmetry``
+(``distinct_units``, ``distinct_units_relative``, ``unit_spread``, ``test_accuracy``),
+``training`` (``train_loss``, ``test_loss``, ``test_accuracy`` per epoch;
+``test_accuracy_at_step``; ``final_test_accuracy``, ``mean_test_accuracy``, ``steps_to_target``
+with ``init_steps``, ``diverged`` (extra ``step``), ``seconds``), ``depth`` (the same per-run stats, extra
+``depth``), ``pretrain`` (``reconstruction_loss`` per layer and epoch), ``lsuv`` (per-layer LSUV
+stats) and ``summary`` (``agree`` 1/0 per row, ``null`` for a tie at chance).
 
 Writing is atomic at the directory level: the report is built in a temporary directory next to
 ``out`` and renamed into place; an existing initlab report is renamed aside first and deleted

@@ -1,102 +1,102 @@
-"""Figures of the demo report, drawn from records only (matplotlib, Agg canvas, PNG).
+"""Figures of the demo report, drawn from records only, in the one style of
+:mod:`initlab.report.style` (size, resolution, fonts, colours).
 
 Each ``fig_*`` function takes the run's records and a directory, writes one PNG there and returns
-a :class:`FigureInfo` (or ``None`` when the records hold nothing to draw). Figures are built on
-``matplotlib.figure.Figure`` with an Agg canvas, so no pyplot state and no display are touched.
+a :class:`FigureInfo` (or ``None`` when the records hold nothing to draw). This module draws the
+forward experiment's figures (sections 2-5 of the report); :mod:`initlab.report.figures_training`
+draws those of the symmetry, training and depth experiments. :func:`make_figures` draws them all.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-from initlab.experiments.common import SCHEME_LABELS
+from initlab.report import style
+from initlab.report.figure_common import FigureInfo, ordered, save_info, scheme_label, select
+from initlab.report.figures_training import fig_depth, fig_pretrain, fig_symmetry, fig_training
 
-__all__ = ["FigureInfo", "make_figures", "scheme_label", "FIGURE_DPI", "fig_histograms", "fig_std",
-           "fig_saturation", "fig_symmetry", "fig_training", "fig_pretrain"]
+__all__ = ["FigureInfo", "make_figures", "scheme_label", "fig_histograms", "fig_std", "fig_saturation",
+           "fig_symmetry", "fig_training", "fig_pretrain", "fig_depth", "LINE_SKIP"]
 
-FIGURE_DPI = 90
-
-#: Above this many lines a figure shows a colour bar instead of a legend.
-_MAX_LEGEND = 12
-
-_COLORS = {
-    "zeros": "#7f7f7f", "constant": "#bcbd22", "small": "#1f77b4", "large": "#d62728",
-    "torch_default": "#8c564b", "xavier_normal": "#2ca02c", "xavier_uniform": "#98df8a",
-    "he_normal": "#9467bd", "he_uniform": "#c5b0d5", "lsuv": "#ff7f0e", "pretrain": "#17becf",
-}
+#: Schemes the forward figures leave out: the uniform twins of Xavier and He have the same variance
+#: and draw on top of their normal twins (their numbers are in the forward table).
+LINE_SKIP: tuple[str, ...] = ("xavier_uniform", "he_uniform")
 
 
-@dataclass(frozen=True)
-class FigureInfo:
-    """One written figure: ``file`` (path relative to the report, e.g. ``figures/x.png``),
-    ``title``, ``section`` (the report section it belongs to) and ``alt`` text."""
+def _short(value: float, _pos: Any = None, scientific: bool | None = None) -> str:
+    """A tick label in few characters: ``0``, ``0.8``, ``-0.025``, ``160``, ``1.5e-4``, ``2e4``;
+    ``scientific`` forces (``True``) or forbids (``False``) the ``2e4`` form, so one axis shows one
+    form (default: values below 0.01 or from 1000 up).
 
-    file: str
-    title: str
-    section: str
-    alt: str
-
-
-def scheme_label(scheme: str) -> str:
-    """Display name of a scheme.
-
-    >>> scheme_label("he_normal")
-    'He normal'
+    >>> [_short(v) for v in (0, 0.8, -0.025, 160.0, 1.5e-4, 2e4)], _short(500.0, scientific=True)
+    (['0', '0.8', '-0.025', '160', '1.5e-4', '2e4'], '5e2')
     """
-    return SCHEME_LABELS.get(scheme, scheme)
+    if value == 0:
+        return "0"
+    if scientific is None:
+        scientific = not 0.01 <= abs(value) < 1000
+    if not scientific:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.replace('.0', '')}e{int(exponent)}"
 
 
-def _color(scheme: str) -> str:
-    return _COLORS.get(scheme, "#000000")
+def _tick_formatter(lo: float, hi: float) -> FuncFormatter:
+    """One label form for an axis from ``lo`` to ``hi``: ``2e4`` when its largest value is below
+    0.01 or from 1000 up, plain numbers otherwise."""
+    top = max(abs(lo), abs(hi))
+    scientific = not 0.01 <= top < 1000
+    return FuncFormatter(lambda v, pos: _short(v, pos, scientific))
 
 
-def _new_figure(width: float, height: float, layout: str | None = "tight"):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _nice_below(x: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is at most ``x`` (> 0).
 
-    fig = Figure(figsize=(width, height), dpi=FIGURE_DPI, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, directory: Path, name: str) -> str:
-    path = directory / name
-    fig.savefig(path, format="png", dpi=FIGURE_DPI)
-    return f"{directory.name}/{name}"
+    >>> _nice_below(0.37), _nice_below(1.6e-5), _nice_below(25.0)
+    (0.2, 1e-05, 20.0)
+    """
+    power = 10.0 ** math.floor(math.log10(x))
+    return max(m * power for m in (1.0, 2.0, 5.0) if m * power <= x * (1 + 1e-12))
 
 
-def _select(records: Iterable[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
-    return [r for r in records if all(r.get(k) == v for k, v in where.items())]
+def _histogram_ticks(ax: Any, lo: float, hi: float) -> None:
+    """Ticks at ``-m, 0, m`` on an x range around 0 (the same distance on both sides, both in view),
+    three round ticks otherwise; labels in one form (:func:`_tick_formatter`)."""
+    if lo < 0 < hi:
+        m = _nice_below(0.95 * min(-lo, hi))
+        ax.xaxis.set_major_locator(FixedLocator([-m, 0.0, m]))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+    ax.xaxis.set_major_formatter(_tick_formatter(lo, hi))
 
 
-def _ordered(values: Iterable[Any]) -> list[Any]:
-    seen: dict[Any, None] = {}
-    for v in values:
-        seen.setdefault(v, None)
-    return list(seen)
-
-
+@style.styled
 def fig_histograms(records: list[dict[str, Any]], directory: Path, activation: str) -> FigureInfo | None:
     """Grid of per-layer activation histograms (rows: schemes, columns: layers) for one activation,
-    from ``histogram`` records of experiment 1; ``None`` without such records.
+    from ``histogram`` records of experiment 1; ``None`` without such records. Each panel has its
+    own x range (tick labels: ``-m, 0, m`` around 0, one label form per panel); the y axis (share of
+    the activations per bin) is shared by a row. Exact zeros (``zero_fraction``: half of a ReLU's
+    outputs) are left out of their bin, which would dwarf the rest, and their share written in the
+    panel.
 
     >>> fig_histograms([], Path("."), "tanh") is None
     True
     """
-    hist = _select(records, experiment="forward", activation=activation, stat="histogram")
+    hist = [r for r in select(records, experiment="forward", activation=activation, stat="histogram")
+            if r["scheme"] not in LINE_SKIP]
     if not hist:
         return None
-    schemes = _ordered(r["scheme"] for r in hist)
+    zeros = {(r["scheme"], r["layer"]): float(r["value"]) for r in
+             select(records, experiment="forward", activation=activation, stat="zero_fraction")
+             if r["value"] is not None}
+    schemes = ordered(r["scheme"] for r in hist)
     layers = sorted({r["layer"] for r in hist})
-    fig = _new_figure(1.9 * len(layers) + 1.0, 1.0 * len(schemes) + 0.6, layout=None)
-    axes = fig.subplots(len(schemes), len(layers), squeeze=False)
+    fig, axes = style.figure(len(schemes), len(layers), panel_height=1.55, sharey="row")
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in hist:
         groups[(r["scheme"], r["layer"])].append(r)
@@ -106,27 +106,46 @@ def fig_histograms(records: list[dict[str, Any]], directory: Path, activation: s
             rows = sorted(groups[(scheme, layer)], key=lambda r: r["bin"])
             if rows:
                 edges = [rows[0]["bin_lo"]] + [r["bin_hi"] for r in rows]
-                ax.stairs([r["value"] for r in rows], edges, fill=True, color=_color(scheme), alpha=0.8)
-                ax.text(0.02, 0.97, f"[{edges[0]:.2g}, {edges[-1]:.2g}]", transform=ax.transAxes,
-                        fontsize=6, va="top", ha="left", color="#333")
-            ax.set_xticks([])
-            ax.set_yticks([])
+                values = [r["value"] for r in rows]
+                zero = zeros.get((scheme, layer))
+                if zero:  # exact zeros (half of a ReLU's outputs) would dwarf the rest: leave them out
+                    at = next((k for k, r in enumerate(rows) if r["bin_lo"] <= 0.0 < r["bin_hi"]), 0)
+                    values[at] = max(0.0, values[at] - zero)
+                    ax.annotate(f"{zero:.0%} at 0\n(not drawn)", (0.97, 0.95), xycoords="axes fraction",
+                                ha="right", va="top", fontsize=style.FONT_PT["annotation"])
+                ax.stairs(values, edges, fill=True, color=style.scheme_color(scheme), alpha=0.85)
+                ax.set_xlim(edges[0], edges[-1])
+                _histogram_ticks(ax, edges[0], edges[-1])
+            ax.yaxis.set_major_locator(MaxNLocator(3))
+            ax.grid(False)
             if i == 0:
-                ax.set_title(f"layer {layer}", fontsize=8)
+                ax.set_title(f"layer {layer}")
             if j == 0:
-                ax.set_ylabel(scheme_label(scheme), fontsize=7)
-    fig.suptitle(f"{activation}: activation histograms per layer (x ~ N(0,1) input; each panel's "
-                 "x range in brackets)", fontsize=9)
-    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.02, top=0.9, wspace=0.06, hspace=0.12)
-    name = f"forward_histograms_{activation}.png"
-    return FigureInfo(_save(fig, directory, name), f"Activation histograms, {activation}", "forward",
-                      f"Histograms of the {activation} activations of layers {layers[0]}-{layers[-1]} "
-                      f"for each scheme")
+                ax.set_ylabel(scheme_label(scheme), fontweight="bold")
+    fig.supylabel("share of the activations in each bin", x=0.005, ha="left")
+    fig.supxlabel("activation value (each panel has its own range)", y=0.005, va="bottom")
+    fig.suptitle(f"{activation}: activation histograms per layer, N(0, 1) input"
+                 + (" (exact zeros left out)" if zeros else ""))
+    style.grid_layout(fig, suptitle=True, supxlabel=True, supylabel=True)
+    return save_info(fig, directory, f"forward_histograms_{activation}.png",
+                     f"Activation histograms, {activation}", "forward",
+                     f"Histograms of the {activation} activations of layers {layers[0]}-{layers[-1]}, "
+                     "one row per scheme")
 
 
+def _forward_lines(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[tuple[int, float]]]:
+    lines: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        if r["scheme"] not in LINE_SKIP and r["value"] is not None:
+            lines[(r["activation"], r["scheme"], r["stat"])].append((r["layer"], float(r["value"])))
+    return {k: sorted(v) for k, v in lines.items()}
+
+
+@style.styled
 def fig_std(records: list[dict[str, Any]], directory: Path) -> FigureInfo | None:
-    """Activation std (forward, top row) and gradient std (backward, bottom row) against layer, one
-    column per activation, log scale; ``None`` without experiment-1 records.
+    """Activation std (forward, left) and back-propagated gradient std (backward, right) against
+    layer, one row per activation, log scale, a legend beside every panel; ``None`` without
+    experiment-1 records.
 
     >>> fig_std([], Path(".")) is None
     True
@@ -134,35 +153,34 @@ def fig_std(records: list[dict[str, Any]], directory: Path) -> FigureInfo | None
     rows = [r for r in records if r.get("experiment") == "forward" and r["stat"] in ("std", "grad_std")]
     if not rows:
         return None
-    activations = _ordered(r["activation"] for r in rows)
-    schemes = _ordered(r["scheme"] for r in rows)
-    fig = _new_figure(3.6 * len(activations), 5.6)
-    axes = fig.subplots(2, len(activations), squeeze=False)
-    for j, act in enumerate(activations):
-        for i, stat in enumerate(("std", "grad_std")):
+    lines = _forward_lines(rows)
+    activations = ordered(r["activation"] for r in rows)
+    schemes = ordered(r["scheme"] for r in rows if r["scheme"] not in LINE_SKIP)
+    layers = sorted({r["layer"] for r in rows})
+    fig, axes = style.figure(len(activations), 2, panel_height=2.7)
+    for i, act in enumerate(activations):
+        for j, stat in enumerate(("std", "grad_std")):
             ax = axes[i][j]
             for scheme in schemes:
-                pts = sorted((r["layer"], r["value"]) for r in rows
-                             if r["activation"] == act and r["scheme"] == scheme and r["stat"] == stat)
+                pts = lines.get((act, scheme, stat))
                 if pts:
-                    ax.plot([p[0] for p in pts], [max(p[1], 1e-30) for p in pts], marker="o", ms=3,
-                            color=_color(scheme), label=scheme_label(scheme))
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_locator(NullLocator())
-            ax.set_xticks(sorted({r["layer"] for r in rows}))
-            ax.set_xlabel("layer", fontsize=8)
-            ax.set_ylabel("activation std" if stat == "std" else "std of dL/d(activation)", fontsize=8)
-            ax.set_title(f"{act}: {'forward' if stat == 'std' else 'backward'}", fontsize=9)
-            ax.tick_params(labelsize=7)
-            ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(fontsize=6, loc="best")
-    return FigureInfo(_save(fig, directory, "forward_std.png"), "Std against layer, forward and backward",
-                      "forward",
-                      "Per-layer activation std (top) and backward gradient std (bottom), log scale")
+                    ax.plot([p[0] for p in pts], [max(p[1], 1e-30) for p in pts], marker="o",
+                            color=style.scheme_color(scheme), label=scheme_label(scheme))
+            style.log_scale(ax, "y")
+            ax.set_xticks(layers)
+            ax.set_xlabel("layer")
+            ax.set_ylabel("activation std" if stat == "std" else "std of dL/d(activation)")
+            ax.set_title(f"{act}: {'forward' if stat == 'std' else 'backward'}")
+            style.legend(ax, outside=True)
+    return save_info(fig, directory, "forward_std.png", "Std against layer, forward and backward", "forward",
+                     "Per-layer activation std (left) and back-propagated gradient std (right), log scale, "
+                     "one row per activation, one line per scheme")
 
 
+@style.styled
 def fig_saturation(records: list[dict[str, Any]], directory: Path) -> FigureInfo | None:
-    """Saturated fraction (tanh, sigmoid) and dead-unit fraction (ReLU) against layer.
+    """Saturated fraction (tanh, sigmoid) and dead-unit fraction (ReLU) against layer, one legend
+    below the panels (inside one it would hide lines).
 
     >>> fig_saturation([], Path(".")) is None
     True
@@ -171,174 +189,28 @@ def fig_saturation(records: list[dict[str, Any]], directory: Path) -> FigureInfo
                                                                                    "dead_fraction")]
     if not rows:
         return None
-    activations = _ordered(r["activation"] for r in rows)
-    schemes = _ordered(r["scheme"] for r in rows)
-    fig = _new_figure(3.6 * len(activations), 3.0)
-    axes = fig.subplots(1, len(activations), squeeze=False)[0]
-    for ax, act in zip(axes, activations, strict=True):
+    lines = _forward_lines(rows)
+    activations = ordered(r["activation"] for r in rows)
+    schemes = ordered(r["scheme"] for r in rows if r["scheme"] not in LINE_SKIP)
+    fig, axes = style.figure(1, len(activations), panel_height=3.6)
+    for ax, act in zip(axes[0], activations, strict=True):
         stat = "dead_fraction" if act == "relu" else "saturation"
         for scheme in schemes:
-            pts = sorted((r["layer"], r["value"]) for r in rows
-                         if r["activation"] == act and r["scheme"] == scheme and r["stat"] == stat)
+            pts = lines.get((act, scheme, stat))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=_color(scheme),
-                        label=scheme_label(scheme))
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        color=style.scheme_color(scheme), label=scheme_label(scheme))
         ax.set_ylim(-0.03, 1.03)
         ax.set_xticks(sorted({r["layer"] for r in rows}))
-        ax.set_xlabel("layer", fontsize=8)
-        ax.set_ylabel("dead unit fraction" if stat == "dead_fraction" else "saturated fraction", fontsize=8)
-        ax.set_title(act, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.3)
-    axes[-1].legend(fontsize=6, loc="upper left")
-    return FigureInfo(_save(fig, directory, "forward_saturation.png"), "Saturation and dead units",
-                      "forward",
-                      "Fraction of saturated tanh/sigmoid activations and of dead ReLU units per layer")
-
-
-def fig_symmetry(records: list[dict[str, Any]], directory: Path) -> FigureInfo | None:
-    """Distinct hidden units per layer after training, per init, with and without dropout.
-
-    >>> fig_symmetry([], Path(".")) is None
-    True
-    """
-    rows = _select(records, experiment="symmetry", stat="distinct_units")
-    if not rows:
-        return None
-    last = max(r["epoch"] for r in rows)
-    rows = [r for r in rows if r["epoch"] == last]
-    dropouts = sorted({r["dropout"] for r in rows})
-    schemes = _ordered(r["scheme"] for r in rows)
-    layers = sorted({r["layer"] for r in rows})
-    width = max(r.get("width") or 1 for r in rows)
-    fig = _new_figure(3.4 * len(dropouts), 3.0)
-    axes = fig.subplots(1, len(dropouts), squeeze=False)[0]
-    bar_w = 0.8 / max(len(schemes), 1)
-    for ax, p in zip(axes, dropouts, strict=True):
-        for k, scheme in enumerate(schemes):
-            vals = [next((r["value"] for r in rows if r["dropout"] == p and r["scheme"] == scheme
-                          and r["layer"] == layer), 0) for layer in layers]
-            xs = [i + (k - (len(schemes) - 1) / 2) * bar_w for i in range(len(layers))]
-            ax.bar(xs, vals, width=bar_w, color=_color(scheme), label=scheme_label(scheme))
-            for x, v in zip(xs, vals, strict=True):
-                ax.text(x, v, str(int(v)), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(layers)), [f"hidden {layer}" for layer in layers], fontsize=8)
-        ax.set_ylim(0, width * 1.4)
-        ax.set_ylabel(f"distinct units (of {width})", fontsize=8)
-        ax.set_title("no dropout" if p == 0 else f"dropout p={p:g}", fontsize=9)
-        ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=6, loc="upper left", ncol=len(schemes))
-    return FigureInfo(_save(fig, directory, "symmetry.png"), "Distinct hidden units after training",
-                      "symmetry", "Bar chart of the number of distinct hidden units per layer after training")
-
-
-def fig_training(records: list[dict[str, Any]], directory: Path) -> list[FigureInfo]:
-    """Test accuracy against epoch (evaluated several times per epoch) and train loss per epoch: two
-    figures, or none without experiment-3 records.
-
-    >>> fig_training([], Path("."))
-    []
-    """
-    acc = _select(records, experiment="training", stat="test_accuracy_at_step")
-    if not acc:
-        return []
-    out = []
-    activations = _ordered(r["activation"] for r in acc)
-    schemes = _ordered(r["scheme"] for r in acc)
-    target = next((r.get("target") for r in records if r.get("stat") == "steps_to_target"), None)
-    fig = _new_figure(4.2 * len(activations), 3.3)
-    axes = fig.subplots(1, len(activations), squeeze=False)[0]
-    for ax, act in zip(axes, activations, strict=True):
-        for scheme in schemes:
-            pts = sorted((r["epoch"], r["value"]) for r in acc
-                         if r["activation"] == act and r["scheme"] == scheme)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=_color(scheme),
-                        label=scheme_label(scheme), lw=1.4)
-        if target is not None:
-            ax.axhline(target, color="k", ls=":", lw=0.8)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("test accuracy", fontsize=8)
-        ax.set_title(act, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.3)
-    axes[-1].legend(fontsize=6, loc="lower right")
-    out.append(FigureInfo(_save(fig, directory, "training_accuracy.png"), "Test accuracy during training",
-                          "training", "Test accuracy against epoch for each scheme; dotted line: target"))
-    loss = _select(records, experiment="training", stat="train_loss")
-    if loss:
-        fig = _new_figure(4.2 * len(activations), 3.3)
-        axes = fig.subplots(1, len(activations), squeeze=False)[0]
-        for ax, act in zip(axes, activations, strict=True):
-            for scheme in schemes:
-                pts = sorted((r["epoch"], r["value"]) for r in loss
-                             if r["activation"] == act and r["scheme"] == scheme
-                             and r["value"] is not None and math.isfinite(r["value"]))
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=_color(scheme),
-                            label=scheme_label(scheme))
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_locator(NullLocator())
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.set_ylabel("mean train loss (cross-entropy)", fontsize=8)
-            ax.set_title(act, fontsize=9)
-            ax.tick_params(labelsize=7)
-            ax.grid(True, alpha=0.3)
-        axes[-1].legend(fontsize=6)
-        out.append(FigureInfo(_save(fig, directory, "training_loss.png"), "Training loss per epoch",
-                              "training", "Mean training cross-entropy per epoch for each scheme, log scale"))
-    return out
-
-
-def fig_pretrain(records: list[dict[str, Any]], directory: Path) -> FigureInfo | None:
-    """Layer-wise pretraining: reconstruction loss per epoch, one line per layer, one panel per
-    activation (a legend up to 12 layers, a colour bar over the layer index beyond); ``None``
-    without ``pretrain`` records.
-
-    >>> fig_pretrain([], Path(".")) is None
-    True
-    """
-    rows = _select(records, experiment="pretrain", stat="reconstruction_loss")
-    if not rows:
-        return None
-    activations = _ordered(r["activation"] for r in rows)
-    fig = _new_figure(4.0 * len(activations), 3.2)
-    axes = fig.subplots(1, len(activations), squeeze=False)[0]
-    for ax, act in zip(axes, activations, strict=True):
-        sub = [r for r in rows if r["activation"] == act]
-        layers = _ordered(r["layer"] for r in sub)
-        for k, layer in enumerate(layers):
-            pts = sorted((r["epoch"], r["value"]) for r in sub if r["layer"] == layer)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=str(layer),
-                    color=_cmap(k, len(layers)))
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("pretraining epoch", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("reconstruction loss (MSE)", fontsize=8)
-        ax.set_title(f"{act}: autoencoder per layer", fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.3)
-        if len(layers) <= _MAX_LEGEND:
-            ax.legend(fontsize=6, ncol=2)
-        else:  # one legend entry per layer would not fit: a colour bar over the layer index
-            from matplotlib import colormaps
-            from matplotlib.cm import ScalarMappable
-            from matplotlib.colors import Normalize
-
-            bar = fig.colorbar(ScalarMappable(Normalize(1, len(layers)), colormaps["viridis"]), ax=ax)
-            bar.set_label("layer (1 = first hidden)", fontsize=7)
-            bar.ax.tick_params(labelsize=6)
-    return FigureInfo(_save(fig, directory, "pretrain_reconstruction.png"),
-                      "Layer-wise pretraining: reconstruction loss", "training",
-                      "Reconstruction loss per pretraining epoch, one line per layer")
-
-
-def _cmap(k: int, n: int) -> Any:
-    from matplotlib import colormaps
-
-    return colormaps["viridis"](k / max(n - 1, 1))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("dead unit fraction" if stat == "dead_fraction" else "saturated fraction")
+        ax.set_title(act)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:  # one legend for the three panels, below them: it hides no line
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels),
+                   fontsize=style.FONT_PT["legend"])
+    return save_info(fig, directory, "forward_saturation.png", "Saturation and dead units", "forward",
+                     "Fraction of saturated tanh/sigmoid activations and of dead ReLU units per layer")
 
 
 def make_figures(records: list[dict[str, Any]], directory: str | Path) -> list[FigureInfo]:
@@ -351,10 +223,10 @@ def make_figures(records: list[dict[str, Any]], directory: str | Path) -> list[F
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     figs: list[FigureInfo | None] = []
-    for act in _ordered(r["activation"] for r in records if r.get("experiment") == "forward"):
+    for act in ordered(r["activation"] for r in records if r.get("experiment") == "forward"):
         figs.append(fig_histograms(records, directory, act))
     figs += [fig_std(records, directory), fig_saturation(records, directory),
              fig_symmetry(records, directory)]
     figs += fig_training(records, directory)
-    figs.append(fig_pretrain(records, directory))
+    figs += [fig_pretrain(records, directory), fig_depth(records, directory)]
     return [f for f in figs if f is not None]
