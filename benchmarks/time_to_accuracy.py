@@ -31,12 +31,20 @@ seconds of the run. Per task: ``auto / best peer`` = auto's steps over the fewes
 run is repeated per seed (the seed sets the data order and every init) and the summary compares the
 medians over seeds (a run that never reaches 80 % counts as infinitely many steps).
 
+Each run is one cell of ``initlab sweep``'s ``train`` experiment (``initlab.experiments.train``), and
+the grid runs through the sweep engine (``initlab.sweep``): here, one run after the other, by
+default; ``--ray`` on this machine's cores (``--cpus N``), ``--address ADDR`` on a Ray cluster (the
+numbers do not depend on where a run ran); ``--store DIR`` keeps every finished run in a sweep store,
+so an interrupted benchmark started again with the same options resumes where it stopped. The same
+grid as a spec: ``examples/sweeps/time_to_accuracy.toml``.
+
 Usage::
 
     python benchmarks/time_to_accuracy.py            # full: 15 tasks x 5 inits, ~1 h on 1 CPU core
     python benchmarks/time_to_accuracy.py --quick    # depth 10 only, 1 epoch on 20k examples
+    python benchmarks/time_to_accuracy.py --ray --store tta-runs   # on every core, resumable
 
-``--threads N`` sets torch's threads (default 1); the steps, not only the times, depend on it.
+``--threads N`` sets torch's threads per run (default 1); the steps, not only the times, depend on it.
 """
 
 from __future__ import annotations
@@ -45,90 +53,69 @@ import argparse
 import math
 import statistics
 import sys
-import time
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
-from initlab.data import load_dataset
 from initlab.errors import DataError
-from initlab.experiments.common import sgd_step
-from initlab.lsuv import lsuv_
-from initlab.model import init_model
-from initlab.models import mlp
+from initlab.experiments.train import TrainConfig, run_train
+from initlab.experiments.train_data import classification_dataset
 from initlab.records import records_to_json, write_text_atomic
 
 INITS = ("auto", "torch_default", "keras_default", "torch_recipe", "lsuv")
 ACTIVATIONS = ("tanh", "relu", "gelu", "selu", "sigmoid")
 
 
-def keras_default_(model: nn.Module, gen: torch.Generator) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight, generator=gen)
-            nn.init.zeros_(m.bias)
-
-
-def torch_recipe_(model: nn.Module, activation: str, gen: torch.Generator) -> None:
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    for i, m in enumerate(layers):
-        act = "linear" if i == len(layers) - 1 else activation
-        if act in ("relu", "gelu"):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=gen)
-        elif act == "selu":
-            nn.init.kaiming_normal_(m.weight, nonlinearity="linear", generator=gen)
-        else:
-            nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain(act), generator=gen)
-        nn.init.zeros_(m.bias)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-    model.train()
-    return correct / len(x)
-
-
-def run(ds, depth: int, activation: str, init: str, args) -> dict:
-    torch.manual_seed(args.seed)  # torch_default draws from the global generator, as torch does
-    model = mlp(ds.n_features, args.width, depth, ds.n_classes, activation)
-    gen = torch.Generator().manual_seed(args.seed)
-    if init == "auto":
-        init_model(model, "auto", generator=gen)
-    elif init == "keras_default":
-        keras_default_(model, gen)
-    elif init == "torch_recipe":
-        torch_recipe_(model, activation, gen)
-    elif init == "lsuv":
-        idx = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(args.seed))[:512]
-        lsuv_(model, ds.x_train[idx], generator=gen)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    x_tr, y_tr = ds.x_train, ds.y_train
+def spec(args: argparse.Namespace, dataset: str) -> dict:
+    """The benchmark's grid as a sweep spec (``initlab.sweep.parse_spec``): depth x activation x
+    init, one cell per seed."""
+    fixed = {"model": "mlp", "dataset": dataset, "width": args.width, "optimizer": "sgd", "lr": args.lr,
+             "momentum": 0.9, "batch_size": args.batch, "epochs": args.epochs, "eval_every": args.eval_every,
+             "eval_size": 2000, "target": 0.8}
     if args.train_limit:
-        x_tr, y_tr = x_tr[:args.train_limit], y_tr[:args.train_limit]
-    x_ev, y_ev = ds.x_test[:2000], ds.y_test[:2000]
-    order_gen = torch.Generator().manual_seed(args.seed)
-    steps_to, step, diverged = None, 0, False
-    t0 = time.perf_counter()
-    for _ in range(args.epochs):
-        perm = torch.randperm(len(x_tr), generator=order_gen)
-        for i in range(0, len(x_tr), args.batch):
-            b = perm[i:i + args.batch]
-            if sgd_step(model, opt, x_tr[b], y_tr[b]) is None:
-                diverged = True
-                break
-            step += 1
-            if steps_to is None and step % args.eval_every == 0 and accuracy(model, x_ev, y_ev) >= 0.8:
-                steps_to = step
-        if diverged:
-            break
-    final = float("nan") if diverged else accuracy(model, ds.x_test, ds.y_test)
-    return {"depth": depth, "activation": activation, "init": init, "steps_to_80": steps_to,
-            "final_acc": final, "steps": step, "time_s": time.perf_counter() - t0, "diverged": diverged}
+        fixed["train_limit"] = args.train_limit
+    return {"sweep": {"experiment": "train", "seeds": list(args.seeds), "threads": args.threads},
+            "fixed": fixed, "grid": {"depth": list(args.depths), "activation": list(args.activations),
+                                     "init": list(args.inits)}}
+
+
+def run_grid(args: argparse.Namespace, dataset: str) -> list[dict]:
+    """Every run of the grid through the sweep engine; one row per run (the old output's fields)."""
+    from initlab import sweep
+
+    the_spec = sweep.parse_spec(spec(args, dataset))
+    runner = "ray" if args.ray or args.address else "serial"
+    if args.store:
+        result = sweep.run(the_spec, out=args.store, runner=runner, address=args.address, cpus=args.cpus,
+                           progress=not args.no_progress, notify=lambda line: print(line, file=sys.stderr))
+        records = sweep.SweepStore.open(args.store).records()
+        for f in result.failures:
+            print(f"failed: {f.params}: {f.error}", file=sys.stderr)
+    else:
+        cells = sweep.expand(the_spec)
+        per_cell = sweep.map_cells(run_train, [c.config for c in cells], runner=runner, address=args.address,
+                                   cpus=args.cpus, progress=not args.no_progress, desc="runs")
+        records = [r for rows in per_cell for r in rows]
+    return rows_of(records, args.activations, args.inits)
+
+
+def rows_of(records: list[dict], activations: list[str], inits: list[str]) -> list[dict]:
+    """The train records as one row per run: ``depth, activation, init, seed, steps_to_80, final_acc,
+    steps, time_s, diverged``, in the order seed, depth, activation, init (as given)."""
+    runs: dict[tuple, dict] = {}
+    names = {"steps_to_target": "steps_to_80", "final_accuracy": "final_acc", "steps": "steps",
+             "seconds": "time_s", "diverged": "diverged"}
+    for r in records:
+        if r["stat"] in names:
+            key = (r["seed"], r["depth"], r["activation"], r["scheme"])
+            row = runs.setdefault(key, {"depth": r["depth"], "activation": r["activation"],
+                                        "init": r["scheme"]})
+            value = r["value"]
+            if r["stat"] in ("steps_to_target", "steps") and value is not None:
+                value = int(value)
+            row[names[r["stat"]]] = bool(value) if r["stat"] == "diverged" else value
+            row["seed"] = r["seed"]
+    order = sorted(runs, key=lambda k: (k[0], k[1], activations.index(k[2]), inits.index(k[3])))
+    return [runs[k] for k in order]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,33 +134,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--json", default=None, help="also write the records here")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
+    p.add_argument("--ray", action="store_true", help="run on Ray on this machine's cores")
+    p.add_argument("--address", default=None, help="run on the Ray cluster at this address")
+    p.add_argument("--cpus", type=int, default=None, help="with --ray: CPUs of the local Ray")
+    p.add_argument("--store", default=None, help="keep finished runs in this sweep directory (resumable)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads {args.threads}: pass 1 or more")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # this process; every run sets its own (TrainConfig.threads)
     if args.depths is None:
         args.depths = [10] if args.quick else [10, 30, 50]
     if args.epochs is None:
         args.epochs = 1 if args.quick else 3
     if args.quick and args.train_limit is None:
         args.train_limit = 20000
-    torch.set_flush_denormal(True)
+    dataset = args.dataset
     try:
-        ds = load_dataset(args.dataset, seed=0)
+        ds = classification_dataset(dataset, None, 0)
     except DataError as exc:
-        print(f"{args.dataset} unavailable ({exc}); using mnist5k", file=sys.stderr)
-        ds = load_dataset("mnist5k", seed=0)
+        print(f"{dataset} unavailable ({exc}); using mnist5k", file=sys.stderr)
+        dataset = "mnist5k"
+        ds = classification_dataset(dataset, None, 0)
     print(f"data: {ds.name} train {tuple(ds.x_train.shape)} test {tuple(ds.x_test.shape)}; width "
           f"{args.width}, SGD(lr={args.lr}, momentum=0.9), batch {args.batch}, {args.epochs} epoch(s)"
           + (f" on the first {args.train_limit} examples" if args.train_limit else "")
-          + f", seeds {args.seeds}, torch threads {torch.get_num_threads()}")
-    jobs = [(d, a, i, s) for s in args.seeds for d in args.depths for a in args.activations
-            for i in args.inits]
-    records = []
-    for d, a, i, s in tqdm(jobs, file=sys.stderr, disable=args.no_progress, desc="runs"):
-        args.seed = s
-        records.append({**run(ds, d, a, i, args), "seed": s})
+          + f", seeds {args.seeds}, torch threads {args.threads}")
+    try:
+        TrainConfig(dataset=dataset, width=args.width, lr=args.lr, batch_size=args.batch)  # bad values: here
+        records = run_grid(args, dataset)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     def fmt_steps(v: float | None) -> str:
         return "-" if v is None or v == math.inf else f"{v:g}"

@@ -321,6 +321,27 @@ def test_report_explains_what_it_shows(tiny_result, tmp_path):
     assert "Test accuracy after" in page
     assert "leaves the top" in page
     assert "p90 / p10 close to 1" in page
+    # every symbol is defined, and each figure is followed by what this run measured
+    assert "ξ<sub>q</sub>, the number of layers" in page and "ξ<sub>c</sub>, the number of layers" in page
+    assert "Measured deepest trainable depth" in page and "Measured: p90 / p10 is" in page
+    assert "trainable_fraction" not in page and "of the way from chance to the best accuracy" in page
+
+
+def test_phase_shape_sentence_says_what_the_grid_shows():
+    """"Falling off on both sides" only when both sides train less deep than the critical point; a
+    side that trains as deep is named."""
+    from initlab.report import phase_text
+
+    def records(ordered, critical, chaotic):
+        crit = {"stat": "critical_sigma_w2", "scheme": "critical", "value": 1.76, "sigma_b2": 0.05}
+        emp = [{"stat": "trainable_depth", "scheme": "gaussian", "sigma_w2": w, "value": d, "critical": c}
+               for w, d, c in ((1.0, ordered, False), (1.76, critical, True), (4.0, chaotic, False))]
+        return [crit, *emp]
+
+    assert "falls off on both sides" in phase_text.shape(records(10, 30, 20))
+    tie = phase_text.shape(records(10, 20, 20))
+    assert "falls off on the ordered side" in tie and "chaotic side this grid's networks train as deep" in tie
+    assert "Neither side falls off" in phase_text.shape(records(20, 20, 20))
 
 
 def test_interrupted_write_leaves_the_old_report_and_no_temporaries(tiny_result, tmp_path, monkeypatch):
@@ -452,7 +473,7 @@ def test_threads_are_set_for_the_run_restored_and_recorded(tmp_path, capsys, mon
     assert "2 thread(s)" in capsys.readouterr().out
     doc = json.loads((out / "results.json").read_text())
     assert doc["meta"]["config"]["threads"] == 2 and doc["meta"]["environment"]["threads"] == 2
-    assert "torch threads 2" in (out / "index.html").read_text()
+    assert "2 torch threads" in (out / "index.html").read_text()
     assert "--threads" in _help(capsys, "phase")
 
 

@@ -8,6 +8,8 @@ import sys
 import click
 
 from initlab import __version__
+from initlab.cli_reproduce import reproduce_command
+from initlab.cli_sweep import sweep_group
 from initlab.errors import InitlabError
 
 #: Exit statuses of an interrupted run, as a shell reports a process killed by the signal
@@ -625,18 +627,26 @@ def _number_list(text: str | None, name: str, kind: type) -> tuple | None:
 @_seed_option("Seed of every network.")
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an initlab phase report.")
 @_threads_option
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Train the grid's networks as Ray tasks on this machine's cores (pip install "
+                   "'initlab[sweep]'); the numbers are the same.")
+@click.option("--address", default=None,
+              help="Train them on the Ray cluster at this address (implies --ray).")
+@click.option("--cpus", type=click.IntRange(min=1), default=None, help="With --ray: CPUs of the local Ray.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def phase_command(activation: str, param: float | None, depths: str | None, sigma_w2: str | None,
                   sigma_b2: float | None, steps: int | None, width: int | None, lr: float | None,
                   dataset: str, data_dir: str | None, out: str, quick: bool, seed: int, force: bool,
-                  threads: int, progress: bool) -> None:
+                  threads: int, on_ray: bool, address: str | None, cpus: int | None, progress: bool) -> None:
     """Trainability phase diagram (sigma_w^2 x depth) against the mean-field 6 xi_c, and the
     Jacobian spectrum at criticality (Gaussian vs orthogonal weights)."""
     import dataclasses
+    import functools
     import math
 
     from initlab.experiments.phase import PhaseConfig, run_phase
     from initlab.report.phase_report import check_phase_out_dir, write_phase_report
+    from initlab.sweep.engine import map_cells
 
     out_path = check_phase_out_dir(out, force=force)  # refuse before any work
     if sigma_b2 is None and activation in ("relu", "leaky_relu", "prelu", "linear", "identity"):
@@ -648,8 +658,13 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
                  "steps": steps, "width": width, "lr": lr}
     base = PhaseConfig.quick() if quick else PhaseConfig()
     config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if cpus is not None and not (on_ray or address):
+        raise InitlabError(f"--cpus {cpus} sets the CPUs of Ray: add --ray")
+    runner = "ray" if on_ray or address else "serial"  # the sweep engine: one loop for every grid
+    cells = functools.partial(map_cells, runner=runner, address=address, cpus=cpus, progress=progress,
+                              desc="initlab phase")
     with _SigtermAsInterrupt():  # `kill` cleans up like Ctrl-C: no temporary directory is left
-        result = run_phase(config.validate(), progress=progress)
+        result = run_phase(config.validate(), map_cells=cells)
         meta = {"config": result.config_dict(), "dataset": result.dataset,
                 "environment": result.environment,
                 "timings": {k: round(v, 3) for k, v in result.timings.items()}}
@@ -678,10 +693,18 @@ def phase_command(activation: str, param: float | None, depths: str | None, sigm
                f"{result.timings['total']:.1f} s)")
 
 
+# ---- sweep (engineer "sweep"): the commands live in initlab.cli_sweep -------------------------
+
+cli.add_command(sweep_group)
+cli.add_command(reproduce_command)  # initlab reproduce: the command lives in initlab.cli_reproduce
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``initlab`` console script; returns the exit status."""
     try:
-        cli.main(args=argv, prog_name="initlab", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="initlab", standalone_mode=False)
+        if isinstance(status, int) and not isinstance(status, bool) and status:  # ctx.exit(N)
+            return status
     except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
         if isinstance(exc.__cause__, Terminated):
             click.echo("initlab: terminated", err=True)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -48,8 +48,8 @@ from initlab.errors import InitlabError
 from initlab.experiments.common import check_choice, check_ints, derive_seed, sgd_step, torch_threads
 from initlab.models import ACTIVATION_MODULES, mlp
 
-__all__ = ["ACTIVATIONS", "PhaseConfig", "PhaseResult", "run_phase", "jacobian_singular_values",
-           "init_gaussian_", "init_orthogonal_"]
+__all__ = ["ACTIVATIONS", "PhaseConfig", "PhaseResult", "PhaseCell", "CellMap", "run_phase", "run_phase_cell",
+           "phase_cells", "jacobian_singular_values", "init_gaussian_", "init_orthogonal_"]
 
 EXPERIMENT = "phase"
 
@@ -156,6 +156,47 @@ class PhaseConfig:
             raise TypeError(f"seed={self.seed!r} is invalid: pass an integer")
         check_ints(self, ("threads",), 0, note="(0 = torch's default)")
         return self
+
+
+@dataclass(frozen=True)
+class PhaseCell:
+    """One trainability cell of the phase diagram: a plain MLP of ``depth`` hidden layers, weights
+    ``N(0, sigma_w2 / fan_in)``, biases ``N(0, sigma_b2)``, trained by plain SGD for ``steps`` steps
+    on ``dataset`` split by ``seed`` (:func:`run_phase_cell`). The fields mean what they mean in
+    :class:`PhaseConfig`; ``initlab sweep``'s ``phase`` experiment runs grids of these.
+
+    Raises:
+        InitlabError: a bad value (named, with the fix), from :meth:`validate`.
+    """
+
+    activation: str = "tanh"
+    param: float | None = None
+    sigma_w2: float = 1.0
+    sigma_b2: float = 0.05
+    depth: int = 10
+    width: int = 48
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 0.1
+    dataset: str = "digits"
+    data_dir: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_ints(self, ("depth", "width", "steps", "batch_size"))
+        PhaseConfig(activation=self.activation, param=self.param, sigma_w2s=(self.sigma_w2,),
+                    sigma_b2=self.sigma_b2, depths=(self.depth,), width=self.width, steps=self.steps,
+                    batch_size=self.batch_size, lr=self.lr, seed=self.seed, threads=self.threads).validate()
+        check_ints(self, ("limit",), optional=True)
+
+
+#: ``map_cells(run_phase_cell, cells)`` returns each cell's records, in the order of ``cells``. The
+#: default runs them here one after the other; ``initlab phase`` passes the sweep engine
+#: (:func:`initlab.sweep.map_cells`: serial, or on Ray, with retries and progress).
+CellMap = Callable[[Callable[[PhaseCell], list[dict[str, Any]]], Sequence[PhaseCell]],
+                   list[list[dict[str, Any]]]]
 
 
 @dataclass
@@ -340,32 +381,21 @@ def jacobian_singular_values(
     return torch.linalg.svdvals(jac)
 
 
-def _load(config: PhaseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    try:
-        from initlab.data import load_dataset
-    except ImportError:  # pragma: no cover - only until initlab.data lands
-        load_dataset = None
-    if load_dataset is not None:
-        ds = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
-        info = {"name": ds.name, "n_train": int(ds.x_train.shape[0]), "n_test": int(ds.x_test.shape[0]),
-                "n_features": int(ds.n_features), "n_classes": int(ds.n_classes), "source": ds.source}
-        return ds.x_train.float(), ds.y_train.long(), ds.x_test.float(), ds.y_test.long(), info
-    if config.dataset != "digits":  # pragma: no cover
-        raise InitlabError(f"dataset={config.dataset!r} needs initlab.data: use 'digits'")
-    from sklearn.datasets import load_digits  # pragma: no cover
+def _load(config: PhaseConfig | PhaseCell) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                     dict]:
+    """The data set split by ``config.seed`` (cached per process:
+    :func:`initlab.experiments.train_data.classification_dataset`), and its description."""
+    from initlab.experiments.train_data import classification_dataset
 
-    x, y = load_digits(return_X_y=True)  # pragma: no cover
-    perm = np.random.default_rng(config.seed).permutation(len(x))  # pragma: no cover
-    x, y = torch.tensor(x[perm], dtype=torch.float32), torch.tensor(y[perm])  # pragma: no cover
-    n = int(0.8 * len(x))  # pragma: no cover
-    mu, sd = x[:n].mean(0), x[:n].std(0).clamp_min(1e-6)  # pragma: no cover
-    info = {"name": "digits", "n_train": n, "n_test": len(x) - n, "n_features": 64, "n_classes": 10,
-            "source": "sklearn.datasets.load_digits"}  # pragma: no cover
-    return (x[:n] - mu) / sd, y[:n], (x[n:] - mu) / sd, y[n:], info  # pragma: no cover
+    ds = classification_dataset(config.dataset, config.data_dir, config.seed, config.limit)
+    info = {"name": ds.name, "n_train": int(ds.x_train.shape[0]), "n_test": int(ds.x_test.shape[0]),
+            "n_features": int(ds.n_features), "n_classes": int(ds.n_classes), "source": ds.source}
+    return ds.x_train.float(), ds.y_train.long(), ds.x_test.float(), ds.y_test.long(), info
 
 
-def _train_one(config: PhaseConfig, sigma_w2: float, depth: int, data: tuple, n_classes: int) -> dict:
+def _train_one(config: PhaseCell, data: tuple, n_classes: int) -> dict:
     xtr, ytr, xte, yte = data
+    sigma_w2, depth = config.sigma_w2, config.depth
     gen = torch.Generator().manual_seed(derive_seed(config.seed, "train", f"{sigma_w2:.6g}", depth))
     model = _mlp(xtr.shape[1], config.width, depth, n_classes, config.activation, config.param)
     init_gaussian_(model, sigma_w2, config.sigma_b2, generator=gen)
@@ -388,10 +418,56 @@ def _train_one(config: PhaseConfig, sigma_w2: float, depth: int, data: tuple, n_
             "diverged": float(diverged)}
 
 
+def run_phase_cell(cell: PhaseCell) -> list[dict[str, Any]]:
+    """Train one :class:`PhaseCell` and return its records (experiment ``"phase"``, scheme
+    ``"gaussian"``): ``test_accuracy``, ``train_loss`` (mean of the last 10 steps; NaN if
+    diverged), ``diverged``, each with extras ``sigma_w2, sigma_b2, depth, width, steps``. Runs
+    with ``cell.threads`` torch threads (restored after).
+
+    Raises:
+        DataError: the data set cannot be loaded.
+
+    >>> recs = run_phase_cell(PhaseCell(depth=2, width=8, steps=3))
+    >>> [r["stat"] for r in recs]
+    ['test_accuracy', 'train_loss', 'diverged']
+    """
+    with torch_threads(cell.threads):
+        torch.set_flush_denormal(True)
+        xtr, ytr, xte, yte, info = _load(cell)
+        out = _train_one(cell, (xtr, ytr, xte, yte), int(info["n_classes"]))
+    extra = {"sigma_w2": cell.sigma_w2, "sigma_b2": cell.sigma_b2, "depth": cell.depth, "width": cell.width,
+             "steps": cell.steps}
+    return [{"experiment": EXPERIMENT, "scheme": "gaussian", "activation": cell.activation, "layer": None,
+             "stat": stat, "value": float(value), "epoch": None, "seed": cell.seed, **extra}
+            for stat, value in out.items()]
+
+
+def phase_cells(config: PhaseConfig, sigma_w2s: Sequence[float]) -> list[PhaseCell]:
+    """The trainability cells of ``config``: every ``sigma_w2`` of ``sigma_w2s`` x every depth
+    (sorted, without repeats), in that order."""
+    return [PhaseCell(activation=config.activation, param=config.param, sigma_w2=w,
+                      sigma_b2=float(config.sigma_b2), depth=d, width=config.width, steps=config.steps,
+                      batch_size=config.batch_size, lr=config.lr, dataset=config.dataset,
+                      data_dir=config.data_dir, limit=config.limit, seed=config.seed, threads=config.threads)
+            for w in sigma_w2s for d in sorted({int(d) for d in config.depths})]
+
+
+def _map_here(progress: bool) -> CellMap:
+    """The default :data:`CellMap`: the cells one after the other in this process."""
+    from tqdm.auto import tqdm
+
+    def map_cells(fn: Callable[[PhaseCell], list[dict[str, Any]]], cells: Sequence[PhaseCell]) -> list:
+        bar = tqdm(cells, disable=not progress, desc="initlab phase", unit="cell", leave=False)
+        return [fn(c) for c in bar]
+
+    return map_cells
+
+
 # ---- the experiment ------------------------------------------------------------------------------
 
 
-def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> PhaseResult:
+def run_phase(config: PhaseConfig | None = None, *, progress: bool = False,
+              map_cells: CellMap | None = None) -> PhaseResult:
     """Run the trainability phase diagram and the Jacobian-spectrum comparison (module docstring).
 
     .. math::
@@ -400,7 +476,9 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
     Args:
         config: a :class:`PhaseConfig` (default: ``PhaseConfig()``); the run uses
             ``config.threads`` torch threads and restores the previous count after.
-        progress: show a tqdm bar on stderr.
+        progress: show a tqdm bar on stderr (with the default ``map_cells``).
+        map_cells: runs the trainability cells (:data:`CellMap`); default: here, one after the
+            other. The records do not depend on it.
 
     Returns:
         a :class:`PhaseResult` with tidy records.
@@ -417,37 +495,35 @@ def run_phase(config: PhaseConfig | None = None, *, progress: bool = False) -> P
     """
     config = (config or PhaseConfig()).validate()
     with torch_threads(config.threads) as threads:
-        result = _run(config, progress)
+        result = _run(config, map_cells or _map_here(progress))
     result.environment = {"threads": threads, "torch": torch.__version__}
     return result
 
 
-def _run(config: PhaseConfig, progress: bool) -> PhaseResult:
-    from tqdm.auto import tqdm
+class _Records(list):
+    """The run's records; :meth:`add` appends one with the run's experiment, activation and seed."""
 
-    torch.set_flush_denormal(True)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    def __init__(self, config: PhaseConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def add(self, scheme: str | None, stat: str, value: Any, **extra: Any) -> None:
+        self.append({"experiment": EXPERIMENT, "scheme": scheme, "activation": self.config.activation,
+                     "layer": None, "stat": stat, "value": float(value) if value is not None else None,
+                     "epoch": None, "seed": self.config.seed, **extra})
+
+
+def _theory(config: PhaseConfig, records: _Records) -> tuple[theory.CriticalPoint, list[float], dict]:
+    """The critical point, the grid's sigma_w2 (with the critical one) and the mean-field records on a
+    finer curve; returns ``(critical, sigma_w2s, {sigma_w2: xi_c})``."""
     act, b2 = config.activation, float(config.sigma_b2)
-    from initlab.models import activation_module
-
-    activation_module(act, config.param)  # unknown names fail here, before any work
-
-    t0 = time.perf_counter()
     critical = theory.critical_point(act, sigma_b2=b2, param=config.param)
     sigma_w2s = sorted(set(float(w) for w in config.sigma_w2s)
                        | ({critical.sigma_w2} if config.include_critical else set()))
     lo, hi = min(sigma_w2s), max(sigma_w2s)
     curve = sorted(set(np.geomspace(lo, hi, config.theory_points).tolist()) | set(sigma_w2s))
-    records: list[dict[str, Any]] = []
-
-    def rec(scheme: str | None, stat: str, value: Any, **extra: Any) -> None:
-        records.append({"experiment": EXPERIMENT, "scheme": scheme, "activation": act, "layer": None,
-                        "stat": stat, "value": float(value) if value is not None else None, "epoch": None,
-                        "seed": config.seed, **extra})
-
-    rec("critical", "critical_sigma_w2", critical.sigma_w2, sigma_w2=critical.sigma_w2, sigma_b2=b2,
-        q_star=critical.q_star, xi_q=critical.xi_q)
+    records.add("critical", "critical_sigma_w2", critical.sigma_w2, sigma_w2=critical.sigma_w2, sigma_b2=b2,
+                q_star=critical.q_star, xi_q=critical.xi_q)
     xi_c_at: dict[float, float] = {}
     for w in curve:
         on_grid = w in sigma_w2s
@@ -455,66 +531,70 @@ def _run(config: PhaseConfig, progress: bool) -> PhaseResult:
             mf = theory.mean_field(act, w, b2, param=config.param)
         except InitlabError as exc:  # e.g. q* too large for the 2-D quadrature: no theory here
             for stat in ("xi_c", "xi_q", "chi_1", "trainable_depth_theory"):
-                rec("mean_field", stat, math.nan, sigma_w2=w, sigma_b2=b2, phase=None, on_grid=on_grid,
-                    theory_error=str(exc))
+                records.add("mean_field", stat, math.nan, sigma_w2=w, sigma_b2=b2, phase=None,
+                            on_grid=on_grid, theory_error=str(exc))
             xi_c_at[w] = math.nan
             continue
         for stat, value in (("xi_c", mf.xi_c), ("xi_q", mf.xi_q), ("chi_1", mf.chi_1),
                             ("trainable_depth_theory", mf.trainable_depth)):
-            rec("mean_field", stat, value, sigma_w2=w, sigma_b2=b2, phase=mf.phase, on_grid=on_grid)
+            records.add("mean_field", stat, value, sigma_w2=w, sigma_b2=b2, phase=mf.phase, on_grid=on_grid)
         xi_c_at[w] = mf.xi_c
-    timings["theory"] = time.perf_counter() - t0
+    return critical, sigma_w2s, xi_c_at
 
-    t0 = time.perf_counter()
-    xtr, ytr, xte, yte, info = _load(config)
-    timings["data"] = time.perf_counter() - t0
-    n_classes = int(info["n_classes"])
 
-    cells = [(w, d) for w in sigma_w2s for d in sorted({int(d) for d in config.depths})]
+def _trainable_depths(config: PhaseConfig, records: _Records, critical: theory.CriticalPoint,
+                      xi_c_at: dict[float, float], n_classes: int) -> None:
+    """Per sigma_w2, the deepest depth whose accuracy reaches the trainability threshold."""
+    acc = {(r["sigma_w2"], r["depth"]): r["value"] for r in records
+           if r["stat"] == "test_accuracy" and r["scheme"] == "gaussian"}
+    chance = 1.0 / n_classes
+    threshold = chance + config.trainable_fraction * (max(acc.values()) - chance)
+    for w in sorted(xi_c_at.keys() & {ww for ww, _ in acc}):
+        ok = [d for (ww, d), a in acc.items() if ww == w and a >= threshold]
+        records.add("gaussian", "trainable_depth", max(ok) if ok else 0, sigma_w2=w,
+                    sigma_b2=float(config.sigma_b2), threshold=threshold, critical=w == critical.sigma_w2,
+                    theory=theory.TRAINABLE_DEPTH_FACTOR * xi_c_at[w])
+
+
+def _jacobians(config: PhaseConfig, records: _Records, critical: theory.CriticalPoint) -> None:
+    """Jacobian singular-value percentiles at criticality, Gaussian and orthogonal weights, per seed."""
+    act, b2 = config.activation, float(config.sigma_b2)
     jac_b2 = b2 if config.jacobian_sigma_b2 is None else float(config.jacobian_sigma_b2)
-    bar = tqdm(total=len(cells) + 2 * config.jacobian_seeds, disable=not progress, desc="initlab phase",
-               unit="run", leave=False, file=None)
-    try:
-        t0 = time.perf_counter()
-        acc: dict[tuple[float, int], float] = {}
-        for w, d in cells:
-            bar.set_postfix_str(f"sigma_w2={w:.3g} depth={d}")
-            out = _train_one(config, w, d, (xtr, ytr, xte, yte), n_classes)
-            acc[(w, d)] = out["test_accuracy"]
-            extra = {"sigma_w2": w, "sigma_b2": b2, "depth": d, "width": config.width, "steps": config.steps,
-                     "critical": w == critical.sigma_w2}
-            for stat, value in out.items():
-                rec("gaussian", stat, value, **extra)
-            bar.update(1)
-        timings["training"] = time.perf_counter() - t0
-        chance = 1.0 / n_classes
-        best = max(acc.values())
-        threshold = chance + config.trainable_fraction * (best - chance)
-        for w in sigma_w2s:
-            ok = [d for (ww, d), a in acc.items() if ww == w and a >= threshold]
-            rec("gaussian", "trainable_depth", max(ok) if ok else 0, sigma_w2=w, sigma_b2=b2,
-                threshold=threshold, critical=w == critical.sigma_w2,
-                theory=theory.TRAINABLE_DEPTH_FACTOR * xi_c_at[w])
+    jcp = critical if jac_b2 == b2 else theory.critical_point(act, sigma_b2=jac_b2, param=config.param)
+    for kind in ("gaussian", "orthogonal"):
+        for s in range(config.jacobian_seeds):
+            gen = torch.Generator().manual_seed(derive_seed(config.seed, "jacobian", kind, s))
+            sv = jacobian_singular_values(act, jcp, weights=kind, width=config.jacobian_width,
+                                          depth=config.jacobian_depth, param=config.param, generator=gen)
+            p10, p50, p90 = torch.quantile(sv, torch.tensor([0.1, 0.5, 0.9], dtype=sv.dtype)).tolist()
+            extra = {"sigma_w2": jcp.sigma_w2, "sigma_b2": jcp.sigma_b2, "depth": config.jacobian_depth,
+                     "width": config.jacobian_width, "jacobian_seed": s}
+            for stat, value in (("jac_sv_p10", p10), ("jac_sv_p50", p50), ("jac_sv_p90", p90),
+                                ("jac_sv_spread", p90 / p10 if p10 > 0 else math.inf),
+                                ("jac_sv_mean_sq", float((sv**2).mean()))):
+                records.add(kind, stat, value, **extra)
 
-        t0 = time.perf_counter()
-        jcp = critical if jac_b2 == b2 else theory.critical_point(act, sigma_b2=jac_b2, param=config.param)
-        for kind in ("gaussian", "orthogonal"):
-            for s in range(config.jacobian_seeds):
-                bar.set_postfix_str(f"jacobian {kind} seed {s}")
-                gen = torch.Generator().manual_seed(derive_seed(config.seed, "jacobian", kind, s))
-                sv = jacobian_singular_values(act, jcp, weights=kind, width=config.jacobian_width,
-                                              depth=config.jacobian_depth, param=config.param, generator=gen)
-                p10, p50, p90 = torch.quantile(sv, torch.tensor([0.1, 0.5, 0.9], dtype=sv.dtype)).tolist()
-                extra = {"sigma_w2": jcp.sigma_w2, "sigma_b2": jcp.sigma_b2, "depth": config.jacobian_depth,
-                         "width": config.jacobian_width, "jacobian_seed": s}
-                for stat, value in (("jac_sv_p10", p10), ("jac_sv_p50", p50), ("jac_sv_p90", p90),
-                                    ("jac_sv_spread", p90 / p10 if p10 > 0 else math.inf),
-                                    ("jac_sv_mean_sq", float((sv**2).mean()))):
-                    rec(kind, stat, value, **extra)
-                bar.update(1)
-        timings["jacobian"] = time.perf_counter() - t0
-    finally:
-        bar.close()
+
+def _run(config: PhaseConfig, map_cells: CellMap) -> PhaseResult:
+    from initlab.models import activation_module
+
+    torch.set_flush_denormal(True)
+    t_start = time.perf_counter()
+    activation_module(config.activation, config.param)  # unknown names fail here, before any work
+    records = _Records(config)
+    t0 = time.perf_counter()
+    critical, sigma_w2s, xi_c_at = _theory(config, records)
+    timings = {"theory": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    info = _load(config)[-1]
+    timings["data"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for cell_records in map_cells(run_phase_cell, phase_cells(config, sigma_w2s)):
+        records += [{**r, "critical": r["sigma_w2"] == critical.sigma_w2} for r in cell_records]
+    timings["training"] = time.perf_counter() - t0
+    _trainable_depths(config, records, critical, xi_c_at, int(info["n_classes"]))
+    t0 = time.perf_counter()
+    _jacobians(config, records, critical)
+    timings["jacobian"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    return PhaseResult(config=config, critical=critical, records=records, dataset=info, timings=timings)
-
+    return PhaseResult(config=config, critical=critical, records=list(records), dataset=info, timings=timings)

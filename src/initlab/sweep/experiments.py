@@ -1,0 +1,93 @@
+"""The experiments a sweep can run, by name: each a config dataclass and a function from it to
+tidy records (one cell), plus what ``initlab sweep show`` and the report put first.
+
+Adding an experiment is one entry of :data:`EXPERIMENTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from initlab.errors import InitlabError
+
+__all__ = ["SweepExperiment", "EXPERIMENTS", "get_experiment"]
+
+
+@dataclass(frozen=True)
+class SweepExperiment:
+    """One sweepable experiment.
+
+    Attributes:
+        name: its name in a spec (``experiment = "train"``).
+        config: the cell's config dataclass; a spec's ``[fixed]`` and ``[grid]`` keys are its fields.
+        run: ``run(config) -> list[record]``, importable by name (Ray workers import it).
+        headline: the stats ``initlab sweep show`` prints per cell, and the report's heat maps
+            use the first of that is present.
+        prepare: turns a cell's raw parameters (spec values) into config fields, e.g. the phase
+            experiment's ``sigma_w2 = "critical"``; ``None``: taken as they are.
+        description: one line for ``--help`` and errors.
+    """
+
+    name: str
+    config: type
+    run: Callable[[Any], list[dict[str, Any]]]
+    headline: tuple[str, ...]
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    description: str = ""
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The config's fields, in declaration order."""
+        return tuple(f.name for f in fields(self.config))
+
+
+def _phase_prepare(params: dict[str, Any]) -> dict[str, Any]:
+    """``sigma_w2 = "critical"`` becomes the critical weight variance of the cell's activation at
+    its ``sigma_b2`` (:func:`initlab.theory.critical_point`)."""
+    if params.get("sigma_w2") != "critical":
+        return params
+    from initlab import theory
+    from initlab.experiments.phase import PhaseCell
+
+    base = PhaseCell()
+    activation = params.get("activation", base.activation)
+    sigma_b2 = params.get("sigma_b2", base.sigma_b2)
+    cp = theory.critical_point(activation, sigma_b2=sigma_b2, param=params.get("param", base.param))
+    return {**params, "sigma_w2": cp.sigma_w2}
+
+
+def _registry() -> dict[str, SweepExperiment]:
+    from initlab.experiments.phase import PhaseCell, run_phase_cell
+    from initlab.experiments.probe_cell import ProbeCellConfig, run_probe_cell
+    from initlab.experiments.train import TrainConfig, run_train
+
+    return {
+        "train": SweepExperiment("train", TrainConfig, run_train,
+                                 ("final_accuracy", "final_bits_per_byte", "steps_to_target", "seconds"),
+                                 description="steps to a target and final accuracy on a data set"),
+        "probe": SweepExperiment("probe", ProbeCellConfig, run_probe_cell, ("std", "grad_std"),
+                                 description="per-layer statistics at init"),
+        "phase": SweepExperiment("phase", PhaseCell, run_phase_cell, ("test_accuracy", "train_loss"),
+                                 prepare=_phase_prepare, description="the trainability cell"),
+    }
+
+
+EXPERIMENTS: dict[str, SweepExperiment] = _registry()
+
+
+def get_experiment(name: str) -> SweepExperiment:
+    """The experiment called ``name``.
+
+    Raises:
+        InitlabError: an unknown name (the message lists the known ones).
+
+    >>> get_experiment("phase").field_names[:3]
+    ('activation', 'param', 'sigma_w2')
+    """
+    try:
+        return EXPERIMENTS[name]
+    except (KeyError, TypeError):
+        raise InitlabError(f"experiment={name!r} is invalid: use one of "
+                           + ", ".join(f"{k} ({v.description})" for k, v in EXPERIMENTS.items())) from None

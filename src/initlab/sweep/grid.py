@@ -1,0 +1,127 @@
+"""A spec's grid as cells, and the key of each: the SHA-256 of the canonical JSON of the cell's full
+config (every field, defaults included, and the code versions that make its numbers).
+
+.. math::  \\text{key} = \\mathrm{sha256}(\\mathrm{json}(\\{experiment, config, versions\\},
+           \\text{sorted keys, no spaces}))
+
+The same config gives the same key in every process and on every machine, so a re-run skips
+finished cells and no cell is stored twice. A ``FILE.py:FUNCTION`` model enters the key by the
+file's content hash and the function's name, not by where the file lies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from initlab.errors import InitlabError
+from initlab.sweep.experiments import SweepExperiment, get_experiment
+from initlab.sweep.spec import SweepSpec
+
+__all__ = ["CELL_SCHEMA", "Cell", "canonical_json", "code_versions", "cell_key", "expand", "spec_hash"]
+
+#: Version of what a cell's records mean; bump it when an experiment's records change.
+CELL_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: ``config`` (the experiment's dataclass) and its ``key``; ``params`` are
+    the spec values that vary between cells (grid axes and ``seed``), for tables and figures."""
+
+    key: str
+    experiment: str
+    params: dict[str, Any]
+    config: Any
+
+    @property
+    def label(self) -> str:
+        """``depth=4 init=auto seed=0``: the varying parameters in one line."""
+        return " ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no spaces (tuples as lists); NaN and infinities are refused.
+
+    >>> canonical_json({"b": (1, 2.5), "a": None})
+    '{"a":null,"b":[1,2.5]}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+
+
+def code_versions() -> dict[str, Any]:
+    """The versions a cell's numbers depend on: initlab, torch and :data:`CELL_SCHEMA`."""
+    import torch
+
+    from initlab import __version__
+
+    return {"initlab": __version__, "torch": torch.__version__, "cell_schema": CELL_SCHEMA}
+
+
+def _key_view(config: Any) -> dict[str, Any]:
+    from initlab.experiments.families import factory_sha256, is_factory
+
+    view = asdict(config)
+    model = view.get("model")
+    if isinstance(model, str) and is_factory(model):
+        view["model"] = {"file_sha256": factory_sha256(model), "function": model.rpartition(":")[2]}
+    return view
+
+
+def cell_key(experiment: str, config: Any, versions: dict[str, Any] | None = None) -> str:
+    """The cell's key: SHA-256 (hex) of the canonical JSON of the experiment, the full config and
+    :func:`code_versions`.
+
+    >>> from initlab.experiments.phase import PhaseCell
+    >>> cell_key("phase", PhaseCell(depth=2)) == cell_key("phase", PhaseCell(depth=2))
+    True
+    >>> cell_key("phase", PhaseCell(depth=2)) != cell_key("phase", PhaseCell(depth=3))
+    True
+    """
+    doc = {"experiment": experiment, "config": _key_view(config), "versions": versions or code_versions()}
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+def _make(exp: SweepExperiment, values: dict[str, Any], params: dict[str, Any]) -> Any:
+    """The config of one cell (``values``: every field given); a bad value names the cell by its
+    ``params``."""
+    raw = exp.prepare(values) if exp.prepare else values
+    try:
+        return exp.config(**raw)
+    except (InitlabError, TypeError, ValueError) as exc:
+        label = " ".join(f"{k}={v}" for k, v in params.items())
+        raise InitlabError(f"cell {label}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def expand(spec: SweepSpec) -> list[Cell]:
+    """Every cell of ``spec``: the product of the grid's lists (in spec order, the last varying
+    fastest) times the seeds (fastest of all). Each config is built, so a bad value is refused
+    here, before any work.
+
+    Raises:
+        InitlabError: a cell whose config is invalid (the message names the cell and the value).
+
+    >>> from initlab.sweep.spec import parse_spec
+    >>> cells = expand(parse_spec({"sweep": {"experiment": "phase", "seeds": [0, 1]},
+    ...                            "grid": {"depth": [2, 4]}}))
+    >>> [c.label for c in cells]
+    ['depth=2 seed=0', 'depth=2 seed=1', 'depth=4 seed=0', 'depth=4 seed=1']
+    """
+    exp = get_experiment(spec.experiment)
+    versions = code_versions()
+    axes = list(spec.grid)
+    cells = []
+    for combo in itertools.product(*(spec.grid[a] for a in axes), spec.seeds):
+        params = dict(zip([*axes, "seed"], combo, strict=True))
+        config = _make(exp, {**spec.fixed, **params, "threads": spec.threads}, params)
+        cells.append(Cell(cell_key(exp.name, config, versions), exp.name, params, config))
+    return cells
+
+
+def spec_hash(cells: list[Cell]) -> str:
+    """The sweep's identity: SHA-256 of its sorted cell keys (so two specs that make the same
+    cells are the same sweep, however they are written)."""
+    return hashlib.sha256(canonical_json(sorted(c.key for c in cells)).encode()).hexdigest()

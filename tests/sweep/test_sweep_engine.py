@@ -1,0 +1,166 @@
+"""The sweep engine without Ray (the serial runner: the same cells, keys and store as on Ray),
+``initlab phase``'s use of it, and the ``initlab sweep`` commands."""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+
+import pytest
+from sweep_helpers import phase_spec, runs, train_spec, write_factory
+
+from initlab.cli import main
+from initlab.errors import InitlabError
+from initlab.experiments.phase import PhaseCell, PhaseConfig, run_phase, run_phase_cell
+from initlab.sweep import map_cells
+
+pyarrow = pytest.importorskip("pyarrow")
+
+from initlab.sweep import SweepStore, run  # noqa: E402
+
+
+def _toml(spec: dict) -> str:
+    return "\n".join(f"[{t}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in vals.items())
+                     for t, vals in spec.items())
+
+
+def test_serial_sweep_stores_every_cell_once_and_a_rerun_skips_them(tmp_path):
+    result = run(phase_spec(), out=tmp_path / "s", runner="serial")
+    assert (result.n_cells, result.n_stored_before, result.n_ran, result.failures) == (8, 0, 8, [])
+    records = SweepStore.open(tmp_path / "s").records()
+    again = run(phase_spec(), out=tmp_path / "s", runner="serial")
+    assert (again.n_stored_before, again.n_ran) == (8, 0)
+    assert SweepStore.open(tmp_path / "s").records() == records
+    cell = PhaseCell(depth=1, sigma_w2=2.0, width=8, steps=5, seed=1)  # a stored cell's records, recomputed
+    mine = [r for r in records if (r["depth"], r["sigma_w2"], r["seed"]) == (1, 2.0, 1)]
+    assert [(r["stat"], r["value"]) for r in mine] == [(r["stat"], r["value"]) for r in run_phase_cell(cell)]
+
+
+def test_a_failing_cell_is_retried_once_then_recorded_and_the_sweep_goes_on(tmp_path):
+    factory = write_factory(tmp_path, raise_=(5,))
+    result = run(train_spec(factory, [4, 5], [1], [0]), out=tmp_path / "s", runner="serial")
+    assert result.n_ran == 1 and len(result.failures) == 1
+    assert result.failures[0].params == {"width": 5, "depth": 1, "seed": 0}
+    assert result.failures[0].error == "RuntimeError: width 5 always fails"
+    assert runs(tmp_path) == {"4-1": 1, "5-1": 2}  # tried twice
+    store = SweepStore.open(tmp_path / "s")
+    assert len(store.cells()) == 1 and [f.error for f in store.failures()] == [result.failures[0].error]
+    rerun = run(train_spec(factory, [4, 5], [1], [0]), out=tmp_path / "s", runner="serial")
+    assert (rerun.n_stored_before, rerun.n_ran, len(rerun.failures)) == (1, 0, 1)  # the failed one is retried
+    assert runs(tmp_path)["5-1"] == 4
+
+
+def test_map_cells_is_the_phase_loop():
+    """`initlab phase` runs its cells through the engine; the records are those of the default map."""
+    config = PhaseConfig(sigma_w2s=(1.0,), include_critical=False, depths=(1, 2), width=8, steps=5,
+                         theory_points=2, jacobian_width=4, jacobian_depth=2, jacobian_seeds=1)
+    assert run_phase(config, map_cells=map_cells).records == run_phase(config).records
+    cells = [PhaseCell(depth=2, width=8, steps=3), PhaseCell(depth=1, width=8, steps=3)]
+    assert map_cells(run_phase_cell, cells) == [run_phase_cell(c) for c in cells]
+
+
+def test_map_cells_raises_when_a_cell_fails_twice():
+    def broken(config):
+        raise RuntimeError("no")
+
+    with pytest.raises(InitlabError, match="1 of 1 cells failed twice.*RuntimeError: no"):
+        map_cells(broken, [PhaseCell(depth=1)])
+
+
+def test_cli_sweep_serial_show_and_report(tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_toml(phase_spec(depths=(1, 2), sigma_w2s=(1.0, 2.0), seeds=(0,))))
+    out = tmp_path / "s"
+    assert main(["sweep", str(spec), "--out", str(out), "--serial", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "4 cell(s) run, 0 already stored, 4 in the grid" in text and "serial" in text
+    assert main(["sweep", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "4 of 4 cells stored, 0 failed, 0 not run yet" in shown
+    assert shown.count(" done ") == 4 and "test_accuracy" in shown
+    assert main(["sweep", "show", str(out), "--records"]) == 0
+    assert capsys.readouterr().out.startswith("experiment,scheme,activation,layer,stat,value,epoch,seed")
+    assert main(["sweep", "report", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    doc = json.loads((out / "report" / "results.json").read_text())
+    assert doc["schema"] == "initlab.sweep-report" and len(doc["records"]) == 12
+    files = {f["file"] for f in doc["figures"]}
+    assert files == {"figures/heatmap_test_accuracy.png", "figures/curves_phase.png"}
+    page = html.unescape((out / "report" / "index.html").read_text())
+    assert "test_accuracy: median" in page and 'experiment = "phase"' in page
+    assert main(["sweep", "report", str(out)]) == 0  # a report is replaced in place
+    assert main(["sweep", str(spec), "--out", str(out), "--serial", "--no-progress"]) == 0  # report/ is ours
+    assert "0 cell(s) run, 4 already stored" in capsys.readouterr().out
+
+
+def test_cli_sweep_failed_cells_exit_1_and_are_listed(tmp_path, capsys):
+    factory = write_factory(tmp_path, raise_=(5,))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_toml(train_spec(factory, [4, 5], [1], [0], out=tmp_path / "s")))
+    assert main(["sweep", str(spec), "--serial", "--no-progress"]) == 1
+    text = capsys.readouterr().out
+    assert "1 failed" in text and "failed: width=5 depth=1 seed=0" in text and "always fails" in text
+    assert main(["sweep", "show", str(tmp_path / "s")]) == 0
+    assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["sweep", "show", "{tmp}/mine"], "is not an initlab sweep directory"),
+    (["sweep", "report", "{tmp}/mine"], "is not an initlab sweep directory"),
+    (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/mine", "--serial"], "is not an initlab sweep directory"),
+    (["sweep", "{tmp}/missing.toml"], "does not exist"),
+    (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/new", "--serial", "--address", "auto"],
+     "--address auto runs on Ray"),
+])
+def test_cli_sweep_errors_are_one_line(args, match, tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "data.csv").write_text("precious")
+    (tmp_path / "spec.toml").write_text(_toml(phase_spec()))
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (tmp_path / "mine" / "data.csv").read_text() == "precious"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["data.csv"]
+    assert not (tmp_path / "new").exists()  # refused before anything is created
+
+
+@pytest.mark.parametrize("missing, args", [("ray", ["sweep", "{tmp}/spec.toml"]),
+                                           ("pyarrow", ["sweep", "show", "{tmp}"])])
+def test_without_the_sweep_extra_one_line_says_how_to_install_it(missing, args, tmp_path, capsys,
+                                                                   monkeypatch):
+    (tmp_path / "spec.toml").write_text(_toml(phase_spec()))
+    monkeypatch.setitem(sys.modules, missing, None)  # as if it were not installed
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"initlab: error: initlab sweep needs {missing}: pip install 'initlab[sweep]'"
+
+
+def test_cli_phase_runner_options(tmp_path, capsys):
+    assert main(["phase", "--quick", "--cpus", "2", "--out", str(tmp_path / "p"), "--no-progress"]) == 2
+    assert "--cpus 2 sets the CPUs of Ray: add --ray" in capsys.readouterr().err
+    assert main(["phase", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--ray" in text and "--address" in text
+
+
+def test_report_figures_of_a_depth_study_and_a_probe_sweep(tmp_path):
+    """One numeric axis: the headline against it (a depth study); a probe sweep: per-layer curves."""
+    from initlab.report.sweep_report import write_sweep_report
+    from initlab.sweep import get_experiment
+
+    factory = write_factory(tmp_path)
+    probe = {"sweep": {"experiment": "probe", "seeds": [0]}, "fixed": {"width": 8, "n_features": 16},
+             "grid": {"depth": [2, 4], "init": ["auto", "he_normal"]}}
+    for name, spec in (("train", train_spec(factory, [4], [1, 2], [0, 1])), ("probe", probe)):
+        run(spec, out=tmp_path / name, runner="serial")
+        store = SweepStore.open(tmp_path / name)
+        meta = {**store.manifest, "n_stored": len(store.cells()), "failures": [],
+                "headline": list(get_experiment(name).headline)}
+        write_sweep_report(store.records(), tmp_path / name / "report", meta=meta)
+    assert sorted(p.name for p in (tmp_path / "train" / "report" / "figures").iterdir()) == [
+        "by_depth_final_accuracy.png", "curves_train.png"]
+    figures = tmp_path / "probe" / "report" / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == ["curves_probe.png"]
+    page = html.unescape((tmp_path / "train" / "report" / "index.html").read_text())
+    assert "steps_to_target: reached" in page and "final_accuracy: median" in page
