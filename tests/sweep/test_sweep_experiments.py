@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -111,3 +112,13 @@ def test_probe_cell_records_per_layer_statistics():
     assert {r["layer_activation"] for r in stds} >= {"tanh"} and not any(r["stat"] == "count" for r in recs)
     gpt = run_probe_cell(ProbeCellConfig(model="gpt", depth=1, width=16, context=8, batch=2, init="gpt2"))
     assert any(r["stat"] == "std" for r in gpt)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("activation", "reluu", "activation 'reluu' is unknown"),
+    ("dataset", "nosuchdata", "dataset='nosuchdata' is unknown"),
+])
+def test_a_train_cell_with_an_unknown_name_is_refused_before_it_runs(field, value, says):
+    """A new user's typo used to pass the spec check, fail in every cell, be retried and exit 1."""
+    with pytest.raises(InitlabError, match=re.escape(says)):
+        TrainConfig(**{field: value})

@@ -31,7 +31,8 @@ from initlab.errors import InitlabError
 from initlab.experiments.common import check_choice, check_ints, make_record, torch_threads
 from initlab.experiments.families import ModelArgs, build_model, check_model, input_kind
 from initlab.experiments.starts import StartContext, apply_start, check_start
-from initlab.experiments.train_data import TrainData, load_train_data
+from initlab.experiments.train_data import TEXT_DATASET, TrainData, load_train_data
+from initlab.models import activation_module
 
 __all__ = ["TrainConfig", "run_train", "OPTIMIZERS"]
 
@@ -101,6 +102,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_model(self.model)
         check_start(self.init)
+        activation_module(self.activation)  # an unknown name fails here, not in every cell's run
+        _check_dataset(self.dataset, self.data_dir)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_ints(self, ("depth", "width", "batch_size", "eval_every", "eval_size"))
         check_ints(self, ("train_limit", "final_size", "epochs", "steps"), optional=True)
@@ -115,6 +118,19 @@ class TrainConfig:
             object.__setattr__(self, "epochs", 1)
         if input_kind(self.model, self.dataset) == "tokens" and self.steps is None:
             raise InitlabError("the byte language model has no epochs: give steps (e.g. steps = 600)")
+
+
+def _check_dataset(name: str, data_dir: str | None) -> None:
+    """A bundled data set (:data:`initlab.data.DATASETS`), the byte corpus, or a file or directory
+    that exists; else :class:`InitlabError` naming the choices."""
+    from pathlib import Path
+
+    from initlab.data import DATASETS
+
+    if name in DATASETS or name == TEXT_DATASET or Path(name).exists() or data_dir is not None:
+        return
+    raise InitlabError(f"dataset={name!r} is unknown: use one of {', '.join((*DATASETS, TEXT_DATASET))}, "
+                       "or the path of an .npz / .csv file")
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
