@@ -58,3 +58,18 @@ def test_transform_on_a_model_without_residual_adds_is_one_line(tmp_path, capsys
     assert main(["plan", _target(tmp_path, "mlp"), "--transform", "fixup_scalars"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no residual add" in err
+
+
+def test_gates_with_fixup_is_refused_before_anything_is_added(tmp_path, capsys):
+    assert main(["plan", _target(tmp_path), "--transform", "skip_gates", "--scheme", "fixup"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--scheme skipinit" in err and "add_skip_gates" not in err
+
+
+def test_fixup_without_its_scalars_says_how_to_add_them(tmp_path, capsys):
+    assert main(["plan", _target(tmp_path), "--scheme", "fixup"]) == 0
+    err = capsys.readouterr().err
+    assert "--transform fixup_scalars" in err
+    assert main(["plan", _target(tmp_path), "--transform", "fixup_scalars", "--scheme", "fixup"]) == 0
+    err = capsys.readouterr().err
+    assert "--transform fixup_scalars to add" not in err and "report.undo" not in err
