@@ -192,21 +192,22 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
     if example is not None:  # an input the user chose must fit, whatever the detection needs
         _check_forward(model, example, input_shape, shape, input_dtype)
-    gated = any(n.rsplit(".", 1)[-1] == "skip_gate" for n, _ in model.named_parameters())
-    if scheme in ("skipinit", "rezero") and transform != "skip_gates" and not gated:
+    def holds(param: str) -> bool:  # a transform's parameter, added before (by FUNCTION itself)
+        return any(n.rsplit(".", 1)[-1] == param for n, _ in model.named_parameters())
+
+    if scheme in ("skipinit", "rezero") and transform != "skip_gates" and not holds("skip_gate"):
         raise InitlabError(f"--scheme {scheme} needs a gate on every residual branch, and the model has "
                            "none: add --transform skip_gates")
     if transform == "skip_gates" and scheme == "fixup":
         raise InitlabError("--transform skip_gates gates every branch at 0 and --scheme fixup zeroes each "
                            "branch's end, so neither would get a gradient: use --scheme skipinit, or "
                            "--transform fixup_scalars")
-    fixup_scalars = any(n.rsplit(".", 1)[-1] == "fixup_scale" for n, _ in model.named_parameters())
-    if scheme == "fixup" and transform != "fixup_scalars" and not fixup_scalars:
+    if scheme == "fixup" and transform != "fixup_scalars" and not holds("fixup_scale"):
         click.echo("initlab: note: --scheme fixup without Fixup's scalar biases and multiplier: add "
                    "--transform fixup_scalars to add them", err=True)
     if transform is not None:
         report = _TRANSFORMS[transform](model, example_inputs=example, verbose=False)
-        click.echo(str(report).replace("; undo with report.undo()", ""), err=True)  # no `report` in a shell
+        click.echo(report.summary(undo_hint=False), err=True)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

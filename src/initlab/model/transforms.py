@@ -167,14 +167,20 @@ class TransformReport:
             self._target.get_submodule(owner)._parameters.pop(attr, None)
         self.handles, self._target = [], None
 
-    def __str__(self) -> str:
+    def summary(self, *, undo_hint: bool = True) -> str:
+        """What was added, one line per branch; ``undo_hint``: end with how to undo it from Python
+        (the command line, which holds no report, leaves it out)."""
         verb = "gated" if self.transform == "add_skip_gates" else "given Fixup scalars"
         lines = [f"{self.transform}: {len(self.branches)} residual branches {verb} in {self.model}"]
         lines += [f"  add #{b.add}  {_branch_label(b.modules)}: {_edit_label(b)}" for b in self.branches]
         lines += [f"  note: {note}" for note in self.notes]
+        undo = "; undo with report.undo()" if undo_hint else ""
         lines.append(f"  {len(self.added)} parameters added on {len(self.modules)} modules; "
-                     "the traced graph shows their hooks; undo with report.undo()")
+                     f"the traced graph shows their hooks{undo}")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
 
 
 def _edit_label(b: BranchEdit) -> str:
