@@ -211,16 +211,7 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
     panels = _panels(rows, [a for a in others if a != ser])
     fig, panes = _subplots(len(panels))
     for ax, (title, group) in zip(panes, panels, strict=True):
-        for k, (skey, srows) in enumerate(_group(group, [ser] if ser else []).items()):
-            pts: dict[float, list[float]] = defaultdict(list)
-            for r in srows:
-                pts[r[x]].append(r["value"])
-            xs = sorted(pts)
-            label = None
-            if ser:
-                label = scheme_label(str(skey[0])) if ser == "init" else f"{ser}={_fmt(skey[0])}"
-            color = style.scheme_color(str(skey[0])) if ser == "init" else f"C{k % 10}"
-            ax.plot(xs, [statistics.fmean(pts[v]) for v in xs], marker="o", color=color, label=label)
+        _plot_series(ax, group, x, ser)
         ax.set_xlabel(x)
         ax.set_ylabel(f"{stat}, mean over seeds")
         if title:
@@ -228,6 +219,21 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
         style.legend(ax)
     return save_info(fig, directory, f"by_{x}_{stat}.png", f"{stat} against {x}", "grid",
                      f"{stat} (mean over seeds) against {x}")
+
+
+def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None) -> None:
+    """One line per value of the series axis ``ser`` (all rows one line when ``None``): the mean
+    over seeds of ``value`` against ``x``; an ``init`` series takes the scheme's colour and label."""
+    for k, (skey, srows) in enumerate(_group(group, [ser] if ser else []).items()):
+        pts: dict[float, list[float]] = defaultdict(list)
+        for r in srows:
+            pts[r[x]].append(r["value"])
+        xs = sorted(pts)
+        label = None
+        if ser:
+            label = scheme_label(str(skey[0])) if ser == "init" else f"{ser}={_fmt(skey[0])}"
+        color = style.scheme_color(str(skey[0])) if ser == "init" else f"C{k % 10}"
+        ax.plot(xs, [statistics.fmean(pts[v]) for v in xs], marker="o", color=color, label=label)
 
 
 #: What the curves figure draws per experiment: (y stat or prefix, x field, series axis, y label).
@@ -270,16 +276,7 @@ def fig_curves(records: Sequence[Mapping[str, Any]], axes: Sequence[str],
         panels = _panels(rows, [a for a in varying if a not in (ser, x)])
         fig, panes = _subplots(len(panels))
         for ax, (title, group) in zip(panes, panels, strict=True):
-            for k, (skey, srows) in enumerate(_group(group, [ser] if ser else []).items()):
-                pts: dict[float, list[float]] = defaultdict(list)
-                for r in srows:
-                    pts[r[x]].append(r["value"])
-                xs = sorted(pts)
-                label = None
-                if ser:
-                    label = scheme_label(str(skey[0])) if ser == "init" else f"{ser}={_fmt(skey[0])}"
-                color = style.scheme_color(str(skey[0])) if ser == "init" else f"C{k % 10}"
-                ax.plot(xs, [statistics.fmean(pts[v]) for v in xs], marker="o", color=color, label=label)
+            _plot_series(ax, group, x, ser)
             values = [r["value"] for r in group if r["value"] > 0]
             if experiment == "probe" and values and max(values) >= 10 * min(values):  # decades apart
                 style.log_scale(ax, "y")
