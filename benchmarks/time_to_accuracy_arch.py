@@ -1,87 +1,90 @@
 """Time to accuracy across architectures: ``init_model(..., "auto")`` against each family's usual
 initializations, on real data (issue 13).
 
-Families (models from :mod:`initlab.zoo`), each task run with every start one after the other in
-one process, the same seed for all of them (same data order; ``torch.manual_seed(seed)`` before the
-model is built, ``torch.Generator().manual_seed(seed)`` for the init):
+Every run (family, depth, variant, start, seed) is one cell of ``initlab sweep``'s ``train``
+experiment (:class:`initlab.experiments.train.TrainConfig`, :func:`~initlab.experiments.train.run_train`:
+the model built after ``torch.manual_seed(seed)``, the start drawn from
+``torch.Generator().manual_seed(seed)``, the batches from another generator of the same seed, so
+every start of a task sees the same data order), and the grid runs through the sweep engine
+(:mod:`initlab.sweep`): here, one run after the other, by default; ``--ray`` on this machine's cores
+(``--cpus N``), ``--address ADDR`` on a Ray cluster (the numbers do not depend on where a run ran);
+``--store DIR`` keeps every finished run in a sweep store, so the same command started again skips
+the finished runs and resumes where it stopped (``initlab sweep show DIR`` lists them). The
+families, as cells (starts: :mod:`initlab.experiments.starts`; models:
+:mod:`initlab.experiments.families`):
 
-* ``cnn`` — ``zoo.plain_cnn``: 32 channels, no normalization, no residual, depths 8 / 32 / 64 /
-  128, ReLU and tanh; Fashion-MNIST (Debian's ``dataset-fashion-mnist`` through
-  ``initlab.data.load_dataset``; mnist5k when absent) as 1x28x28 standardised images; SGD,
+* ``cnn`` — model ``cnn`` (``zoo.plain_cnn``: width 32 channels, no normalization, no residual),
+  depths 8 / 32 / 64 / 128, activation ``relu`` and ``tanh`` (the variants); Fashion-MNIST
+  (Debian's ``dataset-fashion-mnist``; mnist5k when absent) as 1x28x28 standardised images; SGD,
   momentum 0.9, lr 0.005 (at 0.02 every start, "auto" included, dies within ~20 steps at depth 32:
   the loss pins at ln 10), batch 128, 500 steps. Starts: ``torch_default`` (as constructed),
-  ``he_fan_out`` (``kaiming_normal_(mode="fan_out", nonlinearity="relu")``, zero biases, as
-  torchvision), ``lsuv`` (``initlab.lsuv_`` on 512 training images), ``delta_orthogonal``
-  (``initlab.init.delta_orthogonal_`` at the critical point, gain ``sigma_w`` of
-  ``initlab.theory.critical_point(activation)``: ``sqrt(2)`` for ReLU, 1 for tanh; zero biases;
-  head ``xavier_normal_``), ``auto`` (``init_model(model, "auto", generator=g)``, as every
-  ``init_model`` start).
-* ``resnet`` — ``zoo.cifar_resnet`` without normalization, depths 20 / 56 / 110, width 16, on the
-  same images; SGD, momentum 0.9, lr 0.05, batch 128, 500 steps. Starts: ``torch_default``,
-  ``he`` (He fan_out), ``fixup`` (``initlab.transforms.add_fixup_scalars(model, verbose=False)``
-  then ``init_model(model, "fixup")``), ``skipinit`` (``add_skip_gates`` then
-  ``init_model(model, "skipinit")``), ``auto``; and the reference ``bn_he``: the same ResNet with
-  BatchNorm under He fan_out (torchvision's), shown but never the "best peer".
-* ``gpt`` — ``zoo.char_gpt`` (width 128, 4 heads, context 128), pre-LN and no-LN, depths 6 / 12 /
-  24, on the CPython standard library's own source (``initlab.corpus.stdlib_split``: bytes as
-  tokens, 4 MB train and 400 kB validation, split by file); AdamW, lr 3e-3 with no warmup and no
-  clipping, weight decay 0.01, batch 32 x 128 bytes, 600 steps. Starts: ``torch_default``,
-  ``gpt2``, ``t_fixup``, ``deepnorm`` (``init_model(model, name)``), ``auto``.
+  ``he_fan_out`` (torchvision's ``kaiming_normal_(mode="fan_out")``), ``lsuv`` (on 512 training
+  images), ``delta_orthogonal`` (at the activation's critical ``sigma_w``), ``auto``.
+* ``resnet`` — model ``resnet`` (``zoo.cifar_resnet``, width 16) with ``norm = false`` (variant
+  ``nonorm``), depths 20 / 56 / 110, on the same images; SGD, momentum 0.9, lr 0.05, batch 128, 500
+  steps. Starts: ``torch_default``, ``he_fan_out``, ``fixup`` (Fixup's scalars added, then
+  ``init_model(model, "fixup")``), ``skipinit`` (the gates, then ``init_model(model,
+  "skipinit")``), ``auto``; and the reference ``bn_he``: the same ResNet with BatchNorm (``norm =
+  true``) under ``he_fan_out`` (torchvision's), shown but never the "best peer".
+* ``gpt`` — model ``gpt`` (``zoo.char_gpt``: width 128, 4 heads, context 128) on data set
+  ``stdlib``, the CPython standard library's own source (bytes as tokens, 4 MB train and 400 kB
+  validation, split by file); variants ``pre`` (pre-LN, the default norm) and ``none`` (``norm =
+  false``: no LayerNorm), depths 6 / 12 / 24; AdamW, lr 3e-3 with no warmup and no clipping, weight
+  decay 0.01, batch 32 x 128 bytes, 600 steps. Starts: ``torch_default``, ``gpt2``, ``t_fixup``,
+  ``deepnorm`` (``init_model(model, name)``), ``auto``.
 
-A start that raises (a scheme or transform not written yet, a model it does not handle) is
-recorded as ``error: <message>`` and the benchmark goes on; so is a run that fails while training.
-A loss that turns non-finite stops the run (``diverged``; final ``nan``).
+A run that raises (a start or transform that does not fit the model, a failure while training) is
+retried once by the engine, then recorded as ``error: <message>``, and the benchmark goes on. A
+loss that turns non-finite stops the run (``diverged``; final ``nan``).
 
 Measured: ``steps`` — the first step at which the metric on a fixed evaluation set reaches the
-target (checked every ``--eval-every`` steps, so a multiple of it; ``-`` never): accuracy on a
-fixed 2,000-image subset of the test set >= 75 % (cnn: its global-average-pooled 32-channel head
-learns slowly; the CNN-8 is at 0.69-0.78 after 300 steps) or >= 80 % (resnet: the BatchNorm
-ResNet-20 gets there in ~150 steps), or validation bits per byte (cross-entropy / ln 2) <= 3.0 on
-32 fixed 128-byte windows (gpt; the byte bigram model scores 3.84; the pre-LN GPT-6 gets there in
-400-500 steps); ``final`` — the metric after the step budget on the whole test set or on 256
-validation windows (``--quick``: on the evaluation set); ``time`` — wall seconds. Per task, the
-medians over seeds (never reached, or diverged = infinitely many steps; a diverged final is the
-worst value) and ``auto / best peer``: auto's steps over the fewest of any peer (< 1: auto is
-faster). Then the issue's goals as PASS / FAIL / SKIP lines: auto reaches the target on every
-task; auto is never slower than the best peer; the no-norm ResNet-56 under auto within 1 point of
-the BatchNorm ResNet-56's final accuracy; the plain CNN-128 under auto within 2 points of the
-CNN-8. ``--json PATH`` writes every run as a tidy record (family, depth, variant, init, seed,
-steps_to_target, final, steps, diverged, time_s, error).
+target (checked every ``--eval-every`` steps, so a multiple of it; ``-`` never): accuracy on the
+first 2,000 test images >= 75 % (cnn: its global-average-pooled 32-channel head learns slowly; the
+CNN-8 is at 0.69-0.78 after 300 steps) or >= 80 % (resnet: the BatchNorm ResNet-20 gets there in
+~150 steps), or validation bits per byte (cross-entropy / ln 2) <= 3.0 on 32 fixed 128-byte
+windows (gpt; the byte bigram model scores 3.84; the pre-LN GPT-6 gets there in 400-500 steps);
+``final`` — the metric after the step budget on the whole test set or on 256 validation windows
+(``--quick``: the images' on the evaluation set; the GPT's still on its 256 windows); ``time`` —
+wall seconds of the cell. Per task, the medians over seeds (never reached, or diverged = infinitely
+many steps; a diverged final is the worst value) and ``auto / best peer``: auto's steps over the
+fewest of any peer (< 1: auto is faster). Then the issue's goals as PASS / FAIL / SKIP lines: auto
+reaches the target on every task; auto is never slower than the best peer; the no-norm ResNet-56
+under auto within 1 point of the BatchNorm ResNet-56's final accuracy; the plain CNN-128 under auto
+within 2 points of the CNN-8. ``--json PATH`` writes every run as a tidy record (family, depth,
+variant, init, seed, metric, target, steps_to_target, final, steps, diverged, time_s, error).
 
 Cost on 1 core (a shared 2-core box), seconds per training step: CNN-8 0.12, CNN-128 0.48;
 ResNet-20 0.35, ResNet-110 1.6; GPT-6 0.5, GPT-24 2.0 (pre-LN and no-LN alike). One default run:
 ~1 min (CNN-8) to ~4 min (CNN-128), ~3 to ~14 min (ResNets), ~5 to ~20 min (GPTs). ``--quick``
 (smallest depth, first variant, 100 / 30 / 30 steps) takes ~70 s for cnn, ~85 s for resnet, ~85 s
 for gpt, ~13-16 s a run. The full run (every depth, variant and start, 3 seeds) is about 5 h for
-cnn, 7 h for resnet and 18 h for gpt on one core: run one family, depth or seed per call, each
-with its own ``--json``.
+cnn, 7 h for resnet and 18 h for gpt on one core: run it with ``--store DIR`` (resumable), on Ray
+(``--ray``) where there are cores to spare, or one family, depth or seed per call, each with its
+own ``--json``.
 
 Usage::
 
     python benchmarks/time_to_accuracy_arch.py --family cnn --depths 8 128 --seeds 0 1 2
     python benchmarks/time_to_accuracy_arch.py --quick --family all   # smallest depths, few steps
+    python benchmarks/time_to_accuracy_arch.py --family resnet --ray --store arch-runs   # resumable
 
-``--threads N`` sets torch's threads (default 1); the steps, not only the times, depend on it.
+``--threads N`` sets torch's threads per run (default 1); the steps, not only the times, depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import datetime
 import math
 import statistics
 import sys
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from initlab import zoo
 from initlab.errors import DataError, InitlabError
-from initlab.experiments.common import check_ints
 from initlab.records import records_to_json, write_text_atomic
 
 # ---- families -------------------------------------------------------------------------------------
@@ -89,7 +92,9 @@ from initlab.records import records_to_json, write_text_atomic
 
 @dataclass(frozen=True)
 class Family:
-    """One family of tasks: its models, starts, optimiser settings and target."""
+    """One family of tasks: its depths, variants, starts, references (shown, never the best peer),
+    target, optimiser settings and the :class:`~initlab.experiments.train.TrainConfig` fields
+    (``fixed``) every one of its cells shares."""
 
     name: str
     depths: tuple[int, ...]
@@ -104,263 +109,178 @@ class Family:
     steps: int
     eval_every: int
     quick_steps: int
+    fixed: dict[str, Any]
 
+
+_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0}
 
 FAMILIES: dict[str, Family] = {
     "cnn": Family("cnn", (8, 32, 64, 128), ("relu", "tanh"),
                   ("torch_default", "he_fan_out", "lsuv", "delta_orthogonal", "auto"), (),
-                  0.75, True, "accuracy", 0.005, 128, 500, 20, 100),
+                  0.75, True, "accuracy", 0.005, 128, 500, 20, 100, {"model": "cnn", "width": 32, **_SGD}),
     "resnet": Family("resnet", (20, 56, 110), ("nonorm",),
-                     ("torch_default", "he", "fixup", "skipinit", "auto"), ("bn_he",),
-                     0.80, True, "accuracy", 0.05, 128, 500, 20, 30),
+                     ("torch_default", "he_fan_out", "fixup", "skipinit", "auto"), ("bn_he",),
+                     0.80, True, "accuracy", 0.05, 128, 500, 20, 30,
+                     {"model": "resnet", "width": 16, **_SGD}),
     "gpt": Family("gpt", (6, 12, 24), ("pre", "none"),
                   ("torch_default", "gpt2", "t_fixup", "deepnorm", "auto"), (),
-                  3.0, False, "bits/byte", 3e-3, 32, 600, 25, 30),
+                  3.0, False, "bits/byte", 3e-3, 32, 600, 25, 30,
+                  {"model": "gpt", "dataset": "stdlib", "width": 128, "activation": "gelu",
+                   "optimizer": "adamw", "weight_decay": 0.01}),
 }
 
-CONTEXT = 128
-EVAL_WINDOWS, FINAL_WINDOWS = 32, 256
+#: Each variant's TrainConfig fields (a cnn variant is its activation).
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "resnet": {"nonorm": {"norm": False}},
+    "gpt": {"pre": {}, "none": {"norm": False}},
+}
+
+#: The references' TrainConfig fields, over their variant's: ``bn_he`` is torchvision's ResNet.
+REFERENCES: dict[str, dict[str, Any]] = {"bn_he": {"norm": True, "init": "he_fan_out"}}
+
+AXES = ("family", "depth", "variant", "init", "seed")
+IMAGE_EVAL = 2000  # test images scored every eval_every steps
 
 
-def build_model(family: str, depth: int, variant: str, init: str) -> nn.Module:
-    """The family's model (``bn_he`` gets the BatchNorm ResNet), built after the caller seeded torch."""
-    if family == "cnn":
-        return zoo.plain_cnn(depth, 32, variant, in_channels=1)
-    if family == "resnet":
-        return zoo.cifar_resnet(depth, norm=init == "bn_he", in_channels=1)
-    return zoo.char_gpt(depth, context=CONTEXT, ln=variant)
+def variant_fields(fam: Family, variant: str) -> dict[str, Any]:
+    """The TrainConfig fields of ``variant`` of ``fam``.
+
+    Raises:
+        InitlabError: a variant the family does not have (the message lists them).
+    """
+    if fam.name == "cnn":
+        return {"activation": variant}
+    try:
+        return VARIANTS[fam.name][variant]
+    except KeyError:
+        raise InitlabError(f"variant {variant!r} of {fam.name}: use some of "
+                           f"{', '.join(VARIANTS[fam.name])}") from None
 
 
-# ---- starts ---------------------------------------------------------------------------------------
+# ---- the grid as cells ----------------------------------------------------------------------------
 
 
-@dataclass
-class StartContext:
-    """What a start may use: the model, the init generator, the variant, 512 training inputs."""
-
-    model: nn.Module
-    gen: torch.Generator
-    variant: str
-    examples: torch.Tensor
-
-
-def he_fan_out_(s: StartContext) -> None:
-    """torchvision's init: convs ``kaiming_normal_(mode="fan_out")``, zero conv biases, norms 1/0."""
-    for m in s.model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=s.gen)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def delta_orthogonal_start_(s: StartContext) -> None:
-    """Delta-orthogonal convs at the critical ``sigma_w`` of the activation, zero biases, Glorot head."""
-    from initlab.init import delta_orthogonal_
-    from initlab.theory import critical_point
-
-    sigma_w = math.sqrt(critical_point(s.variant).sigma_w2)
-    for m in s.model.modules():
-        if isinstance(m, nn.Conv2d):
-            delta_orthogonal_(m.weight, gain=sigma_w, generator=s.gen)
-        elif isinstance(m, nn.Linear):
-            nn.init.xavier_normal_(m.weight, generator=s.gen)
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+def family_parts(fam: Family, settings: argparse.Namespace, depths: list[int], variants: list[str],
+                 inits: list[str], dataset: str) -> list[tuple[str, dict, dict, dict]]:
+    """The family's grid as sweep parts ``(name, fixed, grid, labels)``: per variant, the peers'
+    ``depth x init`` and each reference's ``depth``; ``labels`` are the cells' ``variant`` (and a
+    reference's ``init``)."""
+    common = {"lr": settings.lr, "batch_size": settings.batch, "steps": settings.steps,
+              "eval_every": settings.eval_every, "target": settings.target}
+    if fam.name != "gpt":
+        common.update(dataset=dataset, eval_size=IMAGE_EVAL)
+        if settings.quick:
+            common["final_size"] = IMAGE_EVAL
+    parts = []
+    for v in variants:
+        base = {**fam.fixed, **variant_fields(fam, v), **common}
+        peers = [i for i in inits if i not in fam.references]
+        if peers:
+            parts.append((f"{fam.name}.{v}", base, {"depth": depths, "init": peers}, {"variant": v}))
+        for ref in (i for i in inits if i in fam.references):
+            parts.append((f"{fam.name}.{v}.{ref}", {**base, **REFERENCES[ref]}, {"depth": depths},
+                          {"variant": v, "init": ref}))
+    return parts
 
 
-def _transform(name: str) -> Callable[..., object]:
-    """``initlab.transforms.<name>`` (or ``initlab.model.transforms.<name>``)."""
-    errors = []
-    for module in ("initlab.transforms", "initlab.model.transforms"):
+def part_cells(family: str, fixed: dict, grid: dict, labels: dict, seeds: list[int], threads: int) -> list:
+    """The cells of one part (:func:`initlab.sweep.expand` of its spec), their params relabelled
+    ``family, depth, variant, init, seed`` (the key is the config's, unchanged)."""
+    from initlab import sweep
+
+    spec = sweep.parse_spec({"sweep": {"experiment": "train", "seeds": seeds, "threads": threads},
+                             "fixed": fixed, "grid": grid})
+    cells = []
+    for c in sweep.expand(spec):
+        params = {"family": family, "depth": c.params["depth"], "variant": labels["variant"],
+                  "init": labels.get("init", c.params.get("init")), "seed": c.params["seed"]}
+        cells.append(dataclasses.replace(c, params=params))
+    return cells
+
+
+def manifest(cells: list, spec_parts: dict[str, dict], seeds: list[int], threads: int) -> dict[str, Any]:
+    """The store's manifest (:mod:`initlab.sweep.store`) of the benchmark's cells: its identity is
+    the cells' keys, its ``spec`` the parts (fixed settings and grid lists) by name."""
+    from initlab import __version__
+    from initlab.sweep import spec_hash
+    from initlab.sweep.grid import code_versions
+    from initlab.sweep.store import SCHEMA, SCHEMA_VERSION
+
+    sweep_table = {"experiment": "train", "name": "time_to_accuracy_arch", "seeds": seeds, "threads": threads}
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "spec_hash": spec_hash(cells),
+            "experiment": "train", "name": "time_to_accuracy_arch", "axes": list(AXES), "n_cells": len(cells),
+            "initlab_version": __version__, "versions": code_versions(),
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "spec": {"sweep": sweep_table, **spec_parts}}
+
+
+# ---- running --------------------------------------------------------------------------------------
+
+_STATS = {"steps_to_target": "steps_to_target", "final_accuracy": "final", "final_bits_per_byte": "final",
+          "steps": "steps", "diverged": "diverged", "seconds": "time_s"}
+
+
+def run_row(cell: Any, records: list[dict] | None, error: str | None) -> dict:
+    """One run as the benchmark's record, from its cell's ``train`` records (or its ``error``)."""
+    p = cell.params
+    fam = FAMILIES[p["family"]]
+    row = {**{k: p[k] for k in AXES}, "metric": fam.metric, "target": cell.config.target,
+           "steps_to_target": None, "final": None, "steps": 0, "diverged": False, "time_s": 0.0,
+           "error": error}
+    for r in records or []:
+        if r["stat"] in _STATS:
+            row[_STATS[r["stat"]]] = r["value"]
+    if row["steps_to_target"] is not None:
+        row["steps_to_target"] = int(row["steps_to_target"])
+    row["steps"], row["diverged"] = int(row["steps"]), bool(row["diverged"])
+    return row
+
+
+def where(args: argparse.Namespace) -> str:
+    """The runner the options ask for (``serial`` or ``ray``), checked before anything runs.
+
+    Raises:
+        InitlabError: ``--cpus`` without Ray, with ``--address``; Ray not installed.
+    """
+    from initlab.sweep.engine import check_runner
+
+    runner = "ray" if args.ray or args.address else "serial"
+    if args.cpus is not None and runner == "serial":
+        raise InitlabError(f"--cpus {args.cpus} caps a local Ray: add --ray")
+    check_runner(runner, address=args.address, cpus=args.cpus)
+    return runner
+
+
+def run_cells(cells: list, args: argparse.Namespace, parts: dict[str, dict]) -> list[dict]:
+    """Every cell through the sweep engine (skipping those ``--store`` holds); one row per cell."""
+    from initlab import sweep
+    from initlab.experiments.train import run_train
+
+    runner = where(args)
+    store = None
+    if args.store:
         try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            errors.append(f"{module}: {exc}")
-    raise ImportError(f"no transform {name}: " + "; ".join(errors))
-
-
-def _scheme(name: str, transform: str | None = None) -> Callable[[StartContext], None]:
-    def start(s: StartContext) -> None:
-        from initlab import init_model
-
-        if transform:
-            _transform(transform)(s.model, verbose=False)
-        init_model(s.model, name, generator=s.gen)
-
-    return start
-
-
-def auto_zero_ends_(s: StartContext) -> None:
-    """``"auto"``, then every residual branch's last weighted layer zeroed (weight and bias; the
-    branches from the graph, :func:`initlab.model.residual_family.residual_branches`): the rule
-    Fixup and SkipInit share, tried as ``"auto"``'s residual rule against its branch scaling."""
-    import re
-
-    from initlab import init_model
-    from initlab.graph import trace
-    from initlab.model.residual_family import residual_branches
-
-    br = residual_branches(s.model, trace(s.model, s.examples[:2]))
-    ends = sorted({module for module, _ in br.ends})
-    rules = [(rf"^{re.escape(m)}\.(weight|bias)$", "zeros") for m in ends]
-    init_model(s.model, "auto", rules=rules, generator=s.gen)
-
-
-def lsuv_start_(s: StartContext) -> None:
-    from initlab.lsuv import lsuv_
-
-    lsuv_(s.model, s.examples, generator=s.gen)
-
-
-STARTS: dict[str, Callable[[StartContext], None]] = {
-    "torch_default": lambda s: None,
-    "he_fan_out": he_fan_out_,
-    "he": he_fan_out_,
-    "bn_he": he_fan_out_,
-    "lsuv": lsuv_start_,
-    "delta_orthogonal": delta_orthogonal_start_,
-    "auto": _scheme("auto"),
-    "auto_zero_ends": auto_zero_ends_,
-    "fixup": _scheme("fixup", "add_fixup_scalars"),
-    "skipinit": _scheme("skipinit", "add_skip_gates"),
-    "gpt2": _scheme("gpt2"),
-    "t_fixup": _scheme("t_fixup"),
-    "deepnorm": _scheme("deepnorm"),
-}
-
-
-# ---- data -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Data:
-    """Training data and the two evaluation sets of one family (images or byte windows)."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor | None
-    x_eval: torch.Tensor
-    y_eval: torch.Tensor
-    x_final: torch.Tensor
-    y_final: torch.Tensor
-
-
-def load_images(name: str = "fashion-mnist") -> Data:
-    from initlab.data import load_dataset
-
+            store = sweep.SweepStore.create(args.store, manifest(cells, parts, args.seeds, args.threads))
+        except InitlabError as exc:  # the store's advice names initlab sweep's option
+            raise InitlabError(str(exc).replace("--out", "--store")) from None
     try:
-        ds = load_dataset(name, seed=0)
-    except DataError as exc:
-        print(f"{name} unavailable ({exc}); using mnist5k", file=sys.stderr)
-        ds = load_dataset("mnist5k", seed=0)
-    img = (-1, 1, 28, 28)
-    x_test = ds.x_test.reshape(img)
-    return Data(ds.x_train.reshape(img), ds.y_train, x_test[:2000], ds.y_test[:2000], x_test, ds.y_test)
-
-
-def _windows(data: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = min(n, (len(data) - 1) // CONTEXT)
-    x = data[:n * CONTEXT].reshape(n, CONTEXT)
-    return x, data[1:n * CONTEXT + 1].reshape(n, CONTEXT)
-
-
-def load_text() -> Data:
-    from initlab.corpus import stdlib_split
-
-    train, valid = (torch.from_numpy(a).long() for a in stdlib_split(4_000_000, 400_000))
-    return Data(train, None, *_windows(valid, EVAL_WINDOWS), *_windows(valid, FINAL_WINDOWS))
-
-
-def batches(data: Data, batch: int, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless training batches: shuffled epochs of images, or random byte windows."""
-    if data.y_train is None:
-        span = torch.arange(CONTEXT + 1)
-        while True:
-            idx = torch.randint(0, len(data.x_train) - CONTEXT - 1, (batch, 1), generator=gen) + span
-            w = data.x_train[idx]
-            yield w[:, :-1], w[:, 1:]
-    while True:
-        perm = torch.randperm(len(data.x_train), generator=gen)
-        for i in range(0, len(perm) - batch + 1, batch):
-            b = perm[i:i + batch]
-            yield data.x_train[b], data.y_train[b]
-
-
-# ---- training -------------------------------------------------------------------------------------
-
-
-def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = model(x)
-    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lm: bool, batch: int = 500) -> float:
-    """Accuracy (classifier) or bits per byte (language model) on ``(x, y)``, in eval mode."""
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            out = model(x[i:i + batch])
-            if lm:
-                total += F.cross_entropy(out.flatten(0, 1), y[i:i + batch].flatten(), reduction="sum").item()
-            else:
-                total += (out.argmax(1) == y[i:i + batch]).sum().item()
-    model.train()
-    return total / y.numel() / math.log(2) if lm else total / len(x)
-
-
-def steps_to_target(history: list[tuple[int, float]], target: float, higher_is_better: bool) -> int | None:
-    """The first step of ``history`` ``[(step, metric), ...]`` whose metric reaches ``target``."""
-    for step, value in history:
-        if (value >= target) if higher_is_better else (value <= target):
-            return step
-    return None
-
-
-def train(model: nn.Module, data: Data, fam: Family, args, seed: int) -> dict:
-    """Train for ``args.steps``; the steps to the target and the final metric."""
-    lm = data.y_train is None
-    if lm:
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    stream = batches(data, args.batch, torch.Generator().manual_seed(seed))
-    history: list[tuple[int, float]] = []
-    reached, step, diverged = None, 0, False
-    for step in range(1, args.steps + 1):
-        loss = loss_of(model, *next(stream))
-        if not torch.isfinite(loss):
-            diverged, step = True, step - 1
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if reached is None and step % args.eval_every == 0:
-            history.append((step, evaluate(model, data.x_eval, data.y_eval, lm)))
-            reached = steps_to_target(history, args.target, fam.higher_is_better)
-    x, y = (data.x_eval, data.y_eval) if args.quick else (data.x_final, data.y_final)
-    final = math.nan if diverged else evaluate(model, x, y, lm)
-    return {"steps_to_target": reached, "final": final, "steps": step, "diverged": diverged}
-
-
-def run_one(fam: Family, depth: int, variant: str, init: str, seed: int, data: Data, args) -> dict:
-    """One start on one task: build, init (errors become the record's ``error``), train."""
-    rec = {"family": fam.name, "depth": depth, "variant": variant, "init": init, "seed": seed,
-           "metric": fam.metric, "target": args.target, "steps_to_target": None, "final": None,
-           "steps": 0, "diverged": False, "time_s": 0.0, "error": None}
-    t0 = time.perf_counter()
-    try:
-        torch.manual_seed(seed)  # torch_default draws from the global generator, as torch does
-        model = build_model(fam.name, depth, variant, init)
-        examples = next(batches(data, 512, torch.Generator().manual_seed(seed)))[0]
-        STARTS[init](StartContext(model, torch.Generator().manual_seed(seed), variant, examples))
-        rec.update(train(model, data, fam, args, seed))
-    except Exception as exc:  # noqa: BLE001 - a failing start is a result, not a crash
-        rec["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-    rec["time_s"] = time.perf_counter() - t0
-    return rec
+        made = sweep.make_runner(runner, address=args.address, cpus=args.cpus)
+        result = sweep.drive(run_train, cells, made, store=store, progress=not args.no_progress, desc="runs",
+                             notify=lambda line: print(line, file=sys.stderr, flush=True))
+        if store is not None:
+            by_key: dict[str, list[dict]] = {}
+            for r in store.records():
+                by_key.setdefault(r["cell"], []).append(r)
+        else:
+            by_key = result.records
+    finally:
+        if store is not None:
+            store.close()
+    errors = {f.key: f.error for f in result.failures}
+    if store is not None:
+        print(result.summary(), file=sys.stderr)
+    return [run_row(c, by_key.get(c.key), errors.get(c.key, None if c.key in by_key else "not run"))
+            for c in cells]
 
 
 # ---- summary (pure helpers) -----------------------------------------------------------------------
@@ -498,11 +418,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
     p.add_argument("--quick", action="store_true",
-                   help="smallest depth, first variant, few steps, final metric on the evaluation set")
+                   help="smallest depth, first variant, few steps, final accuracy on the evaluation set")
     p.add_argument("--depths", type=int, nargs="+", default=None, help="default: the family's")
     p.add_argument("--activations", nargs="+", default=None, help="cnn: relu tanh")
     p.add_argument("--ln", nargs="+", default=None, help="gpt: pre none")
-    p.add_argument("--inits", nargs="+", default=None, help="default: every start of the family")
+    p.add_argument("--inits", nargs="+", default=None,
+                   help="default: every start of the family (and resnet's reference bn_he)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; medians compared")
     p.add_argument("--steps", type=int, default=None, help="step budget (cnn/resnet: 500, gpt: 600)")
     p.add_argument("--eval-every", type=int, default=None, help="cnn/resnet: 20, gpt: 25")
@@ -512,74 +433,138 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="cnn/resnet: 128 images, gpt: 32 x 128 bytes")
     p.add_argument("--dataset", default="fashion-mnist", help="images for cnn and resnet")
     p.add_argument("--json", default=None, help="also write the records here")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
+    p.add_argument("--ray", action="store_true", help="run on Ray on this machine's cores")
+    p.add_argument("--address", default=None, help="run on the Ray cluster at this address")
+    p.add_argument("--cpus", type=int, default=None, help="with --ray: CPUs of the local Ray")
+    p.add_argument("--store", default=None, help="keep finished runs in this sweep directory (resumable)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads {args.threads}: pass 1 or more")
     return args
 
 
-def family_plan(fam: Family, args) -> tuple[argparse.Namespace, list[int], list[str], list[str]]:
+def _unique(values: list) -> list:
+    return list(dict.fromkeys(values))
+
+
+def family_plan(fam: Family, args: argparse.Namespace) -> tuple[argparse.Namespace, list[int], list[str],
+                                                                 list[str]]:
     """This family's settings (options given, else the family's defaults), depths, variants, inits."""
+    from initlab.experiments.starts import start_names
+
     picked = {"cnn": args.activations, "gpt": args.ln}.get(fam.name)
-    variants = list(picked or (fam.variants[:1] if args.quick else fam.variants))
-    depths = list(args.depths or (fam.depths[:1] if args.quick else fam.depths))
-    inits = list(args.inits or (*fam.starts, *fam.references))
-    unknown = [i for i in inits if i not in STARTS]
+    variants = _unique(picked or (fam.variants[:1] if args.quick else fam.variants))
+    depths = _unique(args.depths or (fam.depths[:1] if args.quick else fam.depths))
+    inits = _unique(args.inits or (*fam.starts, *fam.references))
+    known = (*start_names(), *fam.references)
+    unknown = [i for i in inits if i not in known]
     if unknown:
-        raise InitlabError(f"--inits {' '.join(unknown)}: unknown; use some of {', '.join(STARTS)}")
+        raise InitlabError(f"--inits {' '.join(unknown)}: unknown for {fam.name}; use some of "
+                           f"{', '.join(known)}")
     defaults = {"steps": fam.quick_steps if args.quick else fam.steps, "eval_every": fam.eval_every,
                 "target": fam.target, "lr": fam.lr, "batch": fam.batch}
     settings = argparse.Namespace(**{k: default if getattr(args, k) is None else getattr(args, k)
                                      for k, default in defaults.items()})
     settings.quick = args.quick
-    check_ints(settings, ("steps", "eval_every", "batch"))
-    for d in depths:  # a bad depth or variant stops here, not once per run
-        for v in variants:
-            build_model(fam.name, d, v, inits[0])
     return settings, depths, variants, inits
 
 
-def run_family(fam: Family, args) -> tuple[list[dict], list[str]]:
-    """Every run of one family (seeds x depths x variants x inits); its tables and goal lines."""
-    settings, depths, variants, inits = family_plan(fam, args)
-    data = load_text() if fam.name == "gpt" else load_images(args.dataset)
-    print(f"\n== {fam.name}: depths {depths}, variants {variants}, seeds {args.seeds}, {settings.steps} "
-          f"steps, batch {settings.batch}, lr {settings.lr:g}, target {fam.metric} "
-          f"{'>=' if fam.higher_is_better else '<='} {settings.target:g}", flush=True)
-    records = []
-    for seed in args.seeds:
-        for d in depths:
-            for v in variants:
-                for init in inits:
-                    r = run_one(fam, d, v, init, seed, data, settings)
-                    records.append(r)
-                    print(f"{fam.name} depth {d} {v} {init} seed {seed}: " + (
-                        f"error: {r['error']}" if r["error"] else
-                        f"steps {fmt(median_steps([r['steps_to_target']]))}, final {r['final']:.4f}, "
-                        f"{r['time_s']:.1f} s"), flush=True)
-    return records, [family_tables(records, fam, depths, variants, inits),
-                     *goal_lines(records, fam, depths, variants)]
+def check_models(cells: list) -> None:
+    """Build each (family, depth, variant) model once, so a bad depth or variant stops here, not
+    once per run (:func:`initlab.experiments.families.build_model`)."""
+    from initlab.experiments.families import ModelArgs, build_model
+    from initlab.experiments.train_data import classification_dataset
+
+    seen = set()
+    for c in cells:
+        cfg, what = c.config, (c.params["family"], c.params["depth"], c.params["variant"])
+        if what in seen:
+            continue
+        seen.add(what)
+        if cfg.model == "gpt":
+            dims = (128, 256)
+        else:
+            ds = classification_dataset(cfg.dataset, cfg.data_dir, cfg.data_seed)
+            dims = (int(ds.n_features), int(ds.n_classes))
+        with torch.random.fork_rng():
+            build_model(cfg.model, ModelArgs(cfg.depth, cfg.width, cfg.activation, cfg.norm, *dims))
+
+
+def image_dataset(name: str) -> str:
+    """``name`` if it loads, else ``mnist5k`` (said on stderr)."""
+    from initlab.experiments.train_data import classification_dataset
+
+    try:
+        classification_dataset(name, None, 0)
+    except DataError as exc:
+        print(f"{name} unavailable ({exc}); using mnist5k", file=sys.stderr)
+        return "mnist5k"
+    return name
+
+
+def plan(args: argparse.Namespace, families: list[str]) -> tuple[list, dict[str, dict], list[tuple]]:
+    """Every cell of the families asked for, the sweep parts by name, and per family what its
+    tables show ``(family, settings, depths, variants, inits)``."""
+    cells, parts, shown = [], {}, []
+    dataset = image_dataset(args.dataset) if set(families) - {"gpt"} else args.dataset
+    for name in families:
+        fam = FAMILIES[name]
+        settings, depths, variants, inits = family_plan(fam, args)
+        shown.append((fam, settings, depths, variants, inits))
+        for part, fixed, grid, labels in family_parts(fam, settings, depths, variants, inits, dataset):
+            cells += part_cells(name, fixed, grid, labels, args.seeds, args.threads)
+            parts[part] = {**fixed, **grid}
+        print(f"\n== {fam.name}: depths {depths}, variants {variants}, seeds {args.seeds}, {settings.steps} "
+              f"steps, batch {settings.batch}, lr {settings.lr:g}, target {fam.metric} "
+              f"{'>=' if fam.higher_is_better else '<='} {settings.target:g}"
+              + ("" if name == "gpt" else f", data {dataset}"), flush=True)
+    cells = list({c.key: c for c in cells}.values())
+    check_models(cells)
+    return cells, parts, shown
+
+
+def print_runs(rows: list[dict], shown: list[tuple]) -> None:
+    """One line per run, in the order family, seed, depth, variant, init."""
+    order = {(fam.name, v, i): (n, variants.index(v), inits.index(i))
+             for n, (fam, _, _, variants, inits) in enumerate(shown) for v in variants for i in inits}
+
+    def position(r: dict) -> tuple:
+        n, v, i = order[r["family"], r["variant"], r["init"]]
+        return n, r["seed"], r["depth"], v, i
+
+    for r in sorted(rows, key=position):
+        print(f"{r['family']} depth {r['depth']} {r['variant']} {r['init']} seed {r['seed']}: " + (
+            f"error: {r['error']}" if r["error"] else
+            f"steps {fmt(median_steps([r['steps_to_target']]))}, final {r['final']:.4f}, "
+            f"{r['time_s']:.1f} s"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    args.seeds = _unique(args.seeds)
+    torch.set_num_threads(args.threads)  # this process; every run sets its own (TrainConfig.threads)
+    print(f"torch {torch.__version__}, threads {args.threads}")
     families = list(FAMILIES) if args.family == "all" else [args.family]
-    records, report = [], []
     try:
-        for name in families:
-            recs, lines = run_family(FAMILIES[name], args)
-            records += recs
-            report.append("\n".join(lines))
-    except InitlabError as exc:
+        where(args)
+        cells, parts, shown = plan(args, families)
+        rows = run_cells(cells, args, parts)
+    except (InitlabError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the store keeps the finished runs: the same command resumes
+        return 130
+    print()
+    print_runs(rows, shown)
+    report = ["\n".join([family_tables([r for r in rows if r["family"] == fam.name], fam, depths, variants,
+                                       inits),
+                         *goal_lines(rows, fam, depths, variants)])
+              for fam, _, depths, variants, inits in shown]
     print("\n\n" + "\n\n".join(report))
     if args.json:  # non-finite numbers become null
-        write_text_atomic(args.json, records_to_json(records, indent=1))
+        write_text_atomic(args.json, records_to_json(rows, indent=1))
     return 0
 
 

@@ -1,10 +1,12 @@
 """The deep architectures of the time-to-accuracy benchmark (``zoo.plain_cnn``, ``zoo.cifar_resnet``,
-``zoo.char_gpt``), the standard-library text corpus, and the pure summary helpers of
-``benchmarks/time_to_accuracy_arch.py`` (the benchmark itself trains for minutes: not a test)."""
+``zoo.char_gpt``), the standard-library text corpus, and ``benchmarks/time_to_accuracy_arch.py``:
+its summary helpers, the ``train`` cells it makes of each family, and one tiny run through the
+sweep engine into a store and back (the benchmark itself trains for minutes: not a test)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -185,14 +187,6 @@ def bench():
         sys.modules.pop(spec.name, None)
 
 
-def test_steps_to_target(bench):
-    history = [(20, 0.5), (40, 0.79), (60, 0.81), (80, 0.7)]
-    assert bench.steps_to_target(history, 0.8, True) == 60
-    assert bench.steps_to_target(history, 0.9, True) is None
-    assert bench.steps_to_target([(25, 4.0), (50, 2.9), (75, 2.5)], 3.0, False) == 50
-    assert bench.steps_to_target([], 0.8, True) is None
-
-
 def test_medians_count_never_and_diverged_as_worst(bench):
     assert bench.median_steps([40, None, 60]) == 60
     assert bench.median_steps([None, None, 60]) == math.inf
@@ -228,13 +222,82 @@ def test_tables_and_goals_from_records(bench):
                 "steps_to_target": steps, "final": final, "target": 0.8, "error": error}
 
     records = [rec("auto", s, 40, 0.85) for s in (0, 1, 2)]
-    records += [rec("he", s, st, 0.84) for s, st in ((0, 60), (1, None), (2, 80))]
+    records += [rec("he_fan_out", s, st, 0.84) for s, st in ((0, 60), (1, None), (2, 80))]
     records += [rec("bn_he", s, 20, 0.855) for s in (0, 1, 2)]
     records += [rec("fixup", 0, None, None, error="ImportError: no transform")]
-    table = bench.family_tables(records, fam, [56], ["nonorm"], ["he", "fixup", "auto", "bn_he"])
-    assert "80 (he)" in table and "0.50" in table and "err" in table
+    table = bench.family_tables(records, fam, [56], ["nonorm"], ["he_fan_out", "fixup", "auto", "bn_he"])
+    assert "80 (he_fan_out)" in table and "0.50" in table and "err" in table
     lines = bench.goal_lines(records, fam, [56], ["nonorm"])
     assert lines[0].startswith("PASS") and lines[1].startswith("PASS")
     assert lines[2].startswith("PASS") and "0.8500 vs 0.8550" in lines[2]
     worse = records + [rec("auto", s, None, 0.70, depth=20) for s in (0, 1, 2)]
     assert bench.goal_lines(worse, fam, [20, 56], ["nonorm"])[0].startswith("FAIL")
+
+
+def _cells(bench, argv):
+    args = bench.parse_args(argv)
+    fam = bench.FAMILIES[args.family]
+    settings, depths, variants, inits = bench.family_plan(fam, args)
+    cells = []
+    for _, fixed, grid, labels in bench.family_parts(fam, settings, depths, variants, inits, "fashion-mnist"):
+        cells += bench.part_cells(fam.name, fixed, grid, labels, args.seeds, args.threads)
+    return {(c.params["depth"], c.params["variant"], c.params["init"], c.params["seed"]): c for c in cells}
+
+
+def test_each_run_is_a_train_cell_with_the_family_settings(bench):
+    cnn = _cells(bench, ["--family", "cnn", "--quick", "--activations", "relu", "tanh", "--seeds", "0", "1"])
+    assert len(cnn) == 2 * 5 * 2
+    c = cnn[8, "tanh", "delta_orthogonal", 1].config
+    assert (c.model, c.activation, c.init, c.width, c.seed) == ("cnn", "tanh", "delta_orthogonal", 32, 1)
+    assert (c.optimizer, c.lr, c.momentum, c.batch_size, c.steps, c.eval_every) == ("sgd", 0.005, 0.9, 128,
+                                                                                    100, 20)
+    assert (c.target, c.eval_size, c.final_size) == (0.75, 2000, 2000)  # --quick: final on the eval set
+
+    resnet = _cells(bench, ["--family", "resnet", "--depths", "20", "56", "--steps", "7"])
+    assert {k[2] for k in resnet} == {"torch_default", "he_fan_out", "fixup", "skipinit", "auto", "bn_he"}
+    ref, peer = resnet[56, "nonorm", "bn_he", 0].config, resnet[56, "nonorm", "he_fan_out", 0].config
+    assert (ref.model, ref.norm, ref.init) == ("resnet", True, "he_fan_out")  # torchvision's BatchNorm ResNet
+    assert (peer.norm, peer.init, peer.lr, peer.steps) == (False, "he_fan_out", 0.05, 7)
+    assert peer.final_size is None  # the whole test set
+
+    gpt = _cells(bench, ["--family", "gpt", "--depths", "6", "--inits", "gpt2", "auto"])
+    pre, none = gpt[6, "pre", "gpt2", 0].config, gpt[6, "none", "auto", 0].config
+    assert (pre.model, pre.dataset, pre.norm, none.norm) == ("gpt", "stdlib", None, False)
+    assert (none.optimizer, none.lr, none.weight_decay, none.batch_size, none.steps, none.eval_every,
+            none.target, none.width) == ("adamw", 3e-3, 0.01, 32, 600, 25, 3.0, 128)
+    every = [*cnn.values(), *resnet.values(), *gpt.values()]
+    assert len({c.key for c in every}) == len(every)
+
+
+def test_bad_options_exit_2_with_one_line(bench, capsys):
+    assert bench.main(["--family", "gpt", "--inits", "bn_he", "--no-progress"]) == 2
+    assert "--inits bn_he: unknown for gpt" in capsys.readouterr().err
+    assert bench.main(["--family", "cnn", "--cpus", "2", "--no-progress"]) == 2
+    assert "add --ray" in capsys.readouterr().err
+
+
+def test_tiny_run_through_the_store_resumes(bench, tmp_path, capsys):
+    """Three runs on the digits (CNN-3, 2 steps): one start fails and is recorded, not raised; the
+    same command again runs only that one; the rows match a run without a store."""
+    pytest.importorskip("pyarrow")
+    argv = ["--family", "cnn", "--depths", "3", "--activations", "relu", "--inits", "torch_default", "auto",
+            "fixup", "--steps", "2", "--eval-every", "1", "--target", "0.01", "--dataset", "digits",
+            "--no-progress", "--threads", str(torch.get_num_threads())]
+    store, out = tmp_path / "runs", tmp_path / "runs.json"
+    assert bench.main([*argv, "--store", str(store), "--json", str(out)]) == 0
+    first = json.loads(out.read_text())
+    assert [(r["init"], r["steps"], r["steps_to_target"]) for r in first[:2]] == [("torch_default", 2, 1),
+                                                                                 ("auto", 2, 1)]
+    assert first[2]["init"] == "fixup" and first[2]["error"].startswith("InitlabError: add_fixup_scalars")
+    assert all(r["error"] is None and 0 <= r["final"] <= 1 for r in first[:2])
+    printed = capsys.readouterr().out
+    assert "cnn depth 3 relu fixup seed 0: error: InitlabError: add_fixup_scalars" in printed
+    assert "PASS  cnn: auto reaches the target on every task" in printed
+    assert bench.main([*argv, "--store", str(store), "--json", str(out)]) == 0
+    err = capsys.readouterr().err  # only the failed start runs again
+    assert "2 already stored" in err and "running 1 on" in err and "0 cell(s) run" in err
+    assert json.loads(out.read_text()) == first
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert [{k: v for k, v in r.items() if k != "time_s"} for r in again] == \
+        [{k: v for k, v in r.items() if k != "time_s"} for r in first]
