@@ -33,12 +33,27 @@ def _require(*modules: str) -> None:
 
 class _SweepGroup(click.Group):
     """``initlab sweep SPEC.toml`` is ``initlab sweep run SPEC.toml``: a first argument that is not
-    a subcommand (nor an option) is the spec."""
+    a subcommand (nor an option) is the spec. Its help shows the three uses and the options of
+    running a spec, which is what a new user came for, then the subcommands."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        path = ctx.command_path
+        formatter.write_usage(path, "SPEC.toml [OPTIONS]")
+        for use in ("show DIR [--records]", "report DIR [--out DIR] [--force]"):
+            formatter.write_usage(path, use, prefix="       ")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        run = self.commands["run"]
+        rows = [r for p in run.get_params(ctx) if isinstance(p, click.Option)
+                and (r := p.get_help_record(ctx)) is not None]
+        with formatter.section("Options of `initlab sweep SPEC.toml` (the same as `initlab sweep run`)"):
+            formatter.write_dl(rows)
+        self.format_commands(ctx, formatter)
 
 
 @click.group("sweep", cls=_SweepGroup, invoke_without_command=True)
@@ -51,13 +66,14 @@ def sweep_group(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-@sweep_group.command("run")
+@sweep_group.command("run", short_help="Run a spec (what `initlab sweep SPEC.toml` does).")
 @click.argument("spec", metavar="SPEC.toml", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(), default=None, help="Results directory [default: the spec's out].")
-@click.option("--address", default=None,
+@click.option("--out", type=click.Path(), default=None, metavar="DIR",
+              help="Results directory [default: the spec's out].")
+@click.option("--address", default=None, metavar="ADDRESS",
               help="Run on a Ray cluster: auto (this machine's running cluster), ray://HEAD:10001, "
                    "HEAD:6379.")
-@click.option("--cpus", type=click.IntRange(min=1), default=None,
+@click.option("--cpus", type=click.IntRange(min=1), default=None, metavar="N",
               help="CPUs of the local Ray [default: all of this machine's].")
 @click.option("--serial", is_flag=True, help="Run the cells here, one after the other, without Ray.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
@@ -134,7 +150,7 @@ def _order(value: Any) -> tuple:
     return (0, value, "") if numeric else (1, 0, str(value))
 
 
-@sweep_group.command("show")
+@sweep_group.command("show", short_help="Print a sweep's cells, headline numbers and failures.")
 @click.argument("directory", metavar="DIR", type=click.Path())
 @click.option("--records", is_flag=True, help="Print every record as CSV instead of the table of cells.")
 def show_command(directory: str, records: bool) -> None:
@@ -171,7 +187,7 @@ def show_command(directory: str, records: bool) -> None:
         click.echo(f"failed {f.key[:12]}: {f.error}")
 
 
-@sweep_group.command("report")
+@sweep_group.command("report", short_help="Write a sweep's figures and HTML page (DIR/report).")
 @click.argument("directory", metavar="DIR", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Report directory [default: DIR/report].")
 @click.option("--force", is_flag=True,

@@ -9,7 +9,8 @@ from pathlib import Path
 #: A model factory for ``model = "FILE.py:build"``: each build appends a line to
 #: ``runs/<width>-<depth>`` next to the file (so a test can count how often a cell ran), sleeps
 #: ``SLEEP`` seconds, and for a ``width`` in ``CRASH_ONCE`` kills its own process on the first build
-#: (``os._exit``: the worker dies mid-cell), for one in ``RAISE`` raises every time.
+#: (``os._exit``: the worker dies mid-cell), for one in ``RAISE`` raises every time, for one in
+#: ``INTERRUPT`` raises ``KeyboardInterrupt`` (as Ctrl-C during that cell would).
 FACTORY = textwrap.dedent('''
     import os
     import time
@@ -20,6 +21,7 @@ FACTORY = textwrap.dedent('''
     SLEEP = {sleep}
     CRASH_ONCE = {crash_once}
     RAISE = {raise_}
+    INTERRUPT = {interrupt}
 
 
     def build(n_features, n_classes, width, depth):
@@ -29,6 +31,8 @@ FACTORY = textwrap.dedent('''
             fh.write(f"{{os.getpid()}}\\n")
         if width in RAISE:
             raise RuntimeError(f"width {{width}} always fails")
+        if width in INTERRUPT:
+            raise KeyboardInterrupt
         marker = here / f"crashed-{{width}}"
         if width in CRASH_ONCE and not marker.exists():
             marker.write_text("x")
@@ -41,10 +45,11 @@ FACTORY = textwrap.dedent('''
 ''')
 
 
-def write_factory(directory: Path, *, sleep: float = 0.0, crash_once: tuple = (), raise_: tuple = ()) -> Path:
+def write_factory(directory: Path, *, sleep: float = 0.0, crash_once: tuple = (), raise_: tuple = (),
+                  interrupt: tuple = ()) -> Path:
     """Write the counting factory to ``directory/nets.py``; return its path."""
     path = directory / "nets.py"
-    path.write_text(FACTORY.format(sleep=sleep, crash_once=crash_once, raise_=raise_))
+    path.write_text(FACTORY.format(sleep=sleep, crash_once=crash_once, raise_=raise_, interrupt=interrupt))
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import socket
 import sys
 
 import pytest
@@ -164,3 +165,62 @@ def test_report_figures_of_a_depth_study_and_a_probe_sweep(tmp_path):
     assert sorted(p.name for p in figures.iterdir()) == ["curves_probe.png"]
     page = html.unescape((tmp_path / "train" / "report" / "index.html").read_text())
     assert "steps_to_target: reached" in page and "final_accuracy: median" in page
+
+
+def test_sweep_help_shows_how_to_run_a_spec(capsys):
+    """`initlab sweep --help` (and a bare `initlab sweep`) shows the three uses and the options of
+    running a spec, not only the subcommands."""
+    for args in (["sweep", "--help"], ["sweep"]):
+        assert main(args) == 0
+        text = capsys.readouterr().out
+        assert "initlab sweep SPEC.toml [OPTIONS]" in text
+        assert "initlab sweep show DIR" in text and "initlab sweep report DIR" in text
+        for option in ("--out DIR", "--address ADDRESS", "--cpus N", "--serial", "--no-progress"):
+            assert option in text, option
+        assert "Commands:" in text and "run" in text
+
+
+def _refused_port() -> int:
+    """A TCP port of this machine where nothing listens (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:{port}", "nothing answers at port {port} of 127.0.0.1"),
+    ("ray://nohost.invalid:10001", "host 'nohost.invalid' is unknown"),  # .invalid never resolves (RFC 2606)
+    ("nohost", "--address nohost is invalid: give auto, HOST:PORT"),
+])
+def test_an_unreachable_address_is_one_line_and_leaves_no_directory(address, says, tmp_path, capsys):
+    """Checked before ray.init (which would retry for minutes): one line, exit 2, no results
+    directory made (nor its parents), a directory the user had left as it was."""
+    pytest.importorskip("ray")
+    port = _refused_port()
+    address, says = address.format(port=port), says.format(port=port)
+    (tmp_path / "spec.toml").write_text(_toml(phase_spec()))
+    (tmp_path / "mine").mkdir()
+    for out in (tmp_path / "new" / "s", tmp_path / "mine"):
+        assert main(["sweep", str(tmp_path / "spec.toml"), "--out", str(out), "--address", address]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("initlab: error: ") and says in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "new").exists()
+    assert list((tmp_path / "mine").iterdir()) == []
+
+
+def test_an_interrupted_sweep_says_so_on_its_own_line_after_the_bar(tmp_path, capsys):
+    """Ctrl-C during the second of two cells (the factory raises KeyboardInterrupt): the bar is
+    closed first, so the resume line starts a line of its own; exit 130, the first cell stored."""
+    factory = write_factory(tmp_path, interrupt=(5,))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_toml(train_spec(factory, [4, 5], [1], [0], out=tmp_path / "s")))
+    assert main(["sweep", str(spec), "--serial", "--progress"]) == 130
+    err = capsys.readouterr().err
+    lines = err.split("\n")
+    resume = [line for line in lines if "interrupted; 1 of 2 cells are stored" in line]
+    assert len(resume) == 1 and resume[0].startswith("initlab sweep: interrupted;"), err
+    assert "run the same command again to resume" in resume[0]
+    assert "1/2" in err  # the bar was drawn, and ended before that line
+    assert "\r" not in resume[0] and err.rstrip().endswith("initlab: aborted")  # Ctrl-C: exit 130
+    assert len(list((tmp_path / "s" / "cells").glob("*.parquet"))) == 1

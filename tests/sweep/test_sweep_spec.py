@@ -133,7 +133,8 @@ def test_load_spec_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name, experiment, n_cells", [
-    ("phase.toml", "phase", 18), ("time_to_accuracy.toml", "train", 20), ("depth_study.toml", "train", 32)])
+    ("phase.toml", "phase", 18), ("time_to_accuracy.toml", "train", 20), ("depth_study.toml", "train", 32),
+    ("random_lr.toml", "train", 24)])
 def test_the_example_specs_parse_and_validate(name, experiment, n_cells):
     spec = load_spec(EXAMPLES / name)
     cells = expand(spec)  # builds every cell's config: every value is checked

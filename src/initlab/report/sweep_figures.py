@@ -4,8 +4,10 @@ Drawn in the one style of :mod:`initlab.report.style`. The records carry the swe
 spec's grid names, and ``seed``) and ``cell``, the cell's key. Figures: heat maps of a cell's
 headline number over two numeric axes (a phase grid: test accuracy over sigma_w2 x depth), or
 that number against the one numeric axis (a depth study), one panel per value of the other axes,
-averaged over seeds; and curves (training: the evaluated metric against the step; phase:
-accuracy against depth; probe: each layer's activation std). The table gives, per grid point, the
+averaged over seeds; a random search's drawn values fill no grid, so with two numeric axes that
+do not either, that number against each of them (a scatter); and curves (training: the evaluated
+metric against the step; phase: accuracy against depth; probe: each layer's activation std). An axis
+of integers (depth, width, steps, layer index) is ticked at integers. The table gives, per grid point, the
 median and the min-max over seeds of every headline number, and how many seeds reached the target.
 """
 
@@ -22,14 +24,38 @@ from typing import Any
 from initlab.report import style
 from initlab.report.figure_common import FigureInfo, save_info, scheme_label
 
-__all__ = ["per_cell", "grid_axes", "summary_table", "fig_heatmaps", "fig_by_axis", "fig_curves",
-           "sweep_figures"]
+__all__ = ["per_cell", "grid_axes", "summary_table", "fig_heatmaps", "fig_by_axis", "fig_scatter",
+           "fig_curves", "sweep_figures"]
 
 _MAX_PANELS = 12
+#: An axis of at most this many integer values is ticked at each of them.
+_MAX_EXPLICIT_TICKS = 10
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _spread_wide(values: Iterable[Any]) -> bool:
+    """Positive values a factor 8 or more apart: drawn on a log scale."""
+    vals = [v for v in values if _finite(v)]
+    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) >= 8
+
+
+def _integer_ticks(ax, values: Iterable[Any], *, at_values: bool = True) -> None:
+    """Tick the x axis at integers when ``values`` are all integers (depth, width, step, layer
+    index): at each value if ``at_values`` and there are at most :data:`_MAX_EXPLICIT_TICKS`, else
+    where ``MaxNLocator(integer=True)`` puts them (on a linear axis); never at 2.5 or 7.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    xs = sorted(set(values))
+    if not xs or not all(isinstance(v, int) and not isinstance(v, bool) for v in xs):
+        return
+    if at_values and len(xs) <= _MAX_EXPLICIT_TICKS:
+        ax.minorticks_off()
+        ax.set_xticks(xs, [str(v) for v in xs])
+    elif ax.get_xscale() == "linear":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _sort_key(v: Any) -> tuple:
@@ -160,9 +186,11 @@ def fig_heatmaps(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat
     if len(numeric) < 2:
         return None
     x_axis, y_axis = numeric[0], numeric[1]
-    panels = _panels(rows, [a for a in varying if a not in (x_axis, y_axis)])
     xs, ys = _values(rows, x_axis), _values(rows, y_axis)
-    log_x = min(xs) > 0 and max(xs) / min(xs) >= 8
+    if 2 * len({(r[x_axis], r[y_axis]) for r in rows}) < len(xs) * len(ys):
+        return None  # most of the grid empty: drawn values (a random search), not a grid
+    panels = _panels(rows, [a for a in varying if a not in (x_axis, y_axis)])
+    log_x = _spread_wide(xs)
     fig, panes = _subplots(len(panels))
     lo = min(r["value"] for r in rows)
     hi = max(r["value"] for r in rows)
@@ -212,6 +240,9 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
     fig, panes = _subplots(len(panels))
     for ax, (title, group) in zip(panes, panels, strict=True):
         _plot_series(ax, group, x, ser)
+        if _spread_wide(r[x] for r in group):  # a learning rate, a width 16 to 512
+            style.log_scale(ax, "x")
+        _integer_ticks(ax, [r[x] for r in group])
         ax.set_xlabel(x)
         ax.set_ylabel(f"{stat}, mean over seeds")
         if title:
@@ -219,6 +250,40 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
         style.legend(ax)
     return save_info(fig, directory, f"by_{x}_{stat}.png", f"{stat} against {x}", "grid",
                      f"{stat} (mean over seeds) against {x}")
+
+
+@style.styled
+def fig_scatter(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat: str,
+                directory: Path) -> FigureInfo | None:
+    """``stat`` (once per cell; mean over seeds) against each numeric axis with two or more values,
+    one panel per axis, one point per grid point, coloured by start when ``init`` varies: a random
+    search, whose drawn values fill no grid; ``None`` with fewer than two such axes."""
+    rows = [r for r in per_cell(records, stat) if _finite(r.get("value"))]
+    varying = grid_axes(rows, axes)
+    numeric = [a for a in varying if all(_finite(r.get(a)) for r in rows)][:_MAX_PANELS]
+    if len(numeric) < 2:
+        return None
+    ser = "init" if "init" in varying else None
+    series: dict[Any, list[tuple[Mapping[str, Any], float]]] = defaultdict(list)
+    for group in _group(rows, varying).values():  # one point per grid point: the mean over seeds
+        mean = statistics.fmean(r["value"] for r in group)
+        series[group[0].get(ser) if ser else None].append((group[0], mean))
+    fig, panes = _subplots(len(numeric))
+    for ax, x in zip(panes, numeric, strict=True):
+        for k, (start, pts) in enumerate(series.items()):
+            label = scheme_label(str(start)) if ser else None
+            color = style.scheme_color(str(start)) if ser else f"C{k % 10}"
+            ax.scatter([p[x] for p, _ in pts], [m for _, m in pts], color=color, label=label, s=18)
+        xs = [r[x] for r in rows]
+        if _spread_wide(xs):
+            style.log_scale(ax, "x")
+        _integer_ticks(ax, xs, at_values=False)  # drawn values: ticks at each would collide
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{stat}, mean over seeds")
+        if ser:
+            style.legend(ax)
+    return save_info(fig, directory, f"scatter_{stat}.png", f"{stat} against {', '.join(numeric)}", "grid",
+                     f"{stat} (mean over seeds) of each drawn point against {', '.join(numeric)}")
 
 
 def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None) -> None:
@@ -280,6 +345,7 @@ def fig_curves(records: Sequence[Mapping[str, Any]], axes: Sequence[str],
             values = [r["value"] for r in group if r["value"] > 0]
             if experiment == "probe" and values and max(values) >= 10 * min(values):  # decades apart
                 style.log_scale(ax, "y")
+            _integer_ticks(ax, [r[x] for r in group])
             ax.set_xlabel("layer index" if x == "index" else x)
             ax.set_ylabel(ylabel)
             if title:
@@ -293,15 +359,16 @@ def fig_curves(records: Sequence[Mapping[str, Any]], axes: Sequence[str],
 def sweep_figures(records: Sequence[Mapping[str, Any]], axes: Sequence[str], headline: Sequence[str],
                   directory: str | Path) -> list[FigureInfo]:
     """Every figure the records allow, written to ``directory``: the heat map of the first headline
-    stat recorded once per cell (or, with one numeric axis, that stat against it), and the curves.
+    stat recorded once per cell (or, with one numeric axis, that stat against it; with numeric axes
+    that fill no grid, a random search's, that stat against each), and the curves.
     Returns their :class:`FigureInfo` (``file`` relative to the report: ``figures/NAME.png``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = []
     stat = next((s for s in headline if per_cell(records, s)), None)
     if stat is not None:
-        grid = fig_heatmaps(records, axes, stat, directory)
-        grid = grid or fig_by_axis(records, axes, stat, directory)
+        grid = (fig_heatmaps(records, axes, stat, directory) or fig_by_axis(records, axes, stat, directory)
+                or fig_scatter(records, axes, stat, directory))
         if grid is not None:
             out.append(grid)
     return out + fig_curves(records, axes, directory)

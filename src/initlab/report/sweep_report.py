@@ -41,7 +41,8 @@ LAYOUT = ReportLayout(SCHEMA, SCHEMA_VERSION, ".initlab-sweep-report",
 
 
 def spec_toml(spec: Mapping[str, Mapping[str, Any]]) -> str:
-    """A spec's tables (``sweep``, ``fixed``, ``grid``) as TOML text.
+    """A spec's tables (``sweep``, ``fixed``, ``grid``, ``random``) as TOML text (a ``random``
+    distribution as an inline table, ``lr = {"loguniform" = [0.001, 0.1]}``).
 
     >>> print(spec_toml({"sweep": {"experiment": "phase", "seeds": [0, 1]}, "grid": {"depth": [2, 4]}}))
     [sweep]

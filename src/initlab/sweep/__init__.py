@@ -5,7 +5,8 @@ re-run skips what is done and a killed run resumes where it stopped.
 :func:`run` (``initlab sweep SPEC.toml``) runs a spec (:mod:`~initlab.sweep.spec`); its cells
 (:mod:`~initlab.sweep.grid`) are experiment configs (:mod:`~initlab.sweep.experiments`) executed by
 a runner (:mod:`~initlab.sweep.runners`) through the engine (:mod:`~initlab.sweep.engine`) into
-the store (:mod:`~initlab.sweep.store`). Ray and pyarrow come with ``pip install 'initlab[sweep]'``
+the store (:mod:`~initlab.sweep.store`); a spec's ``[random]`` table draws points
+(:mod:`~initlab.sweep.random_search`). Ray and pyarrow come with ``pip install 'initlab[sweep]'``
 and are imported only when used.
 """
 

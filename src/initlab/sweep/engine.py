@@ -130,6 +130,8 @@ def drive(run_cell: Callable[[Any], list[dict[str, Any]]], cells: Sequence[Cell]
             if result.failures:
                 bar.set_postfix(failed=len(result.failures))
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()  # the bar's line ends before the message starts (closing twice is a no-op)
         if notify is not None and store is not None:
             stored = result.n_stored_before + result.n_ran
             notify(f"initlab sweep: interrupted; {stored} of {len(cells)} cells are stored in {store.root}: "
@@ -174,7 +176,7 @@ def _manifest(spec: SweepSpec, cells: list[Cell]) -> dict[str, Any]:
     from initlab import __version__
 
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "spec_hash": spec_hash(cells),
-            "experiment": spec.experiment, "name": spec.name, "axes": [*spec.grid, "seed"],
+            "experiment": spec.experiment, "name": spec.name, "axes": list(spec.axes),
             "n_cells": len(cells),
             "initlab_version": __version__, "versions": code_versions(),
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -201,7 +203,9 @@ def run(spec: SweepSpec | str | Path | dict, *, out: str | Path | None = None, r
 
     Raises:
         InitlabError: a bad spec; ``out`` missing, or a directory that is not this sweep's
-            (foreign files, another spec, a corrupt file: never written to); Ray missing.
+            (foreign files, another spec, a corrupt file: never written to); Ray missing, or not
+            reachable at ``address`` (checked before the results directory is made, so none is
+            left behind).
 
     >>> import tempfile, os
     >>> spec = {"sweep": {"experiment": "phase", "seeds": [0]},
@@ -217,9 +221,15 @@ def run(spec: SweepSpec | str | Path | dict, *, out: str | Path | None = None, r
                            "--out DIR")
     check_runner(runner, address=address, cpus=cpus)
     cells = expand(spec)
-    store = SweepStore.create(target, _manifest(spec, cells))
+    manifest = _manifest(spec, cells)
+    SweepStore.check(target, manifest)  # refused before Ray starts, and created only once it runs:
+    made = make_runner(runner, address=address, cpus=cpus)  # a Ray it cannot reach leaves no directory
     try:
-        made = make_runner(runner, address=address, cpus=cpus)
+        store = SweepStore.create(target, manifest)
+    except BaseException:
+        made.close()
+        raise
+    try:
         return drive(spec.spec_experiment.run, cells, made, store=store, progress=progress, notify=notify)
     finally:
         store.close()

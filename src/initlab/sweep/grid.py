@@ -98,8 +98,10 @@ def _make(exp: SweepExperiment, values: dict[str, Any], params: dict[str, Any]) 
 
 def expand(spec: SweepSpec) -> list[Cell]:
     """Every cell of ``spec``: the product of the grid's lists (in spec order, the last varying
-    fastest) times the seeds (fastest of all). Each config is built, so a bad value is refused
-    here, before any work.
+    fastest) times the ``[random]`` points (in draw order, :meth:`SweepSpec.random_points`) times
+    the seeds (fastest of all). A cell's ``params`` are the grid's values, the drawn values (keys
+    sorted) and ``seed``. Each config is built, so a bad value is refused here, before any work; a
+    point drawn twice (a small ``randint`` or ``choice``) is one cell.
 
     Raises:
         InitlabError: a cell whose config is invalid (the message names the cell and the value).
@@ -113,12 +115,14 @@ def expand(spec: SweepSpec) -> list[Cell]:
     exp = get_experiment(spec.experiment)
     versions = code_versions()
     axes = list(spec.grid)
-    cells = []
-    for combo in itertools.product(*(spec.grid[a] for a in axes), spec.seeds):
-        params = dict(zip([*axes, "seed"], combo, strict=True))
+    cells: dict[str, Cell] = {}
+    for *combo, point, seed in itertools.product(*(spec.grid[a] for a in axes), spec.random_points(),
+                                                 spec.seeds):
+        params = {**dict(zip(axes, combo, strict=True)), **point, "seed": seed}
         config = _make(exp, {**spec.fixed, **params, "threads": spec.threads}, params)
-        cells.append(Cell(cell_key(exp.name, config, versions), exp.name, params, config))
-    return cells
+        key = cell_key(exp.name, config, versions)
+        cells.setdefault(key, Cell(key, exp.name, params, config))
+    return list(cells.values())
 
 
 def spec_hash(cells: list[Cell]) -> str:

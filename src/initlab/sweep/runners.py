@@ -25,13 +25,17 @@ from typing import Any
 
 from initlab.errors import InitlabError
 
-__all__ = ["Outcome", "execute", "SerialRunner", "RayRunner", "ray_available", "INSTALL_HINT"]
+__all__ = ["Outcome", "execute", "SerialRunner", "RayRunner", "ray_available", "check_address",
+           "INSTALL_HINT"]
 
 #: The one line that says how to get the sweep extra.
 INSTALL_HINT = "pip install 'initlab[sweep]'"
 
 #: Attempts after the first for a cell that fails (raises, or its worker dies).
 RETRIES = 1
+
+#: Seconds :func:`check_address` waits for a cluster's address to resolve and to accept a connection.
+CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -135,6 +139,79 @@ def _keep_signal_handlers() -> Iterator[None]:
                 signal.signal(getattr(signal, n), handler)
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT`` (an IPv6 host in brackets).
+
+    >>> _host_port("ray://head:10001"), _host_port("[::1]:6379")
+    (('head', 10001), ('::1', 6379))
+    """
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InitlabError(f"--address {address} is invalid: give auto, HOST:PORT (e.g. head:6379) or "
+                           "ray://HOST:PORT (e.g. ray://head:10001)")
+    return host, int(port)
+
+
+def _resolve(host: str, port: int, timeout: float) -> list:
+    """``socket.getaddrinfo`` in a thread, given up on after ``timeout`` seconds (a lookup cannot
+    be given a timeout of its own)."""
+    import threading
+
+    found: dict[str, Any] = {}
+
+    def look() -> None:
+        try:
+            found["addrs"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=look, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "addrs" in found:
+        return found["addrs"]
+    raise found.get("error") or TimeoutError(f"no answer in {timeout:g} s")
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout`` seconds, the address of a Ray cluster that nothing answers at:
+    resolve its host and open a TCP connection to its port (``auto`` and ``local`` are left to
+    Ray, which fails at once when no cluster runs here, and so are schemes other than ``ray://``).
+
+    Why before ``ray.init``: given ``HOST:PORT`` where nothing listens, ``ray.init`` does not fail;
+    its GCS client waits 5 s for the connection and 30 s for the cluster's ID, logging a warning
+    each time, and the driver tries that ``RAY_NUM_REDIS_GET_RETRIES`` (20) times, minutes in all.
+    Those are Ray's internal settings, read when Ray is imported and not ``ray.init`` options, so
+    the address is checked here instead. A port that answers but is not Ray's still makes Ray wait.
+
+    Raises:
+        InitlabError: a malformed address, an unknown host, or no answer at the port (the message
+            names the address and the fix).
+    """
+    if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
+        return
+    host, port = _host_port(address)
+    try:
+        addrs = _resolve(host, port, timeout)
+    except OSError as exc:
+        raise InitlabError(f"cannot reach Ray at {address}: host {host!r} is unknown ({error_line(exc)}): "
+                           "check --address (auto, HEAD:6379, ray://HEAD:10001)") from None
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in addrs:
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(sockaddr)
+                return
+            except OSError as exc:
+                error = exc
+    raise InitlabError(f"cannot reach Ray at {address}: nothing answers at port {port} of {host} "
+                       f"({error_line(error or OSError('no address'))}): start Ray there (ray start --head) "
+                       "or check --address (auto, HEAD:6379, ray://HEAD:10001)")
+
+
 def _ray_error(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
@@ -157,8 +234,8 @@ class RayRunner:
 
     Raises:
         InitlabError: Ray is not installed (the message says how to get it); Ray cannot be started
-            or reached at ``address``. (:func:`initlab.sweep.engine.check_runner` refuses option
-            clashes before.)
+            or reached at ``address`` (:func:`check_address`: in seconds, before ``ray.init``).
+            (:func:`initlab.sweep.engine.check_runner` refuses option clashes before.)
     """
 
     name = "ray"
@@ -166,6 +243,8 @@ class RayRunner:
     def __init__(self, address: str | None = None, cpus: int | None = None) -> None:
         if not ray_available():
             raise InitlabError(f"running on Ray needs Ray: {INSTALL_HINT} (or run serially: --serial)")
+        if address is not None:
+            check_address(address)  # Ray itself would retry an unreachable address for minutes
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import logging
 
@@ -183,7 +262,14 @@ class RayRunner:
             with _keep_signal_handlers():
                 try:
                     ray.init(**kwargs)
-                except (ConnectionError, RuntimeError, ValueError) as exc:
+                except ConnectionError as exc:
+                    if address == "auto" and "Could not find any running Ray" in str(exc):
+                        raise InitlabError("--address auto: no Ray cluster runs on this machine: start one "
+                                           "(ray start --head), give its address (HEAD:6379, "
+                                           "ray://HEAD:10001), or drop --address for a local Ray") from None
+                    raise InitlabError(f"cannot reach Ray at {address}: {error_line(exc)}: check --address "
+                                       "(e.g. auto, ray://head:10001)") from None
+                except (RuntimeError, ValueError) as exc:
                     raise InitlabError(f"cannot start or reach Ray at {address or 'this machine'}: "
                                        f"{error_line(exc)}: check --address (e.g. auto, "
                                        "ray://head:10001)") from None

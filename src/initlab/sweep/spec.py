@@ -16,10 +16,16 @@ the grid, the seeds, the threads per cell and the output directory; parsed and c
     [grid]                      # every combination of these lists, times the seeds, is one cell
     depth = [2, 6, 10]
     init = ["auto", "torch_default"]
+
+    [random]                    # optional: times `samples` drawn points (initlab.sweep.random_search)
+    samples = 8
+    seed = 0
+    lr = { loguniform = [1e-3, 1e-1] }
 """
 
 from __future__ import annotations
 
+import itertools
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +34,7 @@ from typing import Any
 
 from initlab.errors import InitlabError
 from initlab.sweep.experiments import SweepExperiment, get_experiment
+from initlab.sweep.random_search import Choice, RandomSearch, parse_random
 
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
@@ -44,7 +51,9 @@ class SweepSpec:
         experiment: the experiment's name (:data:`initlab.sweep.experiments.EXPERIMENTS`).
         fixed: config fields shared by every cell.
         grid: config field -> the values it takes (in spec order); the cells are their product.
-        seeds: one cell per seed for every grid point.
+        random: the ``[random]`` table (``None``: none): the cells are the grid's product times
+            its drawn points (:meth:`random_points`).
+        seeds: one cell per seed for every grid point (and drawn point).
         threads: torch threads per cell (Ray reserves that many CPUs for it).
         out: the results directory (``None``: give one when running).
         name: a label for the report.
@@ -59,6 +68,21 @@ class SweepSpec:
     out: str | None = None
     name: str = ""
     source: str | None = None
+    random: RandomSearch | None = None
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """What varies between cells, in a cell's ``params`` order: the grid's keys (spec order),
+        the ``[random]`` keys (sorted), ``seed``."""
+        return (*self.grid, *(self.random.params if self.random else ()), "seed")
+
+    def random_points(self) -> list[dict[str, Any]]:
+        """The drawn points of ``[random]`` as config values (an int drawn for a float field becomes
+        a float); ``[{}]`` without ``[random]``: one point that sets nothing."""
+        if self.random is None:
+            return [{}]
+        config = self.spec_experiment.config
+        return [{k: _coerce(config, k, v, None) for k, v in p.items()} for p in self.random.points()]
 
     @property
     def spec_experiment(self) -> SweepExperiment:
@@ -66,13 +90,17 @@ class SweepSpec:
         return get_experiment(self.experiment)
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as TOML-shaped data (``sweep``, ``fixed``, ``grid`` tables)."""
+        """The spec as TOML-shaped data (``sweep``, ``fixed``, ``grid`` and, if any, ``random``
+        tables); :func:`parse_spec` reads it back as the same spec."""
         sweep = {"experiment": self.experiment, "seeds": list(self.seeds), "threads": self.threads}
         if self.name:
             sweep["name"] = self.name
         if self.out is not None:
             sweep["out"] = self.out
-        return {"sweep": sweep, "fixed": dict(self.fixed), "grid": {k: list(v) for k, v in self.grid.items()}}
+        doc = {"sweep": sweep, "fixed": dict(self.fixed), "grid": {k: list(v) for k, v in self.grid.items()}}
+        if self.random is not None:
+            doc["random"] = self.random.to_dict()
+        return doc
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -133,9 +161,11 @@ def _coerce(config: type, name: str, value: Any, base: Path | None) -> Any:
     return value
 
 
-def _check_fields(exp: SweepExperiment, fixed: dict[str, Any], grid: dict[str, Any]) -> None:
+def _check_fields(exp: SweepExperiment, fixed: dict[str, Any], grid: dict[str, Any],
+                  drawn: RandomSearch | None) -> None:
     known = exp.field_names
-    for table, keys in (("fixed", fixed), ("grid", grid)):
+    tables = {"fixed": fixed, "grid": grid, "random": drawn.params if drawn else {}}
+    for table, keys in tables.items():
         for key in keys:
             if key in _RUN_FIELDS:
                 where = "seeds = [...]" if key == "seed" else "threads = N"
@@ -143,9 +173,10 @@ def _check_fields(exp: SweepExperiment, fixed: dict[str, Any], grid: dict[str, A
             if key not in known:
                 raise InitlabError(f"{table}.{key} is not a setting of experiment {exp.name!r}: use some of "
                                    + ", ".join(k for k in known if k not in _RUN_FIELDS))
-    both = sorted(set(fixed) & set(grid))
-    if both:
-        raise InitlabError(f"{', '.join(both)} is in both [fixed] and [grid]: keep it in one of them")
+    for (one, a), (other, b) in itertools.combinations(tables.items(), 2):
+        both = sorted(set(a) & set(b))
+        if both:
+            raise InitlabError(f"{', '.join(both)} is in both [{one}] and [{other}]: keep it in one of them")
     for key, value in fixed.items():
         if isinstance(value, (list, dict)):
             raise InitlabError(f"fixed.{key} = {value!r} is not one value: put it under [grid] to sweep "
@@ -158,6 +189,24 @@ def _check_fields(exp: SweepExperiment, fixed: dict[str, Any], grid: dict[str, A
             raise InitlabError(f"grid.{key} = {values!r} is invalid: give a list of single values")
         if len({repr(v) for v in values}) != len(values):
             raise InitlabError(f"grid.{key} = {values!r} repeats a value: list each once")
+    if drawn is not None:
+        _check_kinds(exp, drawn)
+
+
+def _check_kinds(exp: SweepExperiment, drawn: RandomSearch) -> None:
+    """A distribution of numbers only for a number setting, of floats only for a float one."""
+    hints = typing.get_type_hints(exp.config)
+    for key, dist in drawn.params.items():
+        hint = hints.get(key)
+        text = getattr(hint, "__name__", str(hint))
+        numeric = "int" in text or "float" in text
+        (name, args), = dist.to_dict().items()
+        shown = f"random.{key} = {{ {name} = {args!r} }}"
+        if dist.kind == "float" and "float" not in text:
+            fix = "use randint = [LOW, HIGH]" if numeric else "use choice = [...]"
+            raise InitlabError(f"{shown} draws floats, but {key} takes {text} values: {fix}")
+        if dist.kind == "int" and not numeric:
+            raise InitlabError(f"{shown} draws integers, but {key} takes {text} values: use choice = [...]")
 
 
 def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
@@ -165,17 +214,20 @@ def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
     """Check a spec given as data (what :func:`load_spec` reads from TOML) and return it.
 
     Raises:
-        InitlabError: an unknown table, key, experiment or config field; a setting in both
-            ``[fixed]`` and ``[grid]``; an empty or repeated grid list; bad seeds or threads.
+        InitlabError: an unknown table, key, experiment or config field; a setting in two of
+            ``[fixed]``, ``[grid]`` and ``[random]``; an empty or repeated grid list; a bad
+            ``[random]`` table (:func:`~initlab.sweep.random_search.parse_random`) or a distribution
+            that does not fit its setting (floats for an integer); bad seeds or threads.
 
     >>> spec = parse_spec({"sweep": {"experiment": "phase", "seeds": [0, 1]},
     ...                    "grid": {"depth": [2, 4], "sigma_w2": [1.0, "critical"]}})
     >>> spec.grid["depth"], spec.seeds
     ((2, 4), (0, 1))
     """
-    extra = sorted(set(doc) - {"sweep", "fixed", "grid"})
+    extra = sorted(set(doc) - {"sweep", "fixed", "grid", "random"})
     if extra:
-        raise InitlabError(f"unknown table [{extra[0]}] in the sweep spec: use [sweep], [fixed] and [grid]")
+        raise InitlabError(f"unknown table [{extra[0]}] in the sweep spec: use [sweep], [fixed], [grid] and "
+                           "[random]")
     sweep = _table(doc, "sweep")
     unknown = sorted(set(sweep) - set(_SWEEP_KEYS))
     if unknown:
@@ -186,7 +238,8 @@ def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
                            "under [sweep]")
     exp = get_experiment(sweep["experiment"])
     fixed, grid = _table(doc, "fixed"), _table(doc, "grid")
-    _check_fields(exp, fixed, grid)
+    drawn = parse_random(_table(doc, "random")) if "random" in doc else None
+    _check_fields(exp, fixed, grid, drawn)
     base_path = Path(base) if base is not None else None
     out = sweep.get("out")
     if out is not None and (not isinstance(out, str) or not out.strip()):
@@ -200,7 +253,18 @@ def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
         fixed={k: _coerce(exp.config, k, v, base_path) for k, v in fixed.items()},
         grid={k: tuple(_coerce(exp.config, k, v, base_path) for v in vs) for k, vs in grid.items()},
         seeds=_int_list("seeds", sweep.get("seeds", [0]), 0), threads=_threads(sweep.get("threads", 1)),
-        out=out, name=name, source=source)
+        out=out, name=name, source=source, random=_coerce_choices(exp, drawn, base_path))
+
+
+def _coerce_choices(exp: SweepExperiment, drawn: RandomSearch | None,
+                    base: Path | None) -> RandomSearch | None:
+    """``drawn`` with its ``choice`` values taken as :func:`_coerce` takes a grid's (relative paths
+    relative to the spec)."""
+    if drawn is None:
+        return None
+    params = {k: Choice(tuple(_coerce(exp.config, k, v, base) for v in d.values))
+              if isinstance(d, Choice) else d for k, d in drawn.params.items()}
+    return RandomSearch(drawn.samples, drawn.seed, params)
 
 
 def _threads(value: Any) -> int:

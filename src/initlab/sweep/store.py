@@ -242,31 +242,45 @@ class SweepStore:
         return store
 
     @classmethod
-    def create(cls, root: str | Path, manifest: dict[str, Any]) -> SweepStore:
-        """Open ``root`` to run the sweep that ``manifest`` describes into it, creating it if it is
-        missing or empty, and lock it (``flock``) against a second writer.
+    def check(cls, root: str | Path, manifest: dict[str, Any]) -> SweepStore | None:
+        """Whether the sweep that ``manifest`` describes may run into ``root``, without writing
+        anything: the existing sweep if ``root`` holds it, ``None`` if ``root`` is missing or empty
+        (:meth:`create` makes it). ``initlab sweep`` checks before it starts Ray and creates after,
+        so a Ray that cannot start leaves no directory behind.
 
         Raises:
             InitlabError: ``root`` is a file, a non-empty directory that is not a sweep, a sweep
-                of another spec (or initlab/torch version), holds foreign or corrupt files, or
-                is locked by another running sweep.
+                of another spec (or initlab/torch version), or holds foreign or corrupt files.
+        """
+        root = Path(root)
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise InitlabError(f"{root} is not a directory: choose a directory for the sweep's results")
+        if not (root.is_dir() and any(root.iterdir())):
+            return None
+        store = cls.open(root)
+        if store.manifest["spec_hash"] != manifest["spec_hash"]:
+            old = store.manifest
+            was = old.get("versions", {})
+            raise InitlabError(
+                f"{root} holds another sweep (spec {old['spec_hash'][:12]}, {old.get('n_cells')} cells, "
+                f"initlab {was.get('initlab')}, torch {was.get('torch')}; this one: spec "
+                f"{manifest['spec_hash'][:12]}, {manifest['n_cells']} cells): it is left as it is: "
+                "choose another --out for this spec")
+        return store
+
+    @classmethod
+    def create(cls, root: str | Path, manifest: dict[str, Any]) -> SweepStore:
+        """Open ``root`` to run the sweep that ``manifest`` describes into it, creating it if it is
+        missing or empty (:meth:`check`), and lock it (``flock``) against a second writer.
+
+        Raises:
+            InitlabError: as :meth:`check`, or ``root`` is locked by another running sweep.
         """
         import pyarrow.parquet  # noqa: F401 - imported now, not on the first finished cell
 
         root = Path(root)
-        if root.is_symlink() or (root.exists() and not root.is_dir()):
-            raise InitlabError(f"{root} is not a directory: choose a directory for the sweep's results")
-        if root.is_dir() and any(root.iterdir()):
-            store = cls.open(root)
-            if store.manifest["spec_hash"] != manifest["spec_hash"]:
-                old = store.manifest
-                was = old.get("versions", {})
-                raise InitlabError(
-                    f"{root} holds another sweep (spec {old['spec_hash'][:12]}, {old.get('n_cells')} cells, "
-                    f"initlab {was.get('initlab')}, torch {was.get('torch')}; this one: spec "
-                    f"{manifest['spec_hash'][:12]}, {manifest['n_cells']} cells): it is left as it is: "
-                    "choose another --out for this spec")
-        else:
+        store = cls.check(root, manifest)
+        if store is None:
             root.mkdir(parents=True, exist_ok=True)
             store = cls(root, dict(manifest))
             tmp = root / f".{MANIFEST}.tmp"

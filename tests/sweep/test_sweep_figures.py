@@ -1,0 +1,87 @@
+"""Sweep figures (initlab.report.sweep_figures) from hand-made records: an axis of integers (depth,
+width, step) is ticked at integers, a float axis is left alone, a positive axis spread over a
+decade or more is drawn on a log scale, and a random search's drawn values (which fill no grid) get
+a scatter against each axis instead of a mostly empty heat map."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from initlab.report import sweep_figures  # noqa: E402
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The data panels of every figure saved during the test, by file name."""
+    panels = {}
+    save_info = sweep_figures.save_info
+
+    def capture(fig, directory, name, *args):
+        panels[name] = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+        return save_info(fig, directory, name, *args)
+
+    monkeypatch.setattr(sweep_figures, "save_info", capture)
+    return panels
+
+
+def _records(points: list[dict], stat: str = "final_accuracy") -> list[dict]:
+    """One record of ``stat`` per cell, its value varying from cell to cell."""
+    return [{"cell": f"c{i}", "experiment": "train", "stat": stat, "value": 0.5 + 0.01 * (i % 7), **p}
+            for i, p in enumerate(points)]
+
+
+def _ticks(ax) -> list[float]:
+    low, high = ax.get_xlim()
+    return [float(t) for t in ax.get_xticks() if low <= t <= high]
+
+
+def test_a_depth_axis_is_ticked_at_its_values(drawn, tmp_path):
+    points = [{"depth": d, "init": i, "seed": s}
+              for d, i, s in itertools.product([1, 2, 3, 4], ["auto", "he_normal"], [0, 1])]
+    sweep_figures.fig_by_axis(_records(points), ["depth", "init", "seed"], "final_accuracy", tmp_path)
+    (ax,) = drawn["by_depth_final_accuracy.png"]
+    assert _ticks(ax) == [1.0, 2.0, 3.0, 4.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4"]
+
+
+def test_a_long_step_axis_gets_integer_ticks_and_a_float_axis_is_left_alone(drawn, tmp_path):
+    """Curves over 13 steps (more than are ticked one by one): MaxNLocator(integer=True); a
+    sigma_w2 axis of floats keeps matplotlib's own ticks."""
+    curve = [{"cell": f"c{i}", "experiment": "train", "stat": "eval_accuracy", "value": 0.1 + 0.05 * step,
+              "step": step, "init": init, "seed": 0}
+             for i, init in enumerate(["auto", "he_normal"]) for step in range(1, 14)]
+    sweep_figures.fig_curves(curve, ["init", "seed"], tmp_path)
+    (ax,) = drawn["curves_train.png"]
+    assert type(ax.xaxis.get_major_locator()) is MaxNLocator
+    assert all(t.is_integer() for t in _ticks(ax)) and len(_ticks(ax)) >= 3
+    points = [{"sigma_w2": w, "seed": 0} for w in (1.0, 1.5, 2.0)]
+    sweep_figures.fig_by_axis(_records(points), ["sigma_w2", "seed"], "final_accuracy", tmp_path)
+    (ax,) = drawn["by_sigma_w2_final_accuracy.png"]
+    assert not all(t.is_integer() for t in _ticks(ax))
+
+
+def test_a_random_search_gets_a_scatter_with_a_log_lr_and_integer_depth_and_width(drawn, tmp_path):
+    lrs = [0.0011, 0.0034, 0.0093, 0.021, 0.047, 0.088]
+    depths = [1, 3, 4, 3, 1, 4]
+    widths = [8, 10, 38, 49, 60, 23]
+    points = [{"init": init, "depth": d, "lr": lr, "width": w, "seed": s}
+              for init in ("auto", "he_normal") for d, lr, w in zip(depths, lrs, widths, strict=True)
+              for s in (0, 1)]
+    axes = ["init", "depth", "lr", "width", "seed"]
+    infos = sweep_figures.sweep_figures(_records(points), axes, ["final_accuracy"], tmp_path)
+    assert [i.file for i in infos] == [f"{tmp_path.name}/scatter_final_accuracy.png"]  # no heat map
+    assert sweep_figures.fig_heatmaps(_records(points), axes, "final_accuracy", tmp_path) is None
+    depth, lr, width = drawn["scatter_final_accuracy.png"]
+    assert (depth.get_xlabel(), lr.get_xlabel(), width.get_xlabel()) == ("depth", "lr", "width")
+    assert lr.get_xscale() == "log" and depth.get_xscale() == width.get_xscale() == "linear"
+    for ax in (depth, width):
+        assert type(ax.xaxis.get_major_locator()) is MaxNLocator
+        assert all(t.is_integer() for t in _ticks(ax)), _ticks(ax)
+    assert len(depth.collections) == 2  # one series per start, one point per drawn point
+    assert [len(c.get_offsets()) for c in depth.collections] == [6, 6]
