@@ -332,3 +332,111 @@ def test_delta_refuses_what_it_cannot_draw():
         ni.delta_looks_linear((8, 5, 3))
     assert schemes.Delta(schemes.LooksLinear()).expected_std is None
     assert schemes.STRUCTURAL_SHAPES[schemes.Delta] == (0, (3, 4, 5), " (a Conv1d/2d/3d weight)")
+
+
+# ---- (f) orthogonal kernels with full spatial support (schemes.ConvOrthogonal) --------------------
+
+
+def _circular(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``w * x`` with circular padding (any 1-3 spatial dims, odd kernels): the padding under which
+    the kernel's transfer function is exactly the conv's spectrum."""
+    pad = [p for k in reversed(w.shape[2:]) for p in (k // 2, k // 2)]
+    conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[w.dim()]
+    return conv(F.pad(x, pad, mode="circular"), w)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 3, 3), (16, 8, 3, 3), (6, 6, 5), (4, 4, 3, 3, 3), (8, 8, 5, 3)])
+def test_conv_orthogonal_is_an_isometry_at_every_frequency(shape):
+    """For out >= in, ||W * x|| = gain ||x|| under circular padding for every x (Parseval: W(w) has
+    orthonormal columns times gain at each frequency w); float64, so 1e-9. The taps sum to gain H
+    (the zero-frequency map) and their energy is the delta kernel's, ||H||_F^2 gain^2 = in gain^2."""
+    gain = 1.7
+    w = I.conv_orthogonal_(torch.empty(shape, dtype=torch.float64), gain, generator=_gen(5))
+    sizes = (7 + i for i in range(len(shape) - 2))
+    x = torch.randn(3, shape[1], *sizes, generator=_gen(6), dtype=torch.float64)
+    y = _circular(w, x)
+    assert torch.allclose(y.flatten(1).norm(dim=1), gain * x.flatten(1).norm(dim=1), atol=1e-9, rtol=0)
+    m = w.sum(dim=tuple(range(2, w.dim())))
+    assert torch.allclose(m.T @ m, gain**2 * torch.eye(shape[1], dtype=torch.float64), atol=1e-9, rtol=0)
+    assert float(w.pow(2).sum()) == pytest.approx(shape[1] * gain**2, rel=1e-9)
+    assert _off_centre_max(w) > 0.1 * gain / math.sqrt(shape[0])  # the taps are spread, not a delta
+
+
+def test_conv_orthogonal_transfer_function_is_unitary_on_a_frequency_grid():
+    """The definition itself: W(e^{iw}) = sum_t W_t e^{i w t} satisfies W^* W = I at 9 x 9
+    frequencies (float64, 1e-9)."""
+    w = I.conv_orthogonal_(torch.empty(6, 6, 3, 3, dtype=torch.float64), generator=_gen(7))
+    taps = torch.arange(3, dtype=torch.float64)
+    for a in torch.linspace(0, 2 * math.pi, 9, dtype=torch.float64):
+        for b in torch.linspace(0, 2 * math.pi, 9, dtype=torch.float64):
+            phase = torch.exp(1j * (a * taps[:, None] + b * taps[None, :]))
+            wz = (w.to(torch.complex128) * phase).sum(dim=(2, 3))
+            assert torch.allclose(wz.mH @ wz, torch.eye(6, dtype=torch.complex128), atol=1e-9, rtol=0)
+
+
+def test_conv_looks_linear_keeps_the_mirror_and_the_chain_linear():
+    """A looks-linear block spread by diag(V0, V0): the outputs of a rows-mirrored first conv are
+    exact negatives of each other at every position, and a ReLU chain of such convs is linear in its
+    input at init (float64, 1e-9)."""
+    g = _gen(8)
+    first = I.apply_spec_(torch.empty(8, 3, 3, 3, dtype=torch.float64),
+                          schemes.ConvOrthogonal(schemes.LooksLinear(1.0, mirror_cols=False)), generator=g)
+    mid = I.apply_spec_(torch.empty(8, 8, 3, 3, dtype=torch.float64),
+                        schemes.ConvOrthogonal(schemes.LooksLinear(1.0)), generator=g)
+    x, z = torch.randn(2, 2, 3, 9, 9, generator=g, dtype=torch.float64)
+    h = _circular(first, x)
+    assert torch.allclose(h[:, :4], -h[:, 4:], atol=1e-12, rtol=0)
+
+    def net(v: torch.Tensor) -> torch.Tensor:
+        return _circular(mid, F.relu(_circular(first, v)))
+
+    assert torch.allclose(net(2 * x - 3 * z), 2 * net(x) - 3 * net(z), atol=1e-9, rtol=0)
+    assert _off_centre_max(mid) > 0.0
+
+
+def test_conv_orthogonal_one_channel_is_the_delta_kernel_and_specs_describe_themselves():
+    """n = 1 output channel has no orthogonal mixing (its projections are I): the kernel is a
+    delta. describe() names the block."""
+    w = I.conv_orthogonal_(torch.empty(1, 1, 3, 3), 2.0, generator=_gen(9))
+    assert _off_centre_max(w) == 0.0
+    assert abs(float(_centre(w).squeeze())) == pytest.approx(2.0, rel=1e-6)
+    spec = schemes.ConvOrthogonal(schemes.LooksLinear(1.0))
+    assert spec.describe() == "conv_looks_linear(gain=1, rows+cols)"
+    with pytest.raises(InitlabError, match="ConvOrthogonal block="):
+        schemes.ConvOrthogonal(schemes.Normal(0.0, 1.0))
+    with pytest.raises(InitlabError, match="Conv1d/2d/3d"):
+        I.conv_orthogonal_(torch.empty(4, 4))
+
+
+def test_conv_orthogonal_same_seed_same_bits_and_numpy_twin_is_isometric_too():
+    a = I.conv_orthogonal_(torch.empty(8, 4, 3, 3), generator=_gen(10))
+    b = I.conv_orthogonal_(torch.empty(8, 4, 3, 3), generator=_gen(10))
+    assert torch.equal(a, b)
+    w = torch.from_numpy(ni.conv_orthogonal((8, 4, 3, 3), rng=0, dtype=np.float64))
+    x = torch.randn(2, 4, 6, 6, generator=_gen(11), dtype=torch.float64)
+    assert torch.allclose(_circular(w, x).flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), atol=1e-9, rtol=0)
+    assert np.array_equal(ni.conv_orthogonal((8, 4, 3, 3), rng=0), ni.conv_orthogonal((8, 4, 3, 3), rng=0))
+
+
+def test_circular_relu_chain_of_conv_looks_linear_kernels_is_exactly_orthogonal():
+    """32 circular 3x3 convs, ReLU between, each a ConvOrthogonal looks-linear kernel (rows-mirrored
+    first, cols-mirrored last, 8 -> 16 -> ... -> 16 -> 8 channels): at init the network is the
+    orthogonal map A_32(z) ... A_1(z) at every frequency, so every singular value of its Jacobian
+    is 1 (float64, 1e-9), although every kernel uses its off-centre taps. "auto" keeps delta
+    kernels (plan_chain's docstring gives the measurements)."""
+    g = _gen(12)
+    specs = ([schemes.LooksLinear(1.0, mirror_cols=False)] + [schemes.LooksLinear(1.0)] * 30
+             + [schemes.LooksLinear(1.0, mirror_rows=False)])
+    shapes = [(16, 8)] + [(16, 16)] * 30 + [(8, 16)]
+    layers: list[nn.Module] = []
+    for k, (spec, (rows, cols)) in enumerate(zip(specs, shapes, strict=True)):
+        conv = nn.Conv2d(cols, rows, 3, padding=1, bias=False, padding_mode="circular").double()
+        I.apply_spec_(conv.weight.data, schemes.ConvOrthogonal(spec), generator=g)
+        assert _off_centre_max(conv.weight) > 0.0
+        layers += [conv] if k == 0 else [nn.ReLU(), conv]
+    net = nn.Sequential(*layers)
+    s = _svdvals(net, X8)
+    assert s.numel() == 8 * 64
+    assert torch.allclose(s, torch.ones_like(s), atol=1e-9, rtol=0)
+    plan = init_model(_plain_cnn(4, nn.ReLU), generator=_gen(), dry_run=True)
+    assert plan["2.weight"].spec.startswith("delta_looks_linear")

@@ -113,6 +113,7 @@ __all__ = [
     "lecun_truncated_normal_",
     "variance_scaling_",
     "delta_orthogonal_",
+    "conv_orthogonal_",
     "looks_linear_",
     "delta_looks_linear_",
     "apply_spec_",
@@ -291,6 +292,37 @@ def _delta(tensor: Tensor, spec: schemes.Delta, generator) -> None:
     tensor[(slice(None), slice(None), *(k // 2 for k in tensor.shape[2:]))] = centre
 
 
+def _projection(n: int, rank: int, like: Tensor, generator) -> Tensor:
+    """A random symmetric ``(n, n)`` projection of ``rank``: ``U U^*``, ``U`` the first ``rank``
+    columns of a Haar orthogonal matrix (drawn as :func:`_orthogonal_matrix` draws an ``(n, n)``)."""
+    u = _orthogonal_matrix(n, n, 1.0, like, generator)[:, :rank]
+    return u @ u.mH
+
+
+def _conv_orthogonal(tensor: Tensor, spec: schemes.ConvOrthogonal, generator) -> None:
+    """Fill a conv weight ``(out, in, *k)`` with :class:`~initlab.schemes.ConvOrthogonal`: the
+    centre block ``M`` drawn as :func:`_delta` draws it (same draws first), then per spatial axis
+    its ``k - 1`` projections of rank ``ceil(n / 2)`` on the ``n`` output channels (per mirrored
+    half); tap ``t`` is ``V_t M``."""
+    centre = torch.empty(tensor.shape[:2], dtype=tensor.dtype, device=tensor.device)
+    if isinstance(spec.block, schemes.LooksLinear):
+        _looks_linear(centre, spec.block, generator)
+    else:
+        _orthogonal(centre, spec.block.gain, generator)
+    mirrored = isinstance(spec.block, schemes.LooksLinear) and spec.block.mirror_rows
+    n = tensor.shape[0] // 2 if mirrored else tensor.shape[0]
+    dtype = torch.float32 if tensor.dtype in _HALF_DTYPES else tensor.dtype
+    work = centre.to(dtype)
+    rank = n - n // 2
+    projections = [[_projection(n, rank, work, generator) for _ in range(k - 1)] for k in tensor.shape[2:]]
+    taps = schemes.paraunitary_taps(projections, torch.eye(n, dtype=dtype, device=tensor.device))
+    tensor.zero_()
+    for t, v in taps.items():
+        if mirrored:
+            v = torch.block_diag(v, v)
+        tensor[(slice(None), slice(None), *t)] = (v @ work).to(tensor.dtype)
+
+
 def _sparse(tensor: Tensor, sparsity: float, std: float, generator) -> None:
     rows, cols = tensor.shape
     num_zeros = math.ceil(sparsity * rows)
@@ -358,6 +390,8 @@ def _realise(tensor: Tensor, spec: schemes.Spec, generator, chunks: int = 1) -> 
                 _looks_linear(block, spec, generator)
             elif isinstance(spec, schemes.Delta):
                 _delta(block, spec, generator)
+            elif isinstance(spec, schemes.ConvOrthogonal):
+                _conv_orthogonal(block, spec, generator)
             elif isinstance(spec, schemes.Identity):
                 _eye(block, spec.gain)
             elif isinstance(spec, schemes.Dirac):
@@ -1230,6 +1264,60 @@ def delta_orthogonal_(
     return _fill_spec(tensor, schemes.DeltaOrthogonal(gain), generator)
 
 
+def conv_orthogonal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Orthogonal convolution init with full spatial support (Xiao et al. 2018): every tap may be
+    non-zero, yet the conv is an isometry at every spatial frequency.
+
+    For a weight ``(out, in, *k)``, the transfer function :math:`W(z) = \sum_t W_t z^t` is
+
+    .. math::
+        W(z) = V(z)\,\text{gain}\cdot H,\qquad
+        V(z) = \prod_{a}\prod_{f=1}^{k_a-1}\bigl(P_{a,f} + (I - P_{a,f})\,z_a^{\pm 1}\bigr)
+
+    with ``H`` Haar (semi-)orthogonal ``(out, in)`` (as :func:`orthogonal_` draws it) and each
+    :math:`P_{a,f}` a random symmetric projection of rank :math:`\lceil out/2 \rceil`. Each factor is
+    unitary on the unit circle, so with circular padding :math:`\|W * x\| = \text{gain}\,\|x\|`
+    for every ``x`` when ``out >= in``; the taps sum to ``gain * H`` (a constant image sees the
+    delta-orthogonal kernel's map), and the entries' total energy equals the delta kernel's. With
+    zero padding the isometry holds away from the border. Unlike :func:`delta_orthogonal_`, whose
+    conv reads one input position per output, this kernel starts with its whole receptive field
+    (the spec is :class:`initlab.schemes.ConvOrthogonal`; its looks-linear form serves ``"auto"``).
+
+    Args:
+        tensor: a 3-, 4- or 5-D floating-point tensor ``(out, in, *k)``; ``out < in`` gives a
+            co-isometry (``W W^* = gain^2 I`` at each frequency).
+        gain: scaling factor. generator: ``torch.Generator`` on the tensor's device.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        InitDtypeError: integer or bool ``tensor``. InitlabError: not 3-5-D.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks",
+    ICML (orthogonal kernels built from symmetric projections).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> w = conv_orthogonal_(torch.empty(8, 8, 3, 3), generator=g)
+    >>> torch.allclose(w.sum(dim=(2, 3)) @ w.sum(dim=(2, 3)).T, torch.eye(8), atol=1e-5)
+    True
+    >>> x = torch.randn(1, 8, 12, 12, generator=g)
+    >>> y = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular"), w)
+    >>> bool(torch.isclose(y.norm(), x.norm(), rtol=1e-5))
+    True
+    """
+    if _check(tensor, "conv_orthogonal_", dims=(3, 4, 5), what=" (a Conv1d/2d/3d weight)"):
+        return tensor
+    if tensor.is_meta:
+        return tensor
+    return _fill_spec(tensor, schemes.ConvOrthogonal(schemes.Orthogonal(gain)), generator)
+
+
 def looks_linear_(
     tensor: Tensor,
     gain: float = 1.0,
@@ -1424,7 +1512,8 @@ def apply_spec_(
     _check_chunks(tensor, chunks, "apply_spec_")
     if isinstance(spec, schemes.LooksLinear):  # refuse an odd mirrored dim before any draw
         schemes.looks_linear_block(spec, (tensor.shape[0] // chunks, tensor.shape[1]))
-    if isinstance(spec, schemes.Delta) and isinstance(spec.block, schemes.LooksLinear):
+    kernel_specs = (schemes.Delta, schemes.ConvOrthogonal)
+    if isinstance(spec, kernel_specs) and isinstance(spec.block, schemes.LooksLinear):
         schemes.looks_linear_block(spec.block, (tensor.shape[0] // chunks, tensor.shape[1]))
     # the specs validated their own parameters (std >= 0, low <= high, ...) when constructed
     if tensor.is_meta and type(spec) in schemes.STRUCTURAL_SHAPES:  # no storage: structural fills are no-ops

@@ -74,6 +74,7 @@ __all__ = [
     "variance_scaling",
     "orthogonal",
     "delta_orthogonal",
+    "conv_orthogonal",
     "looks_linear",
     "delta_looks_linear",
     "sparse",
@@ -213,6 +214,13 @@ def _orthogonal_matrix(rows: int, cols: int, gain: float, rng: np.random.Generat
     return gain * q
 
 
+def _projection(n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+    """A random symmetric ``(n, n)`` projection of ``rank`` (``U U^T``, ``U`` the first columns of a
+    Haar orthogonal matrix)."""
+    u = _orthogonal_matrix(n, n, 1.0, rng)[:, :rank]
+    return u @ u.T
+
+
 def _fill_structural(spec: schemes.Spec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """One block of a structural spec, in float64."""
     if isinstance(spec, schemes.Orthogonal):
@@ -236,6 +244,15 @@ def _fill_structural(spec: schemes.Spec, shape: tuple[int, ...], rng: np.random.
         a = _orthogonal_matrix(rb, cb, spec.gain, rng)  # the draws of orthogonal((rb, cb), gain=)
         top = np.concatenate([a, -a], axis=1) if spec.mirror_cols else a
         return np.concatenate([top, -top], axis=0) if spec.mirror_rows else top
+    if isinstance(spec, schemes.ConvOrthogonal):  # the centre block, then the projections (as torch)
+        m = _fill_structural(spec.block, shape[:2], rng)
+        mirrored = isinstance(spec.block, schemes.LooksLinear) and spec.block.mirror_rows
+        n = shape[0] // 2 if mirrored else shape[0]
+        projections = [[_projection(n, n - n // 2, rng) for _ in range(k - 1)] for k in shape[2:]]
+        w = np.zeros(shape)
+        for t, v in schemes.paraunitary_taps(projections, np.eye(n)).items():
+            w[(slice(None), slice(None), *t)] = (np.kron(np.eye(2), v) if mirrored else v) @ m
+        return w
     if isinstance(spec, schemes.Delta):  # the centre tap: the 2-D block on (out, in), same draws
         w = np.zeros(shape)
         w[(slice(None), slice(None), *(k // 2 for k in shape[2:]))] = _fill_structural(
@@ -376,7 +393,8 @@ def sample_spec(
     chunks = _check_chunks(sh, chunks, "sample_spec")
     if isinstance(spec, schemes.LooksLinear):  # refuse an odd mirrored dim before any draw
         schemes.looks_linear_block(spec, (sh[0] // chunks, *sh[1:]))
-    if isinstance(spec, schemes.Delta) and isinstance(spec.block, schemes.LooksLinear):
+    kernel_specs = (schemes.Delta, schemes.ConvOrthogonal)
+    if isinstance(spec, kernel_specs) and isinstance(spec.block, schemes.LooksLinear):
         schemes.looks_linear_block(spec.block, (sh[0] // chunks, sh[1]))
     return _sample(spec, sh, rng, dt, chunks)
 
@@ -867,6 +885,31 @@ def delta_orthogonal(
     (True, 0.0)
     """
     return _spec_call("delta_orthogonal", schemes.DeltaOrthogonal(gain), shape, rng, dtype)
+
+
+def conv_orthogonal(
+    shape: Sequence[int], rng: RngLike = None, dtype: Any = np.float32, *, gain: float = 1.0,
+) -> np.ndarray:
+    r"""Orthogonal conv weight with full spatial support (Xiao et al. 2018): the numpy twin of
+    :func:`initlab.init.conv_orthogonal_` (the formula is there and in
+    :class:`initlab.schemes.ConvOrthogonal`), drawn in float64.
+
+    .. math::
+        W(z) = V(z)\,\text{gain}\cdot H,\qquad
+        V(z) = \prod_{a}\prod_{f=1}^{k_a-1}\bigl(P_{a,f} + (I - P_{a,f})\,z_a^{\pm 1}\bigr)
+
+    Raises:
+        InitlabError: not 3-, 4- or 5-D.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs".
+
+    >>> w = conv_orthogonal((8, 8, 3, 3), rng=0, dtype=np.float64)
+    >>> m = w.sum(axis=(2, 3))
+    >>> np.allclose(m @ m.T, np.eye(8), atol=1e-12), bool(abs(w[:, :, 0, 0]).max() > 0)
+    (True, True)
+    """
+    return _spec_call("conv_orthogonal", schemes.ConvOrthogonal(schemes.Orthogonal(gain)), shape, rng, dtype)
 
 
 def looks_linear(

@@ -26,6 +26,7 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from scipy import stats
 
@@ -48,6 +49,8 @@ __all__ = [
     "LooksLinear",
     "looks_linear_block",
     "Delta",
+    "ConvOrthogonal",
+    "paraunitary_taps",
     "STRUCTURAL_SHAPES",
     "shape_requirement",
     "variance_scaling",
@@ -409,6 +412,105 @@ class Delta(Spec):
         return "delta_" + self.block.describe()
 
 
+
+@dataclass(frozen=True)
+class ConvOrthogonal(Spec):
+    r"""An orthogonal convolution kernel with full spatial support (Xiao et al. 2018, the
+    block-orthogonal construction of their "orthogonal kernels"): the centre block :math:`M` a
+    :class:`Delta` kernel would hold, spread over the taps by a *paraunitary* filter on the output
+    channels, so the conv is an isometry at every spatial frequency, not only at the centre tap:
+
+    .. math::
+        W(z) = V(z)\,M,\qquad V(z) = \prod_{a=1}^{d} \prod_{f=1}^{k_a - 1}
+               \bigl(P_{a,f} + (I - P_{a,f})\, z_a^{\pm 1}\bigr)
+
+    where :math:`W(z) = \sum_t W_t z^t` is the kernel's transfer function over its ``d`` spatial
+    axes of sizes :math:`k_a`, and each :math:`P_{a,f}` is a random symmetric projection
+    (:math:`P = U U^\top`, ``U`` the first :math:`\lceil n/2 \rceil` columns of a Haar orthogonal
+    ``n x n`` matrix). Each factor is unitary on the unit circle, so :math:`V(e^{i\omega})^* V(e^{i
+    \omega}) = I` at every frequency :math:`\omega`, and with circular padding the conv maps
+    :math:`\|W * x\| = g\,\|x\|` for every input when :math:`M^\top M = g^2 I` (Parseval). At
+    :math:`z = 1` every factor is :math:`I`: the taps sum to :math:`M`, so a spatially constant input
+    sees exactly the delta kernel's map; the energy of the taps is :math:`\|M\|_F^2` (the entries'
+    std is the delta kernel's). The ``z^{-1}`` factors come first and alternate, so the
+    exponent-0 tap is the centre ``k // 2`` and the support is ``k`` taps per axis.
+
+    For a looks-linear ``block`` with ``mirror_rows``, :math:`V = \mathrm{diag}(V_0, V_0)` on the two
+    output halves, so the outputs stay mirrored (``[V_0 A x, -V_0 A x]``) and the chain still
+    computes a linear map at initialization. One output channel (per half) has no orthogonal
+    mixing: its kernel is the delta kernel.
+
+    Why: a delta kernel sees one input position per output at initialization (and with strides,
+    every ``s``-th position only); the spatial taps must grow from 0 before the network can use its
+    receptive field. This kernel starts as isometric and with its whole receptive field. With zero
+    padding the isometry holds in the interior; energy that the taps move across the border is lost.
+
+    Args:
+        block: an :class:`Orthogonal` or :class:`LooksLinear` spec (the centre block ``M``).
+
+    Raises:
+        InitlabError: ``block`` is not an :class:`Orthogonal` or :class:`LooksLinear`.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a
+    mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks",
+    ICML (Section 3.3 and Appendix: orthogonal kernels from symmetric projections); Balduzzi et al.
+    (2017), "The Shattered Gradients Problem" (looks-linear), ICML.
+
+    >>> ConvOrthogonal(Orthogonal(1.5)).describe()
+    'conv_orthogonal(gain=1.5)'
+    >>> ConvOrthogonal(LooksLinear(1.0)).describe()
+    'conv_looks_linear(gain=1, rows+cols)'
+    """
+
+    block: Spec = Orthogonal()
+
+    def __post_init__(self) -> None:
+        if type(self.block) not in (Orthogonal, LooksLinear):
+            raise InitlabError(
+                f"ConvOrthogonal block={self.block!r} is invalid: pass Orthogonal(gain) or "
+                "LooksLinear(gain, ...), the 2-D spec of the kernel's zero-frequency map"
+            )
+
+    def describe(self) -> str:
+        return "conv_" + self.block.describe()
+
+
+def paraunitary_taps(projections: Sequence[Sequence[Any]], eye: Any) -> dict[tuple[int, ...], Any]:
+    r"""The taps of :math:`V(z) = \prod_a \prod_f (P_{a,f} + (I - P_{a,f}) z_a^{\pm 1})` (see
+    :class:`ConvOrthogonal`), for any array type with ``@``, ``+`` and ``-`` (numpy or torch).
+
+    Args:
+        projections: per spatial axis, its ``k_a - 1`` symmetric projections ``(n, n)``.
+        eye: the ``(n, n)`` identity, of the projections' type.
+
+    Returns:
+        ``{(t_1, ..., t_d): V_t}``: the non-zero taps, indexed ``0 .. k_a - 1`` per axis (the
+        exponent-0 tap at ``k_a // 2``).
+
+    >>> import numpy as np
+    >>> p = np.diag([1.0, 0.0])
+    >>> taps = paraunitary_taps([[p, p]], np.eye(2))  # one axis, k = 3
+    >>> sorted(taps), np.allclose(sum(taps.values()), np.eye(2))
+    ([(0,), (1,), (2,)], True)
+    """
+    per_axis = []
+    for axis in projections:
+        coef: dict[int, Any] = {0: eye}
+        for f, proj in enumerate(axis):
+            step = -1 if f % 2 == 0 else 1
+            nxt: dict[int, Any] = {}
+            for e, c in coef.items():
+                stay, move = c @ proj, c @ (eye - proj)
+                nxt[e] = nxt[e] + stay if e in nxt else stay
+                nxt[e + step] = nxt[e + step] + move if e + step in nxt else move
+            coef = nxt
+        low = min(coef)
+        per_axis.append({e - low: c for e, c in coef.items()})
+    taps: dict[tuple[int, ...], Any] = {(): eye}
+    for axis in per_axis:  # V = V_1(z_1) V_2(z_2) ...: each axis's factor multiplies on the right
+        taps = {(*t, e): m @ c for t, m in taps.items() for e, c in axis.items()}
+    return taps
+
 #: The dimensions each structural spec needs: ``type -> (min_dims, allowed ndims or None, what)``;
 #: i.i.d. specs (Normal, Uniform, TruncatedNormal, Constant) take any shape.
 STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
@@ -419,6 +521,7 @@ STRUCTURAL_SHAPES: dict[type, tuple[int, tuple[int, ...] | None, str]] = {
     DeltaOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
     LooksLinear: (0, (2,), " (a Linear weight)"),
     Delta: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
+    ConvOrthogonal: (0, (3, 4, 5), " (a Conv1d/2d/3d weight)"),
 }
 _IID = (Normal, Uniform, TruncatedNormal, Constant)
 

@@ -145,6 +145,15 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
       has zero singular values for them). The head (a Linear after the last conv) reads the last
       link through average pools and a channel-major flatten, per-channel linear maps that keep
       mirrored channels in the two halves of its input, and gets the Linear head's gain.
+      Why delta kernels and not orthogonal kernels with every tap set
+      (:class:`~initlab.schemes.ConvOrthogonal`; isometric at every spatial frequency under
+      circular padding), measured on ``zoo.plain_cnn``, ReLU, Fashion-MNIST, SGD lr 0.005, seed 0,
+      test accuracy: depth 32, zero padding, 300 steps: 0.81 against 0.78; but depth 128, zero
+      padding: 0.10 after 500 steps (delta: 0.62), since the spread taps lose energy across the
+      border at every layer (a 32-layer width-16 ReLU net on 8x8 inputs has Jacobian singular
+      values of median 0.15, against all 1.41 with delta kernels); and depth 32 with circular
+      padding, where they are exactly isometric: 0.41 at step 20 (delta: 0.30), then a collapse
+      to 0.10 by step 220 (delta: 0.73 at step 300).
 
     Biases are zero except the centring ones. Why: a deep plain network trains fast only near
     :math:`\\chi_1 = 1` with a well-conditioned Jacobian; He/Glorot keep the forward variance but not

@@ -34,7 +34,8 @@ def spec_std_bound(
     if isinstance(spec, schemes.LooksLinear) and len(shape) == 2:
         rb, cb = schemes.looks_linear_block(spec, (shape[0] // chunks, shape[1]))
         return spec.gain / math.sqrt(max(rb, cb)), None
-    if isinstance(spec, schemes.Delta) and len(shape) >= 3:  # the centre tap's block, 0 elsewhere
+    if isinstance(spec, (schemes.Delta, schemes.ConvOrthogonal)) and len(shape) >= 3:
+        # the centre block's energy, over all taps (a ConvOrthogonal kernel's too: Parseval)
         centre, _ = spec_std_bound(spec.block, shape[:2], chunks)
         return (None if centre is None else centre / math.sqrt(math.prod(shape[2:]))), None
     return spec.expected_std, None
