@@ -177,6 +177,15 @@ def test_orthogonal_per_gate_and_gain_from_an_activation():
     assert np.allclose(dense.T @ dense, np.eye(16), atol=1e-6, rtol=0)
 
 
+def test_conv_orthogonal_is_numpy_inits_kernel_in_keras_layout():
+    """The Keras kernel (kh, kw, in, out) is numpy_init.conv_orthogonal's (out, in, kh, kw), moved:
+    the taps sum to an isometry and the off-centre taps are set."""
+    w = draw(ik.ConvOrthogonal(seed=0), (3, 3, 4, 8), "float64")
+    m = w.sum(axis=(0, 1))  # (in, out)
+    assert np.allclose(m @ m.T, np.eye(4), atol=1e-6, rtol=0)
+    assert abs(w[0, 0]).max() > 0
+
+
 def test_delta_orthogonal_and_delta_looks_linear():
     w = draw(ik.DeltaOrthogonal(seed=0), (3, 3, 4, 8), "float64")
     centre = w[1, 1]  # (in, out)
@@ -260,6 +269,7 @@ ALL = [
     ik.Named("glorot_truncated_normal", seed=5, gain="selu"),
     ik.Orthogonal(1.2, seed=6, chunks=4),
     ik.DeltaOrthogonal(seed=6),
+    ik.ConvOrthogonal(0.5, seed=6),
     ik.LooksLinear(seed=7, mirror_inputs=False),
     ik.DeltaLooksLinear(seed=7),
     ik.Critical("gelu", 0.5, seed=8),
@@ -272,6 +282,7 @@ ALL = [
 ]
 SHAPES = {
     "DeltaOrthogonal": (3, 3, 4, 8),
+    "ConvOrthogonal": (3, 3, 4, 8),
     "DeltaLooksLinear": (3, 3, 4, 8),
     "Dirac": (3, 3, 4, 8),
     "CriticalBias": (16,),

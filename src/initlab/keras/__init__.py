@@ -43,6 +43,7 @@ if not str(getattr(keras, "__version__", "0")).startswith("3"):  # pragma: no co
     )
 
 from initlab.keras.initializers import (  # noqa: E402  (after the backend is chosen)
+    ConvOrthogonal,
     Critical,
     CriticalBias,
     DeltaLooksLinear,
@@ -71,6 +72,6 @@ from initlab.keras.model import KERAS_SCHEMES, init_model  # noqa: E402
 __all__ = [
     "init_model", "KERAS_SCHEMES", "KERAS_LAYOUTS", "KernelLayout", "kernel_layout", "InitlabInitializer",
     "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "LecunNormal",
-    "LecunUniform", "TorchDefault", "Named", "Orthogonal", "DeltaOrthogonal", "LooksLinear",
-    "DeltaLooksLinear", "Critical", "CriticalBias", "Normal", "Uniform", "Sparse", "Identity", "Dirac",
+    "LecunUniform", "TorchDefault", "Named", "Orthogonal", "DeltaOrthogonal", "ConvOrthogonal",
+    "LooksLinear", "DeltaLooksLinear", "Critical", "CriticalBias", "Normal", "Uniform", "Sparse", "Identity", "Dirac",
 ]

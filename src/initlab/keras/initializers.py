@@ -39,7 +39,8 @@ from initlab.keras.layouts import KernelLayout, kernel_layout
 
 __all__ = [
     "InitlabInitializer", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform",
-    "LecunNormal", "LecunUniform", "TorchDefault", "Named", "Orthogonal", "DeltaOrthogonal", "LooksLinear",
+    "LecunNormal", "LecunUniform", "TorchDefault", "Named", "Orthogonal", "DeltaOrthogonal",
+    "ConvOrthogonal", "LooksLinear",
     "DeltaLooksLinear", "Critical", "CriticalBias", "Normal", "Uniform", "Sparse", "Identity", "Dirac",
     "sample_kernel", "seed_sequence", "resolve_gain",
 ]
@@ -427,6 +428,26 @@ class DeltaOrthogonal(_Gained):
     def spec(self, fans: Fans | None) -> schemes.Spec:
         return schemes.DeltaOrthogonal(self._gain)
 
+
+
+@_register
+class ConvOrthogonal(_Gained):
+    r"""Orthogonal conv kernel with every tap set (Xiao et al. 2018; TF's ``ConvolutionOrthogonal``):
+    :math:`W(z) = V(z)\,\text{gain}\,H` with ``V`` a product of ``(P + (I - P) z^{\pm 1})``
+    factors, unitary on the unit circle (:class:`initlab.schemes.ConvOrthogonal`). With circular
+    padding the conv is an isometry at every spatial frequency; the taps sum to ``gain * H``.
+
+    Source: Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), "Dynamical isometry and a mean
+    field theory of CNNs".
+
+    >>> w = keras.ops.convert_to_numpy(ConvOrthogonal(seed=0)((3, 3, 4, 8)))
+    >>> m = w.sum(axis=(0, 1))
+    >>> bool(np.allclose(m @ m.T, np.eye(4), atol=1e-5)), bool(abs(w[0, 0]).max() > 0)
+    (True, True)
+    """
+
+    def spec(self, fans: Fans | None) -> schemes.Spec:
+        return schemes.ConvOrthogonal(schemes.Orthogonal(self._gain))
 
 class _Mirrored(_Gained):
     def __init__(self, gain: float | str = 1.0, seed: int | None = None, *, mirror_outputs: bool = True,
