@@ -73,5 +73,6 @@ __all__ = [
     "init_model", "KERAS_SCHEMES", "KERAS_LAYOUTS", "KernelLayout", "kernel_layout", "InitlabInitializer",
     "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "LecunNormal",
     "LecunUniform", "TorchDefault", "Named", "Orthogonal", "DeltaOrthogonal", "ConvOrthogonal",
-    "LooksLinear", "DeltaLooksLinear", "Critical", "CriticalBias", "Normal", "Uniform", "Sparse", "Identity", "Dirac",
+    "LooksLinear", "DeltaLooksLinear", "Critical", "CriticalBias", "Normal", "Uniform", "Sparse", "Identity",
+    "Dirac",
 ]
