@@ -73,3 +73,44 @@ def test_fixup_without_its_scalars_says_how_to_add_them(tmp_path, capsys):
     assert main(["plan", _target(tmp_path), "--transform", "fixup_scalars", "--scheme", "fixup"]) == 0
     err = capsys.readouterr().err
     assert "--transform fixup_scalars to add" not in err and "report.undo" not in err
+
+
+# ---- initlab probe --scheme / --transform on a model file -------------------------------------------
+
+
+def test_probe_a_model_file_under_skipinit_measures_the_gated_start(tmp_path, capsys):
+    """The gates are in the probed model (skip_gate rows), the header says how it was started, and
+    the branches' intended zeros raise no vanishing verdict."""
+    target = _target(tmp_path)
+    args = ["probe", target, "--transform", "skip_gates", "--scheme", "skipinit", "--input-shape", "4,1,16,16"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("add_skip_gates: 3 residual branches gated")
+    header = captured.out.splitlines()[0]
+    assert "skip_gates added" in header and "init_model(scheme='skipinit')" in header
+    assert "vanishing" not in captured.out
+
+
+def test_probe_scheme_changes_the_probed_weights_and_is_seeded(tmp_path):
+    """--scheme fixup zeroes each branch's last conv: its weight_std record is exactly 0; the same
+    seed gives the same records."""
+    import json
+
+    target = _target(tmp_path)
+    paths = [tmp_path / f"r{i}.json" for i in range(2)]
+    for path in paths:
+        assert main(["probe", target, "--scheme", "fixup", "--input-shape", "4,1,16,16",
+                     "--json", str(path)]) == 0
+    a, b = (json.loads(p.read_text()) for p in paths)
+    records = a["records"] if isinstance(a, dict) else a
+    stds = {r["layer"]: r["value"] for r in records if r["stat"] == "weight_std"}
+    assert any(v == 0.0 for v in stds.values()) and any(v > 0.0 for v in stds.values())
+    strip = lambda doc: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                         for r in (doc["records"] if isinstance(doc, dict) else doc)]
+    assert strip(a) == strip(b)
+
+
+def test_probe_transform_without_a_model_file_is_one_line(capsys):
+    assert main(["probe", "--transform", "skip_gates"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "FILE.py:FUNCTION" in err and "Traceback" not in err

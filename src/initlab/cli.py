@@ -192,22 +192,7 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
     if example is not None:  # an input the user chose must fit, whatever the detection needs
         _check_forward(model, example, input_shape, shape, input_dtype)
-    def holds(param: str) -> bool:  # a transform's parameter, added before (by FUNCTION itself)
-        return any(n.rsplit(".", 1)[-1] == param for n, _ in model.named_parameters())
-
-    if scheme in ("skipinit", "rezero") and transform != "skip_gates" and not holds("skip_gate"):
-        raise InitlabError(f"--scheme {scheme} needs a gate on every residual branch, and the model has "
-                           "none: add --transform skip_gates")
-    if transform == "skip_gates" and scheme == "fixup":
-        raise InitlabError("--transform skip_gates gates every branch at 0 and --scheme fixup zeroes each "
-                           "branch's end, so neither would get a gradient: use --scheme skipinit, or "
-                           "--transform fixup_scalars")
-    if scheme == "fixup" and transform != "fixup_scalars" and not holds("fixup_scale"):
-        click.echo("initlab: note: --scheme fixup without Fixup's scalar biases and multiplier: add "
-                   "--transform fixup_scalars to add them", err=True)
-    if transform is not None:
-        report = _TRANSFORMS[transform](model, example_inputs=example, verbose=False)
-        click.echo(report.summary(undo_hint=False), err=True)
+    _transform(model, scheme, transform, example)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -235,6 +220,31 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
             tmp.unlink(missing_ok=True)
             raise InitlabError(f"cannot write --save {save}: {str(exc).strip().splitlines()[0]}") from None
         click.echo(f"saved initialized state_dict to {save}", err=True)
+
+
+def _transform(model, scheme: str | None, transform: str | None, example) -> None:
+    """Check ``--scheme`` against ``--transform`` (and the parameters ``model`` already holds), then
+    apply the transform, its report on stderr (``initlab plan`` and ``initlab probe``).
+
+    Raises:
+        InitlabError: skipinit / rezero without gates; gates with fixup (no gradient would flow).
+    """
+    def holds(param: str) -> bool:  # a transform's parameter, added before (by FUNCTION itself)
+        return any(n.rsplit(".", 1)[-1] == param for n, _ in model.named_parameters())
+
+    if scheme in ("skipinit", "rezero") and transform != "skip_gates" and not holds("skip_gate"):
+        raise InitlabError(f"--scheme {scheme} needs a gate on every residual branch, and the model has "
+                           "none: add --transform skip_gates")
+    if transform == "skip_gates" and scheme == "fixup":
+        raise InitlabError("--transform skip_gates gates every branch at 0 and --scheme fixup zeroes each "
+                           "branch's end, so neither would get a gradient: use --scheme skipinit, or "
+                           "--transform fixup_scalars")
+    if scheme == "fixup" and transform != "fixup_scalars" and not holds("fixup_scale"):
+        click.echo("initlab: note: --scheme fixup without Fixup's scalar biases and multiplier: add "
+                   "--transform fixup_scalars to add them", err=True)
+    if transform is not None:
+        report = _TRANSFORMS[transform](model, example_inputs=example, verbose=False)
+        click.echo(report.summary(undo_hint=False), err=True)
 
 
 def _example_failure(detection_note: str | None) -> str | None:
@@ -329,7 +339,7 @@ class _SigtermAsInterrupt:
 #: ``--input-dtype`` of ``initlab probe`` (the names ``initlab plan`` takes).
 _PROBE_DTYPES = ("float32", "float64", "int64", "long", "int32")
 #: The options that build the built-in MLP (not used with FILE.py:FUNCTION).
-_MLP_OPTIONS = ("depth", "width", "activation", "scheme", "batch", "in_features")
+_MLP_OPTIONS = ("depth", "width", "activation", "batch", "in_features")
 
 
 @cli.command("probe")
@@ -346,8 +356,14 @@ _MLP_OPTIONS = ("depth", "width", "activation", "scheme", "batch", "in_features"
 @click.option("--width", type=click.IntRange(min=1), default=50, show_default=True,
               help="MLP: units per layer.")
 @click.option("--activation", default="tanh", show_default=True, help="MLP: relu, tanh, sigmoid, gelu, ...")
-@click.option("--scheme", default="glorot_normal", show_default=True,
-              help="MLP: named init scheme for the weights (small, large, zeros, he_normal, ...); biases 0.")
+@click.option("--scheme", default=None,
+              help="MLP: named init scheme for the weights (small, large, zeros, he_normal, ...; default "
+                   "glorot_normal); biases 0. With FILE.py:FUNCTION: initialize the model with init_model "
+                   "(auto, variance, critical, fixup, skipinit, t_fixup, a named scheme, ...) before the "
+                   "probe [default: as FUNCTION initialised it].")
+@click.option("--transform", type=click.Choice(sorted(_TRANSFORMS)), default=None,
+              help="With FILE.py:FUNCTION: first add SkipInit gates (skip_gates) or Fixup's scalars "
+                   "(fixup_scalars) to its residual branches, as initlab plan --transform does.")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="MLP: examples in the N(0, 1) input batch.")
 @click.option("--in-features", type=click.IntRange(min=1), default=100, show_default=True,
@@ -361,8 +377,8 @@ _MLP_OPTIONS = ("depth", "width", "activation", "scheme", "batch", "in_features"
               help="Write the records as CSV here.")
 @click.option("--force", is_flag=True, help="Let --json / --csv overwrite existing files.")
 def probe_command(target: str | None, input_shape: str | None, input_dtype: str, depth: int, width: int,
-                  activation: str, scheme: str, batch: int, in_features: int, seed: int, bins: int,
-                  json_path: str | None, csv_path: str | None, force: bool) -> None:
+                  activation: str, scheme: str | None, transform: str | None, batch: int, in_features: int,
+                  seed: int, bins: int, json_path: str | None, csv_path: str | None, force: bool) -> None:
     """Probe a network: per-layer forward/backward statistics, the propagated prediction, verdicts.
 
     With FILE.py:FUNCTION (e.g. model.py:build_model), probes the model FUNCTION returns, as it
@@ -371,7 +387,8 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
     initlab.models.mlp(IN_FEATURES, WIDTH, DEPTH, activation=ACTIVATION) (no head, as in the classic
     tutorial), draws every weight from SCHEME with the activation's gain (biases 0), and probes it on
     a batch of N(0, 1) inputs. The table puts each layer's measured std next to the one
-    initlab.graph.moments predicts (pred_std).
+    initlab.graph.moments predicts (pred_std). With FILE.py:FUNCTION and --scheme (and --transform),
+    the model is initialized by init_model first: what that start does to the signal, measured.
     """
     from initlab.probe import probe
     from initlab.records import write_text_atomic
@@ -384,12 +401,18 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
     if target is None and (input_shape is not None or _given("input_dtype")):
         raise InitlabError("--input-shape and --input-dtype describe the input of FILE.py:FUNCTION: pass the "
                            "model too, e.g. initlab probe model.py:build_model --input-shape 64,3,32,32")
+    if target is None and transform is not None:
+        raise InitlabError(f"--transform {transform} adds parameters to the residual branches of a model, "
+                           "and the built-in MLP has none: pass FILE.py:FUNCTION")
     gen = _generator(seed)
     if target is None:
-        model, inputs, header = _probe_mlp(depth, width, activation, scheme, batch, in_features, gen)
+        model, inputs, header = _probe_mlp(depth, width, activation, scheme or "glorot_normal", batch,
+                                           in_features, gen)
         header = f"{header}, seed {seed}"
     else:
         model, inputs, header = _probe_target(target, input_shape, input_dtype, seed, gen)
+        if scheme is not None or transform is not None:
+            header += _init_target(model, inputs, scheme, transform, seed)
         header = f"{header}, seed {seed}"
         scheme = None
     try:
@@ -416,6 +439,22 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
     if csv_path is not None:
         write_text_atomic(csv_path, result.to_csv())
         click.echo(f"wrote {len(result.records)} records to {csv_path}", err=True)
+
+
+def _init_target(model, inputs, scheme: str | None, transform: str | None, seed: int) -> str:
+    """Apply ``--transform`` and ``init_model(model, scheme)`` (a generator seeded with ``seed``, as
+    ``initlab plan --apply``) to the probed model; the header's words for it."""
+    import torch
+
+    from initlab.model import init_model
+
+    example = inputs if isinstance(inputs, torch.Tensor) else None
+    _transform(model, scheme, transform, example)
+    words = f", {transform} added" if transform is not None else ""
+    if scheme is not None:
+        init_model(model, scheme, example_inputs=example, generator=torch.Generator().manual_seed(seed))
+        words += f", initialized by init_model(scheme={scheme!r})"
+    return words
 
 
 def _given(name: str) -> bool:
