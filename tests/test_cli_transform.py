@@ -82,7 +82,8 @@ def test_probe_a_model_file_under_skipinit_measures_the_gated_start(tmp_path, ca
     """The gates are in the probed model (skip_gate rows), the header says how it was started, and
     the branches' intended zeros raise no vanishing verdict."""
     target = _target(tmp_path)
-    args = ["probe", target, "--transform", "skip_gates", "--scheme", "skipinit", "--input-shape", "4,1,16,16"]
+    args = ["probe", target, "--transform", "skip_gates", "--scheme", "skipinit",
+            "--input-shape", "4,1,16,16"]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert captured.err.startswith("add_skip_gates: 3 residual branches gated")

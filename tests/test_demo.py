@@ -164,6 +164,33 @@ def test_report_is_replaced_in_place(quick, tmp_path, monkeypatch, capsys, fast_
     assert "wrote" in capsys.readouterr().out
 
 
+def test_demo_runs_its_training_and_depth_grids_through_the_sweep_engine(quick, tmp_path, monkeypatch,
+                                                                          fast_fill):
+    """`initlab demo` hands run_demo the sweep engine's map_cells (serial, no store, no bar of its
+    own), and the engine's drive runs every training and depth cell of the quick demo."""
+    import initlab.sweep.engine
+    from initlab.experiments.demo import DemoConfig
+
+    got = {}
+
+    def fake_run_demo(config, **kwargs):
+        got.update(kwargs)
+        return quick["result"]
+
+    monkeypatch.setattr(initlab.experiments, "run_demo", fake_run_demo)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
+    cells = got["map_cells"]
+    assert cells.func is initlab.sweep.engine.map_cells
+    assert cells.keywords["runner"] == "serial" and cells.keywords["progress"] is False
+    # the quick fixture ran through it: every cell of both grids is in the records, once
+    cfg = DemoConfig(quick=True)
+    training = {(r["activation"], r["scheme"]) for r in quick["records"]
+                if r["experiment"] == "training" and r["stat"] == "seconds"}
+    assert len(training) == cfg.experiment_configs()[2].n_steps
+    depth = [r for r in quick["records"] if r["experiment"] == "depth" and r["stat"] == "seconds"]
+    assert len(depth) == len(cfg.depth_configs())
+
+
 def test_interrupted_write_keeps_old_report(quick, tmp_path, monkeypatch, fast_fill):
     target = tmp_path / "rep"
     write_report(quick["result"], target)

@@ -163,6 +163,70 @@ def test_training_unknown_scheme_raises(digits):
                                             epochs=1))
 
 
+def _no_seconds(records):
+    return [{k: v for k, v in r.items() if not (k == "value" and r["stat"] == "seconds")} for r in records]
+
+
+def test_training_records_are_init_start_then_fit_per_cell(digits):
+    """What run_training returns per (activation, scheme) cell, recomputed here from init_start and
+    fit with the documented seed; the same computation in one process and thread count, so the
+    floats are equal bit for bit (wall time aside)."""
+    from initlab.experiments.training import fit, init_start
+
+    cfg = TrainingConfig(schemes=("xavier_normal", "lsuv"), activations=("tanh", "relu"), depth=2, width=8,
+                         epochs=1, evals_per_epoch=2, target_accuracy=0.3, seed=3)
+    expected = []
+    for activation in cfg.activations:
+        for scheme in cfg.schemes:
+            gen = torch.Generator().manual_seed(derive_seed(3, "training", scheme, activation))
+            model = mlp(digits.n_features, 8, 2, digits.n_classes, activation)
+            start, init_steps = init_start(model, scheme, activation, digits, generator=gen, seed=3)
+            common = {"experiment": "training", "scheme": scheme, "activation": activation, "layer": None,
+                      "seed": 3}
+            expected += start + fit(model, digits, common, epochs=1, batch_size=64, lr=0.01, momentum=0.9,
+                                    evals_per_epoch=2, target_accuracy=0.3, generator=gen,
+                                    init_steps=init_steps)
+            expected.append({**common, "stat": "seconds", "epoch": None})
+    got = run_training(digits, cfg).records
+    assert any(r["experiment"] == "lsuv" for r in got)  # the start's own records come first
+    assert _no_seconds(got) == expected
+    assert all(r["value"] > 0 for r in got if r["stat"] == "seconds")
+
+
+def test_training_grid_runs_through_the_sweep_engine(digits):
+    """initlab demo hands the grid to the sweep engine: same records, the demo's bar moves once per
+    cell, and a failing cell is named."""
+    import functools
+
+    from initlab.sweep import map_cells
+
+    cfg = TrainingConfig(schemes=("zeros", "he_normal"), activations=("relu",), depth=1, width=8, epochs=1,
+                         evals_per_epoch=1)
+    steps: list[str] = []
+    engine = functools.partial(map_cells, runner="serial")
+    got = run_training(digits, cfg, on_step=steps.append, map_cells=engine)
+    assert steps == ["training relu/zeros", "training relu/he_normal"]
+    assert _no_seconds(got.records) == _no_seconds(run_training(digits, cfg).records)
+    with pytest.raises(InitlabError, match="1 of 1 cells failed twice.*scheme 'bogus'"):
+        run_training(digits, TrainingConfig(schemes=("bogus",), activations=("relu",), depth=1, width=4,
+                                            epochs=1), map_cells=engine)
+
+
+def test_training_cells_and_their_checks():
+    from initlab.experiments.training import TrainingCell, training_cells
+
+    cells = training_cells(TrainingConfig(schemes=("zeros", "auto"), activations=("tanh", "relu"), depth=3,
+                                          seed=2), dataset="digits")
+    assert [(c.activation, c.scheme) for c in cells] == [("tanh", "zeros"), ("tanh", "auto"),
+                                                         ("relu", "zeros"), ("relu", "auto")]
+    assert {(c.depth, c.seed, c.dataset, c.threads) for c in cells} == {(3, 2, "digits", 0)}
+    for bad, match in (({"activation": "reluu"}, "activation 'reluu' is unknown"),
+                       ({"lr": 0.0}, "lr=0.0 is invalid"), ({"threads": -1}, "threads=-1 is invalid"),
+                       ({"max_test": -5}, "max_test=-5 is invalid")):
+        with pytest.raises(InitlabError, match=match):
+            TrainingCell(**bad)
+
+
 def _rec(exp, scheme, act, stat, value, layer=None, **extra):
     return {"experiment": exp, "scheme": scheme, "activation": act, "layer": layer, "stat": stat,
             "value": value, "epoch": 1, "seed": 0, **extra}
@@ -343,6 +407,21 @@ def test_depth_experiment_records_and_grid(digits):
     assert 0.0 <= got["final_test_accuracy"]["value"] <= 1.0
     with pytest.raises(InitlabError, match="activation='bogus'"):
         DepthConfig(activation="bogus")
+
+
+def test_depth_grid_runs_each_config_as_one_cell_of_the_engine(digits):
+    import functools
+
+    from initlab.experiments import depth_grid, run_depth
+    from initlab.experiments.depth import run_depth_grid
+    from initlab.sweep import map_cells
+
+    grid = depth_grid((1, 2), ("relu",), ("he_normal",), width=8, epochs=1, evals_per_epoch=1)
+    steps: list[str] = []
+    res = run_depth_grid(digits, grid, on_step=steps.append, map_cells=functools.partial(map_cells))
+    assert [r.config for r in res] == grid and steps == ["depth relu/1/he_normal", "depth relu/2/he_normal"]
+    for result, config in zip(res, grid, strict=True):
+        assert _no_seconds(result.records) == _no_seconds(run_depth(digits, config).records)
 
 
 def test_pretraining_steps_count_in_steps_to_target(digits):

@@ -288,17 +288,22 @@ def demo_command(out: str, seed: int, dataset: str, data_dir: str | None, depth:
                  width: int | None, epochs: int | None, limit: int | None, quick: bool, force: bool,
                  threads: int, progress: bool) -> None:
     """Run the weight-initialization experiments on real data and write an HTML report."""
+    import functools
     import time
 
     from initlab.experiments import DemoConfig, run_demo
     from initlab.report import check_out_dir, write_report
+    from initlab.sweep.engine import map_cells
 
     start = time.perf_counter()
     config = DemoConfig(seed=seed, dataset=dataset, data_dir=data_dir, depth=depth, width=width,
                         epochs=epochs, limit=limit, quick=quick, threads=threads)
     check_out_dir(out, force=force)
+    # the training and depth grids run through the sweep engine (one loop for every grid): here,
+    # serially, no store; the demo's own bar counts the cells
+    cells = functools.partial(map_cells, runner="serial", progress=False)
     with _SigtermAsInterrupt():  # `kill` cleans up like Ctrl-C: no temporary directory is left
-        result = run_demo(config, progress=progress)
+        result = run_demo(config, progress=progress, map_cells=cells)
         path = write_report(result, out, force=force, notify=lambda message: click.echo(message, err=True))
     click.echo(f"initlab demo: wrote {path / 'index.html'} in {time.perf_counter() - start:.1f} s "
                f"({result.dataset['name']}, seed {seed})")

@@ -122,3 +122,28 @@ def test_a_train_cell_with_an_unknown_name_is_refused_before_it_runs(field, valu
     """A new user's typo used to pass the spec check, fail in every cell, be retried and exit 1."""
     with pytest.raises(InitlabError, match=re.escape(says)):
         TrainConfig(**{field: value})
+
+
+def test_the_demos_training_run_is_a_registered_experiment_run_by_the_engine():
+    """A spec with experiment = "training" expands to the demo's (activation, scheme) cells, and the
+    engine runs them serially (no Ray, no store) into the records run_training gives."""
+    from initlab.experiments.training import TrainingConfig, load_cell_dataset, run_training
+    from initlab.sweep import EXPERIMENTS, drive, expand, parse_spec
+    from initlab.sweep.runners import SerialRunner
+
+    assert EXPERIMENTS["training"].config.__name__ == "TrainingCell"
+    spec = parse_spec({"sweep": {"experiment": "training", "seeds": [1]},
+                       "fixed": {"dataset": "digits", "limit": 300, "max_test": 100, "depth": 2, "width": 8,
+                                 "epochs": 1, "evals_per_epoch": 2, "lr": 1},
+                       "grid": {"scheme": ["zeros", "he_normal"]}})
+    cells = expand(spec)
+    assert [c.label for c in cells] == ["scheme=zeros seed=1", "scheme=he_normal seed=1"]
+    assert all(c.config.lr == 1.0 and c.config.threads == 1 for c in cells)
+    result = drive(EXPERIMENTS["training"].run, cells, SerialRunner())
+    assert (result.n_ran, result.failures) == (2, [])
+    got = [r for c in cells for r in _no_time(result.records[c.key])]
+    config = TrainingConfig(schemes=("zeros", "he_normal"), activations=("relu",), depth=2, width=8, epochs=1,
+                            evals_per_epoch=2, lr=1.0, seed=1)
+    assert got == _no_time(run_training(load_cell_dataset(cells[0].config), config).records)
+    with pytest.raises(InitlabError, match="grid.optimizer is not a setting of experiment 'training'"):
+        parse_spec({"sweep": {"experiment": "training"}, "grid": {"optimizer": ["sgd"]}})

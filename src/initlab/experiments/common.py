@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -39,6 +39,9 @@ __all__ = [
     "check_ints",
     "torch_threads",
     "StepCallback",
+    "CellMap",
+    "map_here",
+    "bind_cell",
     "plural",
     "NAIVE_SCHEMES",
 ]
@@ -74,6 +77,13 @@ GAIN_POLICIES: tuple[str, ...] = ("paper", "activation")
 
 #: A progress callback: called once per finished experiment step with a short description.
 StepCallback = Callable[[str], None]
+
+#: ``map_cells(run_cell, cells)`` returns ``run_cell(cell)``'s records for each cell, in the order of
+#: ``cells``: how an experiment runs its grid of one-run cells. The default, :func:`map_here`, runs
+#: them here one after the other; ``initlab demo`` and ``initlab phase`` pass the sweep engine
+#: (:func:`initlab.sweep.map_cells`: serial or on Ray, with retries and progress). The records do
+#: not depend on it.
+CellMap = Callable[[Callable[[Any], list[dict[str, Any]]], Sequence[Any]], list[list[dict[str, Any]]]]
 
 
 class DatasetLike(Protocol):
@@ -300,6 +310,38 @@ def make_record(experiment: str, scheme: str | None, activation: str | None, lay
            "stat": stat, "value": value, "epoch": epoch, "seed": seed}
     rec.update(extra)
     return rec
+
+
+def map_here(run_cell: Callable[[Any], list[dict[str, Any]]],
+             cells: Sequence[Any]) -> list[list[dict[str, Any]]]:
+    """The default :data:`CellMap`: ``run_cell`` on each of ``cells``, here, one after the other.
+
+    >>> map_here(lambda c: [{"value": c}], [1, 2])
+    [[{'value': 1}], [{'value': 2}]]
+    """
+    return [run_cell(cell) for cell in cells]
+
+
+def bind_cell(run: Callable[[Any, Any], list[dict[str, Any]]], dataset: Any,
+              on_step: StepCallback | None = None,
+              label: Callable[[Any], str] = str) -> Callable[[Any], list[dict[str, Any]]]:
+    """``run(cell, dataset)`` as the one-argument cell function a :data:`CellMap` calls: the data
+    set already loaded travels with it, and after each finished cell ``on_step(label(cell))``
+    moves the caller's progress bar (in the process that ran the cell: the serial runner's, the
+    caller's).
+
+    >>> steps = []
+    >>> run_cell = bind_cell(lambda cell, ds: [{"value": cell * ds}], 10, steps.append, lambda c: f"cell {c}")
+    >>> run_cell(2), steps
+    ([{'value': 20}], ['cell 2'])
+    """
+    def run_cell(cell: Any) -> list[dict[str, Any]]:
+        records = run(cell, dataset)
+        if on_step is not None:
+            on_step(label(cell))
+        return records
+
+    return run_cell
 
 
 def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,

@@ -8,8 +8,10 @@ on at most 1,500 training examples, depths 10 and 30 only. Explicit ``depth``, `
 ``epochs`` and ``limit`` override either preset (``depth`` and ``width`` are the training
 experiment's; the depth experiment has its own grid, :data:`DEPTH_PRESETS`).
 
-The depth experiment is a grid of single runs (:func:`initlab.experiments.depth.depth_grid`),
-run here one after another.
+The training and depth experiments are grids of single runs (cells:
+:func:`initlab.experiments.training.training_cells`, :func:`initlab.experiments.depth.depth_grid`),
+run by a ``map_cells`` (:data:`~initlab.experiments.common.CellMap`): ``initlab demo`` passes the
+sweep engine's, serially in this process and without a store.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from typing import Any
 import torch
 
 from initlab import __version__
-from initlab.experiments.common import GAIN_POLICIES, check_choice, check_ints, derive_seed, torch_threads
-from initlab.experiments.depth import DEPTH_SCHEMES, DepthConfig, DepthResult, depth_grid, run_depth
+from initlab.experiments.common import GAIN_POLICIES, CellMap, check_choice, check_ints, torch_threads
+from initlab.experiments.depth import DEPTH_SCHEMES, DepthConfig, DepthResult, depth_grid, run_depth_grid
 from initlab.experiments.forward import ForwardConfig, ForwardResult, run_forward
 from initlab.experiments.summary import SummaryResult, summarize
 from initlab.experiments.symmetry import SymmetryConfig, SymmetryResult, run_symmetry
+from initlab.experiments.train_data import subset_test
 from initlab.experiments.training import TrainingConfig, TrainingResult, run_training
 
 __all__ = ["DemoConfig", "DemoResult", "DEPTH_PRESETS", "run_demo", "subset_test", "torch_threads"]
@@ -163,37 +166,19 @@ def _grid_config(configs: list[DepthConfig]) -> dict[str, Any]:
     return {**out, **shared}
 
 
-def subset_test(dataset: Any, max_test: int | None, seed: int) -> Any:
-    """``dataset`` with at most ``max_test`` test examples (a seeded random subset, same order
-    every run); the dataset itself when it is small enough.
-
-    >>> from types import SimpleNamespace
-    >>> ds = SimpleNamespace(name="toy", x_train=torch.zeros(4, 2), y_train=torch.zeros(4),
-    ...                      x_test=torch.zeros(10, 2), y_test=torch.zeros(10), n_classes=2, n_features=2)
-    >>> subset_test(ds, 4, 0).x_test.shape
-    torch.Size([4, 2])
-    """
-    n = dataset.x_test.shape[0]
-    if max_test is None or n <= max_test:
-        return dataset
-    gen = torch.Generator().manual_seed(derive_seed(seed, "test-subset"))
-    idx = torch.randperm(n, generator=gen)[:max_test].sort().values
-    from types import SimpleNamespace
-
-    fields = {k: getattr(dataset, k) for k in ("name", "x_train", "y_train", "n_classes", "n_features")}
-    return SimpleNamespace(**fields, x_test=dataset.x_test[idx], y_test=dataset.y_test[idx],
-                           source=getattr(dataset, "source", ""), original=dataset)
-
-
-def run_demo(config: DemoConfig | None = None, *, progress: bool = True, dataset: Any = None) -> DemoResult:
+def run_demo(config: DemoConfig | None = None, *, progress: bool = True, dataset: Any = None,
+             map_cells: CellMap | None = None) -> DemoResult:
     """Run the whole demo: the forward/backward, symmetry, training and depth experiments and the
-    summary, with one tqdm bar (stderr) over their steps.
+    summary, with one tqdm bar (stderr) over their steps (a training or depth run is one step).
 
     Args:
         config: the run's settings (default: the full preset, seed 0, ``mnist5k``).
         progress: show the progress bar.
         dataset: an already loaded data set (``initlab.data.Dataset``-like); ``None`` loads
             ``config.dataset`` with :func:`initlab.data.load_dataset`.
+        map_cells: runs the training and depth cells (:data:`~initlab.experiments.common.CellMap`;
+            ``initlab demo`` passes :func:`initlab.sweep.map_cells`); default: here, one after the
+            other. The records do not depend on it.
 
     Raises:
         DataError: the data set cannot be loaded (message names the file and the problem).
@@ -205,10 +190,10 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, dataset
     """
     config = config or DemoConfig()
     with torch_threads(config.threads):
-        return _run(config, progress, dataset)
+        return _run(config, progress, dataset, map_cells)
 
 
-def _run(config: DemoConfig, progress: bool, dataset: Any) -> DemoResult:
+def _run(config: DemoConfig, progress: bool, dataset: Any, map_cells: CellMap | None) -> DemoResult:
     from tqdm.auto import tqdm
 
     torch.set_flush_denormal(True)
@@ -239,13 +224,10 @@ def _run(config: DemoConfig, progress: bool, dataset: Any) -> DemoResult:
         symmetry = run_symmetry(dataset, sym_cfg, on_step=step)
         timings["symmetry"] = time.perf_counter() - t
         t = time.perf_counter()
-        training = run_training(dataset, train_cfg, on_step=step)
+        training = run_training(dataset, train_cfg, on_step=step, map_cells=map_cells)
         timings["training"] = time.perf_counter() - t
         t = time.perf_counter()
-        depth = []
-        for cfg in depth_cfgs:  # plainly, one run after another: the grid is a sweep's to run
-            depth.append(run_depth(dataset, cfg))
-            step(f"depth {cfg.activation}/{cfg.depth}/{cfg.scheme}")
+        depth = run_depth_grid(dataset, depth_cfgs, on_step=step, map_cells=map_cells)
         timings["depth"] = time.perf_counter() - t
     finally:
         bar.close()

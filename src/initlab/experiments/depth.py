@@ -10,7 +10,8 @@ chooses for a plain MLP) trains in a few dozen steps. Recorded per run (experime
 extra ``depth``): the stats of :func:`initlab.experiments.training.fit` (steps to the target test
 accuracy, final and mean test accuracy, divergence) and ``"seconds"``.
 
-One config is one run (a grid of configs is a sweep, :func:`depth_grid`).
+One config is one run, a cell; :func:`depth_grid` makes the demo's grid of them and
+:func:`run_depth_grid` hands it to a ``map_cells`` (``initlab demo``: the sweep engine's).
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from typing import Any
 import torch
 
 from initlab.errors import InitlabError
-from initlab.experiments.common import check_choice, check_ints, derive_seed, make_record
+from initlab.experiments.common import (
+    CellMap,
+    StepCallback,
+    bind_cell,
+    check_choice,
+    check_ints,
+    derive_seed,
+    make_record,
+    map_here,
+)
 from initlab.experiments.training import fit, init_start
 from initlab.models import ACTIVATION_MODULES, mlp
 
-__all__ = ["DEPTH_SCHEMES", "DepthConfig", "DepthResult", "run_depth", "depth_grid"]
+__all__ = ["DEPTH_SCHEMES", "DepthConfig", "DepthResult", "run_depth", "depth_grid", "run_depth_grid"]
 
 EXPERIMENT = "depth"
 
@@ -133,3 +143,38 @@ def depth_grid(depths: tuple[int, ...], activations: tuple[str, ...],
     """
     return [DepthConfig(depth=d, activation=a, scheme=s, **settings)
             for a in activations for d in depths for s in schemes]
+
+
+def _depth_records(config: DepthConfig, dataset: Any) -> list[dict[str, Any]]:
+    return run_depth(dataset, config).records
+
+
+def run_depth_grid(dataset: Any, configs: list[DepthConfig], *, on_step: StepCallback | None = None,
+                   map_cells: CellMap | None = None) -> list[DepthResult]:
+    """Run every config of ``configs`` (e.g. :func:`depth_grid`'s) on ``dataset``, each one cell
+    of ``map_cells``, and return their results in the order of ``configs``.
+
+    Args:
+        dataset: an :func:`initlab.data.load_dataset` result, shared by every run.
+        configs: the runs.
+        on_step: called with ``"depth ACTIVATION/DEPTH/SCHEME"`` after each run.
+        map_cells: runs the cells (:data:`~initlab.experiments.common.CellMap`; ``initlab demo``
+            passes :func:`initlab.sweep.map_cells`); default: here, one after the other. The
+            records do not depend on it.
+
+    Raises:
+        InitlabError: an unknown scheme (with the sweep engine: the cell that failed, named).
+
+    >>> from types import SimpleNamespace
+    >>> g = torch.Generator().manual_seed(0)
+    >>> ds = SimpleNamespace(x_train=torch.randn(64, 5, generator=g), y_train=torch.arange(64) % 2,
+    ...                      x_test=torch.randn(16, 5, generator=g), y_test=torch.arange(16) % 2,
+    ...                      n_classes=2, n_features=5, name="toy")
+    >>> res = run_depth_grid(ds, depth_grid((2, 3), ("relu",), ("he_normal",), width=8, epochs=1))
+    >>> [r.config.depth for r in res]
+    [2, 3]
+    """
+    run_cell = bind_cell(_depth_records, dataset, on_step,
+                         lambda c: f"depth {c.activation}/{c.depth}/{c.scheme}")
+    per_cell = (map_cells or map_here)(run_cell, configs)
+    return [DepthResult(config=c, records=records) for c, records in zip(configs, per_cell, strict=True)]

@@ -15,9 +15,10 @@ from functools import lru_cache
 import torch
 from torch.nn import functional as F
 
+from initlab.experiments.common import derive_seed
 from initlab.experiments.families import image_side
 
-__all__ = ["TEXT_DATASET", "TrainData", "load_train_data", "classification_dataset"]
+__all__ = ["TEXT_DATASET", "TrainData", "load_train_data", "classification_dataset", "subset_test"]
 
 #: The data set name of the byte-level language-modelling task (:func:`initlab.corpus.stdlib_split`).
 TEXT_DATASET = "stdlib"
@@ -152,3 +153,25 @@ def load_train_data(dataset: str, inputs: str, *, data_dir: str | None = None, d
     return TrainData(ds.name, view(ds.x_train[:n_train]), ds.y_train[:n_train], view(ds.x_test[:eval_size]),
                      ds.y_test[:eval_size], view(ds.x_test[:n_final]), ds.y_test[:n_final],
                      n_features=int(ds.n_features), n_classes=int(ds.n_classes))
+
+
+def subset_test(dataset, max_test: int | None, seed: int):
+    """``dataset`` with at most ``max_test`` test examples (a seeded random subset, same order
+    every run; ``original`` is the full data set); the dataset itself when it is small enough.
+
+    >>> from types import SimpleNamespace
+    >>> ds = SimpleNamespace(name="toy", x_train=torch.zeros(4, 2), y_train=torch.zeros(4),
+    ...                      x_test=torch.zeros(10, 2), y_test=torch.zeros(10), n_classes=2, n_features=2)
+    >>> subset_test(ds, 4, 0).x_test.shape
+    torch.Size([4, 2])
+    """
+    from types import SimpleNamespace
+
+    n = dataset.x_test.shape[0]
+    if max_test is None or n <= max_test:
+        return dataset
+    gen = torch.Generator().manual_seed(derive_seed(seed, "test-subset"))
+    idx = torch.randperm(n, generator=gen)[:max_test].sort().values
+    fields = {k: getattr(dataset, k) for k in ("name", "x_train", "y_train", "n_classes", "n_features")}
+    return SimpleNamespace(**fields, x_test=dataset.x_test[idx], y_test=dataset.y_test[idx],
+                           source=getattr(dataset, "source", ""), original=dataset)

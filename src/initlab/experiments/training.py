@@ -11,6 +11,10 @@ train and test loss and test accuracy per epoch, test accuracy every ``1 / evals
 epoch, the SGD steps to reach ``target_accuracy`` on the test set, and the final accuracy.
 Mini-batches are shuffled with a seeded ``torch.Generator``; subnormals are flushed
 (``torch.set_flush_denormal(True)``: vanishing activations make them, and they slow CPUs tenfold).
+
+One (activation, scheme) run is one cell (:class:`TrainingCell`, :func:`run_training_cell`):
+:func:`run_training` hands the grid of a :class:`TrainingConfig` to a ``map_cells`` (``initlab
+demo``: the sweep engine's), and ``initlab sweep``'s ``training`` experiment runs any grid of them.
 """
 
 from __future__ import annotations
@@ -26,18 +30,23 @@ from initlab.errors import InitlabError
 from initlab.experiments.common import (
     GAIN_POLICIES,
     MODEL_SCHEMES,
+    CellMap,
     StepCallback,
+    bind_cell,
     check_choice,
     check_ints,
     derive_seed,
     init_mlp_,
     make_record,
+    map_here,
     sgd_step,
+    torch_threads,
 )
-from initlab.models import mlp
+from initlab.models import activation_module, mlp
 
-__all__ = ["TrainingConfig", "TrainingResult", "run_training", "available_schemes",
-           "DATA_DEPENDENT_SCHEMES", "init_start", "fit"]
+__all__ = ["TrainingConfig", "TrainingResult", "TrainingCell", "run_training", "run_training_cell",
+           "training_cells", "load_cell_dataset", "available_schemes", "DATA_DEPENDENT_SCHEMES", "init_start",
+           "fit"]
 
 EXPERIMENT = "training"
 
@@ -272,15 +281,154 @@ def fit(model: nn.Module, dataset: Any, common: dict[str, Any], *, epochs: int, 
     ]
 
 
-def run_training(dataset: Any, config: TrainingConfig | None = None, *,
-                 on_step: StepCallback | None = None) -> TrainingResult:
-    """Run experiment 3 on ``dataset`` (an :func:`initlab.data.load_dataset` result).
+@dataclass(frozen=True)
+class TrainingCell:
+    """One run of the training experiment (:func:`run_training_cell`): ``mlp(n_features, width,
+    depth, n_classes, activation)`` started with ``scheme`` (:func:`init_start`) and trained by
+    :func:`fit`; the training fields mean what they mean in :class:`TrainingConfig`.
+    :func:`run_training` runs the cells of one config (:func:`training_cells`); ``initlab sweep``'s
+    ``training`` experiment runs grids of them.
+
+    Attributes:
+        activation, scheme: the run's hidden activation and start.
+        depth, width, epochs, batch_size, lr, momentum, target_accuracy, evals_per_epoch,
+            pretrain_epochs_per_layer, gain_policy, seed: as in :class:`TrainingConfig`.
+        dataset, data_dir, limit, max_test: the data a cell loads when it is given none
+            (:func:`load_cell_dataset`, as ``initlab demo`` loads it: split by ``seed``, at most
+            ``limit`` training and ``max_test`` test examples, ``None`` or ``0``: all); a cell
+            given a data set keeps only its name here.
+        threads: torch threads while it runs (``0``: keep the current setting).
+
+    Raises:
+        InitlabError: a bad value (named, with the fix).
+    """
+
+    activation: str = "relu"
+    scheme: str = "he_normal"
+    depth: int = 10
+    width: int = 128
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    target_accuracy: float = 0.85
+    evals_per_epoch: int = 4
+    pretrain_epochs_per_layer: int = 1
+    gain_policy: str = "paper"
+    dataset: str = "mnist5k"
+    data_dir: str | None = None
+    limit: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.training_config()  # the checks of TrainingConfig
+        activation_module(self.activation)
+        check_ints(self, ("seed",), 0)
+        check_ints(self, ("threads",), 0, note="(0 = keep torch's setting)")
+        check_ints(self, ("limit", "max_test"), 0, optional=True, note="(0 = all)")
+
+    def training_config(self) -> TrainingConfig:
+        """The :class:`TrainingConfig` of this one run."""
+        return TrainingConfig(schemes=(self.scheme,), activations=(self.activation,), depth=self.depth,
+                              width=self.width, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                              momentum=self.momentum, target_accuracy=self.target_accuracy,
+                              evals_per_epoch=self.evals_per_epoch,
+                              pretrain_epochs_per_layer=self.pretrain_epochs_per_layer,
+                              gain_policy=self.gain_policy, seed=self.seed)
+
+
+def training_cells(config: TrainingConfig, *, dataset: str = "mnist5k",
+                   threads: int = 0) -> list[TrainingCell]:
+    """The runs of ``config``: every activation x scheme (:attr:`TrainingConfig.resolved_schemes`),
+    in that order (the scheme varying fastest), on the data set called ``dataset``, each with
+    ``threads`` torch threads (``0``: keep the setting).
+
+    >>> [(c.activation, c.scheme) for c in training_cells(TrainingConfig(schemes=("zeros", "auto")))]
+    [('tanh', 'zeros'), ('tanh', 'auto'), ('relu', 'zeros'), ('relu', 'auto')]
+    """
+    return [TrainingCell(activation=activation, scheme=scheme, depth=config.depth, width=config.width,
+                         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                         momentum=config.momentum, target_accuracy=config.target_accuracy,
+                         evals_per_epoch=config.evals_per_epoch,
+                         pretrain_epochs_per_layer=config.pretrain_epochs_per_layer,
+                         gain_policy=config.gain_policy, dataset=dataset, seed=config.seed, threads=threads)
+            for activation in config.activations for scheme in config.resolved_schemes]
+
+
+def load_cell_dataset(cell: TrainingCell) -> Any:
+    """The data of ``cell`` as ``initlab demo`` loads it: :func:`initlab.data.load_dataset` split by
+    ``cell.seed`` with at most ``cell.limit`` training examples (cached per process:
+    :func:`~initlab.experiments.train_data.classification_dataset`), then at most ``cell.max_test``
+    test examples (:func:`~initlab.experiments.train_data.subset_test`).
+
+    Raises:
+        DataError: the data set cannot be loaded.
+    """
+    from initlab.experiments.train_data import classification_dataset, subset_test
+
+    ds = classification_dataset(cell.dataset, cell.data_dir, cell.seed, cell.limit or None)
+    return subset_test(ds, cell.max_test or None, cell.seed)
+
+
+def run_training_cell(cell: TrainingCell, dataset: Any = None) -> list[dict[str, Any]]:
+    """Run one :class:`TrainingCell` on ``dataset`` (``None``: :func:`load_cell_dataset`) with
+    ``cell.threads`` torch threads (restored after) and return its records: the start's
+    (:func:`init_start`), :func:`fit`'s and ``"seconds"`` (the run's wall time, start included),
+    each with experiment ``"training"``, the cell's scheme, activation and seed (the stats of
+    :class:`TrainingResult`). Weights and shuffling come from one generator seeded with
+    ``derive_seed(seed, "training", scheme, activation)``.
+
+    Raises:
+        InitlabError: an unknown scheme, or a data-dependent scheme whose module is missing.
+        DataError: the data set cannot be loaded.
+
+    >>> recs = run_training_cell(TrainingCell(dataset="digits", limit=200, max_test=100, depth=2, width=8,
+    ...                                       epochs=1))
+    >>> [r["stat"] for r in recs][-3:]
+    ['steps_to_target', 'diverged', 'seconds']
+    """
+    import time
+
+    with torch_threads(cell.threads):
+        torch.set_flush_denormal(True)
+        dataset = load_cell_dataset(cell) if dataset is None else dataset
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(derive_seed(cell.seed, EXPERIMENT, cell.scheme, cell.activation))
+        model = mlp(int(dataset.n_features), cell.width, cell.depth, int(dataset.n_classes), cell.activation)
+        records, init_steps = init_start(model, cell.scheme, cell.activation, dataset, generator=gen,
+                                         gain_policy=cell.gain_policy,
+                                         pretrain_epochs_per_layer=cell.pretrain_epochs_per_layer,
+                                         seed=cell.seed)
+        common = {"experiment": EXPERIMENT, "scheme": cell.scheme, "activation": cell.activation,
+                  "layer": None, "seed": cell.seed}
+        records += fit(model, dataset, common, epochs=cell.epochs, batch_size=cell.batch_size, lr=cell.lr,
+                       momentum=cell.momentum, evals_per_epoch=cell.evals_per_epoch,
+                       target_accuracy=cell.target_accuracy, generator=gen, init_steps=init_steps)
+        records.append(make_record(**common, stat="seconds", value=time.perf_counter() - t0, epoch=None))
+    return records
+
+
+def run_training(dataset: Any, config: TrainingConfig | None = None, *, on_step: StepCallback | None = None,
+                 map_cells: CellMap | None = None) -> TrainingResult:
+    """Run experiment 3 on ``dataset`` (an :func:`initlab.data.load_dataset` result): every run of
+    :func:`training_cells` (activations x schemes), each one cell of ``map_cells``
+    (:func:`run_training_cell`), records in the cells' order.
 
     Each run trains ``mlp(n_features, width, depth, n_classes, activation)`` with
     ``SGD(lr, momentum)`` on the mean cross-entropy over mini-batches of ``batch_size``,
     stopping early if the loss becomes non-finite (the run is then marked ``diverged`` and its
     last accuracy kept). ``steps_to_target`` is the first evaluated step ``s`` with
     test accuracy :math:`\\ge` ``target_accuracy`` (resolution ``steps_per_epoch / evals_per_epoch``).
+
+    Args:
+        dataset: the data, shared by every run.
+        config: the experiment (default: ``TrainingConfig()``).
+        on_step: called with ``"training ACTIVATION/SCHEME"`` after each run.
+        map_cells: runs the cells (:data:`~initlab.experiments.common.CellMap`; ``initlab demo``
+            passes :func:`initlab.sweep.map_cells`); default: here, one after the other. The
+            records do not depend on it.
 
     Raises:
         InitlabError: invalid config, unknown scheme, or a data-dependent scheme whose module is
@@ -295,29 +443,9 @@ def run_training(dataset: Any, config: TrainingConfig | None = None, *,
     >>> [r["stat"] for r in run_training(ds, cfg).records][-3:]
     ['steps_to_target', 'diverged', 'seconds']
     """
-    import time
-
     config = config or TrainingConfig()
-    torch.set_flush_denormal(True)
-    records: list[dict[str, Any]] = []
-    for activation in config.activations:
-        for scheme in config.resolved_schemes:
-            t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(derive_seed(config.seed, EXPERIMENT, scheme, activation))
-            model = mlp(int(dataset.n_features), config.width, config.depth, int(dataset.n_classes),
-                        activation)
-            extra, init_steps = init_start(model, scheme, activation, dataset, generator=gen,
-                                           gain_policy=config.gain_policy,
-                                           pretrain_epochs_per_layer=config.pretrain_epochs_per_layer,
-                                           seed=config.seed)
-            common = {"experiment": EXPERIMENT, "scheme": scheme, "activation": activation,
-                      "layer": None, "seed": config.seed}
-            records += extra + fit(model, dataset, common, epochs=config.epochs, batch_size=config.batch_size,
-                                   lr=config.lr, momentum=config.momentum,
-                                   evals_per_epoch=config.evals_per_epoch,
-                                   target_accuracy=config.target_accuracy, generator=gen,
-                                   init_steps=init_steps)
-            records.append(make_record(**common, stat="seconds", value=time.perf_counter() - t0, epoch=None))
-            if on_step is not None:
-                on_step(f"training {activation}/{scheme}")
-    return TrainingResult(config=config, records=records)
+    cells = training_cells(config, dataset=str(getattr(dataset, "name", "")))
+    run_cell = bind_cell(run_training_cell, dataset, on_step,
+                         lambda c: f"training {c.activation}/{c.scheme}")
+    per_cell = (map_cells or map_here)(run_cell, cells)
+    return TrainingResult(config=config, records=[r for records in per_cell for r in records])

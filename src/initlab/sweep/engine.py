@@ -1,6 +1,7 @@
 """The sweep engine: key the cells, skip the stored ones, run the rest (serially or on Ray), store
-each as it finishes, show progress, list the failures. ``initlab sweep``, ``initlab phase`` and
-``benchmarks/time_to_accuracy.py`` all run their grids through :func:`drive`.
+each as it finishes, show progress, list the failures. ``initlab sweep``, ``initlab phase``,
+``initlab demo`` (its training and depth grids) and ``benchmarks/time_to_accuracy.py`` all run
+their grids through :func:`drive`.
 """
 
 from __future__ import annotations
@@ -240,7 +241,9 @@ def map_cells(run_cell: Callable[[Any], list[dict[str, Any]]], configs: Sequence
               progress: bool = False, desc: str = "cells") -> list[list[dict[str, Any]]]:
     """Run ``run_cell`` on every config through the engine (:func:`drive`, no store) and return each
     config's records in the order of ``configs``: the :data:`initlab.experiments.phase.CellMap` that
-    ``initlab phase`` passes to :func:`~initlab.experiments.phase.run_phase`.
+    ``initlab phase`` passes to :func:`~initlab.experiments.phase.run_phase`, and the
+    :data:`initlab.experiments.common.CellMap` that ``initlab demo`` passes to
+    :func:`~initlab.experiments.demo.run_demo`.
 
     Raises:
         InitlabError: a cell failed twice (the message names it and its error).

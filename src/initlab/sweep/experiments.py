@@ -62,6 +62,7 @@ def _registry() -> dict[str, SweepExperiment]:
     from initlab.experiments.phase import PhaseCell, run_phase_cell
     from initlab.experiments.probe_cell import ProbeCellConfig, run_probe_cell
     from initlab.experiments.train import TrainConfig, run_train
+    from initlab.experiments.training import TrainingCell, run_training_cell
 
     return {
         "train": SweepExperiment("train", TrainConfig, run_train,
@@ -71,6 +72,10 @@ def _registry() -> dict[str, SweepExperiment]:
                                  description="per-layer statistics at init"),
         "phase": SweepExperiment("phase", PhaseCell, run_phase_cell, ("test_accuracy", "train_loss"),
                                  prepare=_phase_prepare, description="the trainability cell"),
+        "training": SweepExperiment("training", TrainingCell, run_training_cell,
+                                    ("final_test_accuracy", "mean_test_accuracy", "steps_to_target",
+                                     "seconds"),
+                                    description="the demo's training run: one MLP from one start"),
     }
 
 

@@ -4,7 +4,7 @@ the grid, the seeds, the threads per cell and the output directory; parsed and c
 .. code-block:: toml
 
     [sweep]
-    experiment = "train"        # train | probe | phase (initlab.sweep.experiments)
+    experiment = "train"        # train | probe | phase | training (initlab.sweep.experiments)
     out = "sweeps/depth-study"  # results directory (relative to the current directory)
     seeds = [0, 1, 2]
     threads = 1                 # torch threads per cell = CPUs Ray reserves for it
