@@ -229,3 +229,25 @@ def test_bengio_verdicts_say_when_the_baseline_did_not_learn():
 
 def test_verdict_record_values():
     assert [verdict_record("x", "c", a, "t")["value"] for a in (True, False, None)] == [1.0, 0.0, None]
+
+
+def test_the_command_runs_every_cell_through_the_sweep_engine(tmp_path, monkeypatch):
+    """`initlab reproduce` hands its cells to the sweep engine's grid loop (serial, no store), and
+    the report's records are the ones the engine returned."""
+    import initlab.sweep.engine as engine
+
+    seen = []
+    real = engine.map_cells
+
+    def counting(run_cell, cells, **kwargs):
+        seen.append((run_cell.__module__, len(cells), kwargs["runner"]))
+        return real(run_cell, cells, **kwargs)
+
+    monkeypatch.setattr(engine, "map_cells", counting)
+    out = tmp_path / "r"
+    assert main(["reproduce", "saxe2013", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert seen and all(runner == "serial" and module.endswith("saxe2013") for module, _, runner in seen)
+    from initlab.experiments.reproduce.registry import make_config
+
+    config = make_config("saxe2013", quick=True, seed=0, seeds=None, data_dir=None)
+    assert sum(n for _, n, _ in seen) == len(REPRODUCTIONS["saxe2013"].cells(config))

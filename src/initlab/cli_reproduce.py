@@ -82,7 +82,7 @@ def reproduce_command(names: tuple[str, ...], run_all: bool, list_only: bool, qu
     start = time.perf_counter()
     with _SigtermAsInterrupt():  # `kill` cleans up like Ctrl-C: no temporary directory is left
         result = run_reproductions(chosen, quick=quick, seed=seed, seeds=seeds, threads=threads,
-                                   data_dir=data_dir, progress=progress)
+                                   data_dir=data_dir, progress=progress, map_cells=_engine_cells(progress))
         n_seeds = next(iter(result.configs.values())).seeds
         run = {"names": list(chosen), "quick": quick, "seed": seed, "seeds": n_seeds, "threads": threads,
                "command": _command(chosen, run_all, quick, seed, n_seeds, threads, out)}
@@ -99,3 +99,15 @@ def reproduce_command(names: tuple[str, ...], run_all: bool, list_only: bool, qu
     click.echo(f"initlab reproduce: wrote {path / 'index.html'} in {time.perf_counter() - start:.1f} s "
                f"({seeds_text(next(iter(result.configs.values())))}, "
                f"{plural(int(result.environment['threads']), 'thread')}{', quick' if quick else ''})")
+
+
+def _engine_cells(progress: bool):
+    """The sweep engine's grid loop for the reproductions' cells (serial, no store): one bar per
+    reproduction, named after it."""
+    from initlab.sweep.engine import map_cells
+
+    def mapper(run_cell, cells):
+        return map_cells(run_cell, cells, runner="serial", progress=progress,
+                         desc=run_cell.__module__.rpartition(".")[2])
+
+    return mapper
