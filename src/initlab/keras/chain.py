@@ -17,7 +17,7 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.graph import Graph, Kind, Node
 from initlab.keras.graph import KerasGraph
-from initlab.model.chain import ChainRole, _chain_role
+from initlab.model.chain import ChainRole, chain_role
 
 __all__ = ["ChainLink", "plain_chain", "chain_roles", "head_orders"]
 
@@ -208,7 +208,7 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
         points.append(pt)
     roles = {}
     for k, link in enumerate(links):
-        role = _chain_role(_torch_twin(layers[k]), points[k - 1] if k else None, points[k])
+        role = chain_role(_torch_twin(layers[k]), points[k - 1] if k else None, points[k])
         if k and links[k - 1].via:
             note = f"{role.note}; reads {' -> '.join(links[k - 1].via)}"
             role = ChainRole(role.spec, role.gain, role.shift, note, role.scheme)

@@ -11,7 +11,7 @@ from initlab.errors import InitlabError
 from initlab.graph import Node
 from initlab.graph.moments import LayerStats, Moments, MomentsUnknown, propagate, solve_layer_scale
 from initlab.keras.graph import KerasGraph
-from initlab.model.propagation import RESIDUAL_GROWTH, LayerScale, _branch_ends
+from initlab.model.propagation import RESIDUAL_GROWTH, LayerScale, branch_end_targets
 
 __all__ = ["StatsFn", "solve_scales", "predict"]
 
@@ -70,7 +70,7 @@ def solve_scales(kg: KerasGraph, fan_ins: dict[str, int], fixed: StatsFn, *, res
         ``(module key -> LayerScale, notes)``.
     """
     notes: list[str] = []
-    ends = _branch_ends(kg.graph, RESIDUAL_GROWTH, notes) if residual else {}
+    ends = branch_end_targets(kg.graph, RESIDUAL_GROWTH, notes) if residual else {}
     solver = _Solver(fan_ins, fixed, ends)
     propagate(kg.graph, _STANDARDISED, layer_stats=solver)
     n_ends = sum(not getattr(t, "inner", False) for t in ends.values())

@@ -169,7 +169,7 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
     points = _link_points(modules, chain, found)
     if points is None:
         return None
-    roles = {q: _chain_role(modules[q], points[k - 1] if k > 0 else None, points[k])
+    roles = {q: chain_role(modules[q], points[k - 1] if k > 0 else None, points[k])
              for k, q in enumerate(chain)}
     for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
         if found[before].next_via:
@@ -214,10 +214,23 @@ def _link_points(
     return points
 
 
-def _chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:
-    """The role of Linear or conv ``m`` between the links ``before`` and ``after`` (isometric
-    points, or ``None`` for the data and for the head); a conv gets the Linear's block as the
-    centre tap of a delta kernel (:class:`~initlab.schemes.Delta`)."""
+def chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:
+    r"""The isometric rule for one Linear or conv ``m`` of a plain chain, between the links
+    ``before`` and ``after`` (:class:`~initlab.theory.IsometricPoint`\ s, or ``None`` for the data
+    and for the head); shared by the torch and Keras front ends.
+
+    The block gain is :math:`g = \sqrt{q^*_{after} / V_{in}}` with :math:`V_{in}` = 1 (the data),
+    :math:`c^2 q^*` (after a mirrored link of odd slope ``c``) or :math:`q^* / \sigma_w^2`; a head
+    gets 1, or ``1/c`` after a mirrored link. The block is looks-linear on the mirrored sides
+    (:class:`~initlab.schemes.LooksLinear`), else orthogonal, times :math:`\sqrt{\max(r, c)/c}` for an
+    expanding ``(r, c)`` block; a conv (weight ``(out, in, *k)``) gets it as the centre tap of a
+    delta kernel (:class:`~initlab.schemes.Delta`).
+
+    Returns:
+        the :class:`ChainRole` (spec, gain, the centring shift of ``before``, the note, the label).
+
+    Source: Pennington, Schoenholz & Ganguli (2017); Balduzzi et al. (2017); Xiao et al. (2018).
+    """
     rows, cols = _dims(m)
     cols_m = before is not None and before.kind == "looks_linear"
     rows_m = after is not None and after.kind == "looks_linear"

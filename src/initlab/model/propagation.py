@@ -21,7 +21,8 @@ from initlab.graph.moments import (
     solve_layer_scale,
 )
 
-__all__ = ["RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "LayerScale", "PropagationPlan", "plan_scales"]
+__all__ = ["RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "LayerScale", "PropagationPlan", "plan_scales",
+           "branch_end_targets"]
 
 #: In a network without any normalization layer, ``"auto"`` starts the last layer of every residual
 #: branch at 0 (the stream is its shortcut at init, as under Fixup and SkipInit) instead of scaling
@@ -153,10 +154,37 @@ def _recurrent_stats(module: nn.RNNBase, part: str, fan_in: int) -> LayerStats:
                       bias_second=1.0 if forget else 0.0)
 
 
-def _branch_ends(g: Graph, growth: float, notes: list[str], zero_ends: bool | None = None) -> dict[int, Any]:
-    """``layer node id -> () -> target`` for the last layer of every residual branch that ends in
-    that layer (no norm between it and the add): ``q_skip * (growth ** (1 / L) - 1)``; 0 with
-    ``zero_ends`` (``None``: in a network without any normalization, :data:`ZERO_ENDS_WITHOUT_NORM`)."""
+def branch_end_targets(g: Graph, growth: float, notes: list[str],
+                       zero_ends: bool | None = None) -> dict[int, Any]:
+    r"""The output second moments the graph-wide propagation targets at the ends of residual branches
+    (and, when the ends start at 0, at the layers before them), shared by the torch and Keras front
+    ends.
+
+    For each of the ``L`` residual adds whose branch ends in a weighted layer with no norm between it
+    and the add, the branch end's output targets
+
+    .. math::  E[y^2] = q_{skip}\,\bigl(\text{growth}^{1/L} - 1\bigr)
+
+    so the stream's second moment grows by ``growth`` over the whole network; or 0 with
+    ``zero_ends`` (Fixup / SkipInit: the stream is its shortcut at init), in which case the ``k``-th
+    of the ``m - 1`` layers before each end targets :math:`L^{-k/(m-1)}` times its own scale (Fixup's
+    :math:`L^{-1/(2m-2)}` per layer, compounded).
+
+    Args:
+        g: the traced graph, its nodes' ``moments`` filled by the propagation (``q_skip`` is read
+            from the shortcut's node when the target is evaluated).
+        growth: the stream's total second-moment growth (:data:`RESIDUAL_GROWTH`).
+        notes: a list the rule appends its explanations to (the plan's notes).
+        zero_ends: start the ends at 0; ``None``: when the network has no normalization layer at all
+            (:data:`ZERO_ENDS_WITHOUT_NORM`).
+
+    Returns:
+        ``{layer node id: target}``, each target a callable ``() -> float`` with a ``role`` attribute
+        (the plan row's words).
+
+    Source: Zhang, Dauphin & Ma (2019), "Fixup initialization"; De & Smith (2020), "Batch
+    normalization biases residual blocks towards the identity function in deep networks" (SkipInit).
+    """
     ends: dict[int, int] = {}
     for r in residual_adds(g):
         if not r.layers:
@@ -406,7 +434,7 @@ def plan_scales(
         raise InitlabError(f"residual_growth={residual_growth!r} is invalid: pass a number > 1, or None")
     g = trace(model, example_inputs) if graph is None else graph.fresh()
     plan = PropagationPlan(g)
-    ends = _branch_ends(g, residual_growth, plan.notes, zero_ends) if residual_growth else {}
+    ends = branch_end_targets(g, residual_growth, plan.notes, zero_ends) if residual_growth else {}
     plan.residual = sum(1 for t in ends.values() if not getattr(t, "inner", False))
     solver = _Solver(model, ends, float(embedding_second), frozenset(kept))
     propagate(g, input_moments, model=model, layer_stats=solver)
