@@ -8,7 +8,8 @@
 numbers the same way, so the same generator gives the same bits as torch. New initializers follow
 the same form: :func:`lecun_normal_`, :func:`lecun_uniform_`, the ``*_truncated_normal_`` family
 (the Keras / JAX defaults), :func:`variance_scaling_` (true fans for grouped, transposed and packed
-weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_`, :func:`looks_linear_`
+weights, via :func:`initlab.fans.compute_fans`), :func:`delta_orthogonal_`, :func:`conv_orthogonal_`
+(Xiao et al. 2018's orthogonal kernels with every tap set), :func:`looks_linear_`
 (Balduzzi et al. 2017), :func:`delta_looks_linear_` and :func:`apply_spec_`, which realises any
 :class:`initlab.schemes.Spec`.
 ``glorot_*`` / ``he_*`` are aliases (assignments) of ``xavier_*`` / ``kaiming_*``.
@@ -1476,6 +1477,9 @@ def apply_spec_(
     ``Delta(block)``            zero but the centre tap, which ``block`` (``Orthogonal`` or
                                 ``LooksLinear``) fills as an ``(out, in)`` matrix (3-5 dims;
                                 :func:`delta_looks_linear_`)
+    ``ConvOrthogonal(block)``   that block spread over every tap by a paraunitary filter: an
+                                isometry at every spatial frequency (3-5 dims;
+                                :func:`conv_orthogonal_`)
     ==========================  ===================================================================
 
     The entries then have std ``spec.expected_std`` (for the distribution specs).
