@@ -77,6 +77,7 @@ import argparse
 import dataclasses
 import datetime
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ class Family:
 
 
 _SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0}
+
+#: The images of the cnn and resnet families (mnist5k when its Debian package is absent).
+DEFAULT_DATASET = "fashion-mnist"
 
 FAMILIES: dict[str, Family] = {
     "cnn": Family("cnn", (8, 32, 64, 128), ("relu", "tanh"),
@@ -431,7 +435,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="cnn: 0.75, resnet: 0.80 accuracy; gpt: 3.0 bits/byte")
     p.add_argument("--lr", type=float, default=None, help="cnn: 0.005, resnet: 0.05 (SGD), gpt: 3e-3 (AdamW)")
     p.add_argument("--batch", type=int, default=None, help="cnn/resnet: 128 images, gpt: 32 x 128 bytes")
-    p.add_argument("--dataset", default="fashion-mnist", help="images for cnn and resnet")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="images for cnn and resnet")
     p.add_argument("--json", default=None, help="also write the records here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
@@ -442,6 +446,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads {args.threads}: pass 1 or more")
+    if args.cpus is not None and args.cpus < 1:
+        p.error(f"--cpus {args.cpus}: pass 1 or more (leave it out for every core)")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        p.error(f"--json {args.json}: its directory does not exist; create it first")
     return args
 
 
@@ -493,12 +501,19 @@ def check_models(cells: list) -> None:
 
 
 def image_dataset(name: str) -> str:
-    """``name`` if it loads, else ``mnist5k`` (said on stderr)."""
+    """``name`` if it loads; the default ``fashion-mnist`` falls back to ``mnist5k`` when absent
+    (said on stderr).
+
+    Raises:
+        InitlabError: another name that does not load.
+    """
     from initlab.experiments.train_data import classification_dataset
 
     try:
         classification_dataset(name, None, 0)
     except DataError as exc:
+        if name != DEFAULT_DATASET:
+            raise InitlabError(f"--dataset {name}: {exc}") from None
         print(f"{name} unavailable ({exc}); using mnist5k", file=sys.stderr)
         return "mnist5k"
     return name

@@ -4,6 +4,7 @@ parameters; a gated scheme without its transform is one line and exit 2."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from initlab.cli import main
@@ -115,3 +116,51 @@ def test_probe_transform_without_a_model_file_is_one_line(capsys):
     assert main(["probe", "--transform", "skip_gates"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "FILE.py:FUNCTION" in err and "Traceback" not in err
+
+
+def test_probe_of_the_builtin_mlp_keeps_its_expected_weight_std(tmp_path):
+    """Without --scheme the MLP is drawn from glorot_normal, and the probe compares every weight with
+    that scheme's std: expected_weight_std = sqrt(2 / (fan_in + fan_out)) x gain, where gain is 1 for
+    the layer that reads the data and initlab's tanh gain after a tanh (the probe's documented rule)."""
+    import json
+    import math
+
+    from initlab.gains import gain
+
+    path = tmp_path / "p.json"
+    assert main(["probe", "--depth", "2", "--width", "8", "--in-features", "4", "--json", str(path)]) == 0
+    doc = json.loads(path.read_text())
+    records = doc["records"] if isinstance(doc, dict) else doc
+    expected = sorted(r["value"] for r in records if r["stat"] == "expected_weight_std")
+    assert len(expected) == 2
+    assert expected == pytest.approx(sorted([math.sqrt(2 / (4 + 8)),
+                                             gain("tanh") * math.sqrt(2 / (8 + 8))]), rel=1e-12)
+
+
+PARAM_PY = '''
+import pytest
+import torch
+from torch import nn
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.alpha = nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return self.fc(x) * self.alpha
+
+
+def build():
+    return Scaled()
+'''
+
+
+def test_probe_scheme_prints_init_model_warnings_as_one_line_each(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(PARAM_PY)
+    assert main(["probe", f"{tmp_path / 'm.py'}:build", "--scheme", "he_normal", "--input-shape", "8,4"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err and all(line.startswith("initlab: warning: ") for line in err)
+    assert not any("cli.py" in line for line in err)

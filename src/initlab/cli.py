@@ -411,8 +411,8 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
                            "and the built-in MLP has none: pass FILE.py:FUNCTION")
     gen = _generator(seed)
     if target is None:
-        model, inputs, header = _probe_mlp(depth, width, activation, scheme or "glorot_normal", batch,
-                                           in_features, gen)
+        scheme = scheme or "glorot_normal"
+        model, inputs, header = _probe_mlp(depth, width, activation, scheme, batch, in_features, gen)
         header = f"{header}, seed {seed}"
     else:
         model, inputs, header = _probe_target(target, input_shape, input_dtype, seed, gen)
@@ -449,15 +449,24 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
 def _init_target(model, inputs, scheme: str | None, transform: str | None, seed: int) -> str:
     """Apply ``--transform`` and ``init_model(model, scheme)`` (a generator seeded with ``seed``, as
     ``initlab plan --apply``) to the probed model; the header's words for it."""
+    import warnings
+
     import torch
 
     from initlab.model import init_model
 
     example = inputs if isinstance(inputs, torch.Tensor) else None
     _transform(model, scheme, transform, example)
-    words = f", {transform} added" if transform is not None else ""
+    words = ""
+    if transform is not None:
+        words = f", {transform} added ({sum(p.numel() for p in model.parameters()):,} parameters)"
     if scheme is not None:
-        init_model(model, scheme, example_inputs=example, generator=torch.Generator().manual_seed(seed))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            init_model(model, scheme, example_inputs=example, generator=torch.Generator().manual_seed(seed))
+        for w in caught:  # one line each on stderr, as initlab plan prints them
+            text = str(w.message).strip()
+            click.echo(f"initlab: warning: {text.splitlines()[0] if text else w.category.__name__}", err=True)
         words += f", initialized by init_model(scheme={scheme!r})"
     return words
 

@@ -1286,7 +1286,10 @@ def conv_orthogonal_(
     delta-orthogonal kernel's map), and the entries' total energy equals the delta kernel's. With
     zero padding the isometry holds away from the border. Unlike :func:`delta_orthogonal_`, whose
     conv reads one input position per output, this kernel starts with its whole receptive field
-    (the spec is :class:`initlab.schemes.ConvOrthogonal`; its looks-linear form serves ``"auto"``).
+    (the spec is :class:`initlab.schemes.ConvOrthogonal`, which also has a looks-linear form;
+    ``init_model(..., "auto")`` keeps delta kernels: :func:`initlab.model.chain.plan_chain` gives the
+    measurements). A grouped conv's weight ``(out, in / groups, *k)`` is drawn as one block here;
+    for one isometry per group use ``apply_spec_(w, ConvOrthogonal(Orthogonal(gain)), chunks=groups)``.
 
     Args:
         tensor: a 3-, 4- or 5-D floating-point tensor ``(out, in, *k)``; ``out < in`` gives a
