@@ -167,6 +167,23 @@ def test_report_figures_of_a_depth_study_and_a_probe_sweep(tmp_path):
     assert "steps_to_target: reached" in page and "final_accuracy: median" in page
 
 
+def test_the_report_of_a_training_sweep_draws_its_test_accuracy_curves(tmp_path, capsys):
+    """``initlab sweep report`` of a training sweep: the curves of test accuracy against the SGD step
+    (its ``test_accuracy_at_step`` records), besides the table."""
+    spec = {"sweep": {"experiment": "training", "seeds": [0]},
+            "fixed": {"dataset": "digits", "limit": 200, "max_test": 100, "depth": 2, "width": 8, "epochs": 1,
+                      "evals_per_epoch": 2},
+            "grid": {"scheme": ["zeros", "he_normal"]}}
+    assert run(spec, out=tmp_path / "s", runner="serial").failures == []
+    assert main(["sweep", "report", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "s" / "report" / "results.json").read_text())
+    assert "figures/curves_training.png" in {f["file"] for f in doc["figures"]}
+    assert (tmp_path / "s" / "report" / "figures" / "curves_training.png").is_file()
+    steps = {r["step"] for r in doc["records"] if r["stat"] == "test_accuracy_at_step"}
+    assert len(steps) == 3 and min(steps) == 0  # before training, and evals_per_epoch = 2 times
+
+
 def test_sweep_help_shows_how_to_run_a_spec(capsys):
     """`initlab sweep --help` (and a bare `initlab sweep`) shows the three uses and the options of
     running a spec, not only the subcommands."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -147,3 +148,58 @@ def test_the_demos_training_run_is_a_registered_experiment_run_by_the_engine():
     assert got == _no_time(run_training(load_cell_dataset(cells[0].config), config).records)
     with pytest.raises(InitlabError, match="grid.optimizer is not a setting of experiment 'training'"):
         parse_spec({"sweep": {"experiment": "training"}, "grid": {"optimizer": ["sgd"]}})
+
+
+def _cli_refuses(tmp_path, capsys, doc: dict, says: str) -> None:
+    """``initlab sweep`` on ``doc`` exits 2 with one line containing ``says`` and makes no directory."""
+    from initlab.cli import main
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text("\n".join(f"[{t}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in vals.items())
+                              for t, vals in doc.items()))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "new"), "--serial", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("initlab: error: ") and says in err, err
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(("experiment", "tables", "says"), [
+    ("training", {"grid": {"scheme": ["he_normal", "nosuch"]}},
+     "cell scheme=nosuch seed=0: scheme 'nosuch' is unknown: use one of zeros, small, large"),
+    ("training", {"fixed": {"dataset": "nosuch"}}, "dataset='nosuch' is unknown: use one of mnist5k, digits"),
+    ("training", {"grid": {"dataset": ["digits", "missing.csv"]}},
+     "cell dataset=missing.csv seed=0: dataset='missing.csv' is not a file"),
+    ("training", {"fixed": {"dataset": "fashion-mnist", "data_dir": "no-such-dir"}},
+     "data_dir='{tmp}/no-such-dir' is not a directory"),
+    ("phase", {"fixed": {"dataset": "nosuch"}}, "dataset='nosuch' is unknown: use one of mnist5k, digits"),
+    ("phase", {"grid": {"dataset": ["digits", "nosuch"]}}, "cell dataset=nosuch seed=0: dataset='nosuch'"),
+])
+def test_a_training_or_phase_sweep_with_an_unknown_scheme_or_dataset_is_refused_before_it_runs(
+        experiment, tables, says, tmp_path, capsys):
+    """These used to pass expansion, make the results directory, fail in every cell twice and exit 1."""
+    pytest.importorskip("pyarrow")  # --serial needs only it
+    _cli_refuses(tmp_path, capsys, {"sweep": {"experiment": experiment}, **tables},
+                 says.format(tmp=tmp_path.resolve()))
+
+
+def test_the_dataset_check_lets_through_what_load_dataset_reads(tmp_path):
+    """Every name of DATASETS, as load_dataset spells them (any case, ``_`` for ``-``, the aliases),
+    and an existing .csv file; the scheme check lets through every start of the training experiment."""
+    from initlab.data import DATASETS
+    from initlab.experiments.phase import PhaseCell
+    from initlab.experiments.training import TrainingCell, available_schemes
+    from initlab.schemes import NAMED_SCHEMES
+    from initlab.sweep.experiments import check_dataset
+
+    for file in ("mine.csv", "MINE.CSV"):
+        (tmp_path / file).write_text("a,label\n0,0\n1,1\n")
+    files = [str(tmp_path / "mine.csv"), str(tmp_path / "MINE.CSV")]
+    for name in (*DATASETS, "Fashion_MNIST", "fashionmnist", "MNIST-5K", "mnist_5k", *files):
+        check_dataset(PhaseCell(dataset=name))
+        check_dataset(TrainingCell(dataset=name))
+    check_dataset(PhaseCell(dataset="fashion-mnist", data_dir=str(tmp_path)))
+    for scheme in (*available_schemes(), "constant", *NAMED_SCHEMES):
+        assert TrainingCell(scheme=scheme).scheme == scheme
+    with pytest.raises(InitlabError, match="scheme 'he_normall' is unknown: use one of zeros, small"):
+        TrainingCell(scheme="he_normall")

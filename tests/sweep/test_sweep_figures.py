@@ -85,3 +85,38 @@ def test_a_random_search_gets_a_scatter_with_a_log_lr_and_integer_depth_and_widt
         assert all(t.is_integer() for t in _ticks(ax)), _ticks(ax)
     assert len(depth.collections) == 2  # one series per start, one point per drawn point
     assert [len(c.get_offsets()) for c in depth.collections] == [6, 6]
+
+
+def test_a_training_sweep_gets_test_accuracy_curves_one_line_per_scheme(drawn, tmp_path):
+    """The training experiment's ``test_accuracy_at_step`` records (extra ``step``): one line per
+    scheme in the scheme's colour and label, the mean over seeds at each step, one panel per depth;
+    its other records (a per-epoch ``test_accuracy``, LSUV's) are not drawn."""
+    from initlab.experiments.common import SCHEME_LABELS
+    from initlab.report import style
+
+    def acc(scheme, depth, seed, step):
+        return 0.1 + 0.01 * step + 0.1 * (scheme == "auto") + 0.05 * seed - 0.02 * depth
+
+    steps = range(0, 60, 5)
+    records = [{"cell": f"{s}{d}{seed}", "experiment": "training", "scheme": s, "depth": d, "seed": seed,
+                "stat": "test_accuracy_at_step", "value": acc(s, d, seed, step), "step": step}
+               for s in ("he_normal", "auto") for d in (2, 4) for seed in (0, 1) for step in steps]
+    records += [{"cell": "x", "experiment": "training", "scheme": "auto", "depth": 2, "seed": 0,
+                 "stat": "test_accuracy", "value": 0.9, "epoch": 1},
+                {"cell": "x", "experiment": "lsuv", "scheme": "lsuv", "depth": 2, "seed": 0, "stat": "std",
+                 "value": 1.0, "step": 3}]
+    (info,) = sweep_figures.fig_curves(records, ["scheme", "depth", "seed"], tmp_path)
+    assert info.file.endswith("curves_training.png") and (tmp_path / "curves_training.png").is_file()
+    panels = drawn["curves_training.png"]
+    assert [ax.get_title() for ax in panels] == ["depth=2", "depth=4"]
+    for ax, depth in zip(panels, (2, 4), strict=True):
+        assert ax.get_xlabel() == "step" and ax.get_ylabel() == "test accuracy"
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert sorted(lines) == sorted(SCHEME_LABELS[s] for s in ("he_normal", "auto"))
+        for scheme in ("he_normal", "auto"):
+            line = lines[SCHEME_LABELS[scheme]]
+            assert list(line.get_xdata()) == list(steps)
+            mean = [(acc(scheme, depth, 0, t) + acc(scheme, depth, 1, t)) / 2 for t in steps]
+            assert line.get_ydata() == pytest.approx(mean, rel=1e-12)
+            assert line.get_color() == style.scheme_color(scheme)
+        assert all(t.is_integer() for t in _ticks(ax))

@@ -14,7 +14,16 @@ from scipy import stats
 from initlab.cli import main
 from initlab.errors import InitlabError
 from initlab.sweep import expand, parse_spec
-from initlab.sweep.random_search import SIG_DIGITS, Choice, LogUniform, RandInt, Uniform, parse_random
+from initlab.sweep.random_search import (
+    MAX_SAMPLES,
+    MIN_RELATIVE_WIDTH,
+    SIG_DIGITS,
+    Choice,
+    LogUniform,
+    RandInt,
+    Uniform,
+    parse_random,
+)
 
 #: One key of every distribution, for a phase cell (activation, depth, lr, sigma_w2 are its fields).
 TABLE = {"samples": 6, "seed": 3, "lr": {"loguniform": [1e-3, 1e-1]}, "sigma_w2": {"uniform": [0.5, 3.0]},
@@ -178,6 +187,17 @@ def test_a_random_spec_runs_serially_into_samples_times_seeds_cells_and_resumes(
     ("samples = 2\nthreads = { randint = [1, 2] }", "random.threads: set it in [sweep] as threads"),
     ("samples = 2\ndepthh = { randint = [1, 2] }", "random.depthh is not a setting of experiment 'phase'"),
     ("samples = 2\nwidth = { randint = [4, 8] }", "width is in both [fixed] and [random]"),
+    (f"samples = {MAX_SAMPLES + 1}\nlr = {{ loguniform = [0.001, 0.1] }}",
+     f"random.samples = {MAX_SAMPLES + 1} is more than {MAX_SAMPLES}, the most one spec draws: give "
+     f"samples <= {MAX_SAMPLES}"),
+    ("samples = 2\nlr = { uniform = [1000000.0, 1000001.0] }",
+     "random.lr = { uniform = [1000000.0, 1000001.0] } is too narrow for values rounded to 6 significant "
+     "digits to differ (it needs high - low >= 1e-05 * max(|low|, |high|))"),
+    ("samples = 2\nlr = { loguniform = [0.1, 0.1000001] }", "is too narrow for values rounded to 6"),
+    ("samples = 2\nsigma_b2 = { uniform = [-1e308, 1e308] }",
+     "random.sigma_b2 = { uniform = [-1e+308, 1e+308] } is invalid: high - low overflows a float"),
+    ("samples = 4\nlr = { choice = [1, 1.0] }",
+     "random.lr = { choice = [1, 1.0] } repeats a value: 1 and 1.0 are the same lr (1.0): list each once"),
 ])
 def test_a_bad_random_table_is_one_line_from_the_cli(body, message, tmp_path, capsys):
     spec = _toml_spec(tmp_path, body)
@@ -186,3 +206,34 @@ def test_a_bad_random_table_is_one_line_from_the_cli(body, message, tmp_path, ca
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("initlab: error: ") and message in err, err
     assert not (tmp_path / "new").exists()
+
+
+def test_samples_up_to_the_cap_are_accepted():
+    assert parse_random({"samples": MAX_SAMPLES, "lr": {"loguniform": [1e-3, 1e-1]}}).samples == MAX_SAMPLES
+
+
+@pytest.mark.parametrize("name, low", [("uniform", 1e6), ("uniform", 123.456), ("uniform", -5.0),
+                                       ("uniform", 3e-300), ("loguniform", 1e6), ("loguniform", 3e-300)])
+def test_a_float_range_is_refused_exactly_when_the_rounding_could_not_tell_its_values_apart(name, low):
+    """The rule: refused when high - low < MIN_RELATIVE_WIDTH * max(|low|, |high|). A range 1.5 times
+    that wide is drawn into two or more distinct values; one 0.9 times as wide is refused."""
+
+    def high(factor: float) -> float:  # solves high - low = factor * MIN_RELATIVE_WIDTH * max(|low|, |high|)
+        if low > 0:
+            return low / (1 - factor * MIN_RELATIVE_WIDTH)
+        return low + factor * MIN_RELATIVE_WIDTH * abs(low)  # |low| > |high| near a negative low
+
+    wide = parse_random({"samples": 200, "x": {name: [low, high(1.5)]}})
+    values = {p["x"] for p in wide.points()}
+    assert len(values) >= 2 and all(low <= v <= high(1.5) for v in values)
+    with pytest.raises(InitlabError, match="too narrow for values rounded to 6 significant digits"):
+        parse_random({"samples": 2, "x": {name: [low, high(0.9)]}})
+
+
+def test_a_grid_or_choice_repeat_after_taking_the_settings_type_is_refused_and_distinct_values_pass():
+    """``lr`` is a float: 1 and 1.0 are one cell (4 samples silently became 1 cell); 1 and 2.0 are two."""
+    with pytest.raises(InitlabError, match=r"grid.lr = \[1, 1.0\] repeats a value: 1 and 1.0 are the same"):
+        parse_spec(_phase({"samples": 2, "depth": {"randint": [1, 3]}}, grid={"lr": [1, 1.0]}))
+    spec = parse_spec(_phase({"samples": 8, "lr": {"choice": [1, 2.0]}}))
+    assert spec.random.params["lr"] == Choice((1.0, 2.0))
+    assert len(expand(spec)) == len({p["lr"] for p in spec.random_points()}) == 2

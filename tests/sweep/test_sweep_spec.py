@@ -3,6 +3,7 @@ expansion, cell keys; the shipped example specs parse and validate."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def _spec(**tables):
     (_spec(fixed={"depth": [2, 3]}), r"put it under \[grid\]"),
     (_spec(grid={"depth": []}), "non-empty list"),
     (_spec(grid={"depth": 4}), "non-empty list"),
-    (_spec(grid={"depth": [2, 2]}), "repeats a value"),
+    (_spec(grid={"depth": [2, 2]}), r"grid.depth = \[2, 2\] repeats a value: list each once"),
+    (_spec(grid={"lr": [0.5, 1, 1.0]}),
+     r"grid.lr = \[0.5, 1, 1.0\] repeats a value: 1 and 1.0 are the same lr \(1.0\): list each once"),
     (_spec(sweep={"seeds": [0, 0]}), "sweep.seeds .* repeats"),
     (_spec(sweep={"seeds": [-1]}), r"sweep.seeds = \[-1\] is invalid"),
     (_spec(sweep={"threads": 0}), "sweep.threads = 0 is invalid"),
@@ -122,6 +125,17 @@ def test_relative_paths_are_relative_to_the_spec_file(tmp_path):
     spec = load_spec(tmp_path / "spec.toml")
     assert spec.fixed["model"] == f"{(tmp_path / 'nets.py').resolve()}:build"
     assert spec.source == str(tmp_path / "spec.toml")
+
+
+def test_a_grid_of_paths_that_are_one_directory_is_refused(tmp_path):
+    """``data_dir`` is taken relative to the spec: ``data`` and ``./data`` are one directory, one cell."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "spec.toml").write_text('[sweep]\nexperiment = "phase"\n[grid]\n'
+                                        'data_dir = ["data", "./data"]\n')
+    says = (f"grid.data_dir = ['data', './data'] repeats a value: 'data' and './data' are the same data_dir "
+            f"({str((tmp_path / 'data').resolve())!r}): list each once")
+    with pytest.raises(InitlabError, match=re.escape(says)):
+        load_spec(tmp_path / "spec.toml")
 
 
 def test_load_spec_errors(tmp_path):

@@ -300,7 +300,8 @@ class TrainingCell:
         threads: torch threads while it runs (``0``: keep the current setting).
 
     Raises:
-        InitlabError: a bad value (named, with the fix).
+        InitlabError: a bad value (named, with the fix), an unknown scheme included. The data set's
+            name is not checked here (a cell may be given its data); ``initlab sweep`` checks it.
     """
 
     activation: str = "relu"
@@ -324,6 +325,7 @@ class TrainingCell:
 
     def __post_init__(self) -> None:
         self.training_config()  # the checks of TrainingConfig
+        _check_scheme(self.scheme)
         activation_module(self.activation)
         check_ints(self, ("seed",), 0)
         check_ints(self, ("threads",), 0, note="(0 = keep torch's setting)")
@@ -337,6 +339,18 @@ class TrainingCell:
                               evals_per_epoch=self.evals_per_epoch,
                               pretrain_epochs_per_layer=self.pretrain_epochs_per_layer,
                               gain_policy=self.gain_policy, seed=self.seed)
+
+
+def _check_scheme(scheme: Any) -> None:
+    """``scheme`` is a start :func:`init_start` runs: one of :func:`available_schemes`, ``"constant"``
+    or a name of :data:`initlab.schemes.NAMED_SCHEMES`; else :class:`InitlabError` listing them (so a
+    typo is refused when the cell is built, not in every cell's run)."""
+    from initlab.schemes import NAMED_SCHEMES
+
+    known = available_schemes()
+    if scheme not in known and scheme not in ("constant", *NAMED_SCHEMES):
+        names = (*known, *sorted({"constant", *NAMED_SCHEMES} - set(known)))
+        raise InitlabError(f"scheme {scheme!r} is unknown: use one of {', '.join(names)}")
 
 
 def training_cells(config: TrainingConfig, *, dataset: str = "mnist5k",

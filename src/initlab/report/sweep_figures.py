@@ -5,10 +5,11 @@ spec's grid names, and ``seed``) and ``cell``, the cell's key. Figures: heat map
 headline number over two numeric axes (a phase grid: test accuracy over sigma_w2 x depth), or
 that number against the one numeric axis (a depth study), one panel per value of the other axes,
 averaged over seeds; a random search's drawn values fill no grid, so with two numeric axes that
-do not either, that number against each of them (a scatter); and curves (training: the evaluated
-metric against the step; phase: accuracy against depth; probe: each layer's activation std). An axis
-of integers (depth, width, steps, layer index) is ticked at integers. The table gives, per grid point, the
-median and the min-max over seeds of every headline number, and how many seeds reached the target.
+do not either, that number against each of them (a scatter); and curves (train: the evaluated
+metric against the step; training: test accuracy against the step; phase: accuracy against depth;
+probe: each layer's activation std). An axis of integers (depth, width, steps, layer index) is ticked
+at integers. The table gives, per grid point, the median and the min-max over seeds of every headline
+number, and how many seeds reached the target.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ __all__ = ["per_cell", "grid_axes", "summary_table", "fig_heatmaps", "fig_by_axi
 _MAX_PANELS = 12
 #: An axis of at most this many integer values is ticked at each of them.
 _MAX_EXPLICIT_TICKS = 10
+#: Axes whose values are starts (a train or probe sweep's ``init``, a training sweep's ``scheme``):
+#: the first present is the series of a line plot, drawn in the scheme's colour and label.
+_START_AXES = ("init", "scheme")
+
+
+def _start_axis(axes: Iterable[str]) -> str | None:
+    """The first of :data:`_START_AXES` in ``axes``, else ``None``."""
+    axes = list(axes)
+    return next((a for a in _START_AXES if a in axes), None)
 
 
 def _finite(v: Any) -> bool:
@@ -235,7 +245,7 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
         return None
     x = numeric[0]
     others = [a for a in varying if a != x]
-    ser = "init" if "init" in others else (others[0] if others else None)
+    ser = _start_axis(others) or (others[0] if others else None)
     panels = _panels(rows, [a for a in others if a != ser])
     fig, panes = _subplots(len(panels))
     for ax, (title, group) in zip(panes, panels, strict=True):
@@ -256,14 +266,14 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
 def fig_scatter(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat: str,
                 directory: Path) -> FigureInfo | None:
     """``stat`` (once per cell; mean over seeds) against each numeric axis with two or more values,
-    one panel per axis, one point per grid point, coloured by start when ``init`` varies: a random
-    search, whose drawn values fill no grid; ``None`` with fewer than two such axes."""
+    one panel per axis, one point per grid point, coloured by start when ``init`` (or ``scheme``)
+    varies: a random search, whose drawn values fill no grid; ``None`` with fewer than two such axes."""
     rows = [r for r in per_cell(records, stat) if _finite(r.get("value"))]
     varying = grid_axes(rows, axes)
     numeric = [a for a in varying if all(_finite(r.get(a)) for r in rows)][:_MAX_PANELS]
     if len(numeric) < 2:
         return None
-    ser = "init" if "init" in varying else None
+    ser = _start_axis(varying)
     series: dict[Any, list[tuple[Mapping[str, Any], float]]] = defaultdict(list)
     for group in _group(rows, varying).values():  # one point per grid point: the mean over seeds
         mean = statistics.fmean(r["value"] for r in group)
@@ -288,7 +298,9 @@ def fig_scatter(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
 
 def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None) -> None:
     """One line per value of the series axis ``ser`` (all rows one line when ``None``): the mean
-    over seeds of ``value`` against ``x``; an ``init`` series takes the scheme's colour and label."""
+    over seeds of ``value`` against ``x``; a series of starts (:data:`_START_AXES`) takes the
+    scheme's colour and label."""
+    start = ser in _START_AXES
     for k, (skey, srows) in enumerate(_group(group, [ser] if ser else []).items()):
         pts: dict[float, list[float]] = defaultdict(list)
         for r in srows:
@@ -296,14 +308,15 @@ def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None
         xs = sorted(pts)
         label = None
         if ser:
-            label = scheme_label(str(skey[0])) if ser == "init" else f"{ser}={_fmt(skey[0])}"
-        color = style.scheme_color(str(skey[0])) if ser == "init" else f"C{k % 10}"
+            label = scheme_label(str(skey[0])) if start else f"{ser}={_fmt(skey[0])}"
+        color = style.scheme_color(str(skey[0])) if start else f"C{k % 10}"
         ax.plot(xs, [statistics.fmean(pts[v]) for v in xs], marker="o", color=color, label=label)
 
 
 #: What the curves figure draws per experiment: (y stat or prefix, x field, series axis, y label).
 _CURVES = {
     "train": ("eval_", "step", "init", "eval metric"),
+    "training": ("test_accuracy_at_step", "step", "scheme", "test accuracy"),
     "phase": ("test_accuracy", "depth", "sigma_w2", "test accuracy"),
     "probe": ("std", "index", "init", "activation std (forward)"),
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 from initlab.errors import InitlabError
 
-__all__ = ["SweepExperiment", "EXPERIMENTS", "get_experiment"]
+__all__ = ["SweepExperiment", "EXPERIMENTS", "get_experiment", "check_dataset"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class SweepExperiment:
             use the first of that is present.
         prepare: turns a cell's raw parameters (spec values) into config fields, e.g. the phase
             experiment's ``sigma_w2 = "critical"``; ``None``: taken as they are.
+        check: ``check(config)`` raises :class:`~initlab.errors.InitlabError` for what a built
+            config does not check itself but a sweep cell needs (:func:`check_dataset`: a cell
+            that loads its data set by name); ``None``: nothing more.
         description: one line for ``--help`` and errors.
     """
 
@@ -36,6 +39,7 @@ class SweepExperiment:
     headline: tuple[str, ...]
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     description: str = ""
+    check: Callable[[Any], None] | None = None
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -58,6 +62,50 @@ def _phase_prepare(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "sigma_w2": cp.sigma_w2}
 
 
+#: The data sets read from IDX files in ``data_dir`` (:func:`initlab.data.load_dataset`), as
+#: :func:`check_dataset` compares names (lower case, no ``-`` or ``_``).
+_IDX_DATASETS = ("mnist", "fashionmnist")
+
+
+def check_dataset(config: Any) -> None:
+    """Refuse a cell whose ``config.dataset`` its run could not load: a name of
+    :data:`initlab.data.DATASETS` (any case, ``-`` and ``_`` optional, as
+    :func:`initlab.data.load_dataset` reads it) or an existing ``.npz`` / ``.csv`` file; and, for
+    the IDX data sets (``mnist``, ``fashion-mnist``), a ``config.data_dir`` that is not a directory.
+    The training and phase cells load their data by name when they run, so without this a typo
+    failed every cell twice.
+
+    Raises:
+        InitlabError: the bad name or directory, with the choices.
+
+    >>> from initlab.experiments.phase import PhaseCell
+    >>> check_dataset(PhaseCell(dataset="Fashion_MNIST"))
+    >>> check_dataset(PhaseCell(dataset="nosuch"))
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: dataset='nosuch' is unknown: use one of mnist5k, digits, ...
+    """
+    from pathlib import Path
+
+    from initlab.data import DATASETS
+
+    name, data_dir = config.dataset, getattr(config, "data_dir", None)
+    squash = str(name).strip().lower().replace("_", "").replace("-", "")
+    if squash in {d.replace("-", "") for d in DATASETS}:
+        if squash in _IDX_DATASETS and data_dir is not None and not Path(str(data_dir)).expanduser().is_dir():
+            raise InitlabError(f"data_dir={data_dir!r} is not a directory: give the folder that holds the "
+                               f"{name} IDX files, or leave data_dir out")
+        return
+    path = Path(str(name)).expanduser()
+    if path.suffix.lower() in (".npz", ".csv"):
+        if path.is_file():
+            return
+        raise InitlabError(f"dataset={name!r} is not a file (looked at {str(path.resolve())!r}): check the "
+                           "path")
+    raise InitlabError(f"dataset={name!r} is unknown: use one of {', '.join(DATASETS)}, or the path of an "
+                       "existing .npz / .csv file")
+
+
 def _registry() -> dict[str, SweepExperiment]:
     from initlab.experiments.phase import PhaseCell, run_phase_cell
     from initlab.experiments.probe_cell import ProbeCellConfig, run_probe_cell
@@ -71,11 +119,13 @@ def _registry() -> dict[str, SweepExperiment]:
         "probe": SweepExperiment("probe", ProbeCellConfig, run_probe_cell, ("std", "grad_std"),
                                  description="per-layer statistics at init"),
         "phase": SweepExperiment("phase", PhaseCell, run_phase_cell, ("test_accuracy", "train_loss"),
-                                 prepare=_phase_prepare, description="the trainability cell"),
+                                 prepare=_phase_prepare, description="the trainability cell",
+                                 check=check_dataset),
         "training": SweepExperiment("training", TrainingCell, run_training_cell,
                                     ("final_test_accuracy", "mean_test_accuracy", "steps_to_target",
                                      "seconds"),
-                                    description="the demo's training run: one MLP from one start"),
+                                    description="the demo's training run: one MLP from one start",
+                                    check=check_dataset),
     }
 
 

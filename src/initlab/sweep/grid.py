@@ -90,7 +90,10 @@ def _make(exp: SweepExperiment, values: dict[str, Any], params: dict[str, Any]) 
     ``params``."""
     raw = exp.prepare(values) if exp.prepare else values
     try:
-        return exp.config(**raw)
+        config = exp.config(**raw)
+        if exp.check is not None:
+            exp.check(config)
+        return config
     except (InitlabError, TypeError, ValueError) as exc:
         label = " ".join(f"{k}={v}" for k, v in params.items())
         raise InitlabError(f"cell {label}: {str(exc).strip().splitlines()[0]}") from None

@@ -5,7 +5,9 @@ grid's product times those points times the seeds.
 The draw is reproducible on every machine: ``np.random.default_rng(seed)``, then sample by sample
 and within a sample key by key in sorted order, one ``rng.random()`` (a float in [0, 1)) per value,
 mapped through the distribution's inverse CDF; floats are rounded to :data:`SIG_DIGITS` significant
-digits (so a value is the same number in every process, key and table).
+digits (so a value is the same number in every process, key and table). A float range must be wide
+enough for that rounding to tell its values apart (:data:`MIN_RELATIVE_WIDTH`), and a search draws
+at most :data:`MAX_SAMPLES` points.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from typing import Any, ClassVar
 
 from initlab.errors import InitlabError
 
-__all__ = ["SIG_DIGITS", "DISTRIBUTIONS", "Uniform", "LogUniform", "RandInt", "Choice", "RandomSearch",
-           "parse_random"]
+__all__ = ["SIG_DIGITS", "MIN_RELATIVE_WIDTH", "MAX_SAMPLES", "DISTRIBUTIONS", "Uniform", "LogUniform",
+           "RandInt", "Choice", "RandomSearch", "parse_random"]
 
 #: Significant digits a drawn float keeps (6: ``0.00123457``).
 SIG_DIGITS = 6
+
+#: A float range ``[low, high]`` is refused when ``high - low < MIN_RELATIVE_WIDTH * max(|low|, |high|)``
+#: (``10 ** (1 - SIG_DIGITS)`` = 1e-5): rounded to :data:`SIG_DIGITS` digits, values that close are
+#: one or a few numbers (``[1000000, 1000001]`` is all 1e6), so the draw would collapse silently.
+MIN_RELATIVE_WIDTH = 10.0 ** (1 - SIG_DIGITS)
+
+#: The most points ``[random] samples`` may draw: every cell is built and keyed before anything runs
+#: (0.4-0.6 ms each on a loaded 2-core machine: 100,000 take about a minute), so a typo such as
+#: ``samples = 10000000`` would expand for an hour or more, silently.
+MAX_SAMPLES = 100_000
 
 #: Keys of ``[random]`` that are not settings: the number of points and the draw's seed.
 _OWN_KEYS = ("samples", "seed")
@@ -46,7 +58,9 @@ def _shown(key: str, name: str, args: Any) -> str:
 
 
 def _bounds(key: str, name: str, args: Any, kind: str) -> tuple[Any, Any]:
-    """``[low, high]`` with ``low < high`` (two numbers, or two integers for ``kind="int"``)."""
+    """``[low, high]`` with ``low < high`` (two numbers, or two integers for ``kind="int"``); two
+    numbers also need a finite width ``high - low`` of at least ``MIN_RELATIVE_WIDTH * max(|low|,
+    |high|)`` (:data:`MIN_RELATIVE_WIDTH`)."""
     ok = _is_number if kind == "number" else (lambda v: isinstance(v, int) and not isinstance(v, bool))
     what = "two numbers" if kind == "number" else "two integers (both included)"
     if not (isinstance(args, list) and len(args) == 2 and all(ok(v) for v in args)):
@@ -56,7 +70,22 @@ def _bounds(key: str, name: str, args: Any, kind: str) -> tuple[Any, Any]:
     if not low < high:
         raise InitlabError(f"{_shown(key, name, args)} is invalid: low must be < high (a constant goes under "
                            "[fixed])")
+    if kind == "number":
+        _check_width(key, name, args)
     return low, high
+
+
+def _check_width(key: str, name: str, args: list[Any]) -> None:
+    """A float range's width is finite and at least :data:`MIN_RELATIVE_WIDTH` of its larger end."""
+    low, high = (float(v) for v in args)
+    width = high - low
+    if not math.isfinite(width):
+        raise InitlabError(f"{_shown(key, name, args)} is invalid: high - low overflows a float (the width "
+                           "is not finite): narrow the range")
+    if width < MIN_RELATIVE_WIDTH * max(abs(low), abs(high)):
+        raise InitlabError(f"{_shown(key, name, args)} is too narrow for values rounded to {SIG_DIGITS} "
+                           f"significant digits to differ (it needs high - low >= {MIN_RELATIVE_WIDTH:g} * "
+                           "max(|low|, |high|)): widen it, or put one value under [fixed]")
 
 
 @dataclass(frozen=True)
@@ -64,7 +93,8 @@ class Uniform:
     """A float uniform on ``[low, high]``: :math:`x = low + u\\,(high - low)`, ``u`` uniform in [0, 1).
 
     Raises (:meth:`parse`):
-        InitlabError: not two numbers, or ``low >= high``.
+        InitlabError: not two numbers, ``low >= high``, or a width ``high - low`` that is not finite
+            or is below :data:`MIN_RELATIVE_WIDTH` ``* max(|low|, |high|)``.
     """
 
     name: ClassVar[str] = "uniform"
@@ -93,7 +123,8 @@ class LogUniform:
     :math:`x = \\exp(\\log low + u\\,(\\log high - \\log low))`.
 
     Raises (:meth:`parse`):
-        InitlabError: not two numbers, ``low <= 0``, or ``low >= high``.
+        InitlabError: not two numbers, ``low <= 0``, ``low >= high``, or ``high - low`` below
+            :data:`MIN_RELATIVE_WIDTH` ``* high``.
     """
 
     name: ClassVar[str] = "loguniform"
@@ -240,9 +271,11 @@ def parse_random(table: Mapping[str, Any]) -> RandomSearch:
     return it. Whether each key is a setting of the experiment is checked by the spec.
 
     Raises:
-        InitlabError: ``samples`` missing or < 1, a bad ``seed``, no key to draw, a key whose value
-            is not one distribution, an unknown distribution, bad bounds (``low >= high``,
-            ``low <= 0`` for ``loguniform``, non-integers for ``randint``), an empty ``choice``.
+        InitlabError: ``samples`` missing, < 1 or > :data:`MAX_SAMPLES`, a bad ``seed``, no key to
+            draw, a key whose value is not one distribution, an unknown distribution, bad bounds
+            (``low >= high``, ``low <= 0`` for ``loguniform``, non-integers for ``randint``, a float
+            range too wide for a float or too narrow for the rounding: :data:`MIN_RELATIVE_WIDTH`), an
+            empty ``choice`` or one that repeats a value.
 
     >>> parse_random({"samples": 2, "lr": {"loguniform": [1e-3, 1e-1]}}).params
     {'lr': LogUniform(low=0.001, high=0.1)}
@@ -250,6 +283,10 @@ def parse_random(table: Mapping[str, Any]) -> RandomSearch:
     if "samples" not in table:
         raise InitlabError("[random] has no samples: add samples = N, the number of points to draw")
     samples = _count("samples", table["samples"], 1, "the number of points to draw, e.g. samples = 8")
+    if samples > MAX_SAMPLES:
+        raise InitlabError(f"random.samples = {samples} is more than {MAX_SAMPLES}, the most one spec draws: "
+                           f"give samples <= {MAX_SAMPLES} (for more points, run several specs with other "
+                           "[random] seeds)")
     seed = _count("seed", table.get("seed", 0), 0, "the draw's seed; the cells' seeds are [sweep] seeds")
     params = {k: _distribution(k, v) for k, v in sorted(table.items()) if k not in _OWN_KEYS}
     if not params:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,10 +187,25 @@ def _check_fields(exp: SweepExperiment, fixed: dict[str, Any], grid: dict[str, A
                                f"{key} = [1, 2]")
         if any(isinstance(v, (list, dict)) for v in values):
             raise InitlabError(f"grid.{key} = {values!r} is invalid: give a list of single values")
-        if len({repr(v) for v in values}) != len(values):
-            raise InitlabError(f"grid.{key} = {values!r} repeats a value: list each once")
     if drawn is not None:
         _check_kinds(exp, drawn)
+
+
+def _check_repeats(shown: str, key: str, written: Sequence[Any], values: Sequence[Any]) -> None:
+    """Refuse a list whose ``values`` (the spec's ``written`` values as :func:`_coerce` takes them)
+    repeat one: ``lr = [1, 1.0]`` is one cell twice, and the sweep would silently have fewer cells
+    than the spec says. ``shown`` is the list as the spec wrote it, for the message.
+
+    Raises:
+        InitlabError: naming the list, and the two values written that are one value.
+    """
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        j = first.setdefault(repr(value), i)
+        if j != i:
+            a, b = written[j], written[i]
+            same = "" if repr(a) == repr(b) else f": {a!r} and {b!r} are the same {key} ({value!r})"
+            raise InitlabError(f"{shown} repeats a value{same}: list each once")
 
 
 def _check_kinds(exp: SweepExperiment, drawn: RandomSearch) -> None:
@@ -215,7 +230,8 @@ def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
 
     Raises:
         InitlabError: an unknown table, key, experiment or config field; a setting in two of
-            ``[fixed]``, ``[grid]`` and ``[random]``; an empty or repeated grid list; a bad
+            ``[fixed]``, ``[grid]`` and ``[random]``; an empty grid list, or a grid or ``choice``
+            list that repeats a value once taken as the setting's type (``lr = [1, 1.0]``); a bad
             ``[random]`` table (:func:`~initlab.sweep.random_search.parse_random`) or a distribution
             that does not fit its setting (floats for an integer); bad seeds or threads.
 
@@ -248,10 +264,13 @@ def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
     name = sweep.get("name", "")
     if not isinstance(name, str):
         raise InitlabError(f"sweep.name = {name!r} is invalid: give a string")
+    grid_values = {k: tuple(_coerce(exp.config, k, v, base_path) for v in vs) for k, vs in grid.items()}
+    for key, values in grid_values.items():
+        _check_repeats(f"grid.{key} = {grid[key]!r}", key, grid[key], values)
     return SweepSpec(
         experiment=exp.name,
         fixed={k: _coerce(exp.config, k, v, base_path) for k, v in fixed.items()},
-        grid={k: tuple(_coerce(exp.config, k, v, base_path) for v in vs) for k, vs in grid.items()},
+        grid=grid_values,
         seeds=_int_list("seeds", sweep.get("seeds", [0]), 0), threads=_threads(sweep.get("threads", 1)),
         out=out, name=name, source=source, random=_coerce_choices(exp, drawn, base_path))
 
@@ -259,11 +278,16 @@ def parse_spec(doc: Mapping[str, Any], *, base: str | Path | None = None,
 def _coerce_choices(exp: SweepExperiment, drawn: RandomSearch | None,
                     base: Path | None) -> RandomSearch | None:
     """``drawn`` with its ``choice`` values taken as :func:`_coerce` takes a grid's (relative paths
-    relative to the spec)."""
+    relative to the spec); a ``choice`` that repeats a value once taken so is refused
+    (:func:`_check_repeats`)."""
     if drawn is None:
         return None
-    params = {k: Choice(tuple(_coerce(exp.config, k, v, base) for v in d.values))
-              if isinstance(d, Choice) else d for k, d in drawn.params.items()}
+    params = dict(drawn.params)
+    for key, dist in drawn.params.items():
+        if isinstance(dist, Choice):
+            values = tuple(_coerce(exp.config, key, v, base) for v in dist.values)
+            _check_repeats(f"random.{key} = {{ choice = {list(dist.values)!r} }}", key, dist.values, values)
+            params[key] = Choice(values)
     return RandomSearch(drawn.samples, drawn.seed, params)
 
 
