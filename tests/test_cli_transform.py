@@ -164,3 +164,55 @@ def test_probe_scheme_prints_init_model_warnings_as_one_line_each(tmp_path, caps
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err and all(line.startswith("initlab: warning: ") for line in err)
     assert not any("cli.py" in line for line in err)
+
+
+SEQ_RESNET_PY = '''
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c1, self.r, self.c2 = nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.c2(self.r(self.c1(x)))
+
+
+def resnet():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Block(8), Block(8), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 10))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def lazy():
+    return nn.Sequential(nn.LazyLinear(6), nn.ReLU(), nn.Linear(6, 2))
+'''
+
+
+def test_fixup_zeroed_head_after_a_zeroed_branch_end_is_not_symmetric(tmp_path, capsys):
+    """The head reads the stream (x + 0), not the zeroed conv recorded just before it: no
+    "symmetric" verdict, only the logits note that names the zeroed head."""
+    (tmp_path / "m.py").write_text(SEQ_RESNET_PY)
+    target = f"{tmp_path / 'm.py'}:resnet"
+    assert main(["probe", target, "--scheme", "fixup", "--input-shape", "4,3,8,8"]) == 0
+    out = capsys.readouterr().out
+    assert "symmetric" not in out and "intended after a zeroed head" in out
+
+
+def test_refused_fixup_is_one_line_without_the_note(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(SEQ_RESNET_PY)
+    for command in ("plan", "probe"):
+        assert main([command, f"{tmp_path / 'm.py'}:mlp", "--scheme", "fixup"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("initlab: error:") and "residual" in err
+
+
+def test_probe_materialises_lazy_layers_before_init_model(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(SEQ_RESNET_PY)
+    assert main(["probe", f"{tmp_path / 'm.py'}:lazy", "--scheme", "auto", "--input-shape", "4,5"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "+ lazy parameters" in header and "init_model(scheme='auto')" in header

@@ -192,12 +192,14 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
                                f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
     if example is not None:  # an input the user chose must fit, whatever the detection needs
         _check_forward(model, example, input_shape, shape, input_dtype)
-    _transform(model, scheme, transform, example)
+    notes = _transform(model, scheme, transform, example)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = init_model(model, scheme, example_inputs=example, generator=gen, dry_run=not do_apply,
                           sigma_b2=sigma_b2)
+    for note in notes:
+        click.echo(note, err=True)
     failed = _example_failure(plan.detection_note) if example is not None else None
     if failed is not None:  # an input the user chose does not fit: an error, not a guessed plan
         ids = " (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""
@@ -222,9 +224,10 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
         click.echo(f"saved initialized state_dict to {save}", err=True)
 
 
-def _transform(model, scheme: str | None, transform: str | None, example) -> None:
+def _transform(model, scheme: str | None, transform: str | None, example) -> list[str]:
     """Check ``--scheme`` against ``--transform`` (and the parameters ``model`` already holds), then
-    apply the transform, its report on stderr (``initlab plan`` and ``initlab probe``).
+    apply the transform, its report on stderr (``initlab plan`` and ``initlab probe``); the notes to
+    print once the scheme has been applied (so a refused scheme stays one line).
 
     Raises:
         InitlabError: skipinit / rezero without gates; gates with fixup (no gradient would flow).
@@ -239,12 +242,14 @@ def _transform(model, scheme: str | None, transform: str | None, example) -> Non
         raise InitlabError("--transform skip_gates gates every branch at 0 and --scheme fixup zeroes each "
                            "branch's end, so neither would get a gradient: use --scheme skipinit, or "
                            "--transform fixup_scalars")
+    notes = []
     if scheme == "fixup" and transform != "fixup_scalars" and not holds("fixup_scale"):
-        click.echo("initlab: note: --scheme fixup without Fixup's scalar biases and multiplier: add "
-                   "--transform fixup_scalars to add them", err=True)
+        notes.append("initlab: note: --scheme fixup without Fixup's scalar biases and multiplier: add "
+                     "--transform fixup_scalars to add them")
     if transform is not None:
         report = _TRANSFORMS[transform](model, example_inputs=example, verbose=False)
         click.echo(report.summary(undo_hint=False), err=True)
+    return notes
 
 
 def _example_failure(detection_note: str | None) -> str | None:
@@ -419,7 +424,9 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
         if scheme is not None or transform is not None:
             header += _init_target(model, inputs, scheme, transform, seed)
         header = f"{header}, seed {seed}"
-        scheme = None
+        from initlab.schemes import NAMED_SCHEMES
+
+        scheme = scheme if scheme in NAMED_SCHEMES else None  # a named scheme's std is the w_expect column
     try:
         result = probe(model, inputs, bins=bins, scheme=scheme, generator=gen,
                        tags={"experiment": "probe", "seed": seed})
@@ -452,22 +459,27 @@ def _init_target(model, inputs, scheme: str | None, transform: str | None, seed:
     import warnings
 
     import torch
+    from torch.nn.parameter import is_lazy
 
+    from initlab.graph.record import call_model
     from initlab.model import init_model
 
     example = inputs if isinstance(inputs, torch.Tensor) else None
-    _transform(model, scheme, transform, example)
+    if any(is_lazy(p) for p in model.parameters()):  # materialise lazy layers, so init_model sees them
+        with torch.no_grad():
+            call_model(model, inputs)
+    notes = _transform(model, scheme, transform, example)
     words = ""
     if transform is not None:
-        words = f", {transform} added ({sum(p.numel() for p in model.parameters()):,} parameters)"
+        words = f", {transform} added ({_n_params(model)} parameters)"
     if scheme is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             init_model(model, scheme, example_inputs=example, generator=torch.Generator().manual_seed(seed))
-        for w in caught:  # one line each on stderr, as initlab plan prints them
-            text = str(w.message).strip()
-            click.echo(f"initlab: warning: {text.splitlines()[0] if text else w.category.__name__}", err=True)
+        _echo_warnings(caught)  # one line each on stderr, as initlab plan prints them
         words += f", initialized by init_model(scheme={scheme!r})"
+    for note in notes:
+        click.echo(note, err=True)
     return words
 
 
@@ -560,16 +572,36 @@ def _build_model(target: str):
     return model
 
 
+def _echo_warnings(caught) -> None:
+    """Each recorded warning as one ``initlab: warning:`` line on stderr (no source path)."""
+    for w in caught:
+        text = str(w.message).strip()
+        click.echo(f"initlab: warning: {text.splitlines()[0] if text else w.category.__name__}", err=True)
+
+
+def _n_params(model) -> str:
+    """The model's parameter count, ``"1,234"`` (``"1,234 + lazy"`` while lazy ones are unmaterialised)."""
+    from torch.nn.parameter import is_lazy
+
+    params = list(model.parameters())
+    n = sum(p.numel() for p in params if not is_lazy(p))
+    return f"{n:,}" + (" + lazy" if any(is_lazy(p) for p in params) else "")
+
+
 def _check_forward(model, example, input_shape: str, shape, input_dtype: str) -> None:
     """Run ``model`` once on ``example`` (nothing in it changes); a failure is the user's bad
     ``--input-shape``: one line, exit 2."""
+    import warnings
+
     import torch
 
     from initlab.graph.record import call_model, preserved
 
     try:
-        with preserved(model), torch.no_grad():
+        with warnings.catch_warnings(record=True) as caught, preserved(model), torch.no_grad():
+            warnings.simplefilter("always")
             call_model(model, example)
+        _echo_warnings(caught)
     except Exception as exc:  # noqa: BLE001  (the user's forward: any error is a bad input)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         ids = " (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""
@@ -594,7 +626,7 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _build_model(target)
-    name = f"{target} ({type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters)"
+    name = f"{target} ({type(model).__name__}, {_n_params(model)} parameters)"
     if shape is None:
         try:
             built, how = example_inputs(model)

@@ -215,9 +215,12 @@ def _symmetric(result: ProbeResult, th: Thresholds) -> Verdict | None:
 
 
 def _live_input(result: ProbeResult, layer: str) -> bool:
-    """Whether the recorded layer before ``layer`` (in execution order; the model's input when none)
-    has a nonzero ``std``: ``layer``'s input varies, so its zero weights get distinct gradients."""
-    before = result.layers[: result.layers.index(layer)]
+    """Whether the recorded layer before ``layer`` (in execution order, passing over the other
+    structural zeros: a zeroed branch end before a head adds 0 to a live stream; the model's input
+    when none) has a nonzero ``std``: ``layer``'s input varies, so its zero weights get distinct
+    gradients."""
+    zeros = structural_zeros(result) - {layer}
+    before = [lay for lay in result.layers[: result.layers.index(layer)] if lay not in zeros]
     for lay in reversed(before):
         v = result._index.get((lay, "forward", "std"))
         if v is not None and math.isfinite(v):
