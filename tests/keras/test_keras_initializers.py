@@ -333,3 +333,15 @@ def test_config_round_trip(init):
 def test_bad_input_is_one_clear_error(make, message):
     with pytest.raises(InitlabError, match=message):
         make()
+
+
+def test_orthogonal_conv_kernels_are_isometric_per_group_and_per_depthwise_channel():
+    """groups=2: each group's (in/g, out/g) tap sum is orthogonal; depthwise: each channel's
+    centre tap is +-1 (a 1x1 orthogonal block), not a slice of one big block."""
+    w = draw(ik.ConvOrthogonal(seed=0, groups=2), (3, 3, 4, 8), "float64")
+    m = w.sum(axis=(0, 1))  # (in / groups, out)
+    for g in range(2):
+        block = m[:, 4 * g: 4 * (g + 1)]
+        assert np.allclose(block.T @ block, np.eye(4), atol=1e-6, rtol=0)
+    d = draw(ik.DeltaOrthogonal(seed=0, layout="keras_depthwise"), (3, 3, 4, 1), "float64")
+    assert np.allclose(abs(d[1, 1]), 1.0, atol=1e-12, rtol=0)

@@ -106,7 +106,7 @@ def sample_kernel(spec: schemes.Spec, shape: tuple[int, ...], layout: KernelLayo
                   dtype: type = np.float32) -> np.ndarray:
     """A Keras kernel of ``shape`` realising ``spec``: the torch weight of the same layer drawn by
     :func:`initlab.numpy_init.sample_spec` (in :meth:`~initlab.keras.layouts.KernelLayout.blocks` blocks:
-    LSTM gates, einsum heads), moved into the Keras layout.
+    LSTM gates, einsum heads; structural specs also per conv group), moved into the Keras layout.
 
     >>> lay = kernel_layout()
     >>> w = sample_kernel(schemes.Orthogonal(), (8, 4), lay, 0, np.float64)   # Dense(4) on 8 features
@@ -114,8 +114,16 @@ def sample_kernel(spec: schemes.Spec, shape: tuple[int, ...], layout: KernelLayo
     True
     """
     torch_shape = layout.to_torch_shape(shape)
-    w = numpy_init.sample_spec(spec, torch_shape, rng=rng, dtype=dtype, chunks=layout.blocks(shape))
+    blocks = layout.blocks(shape)
+    if isinstance(spec, _PER_GROUP):  # a grouped / depthwise conv: one isometry per group
+        blocks *= layout.conv_groups(shape)
+    w = numpy_init.sample_spec(spec, torch_shape, rng=rng, dtype=dtype, chunks=blocks)
     return layout.from_torch(w, shape)
+
+
+#: Structural specs drawn block by block along the output axis: each group of a grouped conv is one.
+_PER_GROUP = (schemes.Orthogonal, schemes.DeltaOrthogonal, schemes.Delta, schemes.ConvOrthogonal,
+              schemes.LooksLinear)
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:

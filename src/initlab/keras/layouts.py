@@ -202,6 +202,19 @@ class KernelLayout:
         dims = self._dims(shape)
         return math.prod(dims[i] for i in einsum_axes(self.equation)[2])  # type: ignore[arg-type]
 
+    def conv_groups(self, shape: Sequence[int]) -> int:
+        """The groups of a conv kernel of ``shape``: ``groups``, or one per input channel for a
+        depthwise kernel ``(*k, in, m)``; 1 for einsum and Dense kernels.
+
+        >>> KernelLayout("keras_depthwise").conv_groups((3, 3, 8, 2))
+        8
+        >>> KernelLayout(groups=4).conv_groups((3, 3, 2, 8))
+        4
+        """
+        if self.name == "keras_depthwise" and len(shape) >= 3:
+            return int(shape[-2])
+        return 1 if self.name == "einsum" else self.groups
+
     def keras_fans(self, shape: Sequence[int]) -> Fans:
         """The fans Keras's own initializers read (``keras.src.initializers.compute_fans``):
         ``(shape[-2] * rf, shape[-1] * rf)`` for every kernel, ``n`` for a vector; an einsum kernel's input
