@@ -191,21 +191,23 @@ def show_command(directory: str, records: bool) -> None:
 @click.argument("directory", metavar="DIR", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Report directory [default: DIR/report].")
 @click.option("--force", is_flag=True,
-              help="Replace --out even if it is not a sweep report (kept as a backup).")
+              help="Replace --out even if it is not a sweep report (kept as a backup); never the sweep "
+                   "itself.")
 def report_command(directory: str, out: str | None, force: bool) -> None:
     """Write the figures and HTML page of the sweep in DIR (default: DIR/report/index.html)."""
     _require("pyarrow")
-    from initlab.report.sweep_report import write_sweep_report
+    from initlab.report.sweep_report import check_report_out, write_sweep_report
     from initlab.sweep import SweepStore, get_experiment
 
     store = SweepStore.open(directory)
     target = Path(out) if out is not None else Path(directory) / "report"
+    check_report_out(directory, target)  # before reading the records: a report never replaces its sweep
     records = store.records()
     meta = {**store.manifest, "n_stored": len(store.cells()),
             "headline": list(get_experiment(store.manifest["experiment"]).headline),
             "failures": [{"key": f.key, "params": f.params, "error": f.error} for f in store.failures()]}
     with _Interruptible():
-        path = write_sweep_report(records, target, meta=meta, force=force,
+        path = write_sweep_report(records, target, meta=meta, force=force, sweep_dir=directory,
                                   notify=lambda line: click.echo(line, err=True))
     click.echo(f"initlab sweep report: wrote {path / 'index.html'} ({len(records)} records, "
                f"{meta['n_stored']} cells)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import socket
 import sys
 
@@ -95,6 +96,29 @@ def test_cli_sweep_serial_show_and_report(tmp_path, capsys):
     assert "0 cell(s) run, 4 already stored" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("out, says", [
+    ("{s}", "is the sweep directory"),
+    ("{s}/cells", "is inside the sweep directory"),
+    ("{s}/report/sub", "is inside the sweep directory"),
+    ("{s}/cells/..", "is the sweep directory"),
+    ("{tmp}", "contains the sweep directory"),
+])
+def test_a_report_never_replaces_its_sweep_even_with_force(out, says, tmp_path, capsys):
+    """`initlab sweep report D --out D --force` moved the whole sweep to a backup: --out may be
+    D/report (the default) or outside D, never D, another directory inside D, or one holding D."""
+    s = tmp_path / "s"
+    run(phase_spec(depths=(1,), sigma_w2s=(1.0,), seeds=(0,)), out=s, runner="serial")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert main(["sweep", "report", str(s), "--out", out.format(s=s, tmp=tmp_path), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("initlab: error: --out ") and says in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert main(["sweep", "report", str(s), "--out", str(s / "report"), "--force"]) == 0
+    assert main(["sweep", "report", str(s), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert main(["sweep", "show", str(s)]) == 0
+
+
 def test_cli_sweep_failed_cells_exit_1_and_are_listed(tmp_path, capsys):
     factory = write_factory(tmp_path, raise_=(5,))
     spec = tmp_path / "spec.toml"
@@ -109,7 +133,15 @@ def test_cli_sweep_failed_cells_exit_1_and_are_listed(tmp_path, capsys):
 @pytest.mark.parametrize("args, match", [
     (["sweep", "show", "{tmp}/mine"], "is not an initlab sweep directory"),
     (["sweep", "report", "{tmp}/mine"], "is not an initlab sweep directory"),
-    (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/mine", "--serial"], "is not an initlab sweep directory"),
+    (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/mine", "--serial"],
+     "--out {tmp}/mine is a non-empty directory that is not an initlab sweep (no initlab-sweep.json): it is "
+     "left as it is: choose a new or empty --out"),
+    (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/mine/data.csv/sub", "--serial"],
+     "--out {tmp}/mine/data.csv/sub: {tmp}/mine/data.csv is a file, not a directory: choose --out in a "
+     "directory"),
+    (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/new", "--cpus", str((os.cpu_count() or 1) + 1)],
+     f"--cpus {(os.cpu_count() or 1) + 1} is more than this machine's {os.cpu_count()} cores: give --cpus "
+     f"{os.cpu_count()} or fewer"),
     (["sweep", "{tmp}/missing.toml"], "does not exist"),
     (["sweep", "{tmp}/spec.toml", "--out", "{tmp}/new", "--serial", "--address", "auto"],
      "--address auto runs on Ray"),
@@ -120,7 +152,7 @@ def test_cli_sweep_errors_are_one_line(args, match, tmp_path, capsys):
     (tmp_path / "spec.toml").write_text(_toml(phase_spec()))
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err
-    assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert match.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert (tmp_path / "mine" / "data.csv").read_text() == "precious"
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["data.csv"]
     assert not (tmp_path / "new").exists()  # refused before anything is created
@@ -207,7 +239,9 @@ def _refused_port() -> int:
 @pytest.mark.parametrize("address, says", [
     ("127.0.0.1:{port}", "nothing answers at port {port} of 127.0.0.1"),
     ("ray://nohost.invalid:10001", "host 'nohost.invalid' is unknown"),  # .invalid never resolves (RFC 2606)
-    ("nohost", "--address nohost is invalid: give auto, HOST:PORT"),
+    ("nohost", "--address nohost is invalid: give auto (the Ray cluster running on this machine), HOST:PORT"),
+    ("http://127.0.0.1:{port}", "--address http://127.0.0.1:{port} is invalid: give auto (the Ray cluster "
+     "running on this machine), HOST:PORT (e.g. head:6379) or ray://HOST:PORT (e.g. ray://head:10001)"),
 ])
 def test_an_unreachable_address_is_one_line_and_leaves_no_directory(address, says, tmp_path, capsys):
     """Checked before ray.init (which would retry for minutes): one line, exit 2, no results

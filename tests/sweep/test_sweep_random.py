@@ -230,6 +230,24 @@ def test_a_float_range_is_refused_exactly_when_the_rounding_could_not_tell_its_v
         parse_random({"samples": 2, "x": {name: [low, high(0.9)]}})
 
 
+def test_every_choice_value_is_checked_up_front_drawn_or_not(tmp_path, capsys):
+    """samples = 1 draws one of the three activations; "frob", the bad one, is refused whether it is
+    drawn or not, before any cell runs or any directory is made."""
+    good = parse_spec(_phase({"samples": 1, "activation": {"choice": ["tanh", "relu"]}}))
+    assert len(expand(good)) == 1
+    choice = {"choice": ["tanh", "relu", "frob"]}
+    for seed in range(3):
+        spec = parse_spec(_phase({"samples": 1, "seed": seed, "activation": choice}))
+        with pytest.raises(InitlabError, match=r"random.activation = \{ choice = \['tanh', 'relu', 'frob'\] "
+                                               r"\}: activation='frob' is invalid: "):
+            expand(spec)
+    spec = _toml_spec(tmp_path, 'samples = 4\nactivation = { choice = ["tanh", "relu", "frob"] }')
+    assert main(["sweep", spec, "--out", str(tmp_path / "new"), "--serial"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "activation='frob' is invalid" in err, err
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_grid_or_choice_repeat_after_taking_the_settings_type_is_refused_and_distinct_values_pass():
     """``lr`` is a float: 1 and 1.0 are one cell (4 samples silently became 1 cell); 1 and 2.0 are two."""
     with pytest.raises(InitlabError, match=r"grid.lr = \[1, 1.0\] repeats a value: 1 and 1.0 are the same"):

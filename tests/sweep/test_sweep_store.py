@@ -89,7 +89,7 @@ def test_foreign_and_corrupt_directories_are_refused_and_left_alone(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
-    _refused(mine, "is not an initlab sweep directory")
+    _refused(mine, r"is a non-empty directory that is not an initlab sweep .*choose a new or empty --out")
 
     store = SweepStore.create(tmp_path / "s", _manifest())
     store.put(KEY_A, normalize_records([{"stat": "s", "value": 1.0}]), {"params": {}})
@@ -118,6 +118,7 @@ def test_foreign_and_corrupt_directories_are_refused_and_left_alone(tmp_path):
 
     (tmp_path / "file").write_text("x")
     _refused(tmp_path / "file", "is not a directory")
+    _refused(tmp_path / "file" / "sub", r"file is a file, not a directory: choose --out in a directory")
 
 
 def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):

@@ -20,16 +20,19 @@ unless ``force`` (then kept in a backup beside it).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from initlab.errors import InitlabError
 from initlab.records import RECORD_FIELDS, jsonable, records_to_csv
 from initlab.report import outdir
 from initlab.report.outdir import ReportLayout
 from initlab.report.sweep_figures import summary_table, sweep_figures
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "LAYOUT", "write_sweep_report", "render_sweep_html", "spec_toml"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "LAYOUT", "write_sweep_report", "check_report_out",
+           "render_sweep_html", "spec_toml"]
 
 SCHEMA = "initlab.sweep-report"
 SCHEMA_VERSION = 1
@@ -97,8 +100,40 @@ def _fill(directory: Path, records: list[Mapping[str, Any]], meta: Mapping[str, 
     (directory / "index.html").write_text(render_sweep_html(records, figures, meta), encoding="utf-8")
 
 
+def check_report_out(sweep_dir: str | Path, out: str | Path) -> None:
+    """Refuse a report directory ``out`` that would replace (or back up) the sweep in ``sweep_dir``
+    or part of it: the sweep directory itself, a directory inside it other than its default report
+    directory ``sweep_dir/report``, or a directory that contains it. A report replaces its ``--out``
+    as a whole (with ``--force``, moving what was there to a backup), so any of these would move the
+    manifest or the cells away and leave ``sweep_dir`` unreadable. Paths are compared resolved
+    (symbolic links and ``..`` followed), whether ``out`` exists or not.
+
+    Raises:
+        InitlabError: ``out`` overlaps the sweep (even with ``--force``); the message names both.
+
+    >>> check_report_out("/data/sweep", "/data/sweep/report")
+    >>> check_report_out("/data/sweep", "/data/sweep/cells")
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: --out '/data/sweep/cells' is inside the sweep directory /data/sweep: ...
+    """
+    sweep = Path(os.path.realpath(sweep_dir))
+    target = Path(os.path.realpath(out))
+    fix = f"choose a directory outside it, or leave --out out (default: {Path(sweep_dir) / 'report'})"
+    if target == sweep:
+        raise InitlabError(f"--out {str(out)!r} is the sweep directory {sweep_dir}: the report would replace "
+                           f"the sweep: {fix}")
+    if sweep in target.parents and target != sweep / "report":
+        raise InitlabError(f"--out {str(out)!r} is inside the sweep directory {sweep_dir}: the report would "
+                           f"replace part of the sweep: {fix}")
+    if target in sweep.parents:
+        raise InitlabError(f"--out {str(out)!r} contains the sweep directory {sweep_dir}: the report would "
+                           f"replace the sweep: {fix}")
+
+
 def write_sweep_report(records: Iterable[Mapping[str, Any]], out: str | Path, *, meta: Mapping[str, Any],
-                       force: bool = False, notify: Callable[[str], None] | None = None) -> Path:
+                       force: bool = False, notify: Callable[[str], None] | None = None,
+                       sweep_dir: str | Path | None = None) -> Path:
     """Write the report of a sweep's ``records`` to directory ``out`` (layout in the module
     docstring), atomically.
 
@@ -107,10 +142,14 @@ def write_sweep_report(records: Iterable[Mapping[str, Any]], out: str | Path, *,
         out: the report directory.
         meta: the sweep's manifest plus ``n_stored``, ``headline`` and ``failures``.
         force, notify: as :func:`initlab.report.phase_report.write_phase_report`.
+        sweep_dir: the sweep's directory, if ``records`` come from one: ``out`` may not overlap it
+            (:func:`check_report_out`), even with ``force``.
 
     Raises:
         FileExistsError, InitlabError, NotADirectoryError, PermissionError: as
-            :func:`initlab.report.outdir.check_out_dir`.
+            :func:`initlab.report.outdir.check_out_dir`; InitlabError: as :func:`check_report_out`.
     """
+    if sweep_dir is not None:
+        check_report_out(sweep_dir, out)
     records = list(records)
     return outdir.replace_dir(out, LAYOUT, lambda d: _fill(d, records, meta), force=force, notify=notify)

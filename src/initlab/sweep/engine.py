@@ -7,6 +7,7 @@ their grids through :func:`drive`.
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -74,7 +75,8 @@ def check_runner(runner: str, *, address: str | None = None, cpus: int | None = 
 
     Raises:
         InitlabError: an unknown runner; ``address`` or ``cpus`` without Ray, ``cpus`` with
-            ``address``; Ray not installed.
+            ``address``, ``cpus`` above this machine's cores (``os.cpu_count()``) for a local Ray;
+            Ray not installed.
     """
     from initlab.sweep.runners import INSTALL_HINT, ray_available
 
@@ -88,6 +90,10 @@ def check_runner(runner: str, *, address: str | None = None, cpus: int | None = 
     if cpus is not None and address is not None:
         raise InitlabError(f"--cpus {cpus} caps this machine's Ray; a cluster (--address {address}) uses "
                            "its own CPUs: drop --cpus")
+    cores = os.cpu_count()
+    if cpus is not None and address is None and cores is not None and cpus > cores:
+        raise InitlabError(f"--cpus {cpus} is more than this machine's {cores} cores: give --cpus {cores} or "
+                           "fewer (or leave it out to use them all)")
     if not ray_available():
         raise InitlabError(f"running on Ray needs Ray: {INSTALL_HINT} (or run serially: --serial)")
 

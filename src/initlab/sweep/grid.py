@@ -19,6 +19,7 @@ from typing import Any
 
 from initlab.errors import InitlabError
 from initlab.sweep.experiments import SweepExperiment, get_experiment
+from initlab.sweep.random_search import Choice
 from initlab.sweep.spec import SweepSpec
 
 __all__ = ["CELL_SCHEMA", "Cell", "canonical_json", "code_versions", "cell_key", "expand", "spec_hash"]
@@ -85,18 +86,45 @@ def cell_key(experiment: str, config: Any, versions: dict[str, Any] | None = Non
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
 
 
+def _build(exp: SweepExperiment, values: dict[str, Any]) -> Any:
+    """The config of ``values`` (every field given), checked (``exp.check``)."""
+    config = exp.config(**(exp.prepare(values) if exp.prepare else values))
+    if exp.check is not None:
+        exp.check(config)
+    return config
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _make(exp: SweepExperiment, values: dict[str, Any], params: dict[str, Any]) -> Any:
     """The config of one cell (``values``: every field given); a bad value names the cell by its
     ``params``."""
-    raw = exp.prepare(values) if exp.prepare else values
     try:
-        config = exp.config(**raw)
-        if exp.check is not None:
-            exp.check(config)
-        return config
+        return _build(exp, values)
     except (InitlabError, TypeError, ValueError) as exc:
         label = " ".join(f"{k}={v}" for k, v in params.items())
-        raise InitlabError(f"cell {label}: {str(exc).strip().splitlines()[0]}") from None
+        raise InitlabError(f"cell {label}: {_first_line(exc)}") from None
+
+
+def _check_choices(exp: SweepExperiment, spec: SweepSpec, first: dict[str, Any]) -> None:
+    """Build a config with every value of every ``[random]`` ``choice`` (in the first cell, ``first``:
+    all its fields given), so a bad value is refused before any work even when no sample draws it,
+    as every ``[grid]`` value is (each is in some cell).
+
+    Raises:
+        InitlabError: naming the key, the bad value and why.
+    """
+    for key, dist in (spec.random.params.items() if spec.random is not None else ()):
+        if not isinstance(dist, Choice):
+            continue
+        for value in dist.values:
+            try:
+                _build(exp, {**first, key: value})
+            except (InitlabError, TypeError, ValueError) as exc:
+                raise InitlabError(f"random.{key} = {{ choice = {list(dist.values)!r} }}: {key}={value!r} is "
+                                   f"invalid: {_first_line(exc)}: fix or remove it") from None
 
 
 def expand(spec: SweepSpec) -> list[Cell]:
@@ -104,10 +132,12 @@ def expand(spec: SweepSpec) -> list[Cell]:
     fastest) times the ``[random]`` points (in draw order, :meth:`SweepSpec.random_points`) times
     the seeds (fastest of all). A cell's ``params`` are the grid's values, the drawn values (keys
     sorted) and ``seed``. Each config is built, so a bad value is refused here, before any work; a
-    point drawn twice (a small ``randint`` or ``choice``) is one cell.
+    point drawn twice (a small ``randint`` or ``choice``) is one cell. Every value of a ``choice``
+    is built into a config too (in the first cell), drawn or not.
 
     Raises:
-        InitlabError: a cell whose config is invalid (the message names the cell and the value).
+        InitlabError: a cell whose config is invalid (the message names the cell and the value); a
+            ``choice`` value that makes an invalid config (the message names the key and the value).
 
     >>> from initlab.sweep.spec import parse_spec
     >>> cells = expand(parse_spec({"sweep": {"experiment": "phase", "seeds": [0, 1]},
@@ -119,8 +149,11 @@ def expand(spec: SweepSpec) -> list[Cell]:
     versions = code_versions()
     axes = list(spec.grid)
     cells: dict[str, Cell] = {}
-    for *combo, point, seed in itertools.product(*(spec.grid[a] for a in axes), spec.random_points(),
-                                                 spec.seeds):
+    points = spec.random_points()
+    first = {**spec.fixed, **{a: spec.grid[a][0] for a in axes}, **points[0], "seed": spec.seeds[0],
+             "threads": spec.threads}
+    _check_choices(exp, spec, first)
+    for *combo, point, seed in itertools.product(*(spec.grid[a] for a in axes), points, spec.seeds):
         params = {**dict(zip(axes, combo, strict=True)), **point, "seed": seed}
         config = _make(exp, {**spec.fixed, **params, "threads": spec.threads}, params)
         key = cell_key(exp.name, config, versions)

@@ -34,6 +34,10 @@ INSTALL_HINT = "pip install 'initlab[sweep]'"
 #: Attempts after the first for a cell that fails (raises, or its worker dies).
 RETRIES = 1
 
+#: The end of every message about a bad ``--address``: the forms it takes.
+ACCEPTED_ADDRESSES = ("give auto (the Ray cluster running on this machine), HOST:PORT (e.g. head:6379) or "
+                      "ray://HOST:PORT (e.g. ray://head:10001)")
+
 #: Seconds :func:`check_address` waits for a cluster's address to resolve and to accept a connection.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -149,8 +153,7 @@ def _host_port(address: str) -> tuple[str, int]:
     host, _, port = rest.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InitlabError(f"--address {address} is invalid: give auto, HOST:PORT (e.g. head:6379) or "
-                           "ray://HOST:PORT (e.g. ray://head:10001)")
+        raise InitlabError(f"--address {address} is invalid: {ACCEPTED_ADDRESSES}")
     return host, int(port)
 
 
@@ -178,7 +181,8 @@ def _resolve(host: str, port: int, timeout: float) -> list:
 def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Refuse, within ``timeout`` seconds, the address of a Ray cluster that nothing answers at:
     resolve its host and open a TCP connection to its port (``auto`` and ``local`` are left to
-    Ray, which fails at once when no cluster runs here, and so are schemes other than ``ray://``).
+    Ray, which fails at once when no cluster runs here; a scheme other than ``ray://``, such as
+    ``http://``, is refused).
 
     Why before ``ray.init``: given ``HOST:PORT`` where nothing listens, ``ray.init`` does not fail;
     its GCS client waits 5 s for the connection and 30 s for the cluster's ID, logging a warning
@@ -187,11 +191,13 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     the address is checked here instead. A port that answers but is not Ray's still makes Ray wait.
 
     Raises:
-        InitlabError: a malformed address, an unknown host, or no answer at the port (the message
-            names the address and the fix).
+        InitlabError: a malformed address (a scheme other than ``ray://``, no port), an unknown
+            host, or no answer at the port (the message names the address and the forms it takes).
     """
-    if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
+    if address in ("auto", "local"):
         return
+    if "://" in address and not address.startswith("ray://"):
+        raise InitlabError(f"--address {address} is invalid: {ACCEPTED_ADDRESSES}")
     host, port = _host_port(address)
     try:
         addrs = _resolve(host, port, timeout)
@@ -210,6 +216,16 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     raise InitlabError(f"cannot reach Ray at {address}: nothing answers at port {port} of {host} "
                        f"({error_line(error or OSError('no address'))}): start Ray there (ray start --head) "
                        "or check --address (auto, HEAD:6379, ray://HEAD:10001)")
+
+
+def _ray_reason(exc: BaseException) -> str:
+    """:func:`error_line` of an error of ``ray.init`` without the start of Ray's own list of fixes
+    (a first line ending ``To fix this, either:``), which the one line would cut short.
+
+    >>> _ray_reason(ValueError("bad address. To fix this, either:\\n- a\\n- b"))
+    'ValueError: bad address'
+    """
+    return error_line(exc).partition(" To fix this")[0].rstrip(" :.")
 
 
 def _ray_error(exc: BaseException) -> str:
@@ -267,12 +283,13 @@ class RayRunner:
                         raise InitlabError("--address auto: no Ray cluster runs on this machine: start one "
                                            "(ray start --head), give its address (HEAD:6379, "
                                            "ray://HEAD:10001), or drop --address for a local Ray") from None
-                    raise InitlabError(f"cannot reach Ray at {address}: {error_line(exc)}: check --address "
-                                       "(e.g. auto, ray://head:10001)") from None
+                    raise InitlabError(f"cannot reach Ray at {address}: {_ray_reason(exc)}; --address: "
+                                       f"{ACCEPTED_ADDRESSES}") from None
                 except (RuntimeError, ValueError) as exc:
-                    raise InitlabError(f"cannot start or reach Ray at {address or 'this machine'}: "
-                                       f"{error_line(exc)}: check --address (e.g. auto, "
-                                       "ray://head:10001)") from None
+                    where = "this machine" if address is None else address
+                    fix = "" if address is None else f"; --address: {ACCEPTED_ADDRESSES}"
+                    raise InitlabError(f"cannot start or reach Ray at {where}: {_ray_reason(exc)}{fix}"
+                                       ) from None
         self.address = address
 
     def describe(self) -> str:

@@ -249,14 +249,25 @@ class SweepStore:
         so a Ray that cannot start leaves no directory behind.
 
         Raises:
-            InitlabError: ``root`` is a file, a non-empty directory that is not a sweep, a sweep
+            InitlabError: ``root`` is a file or lies under one, a non-empty directory that is not a
+                sweep, a sweep
                 of another spec (or initlab/torch version), or holds foreign or corrupt files.
         """
         root = Path(root)
         if root.is_symlink() or (root.exists() and not root.is_dir()):
-            raise InitlabError(f"{root} is not a directory: choose a directory for the sweep's results")
+            raise InitlabError(f"--out {root} is not a directory: choose a new or empty directory for the "
+                               "sweep's results")
+        above = root.parent
+        while not os.path.lexists(above) and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            raise InitlabError(f"--out {root}: {above} is a file, not a directory: choose --out in a "
+                               "directory")
         if not (root.is_dir() and any(root.iterdir())):
             return None
+        if not (root / MANIFEST).is_file():
+            raise InitlabError(f"--out {root} is a non-empty directory that is not an initlab sweep (no "
+                               f"{MANIFEST}): it is left as it is: choose a new or empty --out")
         store = cls.open(root)
         if store.manifest["spec_hash"] != manifest["spec_hash"]:
             old = store.manifest
