@@ -70,6 +70,17 @@ def test_plain_mlp_plan_is_the_torch_front_ends(activation):
         assert k.std == pytest.approx(t.std, rel=1e-12) and k.gain == pytest.approx(t.gain, rel=1e-12)
 
 
+def test_odd_width_relu_mlp_gets_the_torch_front_ends_rows_and_note():
+    """An odd width cannot be mirrored: both front ends give the same orthogonal rows and say why."""
+    twin = torch.nn.Sequential(torch.nn.Linear(20, 19), torch.nn.ReLU(), torch.nn.Linear(19, 19),
+                               torch.nn.ReLU(), torch.nn.Linear(19, 10))
+    trows = [r for r in initlab.init_model(twin, "auto", dry_run=True) if r.name.endswith("weight")]
+    krows = [r for r in ik.init_model(mlp([19, 19, 10], "relu", 20), "auto", dry_run=True)
+             if r.name.endswith("kernel")]
+    assert [(r.scheme, r.spec, r.note) for r in krows] == [(r.scheme, r.spec, r.note) for r in trows]
+    assert [("width 19 is odd" in r.note) for r in krows] == [True, True, False]
+
+
 def test_plain_cnn_auto_plan_is_the_torch_front_ends():
     """A plain CNN (odd kernels, a Dense head behind global average pooling) gets delta kernels."""
     knet = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(8, 3, padding="same", activation="relu"),

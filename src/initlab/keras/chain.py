@@ -17,7 +17,7 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.graph import Graph, Kind, Node
 from initlab.keras.graph import KerasGraph
-from initlab.model.chain import ChainRole, chain_role
+from initlab.model.chain import ChainRole, chain_role, unmirrored_note
 
 __all__ = ["ChainLink", "plain_chain", "chain_roles", "head_orders"]
 
@@ -191,6 +191,7 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
 
     layers = [kg.calls[link.module].layer for link in links]
     points: list[Any] = []
+    unmirrored: set[int] = set()
     for k, link in enumerate(links):
         if link.activation is None or link.activation[0] in _LINEAR:
             points.append(None)
@@ -201,6 +202,8 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
             pt = isometric_point(name, param=param)
             if pt.kind == "looks_linear" and (last or layers[k].kernel.shape[-1] % 2):
                 pt = isometric_point(name, param=param, looks_linear=False, near_critical=not last)
+                if not last:
+                    unmirrored.add(k)
         except (InitlabError, TypeError):
             return None
         if pt.shift != 0.0 and not last and getattr(layers[k + 1], "bias", None) is None:
@@ -209,6 +212,9 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
     roles = {}
     for k, link in enumerate(links):
         role = chain_role(_torch_twin(layers[k]), points[k - 1] if k else None, points[k])
+        if k in unmirrored:
+            note = f"{role.note}; {unmirrored_note(layers[k].kernel.shape[-1], points[k])}"
+            role = ChainRole(role.spec, role.gain, role.shift, note, role.scheme)
         if k and links[k - 1].via:
             note = f"{role.note}; reads {' -> '.join(links[k - 1].via)}"
             role = ChainRole(role.spec, role.gain, role.shift, note, role.scheme)

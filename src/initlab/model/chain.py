@@ -166,11 +166,16 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
     to centre it with.
     """
     modules = dict(model.named_modules())
-    points = _link_points(modules, chain, found)
-    if points is None:
+    planned = _link_points(modules, chain, found)
+    if planned is None:
         return None
+    points, unmirrored = planned
     roles = {q: chain_role(modules[q], points[k - 1] if k > 0 else None, points[k])
              for k, q in enumerate(chain)}
+    for k in unmirrored:
+        q = chain[k]
+        note = unmirrored_note(_dims(modules[q])[0], points[k])
+        roles[q] = replace(roles[q], note=f"{roles[q].note}; {note}")
     for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
         if found[before].next_via:
             roles[q] = replace(roles[q], note=f"{roles[q].note}; reads {' -> '.join(found[before].next_via)}")
@@ -179,9 +184,10 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
 
 def _link_points(
     modules: dict[str, nn.Module], chain: list[str], found: dict[str, Found]
-) -> list[Any] | None:
-    """The isometric point of the link after each layer of ``chain`` (``None``: no activation), or
-    ``None`` when a link cannot be planned."""
+) -> tuple[list[Any], list[int]] | None:
+    """The isometric point of the link after each layer of ``chain`` (``None``: no activation) and
+    the positions of the looks-linear links left unmirrored for an odd width; ``None`` when a link
+    cannot be planned."""
     from initlab.theory import isometric_point
 
     cache: dict[tuple, Any] = {}
@@ -193,6 +199,7 @@ def _link_points(
         return cache[key]
 
     points: list[Any] = []
+    unmirrored: list[int] = []
     for k, q in enumerate(chain):
         f = found[q]
         if f.activation in LINEAR:
@@ -208,10 +215,19 @@ def _link_points(
         if pt.kind == "looks_linear" and (last or _dims(modules[q])[0] % 2):
             # the model's output (keep q = 1, the chain's scale) or an odd width (near-critical)
             pt = point(pt.activation, pt.param, looks_linear=False, near_critical=not last)
+            if not last:
+                unmirrored.append(k)
         if pt.shift != 0.0 and not last and modules[chain[k + 1]].bias is None:
             return None
         points.append(pt)
-    return points
+    return points, unmirrored
+
+
+def unmirrored_note(width: int, point: Any) -> str:
+    """The plan note of a layer whose ReLU-like output link is not looks-linear for its odd
+    ``width`` (looks-linear pairs each unit with its mirror), with the fix."""
+    return (f"width {width} is odd, so its {point.activation} is not mirrored (looks-linear pairs "
+            "units; an even width keeps the chain exactly isometric)")
 
 
 def chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:
