@@ -199,9 +199,9 @@ def test_probe_file_function_with_and_without_input_shape(tmp_path, capsys):
     assert capsys.readouterr().out == out  # --seed fixes the weights, the inputs and the loss
     assert main(["probe", target, "--input-shape", "64,20", "--bins", "0", "--seed", "1"]) == 0
     assert capsys.readouterr().out != out
-    assert main(["probe", target, "--json", str(tmp_path / "r.json")]) == 0  # inputs built: randn(2, 20)
+    assert main(["probe", target, "--json", str(tmp_path / "r.json")]) == 0  # inputs built: randn(16, 20)
     captured = capsys.readouterr()
-    assert "inputs built from Linear '0' in_features=20: randn(2, 20) (redrawn)" in captured.out
+    assert "inputs built from Linear '0' in_features=20: randn(16, 20) (redrawn)" in captured.out
     assert '"predicted_std"' in (tmp_path / "r.json").read_text()
 
 

@@ -31,6 +31,23 @@ def test_built_from_the_first_layer(model, shape, how):
         assert desc == how
 
 
+@pytest.mark.parametrize("model, shape", [
+    (nn.Sequential(nn.Linear(5, 3)), (16, 5)),
+    (nn.Sequential(nn.Conv2d(3, 8, 3)), (16, 3, 32, 32)),
+    (nn.Sequential(nn.Embedding(50, 8)), (16, 16)),
+    (nn.GRU(5, 7), (8, 16, 5)),  # sequence first: the batch is dim 1
+])
+def test_batch_sets_the_batch_dim(model, shape):
+    x, desc = example_inputs(model, batch=16)
+    assert x.shape == shape and "16" in desc
+
+
+@pytest.mark.parametrize("batch", [0, -1, 2.0, True, "16"])
+def test_bad_batch_is_refused_naming_it(batch):
+    with pytest.raises(InitlabError, match=f"batch={batch!r}"):
+        example_inputs(nn.Linear(3, 4), batch=batch)
+
+
 def test_tokens_are_below_the_vocabulary():
     x, _ = example_inputs(nn.Embedding(7, 3))
     assert x.dtype == torch.int64 and int(x.min()) >= 0 and int(x.max()) < 7

@@ -40,8 +40,8 @@ def _randn(model: nn.Module, *shape: int) -> torch.Tensor:
     return torch.randn(shape, generator=_generator()).to(device=device, dtype=dtype)
 
 
-def _tokens(model: nn.Module, vocab_size: int, length: int) -> torch.Tensor:
-    ids = torch.randint(0, vocab_size, (BATCH, length), generator=_generator())
+def _tokens(model: nn.Module, vocab_size: int, length: int, batch: int) -> torch.Tensor:
+    ids = torch.randint(0, vocab_size, (batch, length), generator=_generator())
     return ids.to(_place(model)[0])
 
 
@@ -53,7 +53,7 @@ def _is_hf(model: nn.Module) -> bool:
     return isinstance(model, PreTrainedModel)
 
 
-def _from_hf(model: nn.Module) -> tuple[Any, str] | None:
+def _from_hf(model: nn.Module, batch: int) -> tuple[Any, str] | None:
     """``model.dummy_inputs`` when they hold the model's main input (``model.main_input_name``),
     else pixel values / input ids built from ``model.config``."""
     main = getattr(model, "main_input_name", "input_ids")
@@ -70,51 +70,51 @@ def _from_hf(model: nn.Module) -> tuple[Any, str] | None:
     side = size if isinstance(size, int) else (tuple(size) if isinstance(size, (tuple, list)) else None)
     if main == "pixel_values" and side is not None:
         channels = getattr(config, "num_channels", 3)
-        shape = (BATCH, channels, *((side, side) if isinstance(side, int) else side))
+        shape = (batch, channels, *((side, side) if isinstance(side, int) else side))
         return {"pixel_values": _randn(model, *shape)}, f"built from config: pixel_values randn{shape}"
     vocab_size = getattr(config, "vocab_size", None)
     if main == "input_ids" and isinstance(vocab_size, int):
         positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         length = min(SEQUENCE, positions) if isinstance(positions, int) else SEQUENCE
-        return ({"input_ids": _tokens(model, vocab_size, length)},
-                f"built from config: input_ids randint({vocab_size}, ({BATCH}, {length}))")
+        return ({"input_ids": _tokens(model, vocab_size, length, batch)},
+                f"built from config: input_ids randint({vocab_size}, ({batch}, {length}))")
     return None
 
 
-def _conv(model: nn.Module, m: nn.Module) -> tuple[Any, str]:
+def _conv(model: nn.Module, m: nn.Module, batch: int) -> tuple[Any, str]:
     dims = len(m.kernel_size)
     reach = max(d * (k - 1) + 1 for d, k in zip(m.dilation, m.kernel_size, strict=True))
     side = max(SIDE if dims < 3 else SIDE // 2, reach)
-    shape = (BATCH, m.in_channels, *(side,) * dims)
+    shape = (batch, m.in_channels, *(side,) * dims)
     return _randn(model, *shape), f"randn{shape}"
 
 
-def _sequence(model: nn.Module, m: nn.Module, features: int) -> tuple[Any, str]:
-    shape = (BATCH, 8, features) if getattr(m, "batch_first", False) else (8, BATCH, features)
+def _sequence(model: nn.Module, m: nn.Module, features: int, batch: int) -> tuple[Any, str]:
+    shape = (batch, 8, features) if getattr(m, "batch_first", False) else (8, batch, features)
     x = _randn(model, *shape)
     return ((x, x, x) if m is model and isinstance(m, nn.MultiheadAttention) else x), f"randn{shape}"
 
 
 #: First weighted leaf -> (inputs, what they are); keyed by the vocabulary's op (the class name)
 #: through the MRO, like the vocabulary itself.
-_BUILDERS: dict[type | str, Callable[[nn.Module, nn.Module], tuple[Any, str]]] = {
-    nn.Linear: lambda model, m: (_randn(model, BATCH, m.in_features), f"randn({BATCH}, {m.in_features})"),
-    nn.Bilinear: lambda model, m: (
-        (_randn(model, BATCH, m.in1_features), _randn(model, BATCH, m.in2_features)),
-        f"randn({BATCH}, {m.in1_features}), randn({BATCH}, {m.in2_features})"),
+_BUILDERS: dict[type | str, Callable[[nn.Module, nn.Module, int], tuple[Any, str]]] = {
+    nn.Linear: lambda model, m, n: (_randn(model, n, m.in_features), f"randn({n}, {m.in_features})"),
+    nn.Bilinear: lambda model, m, n: (
+        (_randn(model, n, m.in1_features), _randn(model, n, m.in2_features)),
+        f"randn({n}, {m.in1_features}), randn({n}, {m.in2_features})"),
     nn.modules.conv._ConvNd: _conv,
-    nn.Embedding: lambda model, m: (_tokens(model, m.num_embeddings, SEQUENCE),
-                                    f"randint({m.num_embeddings}, ({BATCH}, {SEQUENCE}))"),
-    nn.EmbeddingBag: lambda model, m: (_tokens(model, m.num_embeddings, SEQUENCE),
-                                       f"randint({m.num_embeddings}, ({BATCH}, {SEQUENCE}))"),
-    nn.RNNBase: lambda model, m: _sequence(model, m, m.input_size),
-    nn.MultiheadAttention: lambda model, m: _sequence(model, m, m.embed_dim),
-    "transformers.pytorch_utils.Conv1D": lambda model, m: (
-        _randn(model, BATCH, int(m.weight.shape[0])), f"randn({BATCH}, {int(m.weight.shape[0])})"),
+    nn.Embedding: lambda model, m, n: (_tokens(model, m.num_embeddings, SEQUENCE, n),
+                                       f"randint({m.num_embeddings}, ({n}, {SEQUENCE}))"),
+    nn.EmbeddingBag: lambda model, m, n: (_tokens(model, m.num_embeddings, SEQUENCE, n),
+                                          f"randint({m.num_embeddings}, ({n}, {SEQUENCE}))"),
+    nn.RNNBase: lambda model, m, n: _sequence(model, m, m.input_size, n),
+    nn.MultiheadAttention: lambda model, m, n: _sequence(model, m, m.embed_dim, n),
+    "transformers.pytorch_utils.Conv1D": lambda model, m, n: (
+        _randn(model, n, int(m.weight.shape[0])), f"randn({n}, {int(m.weight.shape[0])})"),
 }
 
 
-def _builder(m: nn.Module) -> Callable[[nn.Module, nn.Module], tuple[Any, str]] | None:
+def _builder(m: nn.Module) -> Callable[[nn.Module, nn.Module, int], tuple[Any, str]] | None:
     for klass in type(m).__mro__:
         b = _BUILDERS.get(klass) or _BUILDERS.get(f"{klass.__module__}.{klass.__qualname__}")
         if b is not None:
@@ -129,8 +129,11 @@ def _weighted_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if (e := vocab.lookup_module(m)) is not None and e.kind is Kind.LAYER]
 
 
-def example_inputs(model: nn.Module) -> tuple[Any, str]:
+def example_inputs(model: nn.Module, batch: int = BATCH) -> tuple[Any, str]:
     """Inputs ``model`` can be called on, and a line that says where they came from.
+
+    Below, ``2`` is the default ``batch`` (:data:`BATCH`: enough to trace; a probe that measures
+    statistics asks for more).
 
     * a Hugging Face ``PreTrainedModel``: ``model.dummy_inputs`` when they hold its
       ``main_input_name``, else from ``model.config`` by that name: ``pixel_values``
@@ -149,27 +152,33 @@ def example_inputs(model: nn.Module) -> tuple[Any, str]:
     The first layer in module order is a guess at the first one called, and spatial sizes are
     guesses too (a CNN ending in ``Linear(64 * 7 * 7, 10)`` wants 28 x 28): pass inputs when it fails.
 
+    Args:
+        model: any ``nn.Module``; nothing in it changes.
+        batch: examples per built input, an int >= 1 (Hugging Face's own ``dummy_inputs`` keep theirs).
+
     Returns:
         ``(inputs, description)``: a tensor, a tuple or a dict of keyword inputs; the description
         goes to :attr:`Graph.inputs_from` (``"built from Linear 'fc1' in_features=784: randn(2, 784)"``).
 
     Raises:
         InitlabError: nothing to build from (no weighted layer the vocabulary knows); the message
-            names the model and says to pass ``example_inputs``. A lazy module not materialised yet
+            names the model and says to pass ``example_inputs``. ``batch`` not an int >= 1. A lazy module not materialised yet
             (its sizes are unknown: ``LazyLinear`` has ``in_features=0``).
 
     >>> x, how = example_inputs(nn.Sequential(nn.Linear(784, 10)))
     >>> x.shape, how
     (torch.Size([2, 784]), "built from Linear '0' in_features=784: randn(2, 784)")
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InitlabError(f"example_inputs batch={batch!r} is invalid: pass an int >= 1")
     refuse_lazy(model, f"cannot build example inputs for {type(model).__name__}")
-    if _is_hf(model) and (built := _from_hf(model)) is not None:
+    if _is_hf(model) and (built := _from_hf(model, batch)) is not None:
         return built
     for qualname, m in _weighted_leaves(model):
         builder = _builder(m)
         if builder is None:
             continue
-        inputs, what = builder(model, m)
+        inputs, what = builder(model, m, batch)
         size = next((f" {a}={getattr(m, a)}" for a in ("in_features", "in_channels", "num_embeddings",
                                                         "input_size", "embed_dim") if hasattr(m, a)), "")
         return inputs, f"built from {type(m).__name__} '{qualname}'{size}: {what}"
