@@ -403,6 +403,82 @@ def test_deepnorm_draws_on_an_encoder():
     assert_sample_std(enc.layers[1].linear1.weight, xavier(64, 128, beta))
 
 
+# ---- encoder-decoder stacks --------------------------------------------------------------------------
+
+
+def seq2seq(n: int = 2, m: int = 3, d: int = 8) -> tuple[nn.Transformer, tuple[torch.Tensor, torch.Tensor]]:
+    net = nn.Transformer(d, 2, n, m, 2 * d, batch_first=True)
+    return net, (torch.randn(2, 5, d), torch.randn(2, 4, d))
+
+
+def test_stacks_of_an_encoder_decoder_a_decoder_alone_and_an_encoder():
+    from initlab.graph import trace
+    from initlab.model.residual_family import residual_branches, transformer_stacks
+
+    def stacks(net, x):
+        g = trace(net, x)
+        st = transformer_stacks(net, g, residual_branches(net, g))
+        return st.n, st.m, len(st.decoder)
+
+    net, x = seq2seq(2, 3)
+    assert stacks(net, x) == (2.0, 3, 9)  # 2 encoder blocks (2 adds each), 3 decoder blocks (3 each)
+    dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 2, 32, batch_first=True), 2)
+    assert stacks(dec, (torch.randn(2, 5, 16), torch.randn(2, 4, 16))) == (0.0, 2, 6)  # memory given
+    assert stacks(encoder(n=3, d=16), torch.randn(2, 5, 16)) == (3.0, None, 0)
+
+
+def test_t_fixup_gives_each_stack_of_an_encoder_decoder_its_form():
+    """Huang et al. 2020: 0.67 N^(-1/4) on the encoder's branches, (9M)^(-1/4) on the decoder's."""
+    n, m = 2, 3
+    net, x = seq2seq(n, m)
+    plan = init_model(net, "t_fixup", example_inputs=x, dry_run=True)
+    enc_c, dec_c = 0.67 * n**-0.25, (9 * m) ** -0.25
+    assert plan["encoder.layers.1.linear2.weight"].std == pytest.approx(xavier(16, 8) * enc_c, rel=REL)
+    assert plan["decoder.layers.2.linear1.weight"].std == pytest.approx(xavier(8, 16) * dec_c, rel=REL)
+    assert plan["decoder.layers.0.multihead_attn.out_proj.weight"].std == pytest.approx(xavier(8, 8) * dec_c,
+                                                                                         rel=REL)
+    assert f"N={n}" in plan.propagation and f"M={m}" in plan.propagation
+
+
+def test_deepnorm_gives_an_encoder_decoder_deepnets_two_stack_constants():
+    """Wang et al. 2022: encoder beta 0.87 (N^4 M)^(-1/16), decoder beta (12M)^(-1/4)."""
+    n, m = 2, 3
+    net, x = seq2seq(n, m)
+    plan = init_model(net, "deepnorm", example_inputs=x, dry_run=True)
+    beta_e, beta_d = 0.87 * (n**4 * m) ** (-1 / 16), (12 * m) ** -0.25
+    assert plan["encoder.layers.0.linear1.weight"].std == pytest.approx(xavier(8, 16, beta_e), rel=REL)
+    assert plan["decoder.layers.1.linear2.weight"].std == pytest.approx(xavier(16, 8, beta_d), rel=REL)
+    assert f"alpha = (3M)^(1/4) = {(3 * m) ** 0.25:.4g}" in plan.propagation
+    assert f"alpha = 0.81 (N^4 M)^(1/16) = {0.81 * (n**4 * m) ** (1 / 16):.4g}" in plan.propagation
+
+
+def test_hugging_face_stacks_are_counted_from_the_graph():
+    """T5 and BART (built from configs, offline): 2 + 3 blocks; BART's embedding sum is no block;
+    BERT's one stack and T5's reused position bias are not cross-attention."""
+    transformers = pytest.importorskip("transformers")
+    from initlab.graph import trace
+    from initlab.model.residual_family import residual_branches, transformer_stacks
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 64, (1, 6))
+    pair = {"input_ids": ids, "decoder_input_ids": ids[:, :4]}
+    t5 = transformers.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=3,
+                               num_heads=4)
+    bart = transformers.BartConfig(vocab_size=64, d_model=16, encoder_layers=2, decoder_layers=3,
+                                   encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                   decoder_ffn_dim=32, max_position_embeddings=32)
+    bert = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                   intermediate_size=32, max_position_embeddings=32)
+    cases = [(transformers.T5ForConditionalGeneration(t5), pair, (2.0, 3)),
+             (transformers.BartForConditionalGeneration(bart), pair, (2.0, 3)),
+             (transformers.T5EncoderModel(t5), ids, (2.0, None)),
+             (transformers.BertModel(bert), ids, (3.0, None))]
+    for net, x, want in cases:
+        g = trace(net, x)
+        st = transformer_stacks(net, g, residual_branches(net, g))
+        assert (st.n, st.m) == want, type(net).__name__
+
+
 # ---- errors, seeds ----------------------------------------------------------------------------------
 
 

@@ -15,14 +15,14 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.fans import Fans, compute_fans
 from initlab.graph import Graph, Kind, Node, producers, residual_adds
-from initlab.graph.queries import Residual
+from initlab.graph.queries import Residual, ancestors
 from initlab.model.classify import LAYER_TYPES, conv1d_types
 from initlab.model.handlers.linear import layer_fans, packed_by_structure
 from initlab.model.propagation import LayerScale, PropagationPlan, plan_scales
 
 __all__ = ["FAMILY_PLANNERS", "Branches", "FamilyOptions", "attention_roles", "classifier_layers",
            "family_plans", "fixup_factor", "plan_deepnorm", "plan_fixup", "plan_gpt2", "plan_skip_gates",
-           "plan_t_fixup", "residual_branches"]
+           "plan_t_fixup", "residual_branches", "Stacks", "transformer_stacks"]
 
 Key = tuple[str, str]  # (module qualname, part)
 
@@ -106,7 +106,9 @@ def _layer_parts(model: nn.Module, g: Graph) -> dict[Key, _Part]:
 def residual_branches(model: nn.Module, g: Graph, scheme: str = "fixup") -> Branches:
     """The residual branches of ``model``'s graph ``g``: their adds, their last weighted layers and
     the layers inside them (:class:`Branches`). An attention module counts as one layer, its output
-    projection (``"out"``) ending the branch.
+    projection (``"out"``) ending the branch. An add whose branch holds only embedding lookups (token
+    plus position embeddings computed from the same ids, as BART's) is a sum of embeddings, not a
+    residual branch.
 
     Raises:
         InitlabError: ``g`` has no residual add with a weighted layer on its branch (the message names
@@ -120,7 +122,10 @@ def residual_branches(model: nn.Module, g: Graph, scheme: str = "fixup") -> Bran
     >>> len(br.adds), ("blocks.0.conv2", "weight") in br.ends, br.inner[("blocks.0.conv1", "weight")]
     (9, True, 2)
     """
-    adds = tuple(r for r in residual_adds(g) if any(g[i].module is not None for i in r.layers))
+    lookups = (nn.Embedding, nn.EmbeddingBag)  # a sum of embeddings (BART's positions) is no block
+    adds = tuple(r for r in residual_adds(g)
+                 if any(g[i].module is not None and not isinstance(_module(model, g[i]), lookups)
+                        for i in r.layers))
     if not adds:
         raise InitlabError(
             f"scheme {scheme!r} scales residual branches, and {type(model).__name__} has none (no residual "
@@ -428,9 +433,109 @@ def plan_gpt2(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) -> 
     return plan
 
 
-def _blocks(br: Branches) -> float:
-    """``N``, the number of transformer blocks: residual adds / 2 (attention + MLP per block)."""
-    return len(br.adds) / 2.0
+@dataclass(frozen=True)
+class Stacks:
+    """The transformer stacks of a residual graph: one (an encoder or a decoder), or an encoder and
+    a decoder.
+
+    Attributes:
+        n: blocks of the encoder, or of the only stack: its residual adds / 2 (attention + MLP); 0
+            for a decoder alone (its memory given).
+        m: blocks of the decoder (self-attention + cross-attention + MLP: 3 adds each), ``None`` with
+            one stack.
+        decoder: ids of the decoder's residual adds (empty with one stack).
+        owner: ``(module, part)`` on a branch -> the id of the innermost residual add over it.
+        note: why an encoder-decoder was counted as one stack (its adds did not split as 2 per
+            encoder block and 3 per decoder block), else ``None``.
+    """
+
+    n: float
+    m: int | None
+    decoder: frozenset[int]
+    owner: dict[Key, int]
+    note: str | None = None
+
+    def in_decoder(self, key: Key) -> bool:
+        """Whether ``(module, part)`` lies on a branch of the decoder's stack."""
+        return self.owner.get(key) in self.decoder
+
+
+def transformer_stacks(model: nn.Module, g: Graph, br: Branches) -> Stacks:
+    """Count the blocks of each transformer stack from the graph, not from module names.
+
+    A residual branch that reads a node from outside its own stream (not computed from its fork)
+    which was itself computed through residual adds is a **cross-attention** branch: it reads the
+    encoder's output (an ``nn.TransformerDecoderLayer``'s ``multihead_attn``, BART's or T5's
+    ``encoder_attn`` keys and values), or that a weighted layer on the branch reads as its data
+    (a decoder called on a given ``memory``). With none, one stack of ``N = adds / 2`` blocks. With
+    some, the adds that the encoder's output depends on are the encoder's (``N`` = those / 2; 0 for
+    a decoder alone) and the others the decoder's (``M`` = the cross-attention branches, 3 adds per
+    block). Masks and position biases computed once and reused are not cross-attention: they pass
+    through no add and no projection.
+
+    Returns:
+        :class:`Stacks`.
+
+    Source: the encoder-decoder forms of Huang et al. (2020, T-Fixup) and Wang et al. (2022, DeepNet)
+    count ``N`` encoder and ``M`` decoder blocks.
+
+    >>> import torch
+    >>> from initlab.graph import trace
+    >>> t = torch.nn.Transformer(8, 2, 2, 3, 16, batch_first=True)
+    >>> g = trace(t, (torch.randn(1, 5, 8), torch.randn(1, 4, 8)))
+    >>> st = transformer_stacks(t, g, residual_branches(t, g))
+    >>> st.n, st.m, len(st.decoder)
+    (2.0, 3, 9)
+    """
+    anc = ancestors(g)
+    adds_bits = sum(1 << r.add for r in br.adds)
+
+    def projection(i: int) -> bool:  # a weighted layer that is not a lookup table
+        m = _module(model, g[i]) if g[i].kind is Kind.LAYER else None
+        return m is not None and not isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+
+    def memory_of(r: Residual) -> list[int]:
+        """The nodes from outside ``r``'s stream that its branch attends to (empty: self-attention)."""
+        fork, below = 1 << r.fork, anc[r.branch] | 1 << r.branch
+        found = []
+        for i in range(r.fork + 1, r.branch + 1):
+            if not (anc[i] & fork and below >> i & 1):
+                continue  # not on the branch
+            data = g[i].inputs[:3] if projection(i) else g[i].inputs  # an attention's q, k, v
+            for x in data:
+                if x == r.fork or anc[x] & fork:
+                    continue
+                if (anc[x] | 1 << x) & adds_bits or projection(x) or projection(i):
+                    found.append(x)  # the encoder's stream, its keys / values, or a layer reading it
+        return found
+
+    memory, cross = 0, 0
+    for r in br.adds:
+        if outside := memory_of(r):
+            cross += 1
+            for x in outside:
+                memory |= anc[x] | 1 << x
+    owner = _owners(model, g, br)
+    if not cross:
+        return Stacks(len(br.adds) / 2.0, None, frozenset(), owner)
+    encoder = [r.add for r in br.adds if memory >> r.add & 1]
+    decoder = frozenset(r.add for r in br.adds) - set(encoder)
+    if len(encoder) % 2 or len(decoder) != 3 * cross:
+        note = (f"{cross} cross-attention branches, but {len(encoder)} encoder and {len(decoder)} decoder "
+                f"adds (not 2 per encoder block and 3 per decoder block): counted as one stack")
+        return Stacks(len(br.adds) / 2.0, None, frozenset(), owner, note)
+    return Stacks(len(encoder) / 2.0, cross, decoder, owner)
+
+
+def _owners(model: nn.Module, g: Graph, br: Branches) -> dict[Key, int]:
+    """``(module, part)`` on a branch -> the id of the innermost residual add whose branch holds it."""
+    packed = packed_by_structure(model)
+    owner: dict[Key, int] = {}
+    for r in sorted(br.adds, key=lambda r: -len(r.layers)):  # inner (shorter) branches last: they win
+        for i in r.layers:
+            if g[i].module is not None:
+                owner.update({(p.module, p.part): r.add for p in _parts(model, g[i], packed)})
+    return owner
 
 
 #: T-Fixup's encoder factor: ``0.67 N^(-1/4)`` (Huang et al. 2020, sec. 3.2).
@@ -475,7 +580,9 @@ def plan_t_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) 
     ``N`` = residual adds / 2 (blocks of attention + MLP), ``d`` the table's width. The decoder form
     applies when the model's attention is causal (:func:`causal_evidence`: ``is_causal=True``, a
     ``tril`` mask, a decoder layer or config), the encoder form otherwise; the plan's note says which
-    and why. An encoder-decoder model gets the decoder form throughout. T-Fixup also removes the
+    and why. An encoder-decoder (:func:`transformer_stacks`: ``N`` encoder blocks, ``M`` decoder
+    blocks) gets each stack's form: ``0.67 N^{-1/4}`` on the encoder's branches, ``(9M)^{-1/4}`` on
+    the decoder's and the embedding tables (the paper's setting has ``N = M``). T-Fixup also removes the
     LayerNorms and warm-up, which is the model's business: initlab does not change the
     architecture. A packed ``c_attn`` (Q, K, V in one weight) is planned as a query/key layer: its
     value block is not scaled (a note says so).
@@ -498,28 +605,42 @@ def plan_t_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) 
     """
     opts = opts or FamilyOptions("t_fixup")
     br = residual_branches(model, g, opts.scheme)
-    n = _blocks(br)
-    why = causal_evidence(model, g)
-    c_emb = (9.0 * n) ** -0.25
-    c, factor = ((c_emb, "(9N)^(-1/4)") if why is not None else
-                 (T_FIXUP_ENCODER * n ** -0.25, f"{T_FIXUP_ENCODER} N^(-1/4)"))
+    st = transformer_stacks(model, g, br)
+    n = st.n
+    encoder = (T_FIXUP_ENCODER * n ** -0.25, f"{T_FIXUP_ENCODER} N^(-1/4), N={n:g}") if n else (0.0, "")
+    if st.m is not None:  # encoder-decoder: each stack its form, the tables the decoder's
+        c_emb, emb = (9.0 * st.m) ** -0.25, ("(9M)^(-1/4)", f"M={st.m}")
+        why, decoder = None, (c_emb, ", ".join(emb))
+    else:
+        why = causal_evidence(model, g)
+        c_emb, emb = (9.0 * n) ** -0.25, ("(9N)^(-1/4)", f"N={n:g}")
+        decoder = (c_emb, ", ".join(emb))
     qk, values = attention_roles(model, g)
     plan = PropagationPlan(g.fresh(), residual=len(br.adds))
     for key, p in _layer_parts(model, g).items():
         if p.fans is None:
             second = c_emb**2 / p.dim
-            role = f"t_fixup: embedding N(0, 1/d) x (9N)^(-1/4), d={p.dim}, N={n:g}"
+            role = f"t_fixup: embedding N(0, 1/d) x {emb[0]}, d={p.dim}, {emb[1]}"
             plan.scales[key] = _scale(p, second, role, "t_fixup")
         elif br.on_branch(key) and key not in qk:
-            role = f"t_fixup: Xavier uniform x {factor}, N={n:g}"
+            c, factor = decoder if st.in_decoder(key) or (st.m is None and why is not None) else encoder
+            role = f"t_fixup: Xavier uniform x {factor}"
             plan.scales[key] = _scale(p, c**2 * _xavier_second(p.fans), role, "t_fixup", uniform=True)
         else:
             where = "query/key" if key in qk else "not on a residual branch"
             plan.scales[key] = _scale(p, _xavier_second(p.fans), f"t_fixup: Xavier uniform ({where})",
                                       "t_fixup", uniform=True)
     _tie_heads(model, plan)
-    plan.notes.append(f"t_fixup: decoder form, (9N)^(-1/4) with N={n:g} ({why})" if why is not None else
-                      f"t_fixup: encoder form, 0.67 N^(-1/4) with N={n:g} (no causal attention found)")
+    if st.m is not None:
+        plan.notes.append(f"t_fixup: encoder-decoder: encoder 0.67 N^(-1/4) with N={n:g}, decoder and "
+                          f"embeddings (9M)^(-1/4) with M={st.m} (cross-attention found)" if n else
+                          f"t_fixup: decoder form, (9M)^(-1/4) with M={st.m} (a decoder with "
+                          "cross-attention to a given memory)")
+    else:
+        plan.notes.append(f"t_fixup: decoder form, (9N)^(-1/4) with N={n:g} ({why})" if why is not None else
+                          f"t_fixup: encoder form, 0.67 N^(-1/4) with N={n:g} (no causal attention found)")
+    if st.note:
+        plan.notes.append(f"t_fixup: {st.note}")
     plan.notes += [f"t_fixup: {m}: one layer makes queries, keys and values (packed): its value block "
                    "is not scaled" for m, _ in sorted(qk & values)]
     return plan
@@ -545,7 +666,10 @@ def plan_deepnorm(model: nn.Module, g: Graph, opts: FamilyOptions | None = None)
         g = \\beta = (8N)^{-1/4} \\ \\text{(v, out, MLP)}, \\quad g = 1 \\ \\text{(q, k; off the branches)}
 
     with ``N`` = residual adds / 2 (blocks), the constants of a decoder-only (or encoder-only)
-    stack. DeepNorm's residual multiplier :math:`\\alpha = (2N)^{1/4}`
+    stack. An encoder-decoder (:func:`transformer_stacks`: ``N`` encoder, ``M`` decoder blocks) gets
+    DeepNet's two-stack constants: :math:`\\beta_e = 0.87 (N^4 M)^{-1/16}` on the encoder's branches,
+    :math:`\\beta_d = (12M)^{-1/4}` on the decoder's (:math:`\\alpha_e = 0.81 (N^4 M)^{1/16}`,
+    :math:`\\alpha_d = (3M)^{1/4}`). DeepNorm's residual multiplier :math:`\\alpha = (2N)^{1/4}`
     (:math:`x_{l+1} = \\mathrm{LN}(\\alpha x_l + G(x_l))`) is an architecture choice: initlab does not
     change the forward, and the plan's note gives its value. Embedding tables are left to their
     handler (``embedding_std``).
@@ -570,22 +694,39 @@ def plan_deepnorm(model: nn.Module, g: Graph, opts: FamilyOptions | None = None)
     """
     opts = opts or FamilyOptions("deepnorm")
     br = residual_branches(model, g, opts.scheme)
-    n = _blocks(br)
-    beta, alpha = (8.0 * n) ** -0.25, (2.0 * n) ** 0.25
+    st = transformer_stacks(model, g, br)
+    n, m = st.n, st.m
+    if m is None:
+        beta, alpha = (8.0 * n) ** -0.25, (2.0 * n) ** 0.25
+        gains = {False: (beta, f"(8N)^(-1/4), N={n:g}")}
+        note = (f"deepnorm: beta = (8N)^(-1/4) = {beta:.4g}, N = {n:g}; the residual multiplier "
+                f"alpha = (2N)^(1/4) = {alpha:.4g}")
+    else:  # DeepNet's encoder-decoder constants
+        gains = {True: ((12.0 * m) ** -0.25, f"(12M)^(-1/4), M={m}")}
+        note = (f"deepnorm: decoder beta = (12M)^(-1/4) = {gains[True][0]:.4g}, alpha = (3M)^(1/4) = "
+                f"{(3.0 * m) ** 0.25:.4g}, M = {m}")
+        if n:
+            nm = n**4 * m
+            gains[False] = (0.87 * nm ** (-1 / 16), f"0.87 (N^4 M)^(-1/16), N={n:g}, M={m}")
+            note = (f"deepnorm: encoder-decoder, N = {n:g}, M = {m}: encoder beta = 0.87 (N^4 M)^(-1/16) = "
+                    f"{gains[False][0]:.4g}, alpha = 0.81 (N^4 M)^(1/16) = {0.81 * nm ** (1 / 16):.4g}; "
+                    f"{note.removeprefix('deepnorm: ').removesuffix(f', M = {m}')}")
     qk, _ = attention_roles(model, g)
     plan = PropagationPlan(g.fresh(), residual=len(br.adds))
     for key, p in _layer_parts(model, g).items():
         if p.fans is None:
             continue
         if br.on_branch(key) and key not in qk:
-            second, role = _xavier_second(p.fans, beta), f"deepnorm: Xavier normal, gain (8N)^(-1/4), N={n:g}"
+            beta, factor = gains[m is not None and st.in_decoder(key)]
+            second, role = _xavier_second(p.fans, beta), f"deepnorm: Xavier normal, gain {factor}"
         else:
             why = "query/key" if key in qk else "not on a residual branch"
             second, role = _xavier_second(p.fans), f"deepnorm: Xavier normal, gain 1 ({why})"
         plan.scales[key] = _scale(p, second, role, "deepnorm")
-    plan.notes.append(f"deepnorm: beta = (8N)^(-1/4) = {beta:.4g}, N = {n:g}; the residual multiplier "
-                      f"alpha = (2N)^(1/4) = {alpha:.4g} (LN(alpha x + f(x))) is the model's: initlab does "
-                      "not change the forward")
+    plan.notes.append(f"{note} (LN(alpha x + f(x))): the multiplier is the model's, initlab does not change "
+                      "the forward")
+    if st.note:
+        plan.notes.append(f"deepnorm: {st.note}")
     return plan
 
 
