@@ -3,6 +3,7 @@ expansion, cell keys; the shipped example specs parse and validate."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -57,6 +58,16 @@ def test_a_bad_value_is_refused_at_expansion_naming_the_cell():
         expand(spec)
     with pytest.raises(InitlabError, match="init='nope' is invalid"):
         expand(parse_spec({"sweep": {"experiment": "train"}, "fixed": {"init": "nope"}}))
+
+
+def test_a_grid_over_the_cell_cap_is_refused_before_any_cell_is_built():
+    from initlab.sweep.grid import MAX_CELLS
+
+    n = math.isqrt(MAX_CELLS) + 1  # n * n > MAX_CELLS; at 0.5 ms a cell, building them would take ~1 min
+    spec = parse_spec(_spec(grid={"depth": list(range(1, n + 1)), "width": list(range(1, n + 1))}))
+    with pytest.raises(InitlabError, match=rf"makes {n * n:,} cells \({n} depth x {n} width x 1 seeds\), "
+                                           rf"more than {MAX_CELLS:,}: narrow the grid"):
+        expand(spec)
 
 
 def test_expansion_order_and_params():
