@@ -120,3 +120,24 @@ def test_a_training_sweep_gets_test_accuracy_curves_one_line_per_scheme(drawn, t
             assert line.get_ydata() == pytest.approx(mean, rel=1e-12)
             assert line.get_color() == style.scheme_color(scheme)
         assert all(t.is_integer() for t in _ticks(ax))
+
+
+def test_diverged_runs_are_marked_on_the_ceiling_at_their_x(drawn, tmp_path):
+    """A learning rate that killed a start's runs (value NaN or None) is shown where its line stops:
+    one ceiling marker per lost run, in the start's colour, and one legend entry."""
+    from initlab.report import style
+
+    lrs = [0.001, 0.01, 0.1, 1.0]
+    points = [{"lr": lr, "init": init, "seed": 0} for lr in lrs for init in ("auto", "he_normal")]
+    recs = _records(points)
+    for r in recs:
+        if r["lr"] == 1.0:
+            r["value"] = float("nan") if r["init"] == "auto" else None
+    sweep_figures.fig_by_axis(recs, ["lr", "init", "seed"], "final_accuracy", tmp_path)
+    (ax,) = drawn["by_lr_final_accuracy.png"]
+    marks = [ln for ln in ax.get_lines() if ln.get_marker() == style.DIVERGED_MARKER]
+    assert sorted(float(ln.get_xdata()[0]) for ln in marks) == [1.0, 1.0]
+    assert {ln.get_color() for ln in marks} == {style.scheme_color("auto"), style.scheme_color("he_normal")}
+    labels = [ln.get_label() for ln in marks if not ln.get_label().startswith("_")]
+    assert labels == ["diverged (no value): 2 runs"]
+    assert ax.get_xlim()[1] >= 1.0  # the x range reaches the lost runs

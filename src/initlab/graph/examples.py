@@ -162,8 +162,8 @@ def example_inputs(model: nn.Module, batch: int = BATCH) -> tuple[Any, str]:
 
     Raises:
         InitlabError: nothing to build from (no weighted layer the vocabulary knows); the message
-            names the model and says to pass ``example_inputs``. ``batch`` not an int >= 1. A lazy module not materialised yet
-            (its sizes are unknown: ``LazyLinear`` has ``in_features=0``).
+            names the model and says to pass ``example_inputs``. ``batch`` not an int >= 1. A lazy
+            module not materialised yet (its sizes are unknown: ``LazyLinear`` has ``in_features=0``).
 
     >>> x, how = example_inputs(nn.Sequential(nn.Linear(784, 10)))
     >>> x.shape, how

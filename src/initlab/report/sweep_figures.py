@@ -237,8 +237,11 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
     """``stat`` (once per cell; mean over seeds) against the one numeric axis with two or more
     values (a depth study: final accuracy against depth), one line per start (or per value of the
     first other axis), one panel per combination of the rest; ``None`` unless exactly one numeric
-    axis varies."""
-    rows = [r for r in per_cell(records, stat) if _finite(r.get("value"))]
+    axis varies. A run without a finite ``stat`` (diverged: its loss turned NaN) is drawn as
+    :data:`~initlab.report.style.DIVERGED_MARKER` on the panel's ceiling at its x, in its series'
+    colour, so a learning rate that killed runs shows where the line stops."""
+    cells = per_cell(records, stat)
+    rows = [r for r in cells if _finite(r.get("value"))]
     varying = grid_axes(rows, axes)
     numeric = [a for a in varying if all(_finite(r.get(a)) for r in rows)]
     if len(numeric) != 1:
@@ -246,10 +249,14 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
     x = numeric[0]
     others = [a for a in varying if a != x]
     ser = _start_axis(others) or (others[0] if others else None)
-    panels = _panels(rows, [a for a in others if a != ser])
+    by_panel = [a for a in others if a != ser]
+    lost = [r for r in cells if not _finite(r.get("value")) and _finite(r.get(x))]
+    panels = _panels(rows, by_panel)
     fig, panes = _subplots(len(panels))
     for ax, (title, group) in zip(panes, panels, strict=True):
         _plot_series(ax, group, x, ser)
+        here = tuple(group[0].get(a) for a in by_panel)
+        _mark_lost(ax, [r for r in lost if tuple(r.get(a) for a in by_panel) == here], group, x, ser)
         if _spread_wide(r[x] for r in group):  # a learning rate, a width 16 to 512
             style.log_scale(ax, "x")
         _integer_ticks(ax, [r[x] for r in group])
@@ -311,6 +318,24 @@ def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None
             label = scheme_label(str(skey[0])) if start else f"{ser}={_fmt(skey[0])}"
         color = style.scheme_color(str(skey[0])) if start else f"C{k % 10}"
         ax.plot(xs, [statistics.fmean(pts[v]) for v in xs], marker="o", color=color, label=label)
+
+
+def _mark_lost(ax, lost: Sequence[Mapping[str, Any]], group: Sequence[Mapping[str, Any]], x: str,
+               ser: str | None) -> None:
+    """Mark the runs of ``lost`` (no finite value: diverged) on the ceiling of ``ax`` at their ``x``,
+    in the colour :func:`_plot_series` gives their series; one legend entry."""
+    if not lost:
+        return
+    start = ser in _START_AXES
+    order = list(_group(group, [ser] if ser else []))
+    label = f"diverged (no value): {len(lost)} run{'s' if len(lost) > 1 else ''}"
+    for r in lost:
+        skey = (r.get(ser),) if ser else ()
+        k = order.index(skey) if skey in order else len(order)
+        color = style.scheme_color(str(skey[0])) if start and ser else f"C{k % 10}"
+        ax.plot([r[x]], [0.97], style.DIVERGED_MARKER, color=color, ms=8, markeredgecolor="black", ls="none",
+                transform=ax.get_xaxis_transform(), clip_on=False, zorder=5, label=label)
+        label = None
 
 
 #: What the curves figure draws per experiment: (y stat or prefix, x field, series axis, y label).
