@@ -20,7 +20,7 @@ demo``: the sweep engine's), and ``initlab sweep``'s ``training`` experiment run
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -333,12 +333,16 @@ class TrainingCell:
 
     def training_config(self) -> TrainingConfig:
         """The :class:`TrainingConfig` of this one run."""
-        return TrainingConfig(schemes=(self.scheme,), activations=(self.activation,), depth=self.depth,
-                              width=self.width, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                              momentum=self.momentum, target_accuracy=self.target_accuracy,
-                              evals_per_epoch=self.evals_per_epoch,
-                              pretrain_epochs_per_layer=self.pretrain_epochs_per_layer,
-                              gain_policy=self.gain_policy, seed=self.seed)
+        return TrainingConfig(schemes=(self.scheme,), activations=(self.activation,),
+                              **_shared_settings(self))
+
+
+def _shared_settings(source: TrainingConfig | TrainingCell) -> dict[str, Any]:
+    """``source``'s values of the settings :class:`TrainingConfig` and :class:`TrainingCell` both
+    declare (``depth``, ``width``, ``epochs``, ..., ``seed``), by name: what a cell takes from its
+    config and a config from its cell."""
+    shared = {f.name for f in fields(TrainingConfig)} & {f.name for f in fields(TrainingCell)}
+    return {name: getattr(source, name) for name in shared}
 
 
 def _check_scheme(scheme: Any) -> None:
@@ -362,12 +366,8 @@ def training_cells(config: TrainingConfig, *, dataset: str = "mnist5k",
     >>> [(c.activation, c.scheme) for c in training_cells(TrainingConfig(schemes=("zeros", "auto")))]
     [('tanh', 'zeros'), ('tanh', 'auto'), ('relu', 'zeros'), ('relu', 'auto')]
     """
-    return [TrainingCell(activation=activation, scheme=scheme, depth=config.depth, width=config.width,
-                         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                         momentum=config.momentum, target_accuracy=config.target_accuracy,
-                         evals_per_epoch=config.evals_per_epoch,
-                         pretrain_epochs_per_layer=config.pretrain_epochs_per_layer,
-                         gain_policy=config.gain_policy, dataset=dataset, seed=config.seed, threads=threads)
+    return [TrainingCell(activation=activation, scheme=scheme, dataset=dataset, threads=threads,
+                         **_shared_settings(config))
             for activation in config.activations for scheme in config.resolved_schemes]
 
 

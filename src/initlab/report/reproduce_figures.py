@@ -29,6 +29,10 @@ from initlab.report import style
 __all__ = ["reproduce_figures", "FIGURES"]
 
 Records = list[Mapping[str, Any]]
+#: One group of dots on an error panel: (tick label, colour, per-seed values).
+Group = tuple[str, str, list[Any]]
+#: One error panel: (title, its groups, the paper's values by group index).
+Panel = tuple[str, list[Group], dict[int, float]]
 
 _LABELS = {"xavier_normal": "Xavier normal", "he_normal": "He normal", "torch_default": "standard",
            "xavier_uniform": "normalized", "pretrain_autoencoder": "autoencoder", "pretrain_rbm": "RBM",
@@ -113,7 +117,7 @@ def _fig_he2015(records: Records, directory: Path) -> list[dict[str, Any]]:
                  "test accuracy over SGD steps and test loss per epoch for Xavier and He initialization")
 
 
-def _dots(ax: Any, groups: list[tuple[str, str, list[Any]]], paper: dict[int, float], limit: float) -> None:
+def _dots(ax: Any, groups: list[Group], paper: dict[int, float], limit: float) -> None:
     """Per group (label, colour, per-seed values) the seeds as dots, the median as a bar; values
     above ``limit`` on the top edge as triangles, with the median written under them (and the
     range over seeds when they differ); ``paper`` (group index -> value) as crosses."""
@@ -155,6 +159,19 @@ def _limit(values: Iterable[Any]) -> float:
     return max(10.0, 1.3 * max(learned)) if learned else 100.0
 
 
+def _error_panels(errs: Records, panels: list[Panel], directory: Path, name: str, section: str, title: str,
+                  alt: str) -> list[dict[str, Any]]:
+    """A row of test-error panels sharing their y axis, one per :data:`Panel` (:func:`_dots`), up to
+    the ceiling of :func:`_limit` over ``errs``; one legend below; saved as ``figures/name``."""
+    fig, axes = style.figure(1, len(panels), panel_height=3.6, sharey=True)
+    limit = _limit(r["value"] for r in errs)
+    for ax, (panel, groups, paper) in zip(axes[0], panels, strict=True):
+        _dots(ax, groups, paper, limit)
+        ax.set_title(panel)
+    _fig_legend(fig, axes)
+    return _save(fig, directory, name, section, title, alt)
+
+
 def _fig_glorot2010(records: Records, directory: Path) -> list[dict[str, Any]]:
     errs = _ours(records, "glorot2010", "test_error_pct")
     if not errs:
@@ -162,22 +179,20 @@ def _fig_glorot2010(records: Records, directory: Path) -> list[dict[str, Any]]:
     paper = {(r["activation"], r["scheme"]): r["value"] for r in records
              if r.get("experiment") == "glorot2010" and r.get("source") == "paper"}
     datasets = sorted({r["dataset"] for r in errs}, key=lambda d: (d != "mnist5k", d))
-    fig, axes = style.figure(1, len(datasets), panel_height=3.6, sharey=True)
-    limit = _limit(r["value"] for r in errs)
     keys = list(dict.fromkeys((r["activation"], r["scheme"]) for r in errs))  # the run's order
     init = {r["scheme"]: r.get("init", r["scheme"]) for r in errs}
-    for ax, ds in zip(axes[0], datasets, strict=True):
+    panels = []
+    for ds in datasets:
         mine = [r for r in errs if r["dataset"] == ds]
         groups = [(f"{a}\n{init[s]}", _color(s),
                    [r["value"] for r in mine if r["activation"] == a and r["scheme"] == s]) for a, s in keys]
         mnist = ds.lower().startswith("mnist")  # the paper's numbers are MNIST's: no crosses on other data
-        _dots(ax, groups, {i: paper[k] for i, k in enumerate(keys) if k in paper} if mnist else {}, limit)
-        ax.set_title(ds)
-    _fig_legend(fig, axes)
-    return _save(fig, directory, "glorot2010_errors.png", "glorot2010",
-                 "Test error after training, standard vs normalized init (dots: seeds; bars: medians; "
-                 "crosses, on the MNIST panel only: the paper's Table 1)",
-                 "test error of softsign, tanh and sigmoid nets under the standard and normalized init")
+        panels.append((ds, groups, {i: paper[k] for i, k in enumerate(keys) if k in paper} if mnist else {}))
+    return _error_panels(errs, panels, directory, "glorot2010_errors.png", "glorot2010",
+                         "Test error after training, standard vs normalized init (dots: seeds; bars: "
+                         "medians; crosses, on the MNIST panel only: the paper's Table 1)",
+                         "test error of softsign, tanh and sigmoid nets under the standard and normalized "
+                         "init")
 
 
 def _fig_bengio2007(records: Records, directory: Path) -> list[dict[str, Any]]:
@@ -189,19 +204,16 @@ def _fig_bengio2007(records: Records, directory: Path) -> list[dict[str, Any]]:
     activations = list(dict.fromkeys(r["activation"] for r in errs))
     arms = list(dict.fromkeys(r["scheme"] for r in errs))
     label = {r["scheme"]: str(r.get("arm", r["scheme"])) for r in errs}
-    fig, axes = style.figure(1, len(activations), panel_height=3.6, sharey=True)
-    limit = _limit(r["value"] for r in errs)
-    for ax, act in zip(axes[0], activations, strict=True):
+    panels = []
+    for act in activations:
         groups = [(label[a].replace(" (", "\n(").replace(" pretraining", "\npretraining"), _color(a),
                    [r["value"] for r in errs if r["activation"] == act and r["scheme"] == a]) for a in arms]
         marks = {i: paper[a] for i, a in enumerate(arms) if a in paper} if act == "sigmoid" else {}
-        _dots(ax, groups, marks, limit)
-        ax.set_title(f"{act} net")
-    _fig_legend(fig, axes)
-    return _save(fig, directory, "bengio2007_errors.png", "bengio2007",
-                 "Test error after fine-tuning on the labelled digits, with and without layer-wise "
-                 "pretraining (crosses: Bengio et al. 2007, Table 1, full MNIST, sigmoid nets)",
-                 "test error per pretraining arm for sigmoid and tanh nets")
+        panels.append((f"{act} net", groups, marks))
+    return _error_panels(errs, panels, directory, "bengio2007_errors.png", "bengio2007",
+                         "Test error after fine-tuning on the labelled digits, with and without layer-wise "
+                         "pretraining (crosses: Bengio et al. 2007, Table 1, full MNIST, sigmoid nets)",
+                         "test error per pretraining arm for sigmoid and tanh nets")
 
 
 def _fig_saxe2013(records: Records, directory: Path) -> list[dict[str, Any]]:

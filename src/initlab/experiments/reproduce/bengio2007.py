@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from initlab.experiments.common import check_ints, derive_seed, init_mlp_, make_record, plural
+from initlab.experiments.common import derive_seed, init_mlp_, make_record, plural
 from initlab.experiments.reproduce.common import (
     PARTLY,
     Reproduction,
-    check_positive,
+    ReproductionConfig,
     dataset,
     error_se_pct,
     paper_record,
@@ -62,12 +62,12 @@ PAPER_NUMBERS: dict[str, list[tuple[float, str]]] = {
     "pretrain_rbm": [(1.20, "Bengio et al. 2007, Table 1: DBN (RBM pre-training)"),
                      (1.2, "Hinton & Salakhutdinov 2006: RBM-pretrained 784-500-500-2000-10 net")],
 }
-_QUICK = {"n_labelled": 200, "width": 32, "pretrain_epochs": 1, "epochs": 2, "seeds": 1}
 
 
 @dataclass(frozen=True)
-class Bengio2007Config:
-    """Configuration of the layer-wise pretraining reproduction (full run; :meth:`quick` for tests).
+class Bengio2007Config(ReproductionConfig):
+    """Configuration of the layer-wise pretraining reproduction (full run; :meth:`quick` for tests:
+    200 labelled digits, width 32, one pretraining epoch, two epochs).
 
     Attributes:
         dataset, data_dir: the digits (mnist5k: 4,000 training / 1,000 test digits).
@@ -97,16 +97,10 @@ class Bengio2007Config:
     seed: int = 0
     seeds: int = 3
 
-    def __post_init__(self) -> None:
-        check_ints(self, ("n_labelled", "depth", "width", "pretrain_epochs", "pretrain_batch", "epochs",
-                          "batch_size", "seeds"))
-        check_ints(self, ("seed",), 0)
-        check_positive(self, ("lr_sigmoid", "lr_tanh"))
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> Bengio2007Config:
-        """The test-sized run: 200 labelled digits, width 32, one pretraining epoch, two epochs."""
-        return cls(**{**_QUICK, **overrides})
+    COUNTS = ("n_labelled", "depth", "width", "pretrain_epochs", "pretrain_batch", "epochs", "batch_size",
+              "seeds")
+    POSITIVE = ("lr_sigmoid", "lr_tanh")
+    QUICK = {"n_labelled": 200, "width": 32, "pretrain_epochs": 1, "epochs": 2, "seeds": 1}
 
     def lr(self, activation: str) -> float:
         """The fine-tuning learning rate of ``activation``."""

@@ -1,5 +1,6 @@
-"""What every reproduction shares: the registry entry (:class:`Reproduction`), the seeds of a run,
-a per-process data cache, seed statistics, and the paper / verdict records.
+"""What every reproduction shares: the registry entry (:class:`Reproduction`), the config's checks
+and test-sized run (:class:`ReproductionConfig`), the seeds of a run, a per-process data cache, one
+MLP's training run (:func:`train_records`), seed statistics, and the paper / verdict records.
 
 A reproduction is an experiment in the house shape: a config dataclass (``quick()`` gives the
 test-sized one), the independent units of work it splits into (``cells``, one training run each,
@@ -13,15 +14,16 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from initlab.errors import InitlabError
+from initlab.experiments.common import check_ints
 
-__all__ = ["Reproduction", "seeds_of", "seeds_text", "dataset", "subset", "seed_stats", "paper_record",
-           "verdict_record", "error_se_pct", "retag", "check_positive", "SOURCE_OURS", "SOURCE_PAPER",
-           "PARTLY", "VERDICT_WORDS"]
+__all__ = ["Reproduction", "ReproductionConfig", "train_records", "seeds_of", "seeds_text", "dataset",
+           "subset", "seed_stats", "paper_record", "verdict_record", "error_se_pct", "retag",
+           "check_positive", "SOURCE_OURS", "SOURCE_PAPER", "PARTLY", "VERDICT_WORDS"]
 
 #: ``source`` extra of a measured record and of a number quoted from the paper.
 SOURCE_OURS = "ours"
@@ -79,6 +81,54 @@ def check_positive(config: Any, names: Sequence[str]) -> None:
             raise InitlabError(f"{name}={value!r} is invalid: pass a finite number > 0")
 
 
+_Config = TypeVar("_Config", bound="ReproductionConfig")
+
+
+class ReproductionConfig:
+    """Base of a reproduction's config (a frozen dataclass): the checks of its fields and
+    :meth:`quick`. A subclass sets, as plain class attributes (not fields):
+
+    * ``COUNTS``: the fields that must be integers >= 1 (``seed`` must be an integer >= 0);
+    * ``POSITIVE``: the fields that must be finite numbers > 0 (learning rates, targets);
+    * ``QUICK``: the field values of the test-sized run.
+
+    A subclass with checks of its own calls ``super().__post_init__()`` first.
+
+    Raises:
+        InitlabError: from ``__post_init__``, the first bad field, named with its value and the fix.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Toy(ReproductionConfig):
+    ...     width: int = 256
+    ...     lr: float = 0.1
+    ...     seed: int = 0
+    ...     COUNTS = ("width",)
+    ...     POSITIVE = ("lr",)
+    ...     QUICK = {"width": 8}
+    >>> Toy.quick(), Toy.quick(lr=0.5).lr
+    (Toy(width=8, lr=0.1, seed=0), 0.5)
+    >>> Toy(width=0)
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: width=0 is invalid: pass an integer >= 1
+    """
+
+    COUNTS: ClassVar[tuple[str, ...]] = ()
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    QUICK: ClassVar[Mapping[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        check_ints(self, self.COUNTS)
+        check_ints(self, ("seed",), 0)
+        check_positive(self, self.POSITIVE)
+
+    @classmethod
+    def quick(cls: type[_Config], **overrides: Any) -> _Config:
+        """The test-sized run: the fields of ``QUICK``, then ``overrides``, on the defaults."""
+        return cls(**{**cls.QUICK, **overrides})
+
+
 def seeds_of(config: Any) -> tuple[int, ...]:
     """The training seeds of a run: ``seed, seed + 1, ..., seed + seeds - 1`` (the data split uses
     ``seed`` alone, so every training seed sees the same data).
@@ -124,6 +174,27 @@ def subset(ds: Any, n_test: int | None) -> Any:
     return SimpleNamespace(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test[:stop],
                            y_test=ds.y_test[:stop], n_classes=int(ds.n_classes),
                            n_features=int(ds.n_features), name=ds.name)
+
+
+def train_records(config: Any, ds: Any, scheme: str, activation: str, seed: int,
+                  **training: Any) -> list[dict[str, Any]]:
+    """The records of one :func:`initlab.experiments.run_training` run on data ``ds`` (a
+    :func:`subset`): an MLP of ``config.depth`` hidden ``activation`` layers of ``config.width``
+    units started from ``scheme``, trained by SGD with ``config``'s ``epochs``, ``batch_size``,
+    ``lr`` and ``momentum`` from training seed ``seed``; ``training`` sets the other fields of
+    :class:`~initlab.experiments.training.TrainingConfig` (``evals_per_epoch``,
+    ``target_accuracy``, ...). The records keep experiment ``"training"`` (see :func:`retag`).
+
+    Raises:
+        InitlabError: a bad training setting (:class:`~initlab.experiments.training.TrainingConfig`)
+            or an unknown scheme.
+    """
+    from initlab.experiments.training import TrainingConfig, run_training
+
+    train_cfg = TrainingConfig(schemes=(scheme,), activations=(activation,), depth=config.depth,
+                               width=config.width, epochs=config.epochs, batch_size=config.batch_size,
+                               lr=config.lr, momentum=config.momentum, seed=seed, **training)
+    return run_training(ds, train_cfg).records
 
 
 def seed_stats(values: Iterable[float | None]) -> tuple[float, float, float, int]:

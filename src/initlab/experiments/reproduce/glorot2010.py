@@ -19,11 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from initlab.experiments.common import check_ints, plural
+from initlab.experiments.common import plural
 from initlab.experiments.reproduce.common import (
     PARTLY,
     Reproduction,
-    check_positive,
+    ReproductionConfig,
     dataset,
     error_se_pct,
     paper_record,
@@ -32,6 +32,7 @@ from initlab.experiments.reproduce.common import (
     seeds_of,
     seeds_text,
     subset,
+    train_records,
     verdict_record,
 )
 
@@ -51,12 +52,12 @@ PAPER_TABLE_1: dict[tuple[str, str], float] = {
     ("softsign", "torch_default"): 1.64,
     ("softsign", "xavier_uniform"): 1.72,
 }
-_QUICK = {"n_train": 500, "n_test": 300, "width": 32, "epochs": 1, "seeds": 1}
 
 
 @dataclass(frozen=True)
-class Glorot2010Config:
-    """Configuration of the Glorot & Bengio 2010 reproduction (the full run; :meth:`quick` for tests).
+class Glorot2010Config(ReproductionConfig):
+    """Configuration of the Glorot & Bengio 2010 reproduction (the full run; :meth:`quick` for tests:
+    width 32, one epoch on 500 examples per data set, one seed).
 
     Attributes:
         datasets, data_dir: the data sets (mnist5k, Fashion-MNIST) and the IDX directory.
@@ -81,16 +82,13 @@ class Glorot2010Config:
     seed: int = 0
     seeds: int = 3
 
-    def __post_init__(self) -> None:
-        check_ints(self, ("n_train", "n_test", "depth", "width", "epochs", "batch_size", "seeds"))
-        check_ints(self, ("seed",), 0)
-        check_positive(self, ("lr",))
-        object.__setattr__(self, "datasets", tuple(self.datasets))
+    COUNTS = ("n_train", "n_test", "depth", "width", "epochs", "batch_size", "seeds")
+    POSITIVE = ("lr",)
+    QUICK = {"n_train": 500, "n_test": 300, "width": 32, "epochs": 1, "seeds": 1}
 
-    @classmethod
-    def quick(cls, **overrides: Any) -> Glorot2010Config:
-        """The test-sized run: width 32, one epoch on 500 examples per data set, one seed."""
-        return cls(**{**_QUICK, **overrides})
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "datasets", tuple(self.datasets))
 
 
 @dataclass(frozen=True)
@@ -116,14 +114,10 @@ def run_cell(cell: Glorot2010Cell) -> list[dict[str, Any]]:
     Raises:
         DataError: the data set cannot be loaded.
     """
-    from initlab.experiments.training import TrainingConfig, run_training
-
     c = cell.config
     ds = subset(dataset(cell.dataset, c.data_dir, c.seed, c.n_train), c.n_test)
-    train_cfg = TrainingConfig(schemes=(cell.scheme,), activations=(cell.activation,), depth=c.depth,
-                               width=c.width, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-                               momentum=c.momentum, evals_per_epoch=1, seed=cell.seed)
-    records = retag(run_training(ds, train_cfg).records, NAME, dataset=ds.name, init=INIT_LABELS[cell.scheme])
+    records = retag(train_records(c, ds, cell.scheme, cell.activation, cell.seed, evals_per_epoch=1), NAME,
+                    dataset=ds.name, init=INIT_LABELS[cell.scheme])
     acc = next(r["value"] for r in records if r["stat"] == "final_test_accuracy")
     n_test = int(ds.x_test.shape[0])
     records.append({**{k: records[-1][k] for k in ("experiment", "scheme", "activation", "layer", "seed")},

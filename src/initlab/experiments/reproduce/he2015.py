@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from initlab.experiments.common import check_ints, plural
+from initlab.experiments.common import plural
 from initlab.experiments.reproduce.common import (
     PARTLY,
     Reproduction,
-    check_positive,
+    ReproductionConfig,
     dataset,
     paper_record,
     retag,
@@ -29,6 +29,7 @@ from initlab.experiments.reproduce.common import (
     seeds_of,
     seeds_text,
     subset,
+    train_records,
     verdict_record,
 )
 
@@ -36,12 +37,12 @@ __all__ = ["He2015Config", "He2015Cell", "cells", "run_cell", "conclude", "descr
 
 NAME = "he2015"
 SCHEMES = ("xavier_normal", "he_normal")
-_QUICK = {"n_train": 600, "n_test": 300, "width": 32, "epochs": 1, "evals_per_epoch": 2, "seeds": 1}
 
 
 @dataclass(frozen=True)
-class He2015Config:
-    """Configuration of the He et al. 2015 reproduction (the full run; :meth:`quick` for tests).
+class He2015Config(ReproductionConfig):
+    """Configuration of the He et al. 2015 reproduction (the full run; :meth:`quick` for tests, a
+    few seconds on one thread: the same 30 layers, narrower, one epoch on 600 examples, one seed).
 
     Attributes:
         dataset, data_dir: the data (default Fashion-MNIST from its system directory).
@@ -69,17 +70,9 @@ class He2015Config:
     seed: int = 0
     seeds: int = 3
 
-    def __post_init__(self) -> None:
-        check_ints(self, ("n_train", "n_test", "depth", "width", "epochs", "batch_size", "evals_per_epoch",
-                          "seeds"))
-        check_ints(self, ("seed",), 0)
-        check_positive(self, ("lr", "target_accuracy"))
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> He2015Config:
-        """The test-sized run (a few seconds on one thread): the same 30 layers, narrower, one
-        epoch on 600 examples, one seed."""
-        return cls(**{**_QUICK, **overrides})
+    COUNTS = ("n_train", "n_test", "depth", "width", "epochs", "batch_size", "evals_per_epoch", "seeds")
+    POSITIVE = ("lr", "target_accuracy")
+    QUICK = {"n_train": 600, "n_test": 300, "width": 32, "epochs": 1, "evals_per_epoch": 2, "seeds": 1}
 
 
 @dataclass(frozen=True)
@@ -103,16 +96,11 @@ def run_cell(cell: He2015Cell) -> list[dict[str, Any]]:
     Raises:
         DataError: the data set cannot be loaded.
     """
-    from initlab.experiments.training import TrainingConfig, run_training
-
     c = cell.config
-    ds = dataset(c.dataset, c.data_dir, c.seed, c.n_train)
-    train_cfg = TrainingConfig(schemes=(cell.scheme,), activations=("relu",), depth=c.depth, width=c.width,
-                               epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, momentum=c.momentum,
-                               target_accuracy=c.target_accuracy, evals_per_epoch=c.evals_per_epoch,
-                               seed=cell.seed)
-    result = run_training(subset(ds, c.n_test), train_cfg)
-    return retag(result.records, NAME, dataset=ds.name)
+    ds = subset(dataset(c.dataset, c.data_dir, c.seed, c.n_train), c.n_test)
+    records = train_records(c, ds, cell.scheme, "relu", cell.seed, target_accuracy=c.target_accuracy,
+                            evals_per_epoch=c.evals_per_epoch)
+    return retag(records, NAME, dataset=ds.name)
 
 
 def _per_seed(records: list[dict[str, Any]], scheme: str, stat: str) -> list[Any]:
