@@ -16,10 +16,15 @@ families, as cells (starts: :mod:`initlab.experiments.starts`; models:
 * ``cnn`` — model ``cnn`` (``zoo.plain_cnn``: width 32 channels, no normalization, no residual),
   depths 8 / 32 / 64 / 128, activation ``relu`` and ``tanh`` (the variants); Fashion-MNIST
   (Debian's ``dataset-fashion-mnist``; mnist5k when absent) as 1x28x28 standardised images; SGD,
-  momentum 0.9, lr 0.005 (at 0.02 every start, "auto" included, dies within ~20 steps at depth 32:
-  the loss pins at ln 10), batch 128, 500 steps. Starts: ``torch_default`` (as constructed),
-  ``he_fan_out`` (torchvision's ``kaiming_normal_(mode="fan_out")``), ``lsuv`` (on 512 training
-  images), ``delta_orthogonal`` (at the activation's critical ``sigma_w``), ``auto``.
+  momentum 0.9, lr 0.005 up to depth 32 (at 0.02 every start, "auto" included, dies within ~20
+  steps at depth 32: the loss pins at ln 10), then ``0.005 * 32 / depth`` (0.0025 at 64, 0.00125 at
+  128), the same for every start: at a critical start every layer of a plain chain adds the same
+  amount to the neural tangent kernel, so one SGD step moves the function ~depth times as far
+  (CNN-128 under auto at 0.005 rose to 0.58 by step 140 and crashed to 0.28 by step 180; at 0.00125
+  it reached 75 % at step 320 and ended at 0.773, seed 0), batch 128, 500 steps. Starts:
+  ``torch_default`` (as constructed), ``he_fan_out`` (torchvision's
+  ``kaiming_normal_(mode="fan_out")``), ``lsuv`` (on 512 training images), ``delta_orthogonal``
+  (at the activation's critical ``sigma_w``), ``auto``.
 * ``resnet`` — model ``resnet`` (``zoo.cifar_resnet``, width 16) with ``norm = false`` (variant
   ``nonorm``), depths 20 / 56 / 110, on the same images; SGD, momentum 0.9, lr 0.05, batch 128, 500
   steps. Starts: ``torch_default``, ``he_fan_out``, ``fixup`` (Fixup's scalars added, then
@@ -51,7 +56,7 @@ fewest of any peer (< 1: auto is faster). Then the issue's goals as PASS / FAIL 
 reaches the target on every task; auto is never slower than the best peer; the no-norm ResNet-56
 under auto within 1 point of the BatchNorm ResNet-56's final accuracy; the plain CNN-128 under auto
 within 2 points of the CNN-8. ``--json PATH`` writes every run as a tidy record (family, depth,
-variant, init, seed, metric, target, steps_to_target, final, steps, diverged, time_s, error).
+variant, init, seed, lr, metric, target, steps_to_target, final, steps, diverged, time_s, error).
 
 Cost on 1 core (a shared 2-core box), seconds per training step: CNN-8 0.12, CNN-128 0.48;
 ResNet-20 0.35, ResNet-110 1.6; GPT-6 0.5, GPT-24 2.0 (pre-LN and no-LN alike). One default run:
@@ -111,6 +116,14 @@ class Family:
     eval_every: int
     quick_steps: int
     fixed: dict[str, Any]
+    lr_depth: int | None = None  # beyond this depth the lr shrinks as lr_depth / depth (see lr_at)
+
+    def lr_at(self, lr: float, depth: int) -> float:
+        """The learning rate of a depth-``depth`` run of base rate ``lr``: ``lr`` up to
+        :attr:`lr_depth`, then ``lr * lr_depth / depth``; the same for every start of a task."""
+        if self.lr_depth is None or depth <= self.lr_depth:
+            return lr
+        return lr * self.lr_depth / depth
 
 
 _SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0}
@@ -121,7 +134,8 @@ DEFAULT_DATASET = "fashion-mnist"
 FAMILIES: dict[str, Family] = {
     "cnn": Family("cnn", (8, 32, 64, 128), ("relu", "tanh"),
                   ("torch_default", "he_fan_out", "lsuv", "delta_orthogonal", "auto"), (),
-                  0.75, True, "accuracy", 0.005, 128, 500, 20, 100, {"model": "cnn", "width": 32, **_SGD}),
+                  0.75, True, "accuracy", 0.005, 128, 500, 20, 100, {"model": "cnn", "width": 32, **_SGD},
+                  lr_depth=32),
     "resnet": Family("resnet", (20, 56, 110), ("nonorm",),
                      ("torch_default", "he_fan_out", "fixup", "skipinit", "auto"), ("bn_he",),
                      0.80, True, "accuracy", 0.05, 128, 500, 20, 30,
@@ -169,21 +183,26 @@ def family_parts(fam: Family, settings: argparse.Namespace, depths: list[int], v
     """The family's grid as sweep parts ``(name, fixed, grid, labels)``: per variant, the peers'
     ``depth x init`` and each reference's ``depth``; ``labels`` are the cells' ``variant`` (and a
     reference's ``init``)."""
-    common = {"lr": settings.lr, "batch_size": settings.batch, "steps": settings.steps,
+    common = {"batch_size": settings.batch, "steps": settings.steps,
               "eval_every": settings.eval_every, "target": settings.target}
     if fam.name != "gpt":
         common.update(dataset=dataset, eval_size=IMAGE_EVAL)
         if settings.quick:
             common["final_size"] = IMAGE_EVAL
+    by_lr: dict[float, list[int]] = {}  # the depths that share a learning rate (Family.lr_at)
+    for d in depths:
+        by_lr.setdefault(fam.lr_at(settings.lr, d), []).append(d)
     parts = []
     for v in variants:
-        base = {**fam.fixed, **variant_fields(fam, v), **common}
-        peers = [i for i in inits if i not in fam.references]
-        if peers:
-            parts.append((f"{fam.name}.{v}", base, {"depth": depths, "init": peers}, {"variant": v}))
-        for ref in (i for i in inits if i in fam.references):
-            parts.append((f"{fam.name}.{v}.{ref}", {**base, **REFERENCES[ref]}, {"depth": depths},
-                          {"variant": v, "init": ref}))
+        for lr, ds in by_lr.items():
+            base = {**fam.fixed, **variant_fields(fam, v), **common, "lr": lr}
+            name = f"{fam.name}.{v}" + ("" if len(by_lr) == 1 else f".lr{lr:g}")
+            peers = [i for i in inits if i not in fam.references]
+            if peers:
+                parts.append((name, base, {"depth": ds, "init": peers}, {"variant": v}))
+            for ref in (i for i in inits if i in fam.references):
+                parts.append((f"{name}.{ref}", {**base, **REFERENCES[ref]}, {"depth": ds},
+                              {"variant": v, "init": ref}))
     return parts
 
 
@@ -228,9 +247,9 @@ def run_row(cell: Any, records: list[dict] | None, error: str | None) -> dict:
     """One run as the benchmark's record, from its cell's ``train`` records (or its ``error``)."""
     p = cell.params
     fam = FAMILIES[p["family"]]
-    row = {**{k: p[k] for k in AXES}, "metric": fam.metric, "target": cell.config.target,
-           "steps_to_target": None, "final": None, "steps": 0, "diverged": False, "time_s": 0.0,
-           "error": error}
+    row = {**{k: p[k] for k in AXES}, "lr": cell.config.lr, "metric": fam.metric,
+           "target": cell.config.target, "steps_to_target": None, "final": None, "steps": 0,
+           "diverged": False, "time_s": 0.0, "error": error}
     for r in records or []:
         if r["stat"] in _STATS:
             row[_STATS[r["stat"]]] = r["value"]
@@ -433,7 +452,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=None, help="cnn/resnet: 20, gpt: 25")
     p.add_argument("--target", type=float, default=None,
                    help="cnn: 0.75, resnet: 0.80 accuracy; gpt: 3.0 bits/byte")
-    p.add_argument("--lr", type=float, default=None, help="cnn: 0.005, resnet: 0.05 (SGD), gpt: 3e-3 (AdamW)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="cnn: 0.005 up to depth 32, then x 32/depth; resnet: 0.05 (SGD), gpt: 3e-3 (AdamW)")
     p.add_argument("--batch", type=int, default=None, help="cnn/resnet: 128 images, gpt: 32 x 128 bytes")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="images for cnn and resnet")
     p.add_argument("--json", default=None, help="also write the records here")
@@ -531,8 +551,9 @@ def plan(args: argparse.Namespace, families: list[str]) -> tuple[list, dict[str,
         for part, fixed, grid, labels in family_parts(fam, settings, depths, variants, inits, dataset):
             cells += part_cells(name, fixed, grid, labels, args.seeds, args.threads)
             parts[part] = {**fixed, **grid}
+        lrs = ", ".join(f"{fam.lr_at(settings.lr, d):g} at depth {d}" for d in depths)
         print(f"\n== {fam.name}: depths {depths}, variants {variants}, seeds {args.seeds}, {settings.steps} "
-              f"steps, batch {settings.batch}, lr {settings.lr:g}, target {fam.metric} "
+              f"steps, batch {settings.batch}, lr {lrs}, target {fam.metric} "
               f"{'>=' if fam.higher_is_better else '<='} {settings.target:g}"
               + ("" if name == "gpt" else f", data {dataset}"), flush=True)
     cells = list({c.key: c for c in cells}.values())

@@ -253,6 +253,12 @@ def test_each_run_is_a_train_cell_with_the_family_settings(bench):
                                                                                     100, 20)
     assert (c.target, c.eval_size, c.final_size) == (0.75, 2000, 2000)  # --quick: final on the eval set
 
+    deep = _cells(bench, ["--family", "cnn", "--depths", "8", "32", "64", "128", "--activations", "relu",
+                          "--inits", "auto", "he_fan_out", "--lr", "0.004"])
+    for depth in (8, 32, 64, 128):  # the base lr up to depth 32, then x 32 / depth, for every start
+        want = 0.004 * min(1.0, 32 / depth)
+        assert {deep[depth, "relu", i, 0].config.lr for i in ("auto", "he_fan_out")} == {want}
+
     resnet = _cells(bench, ["--family", "resnet", "--depths", "20", "56", "--steps", "7"])
     assert {k[2] for k in resnet} == {"torch_default", "he_fan_out", "fixup", "skipinit", "auto", "bn_he"}
     ref, peer = resnet[56, "nonorm", "bn_he", 0].config, resnet[56, "nonorm", "he_fan_out", 0].config
