@@ -250,7 +250,7 @@ def test_odd_width_link_is_orthogonal_at_the_variance_point():
     w = net[2].weight.detach().double()
     assert torch.allclose(w @ w.T, 2 * torch.eye(7, dtype=torch.float64), atol=1e-5)
     for name in ("0.weight", "2.weight"):  # the plan says why: the odd width, and the fix
-        assert "width 7 is odd" in plan[name].note and "even width" in plan[name].note
+        assert "7 outputs, an odd number" in plan[name].note and "an even number" in plan[name].note
     assert "odd" not in plan["4.weight"].note
 
 

@@ -78,7 +78,7 @@ def test_odd_width_relu_mlp_gets_the_torch_front_ends_rows_and_note():
     krows = [r for r in ik.init_model(mlp([19, 19, 10], "relu", 20), "auto", dry_run=True)
              if r.name.endswith("kernel")]
     assert [(r.scheme, r.spec, r.note) for r in krows] == [(r.scheme, r.spec, r.note) for r in trows]
-    assert [("width 19 is odd" in r.note) for r in krows] == [True, True, False]
+    assert [("19 outputs, an odd number" in r.note) for r in krows] == [True, True, False]
 
 
 def test_plain_cnn_auto_plan_is_the_torch_front_ends():

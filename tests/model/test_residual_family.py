@@ -473,10 +473,46 @@ def test_hugging_face_stacks_are_counted_from_the_graph():
              (transformers.BartForConditionalGeneration(bart), pair, (2.0, 3)),
              (transformers.T5EncoderModel(t5), ids, (2.0, None)),
              (transformers.BertModel(bert), ids, (3.0, None))]
+    dec = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=32, is_decoder=True,
+                                  add_cross_attention=True)
+    memory = {"input_ids": ids, "encoder_hidden_states": torch.randn(1, 5, 16)}
+    cases.append((transformers.BertLMHeadModel(dec), memory, (0.0, 2)))  # a decoder on a given memory
     for net, x, want in cases:
         g = trace(net, x)
         st = transformer_stacks(net, g, residual_branches(net, g))
         assert (st.n, st.m) == want, type(net).__name__
+
+
+def test_t_fixup_on_hugging_face_seq2seq_scales_cross_values_and_the_shared_table():
+    """BART's cross-attention v_proj (computed off the branch, from the encoder's output) gets the
+    decoder's (9M)^(-1/4); T5's ``shared`` table, called only as ``encoder.embed_tokens`` (tied),
+    gets d^(-1/2) (9M)^(-1/4); skip gates never sit on BART's sum of token and position embeddings."""
+    transformers = pytest.importorskip("transformers")
+    from initlab.transforms import add_skip_gates
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 64, (1, 6))
+    pair = {"input_ids": ids, "decoder_input_ids": ids[:, :4]}
+    d, m = 16, 3
+    c = (9 * m) ** -0.25
+    bart = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=64, d_model=d, encoder_layers=2, decoder_layers=m, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32))
+    plan = init_model(bart, "t_fixup", example_inputs=pair, dry_run=True)
+    attn = "model.decoder.layers.1.encoder_attn"
+    assert plan[f"{attn}.v_proj.weight"].std == pytest.approx(xavier(d, d) * c, rel=REL)
+    assert plan[f"{attn}.k_proj.weight"].std == pytest.approx(xavier(d, d), rel=REL)  # a key: unscaled
+    report = add_skip_gates(bart, example_inputs=pair, verbose=False)
+    gated = [k for k in bart.state_dict() if k.endswith("skip_gate")]
+    assert len(gated) == 2 * 2 + 3 * m and not any("embed" in k for k in gated)
+    report.undo()
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=64, d_model=d, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=m, num_heads=4))
+    plan = init_model(t5, "t_fixup", example_inputs=pair, dry_run=True)
+    assert plan["shared.weight"].std == pytest.approx(d**-0.5 * c, rel=REL)
+    assert plan["decoder.block.0.layer.1.EncDecAttention.v.weight"].std == pytest.approx(xavier(d, d) * c,
+                                                                                          rel=REL)
 
 
 # ---- errors, seeds ----------------------------------------------------------------------------------

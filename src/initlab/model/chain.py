@@ -225,9 +225,10 @@ def _link_points(
 
 def unmirrored_note(width: int, point: Any) -> str:
     """The plan note of a layer whose ReLU-like output link is not looks-linear for its odd
-    ``width`` (looks-linear pairs each unit with its mirror), with the fix."""
-    return (f"width {width} is odd, so its {point.activation} is not mirrored (looks-linear pairs "
-            "units; an even width keeps the chain exactly isometric)")
+    ``width`` (units of a Linear, channels of a conv; looks-linear pairs each with its mirror),
+    with the fix."""
+    return (f"{width} outputs, an odd number, so its {point.activation} is not mirrored (looks-linear "
+            "pairs each unit or channel with its mirror; an even number keeps the link looks-linear)")
 
 
 def chain_role(m: nn.Module, before: Any, after: Any) -> ChainRole:

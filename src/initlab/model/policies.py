@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from initlab import schemes
 from initlab.errors import InitlabError
 from initlab.fans import Fans
@@ -189,18 +191,42 @@ class SchemeContext:
         self.modules = modules or {}  # the model's modules by qualified name (a parametrized layer's parent)
         self._gains: dict[tuple[str, float | None], float] = {}
         self._critical: dict[tuple[str, float | None], Any] = {}
+        self._aliases: dict[str, tuple[str, ...]] | None = None
 
     def derive(self, scheme: str) -> SchemeContext:
         """The same detection and caches under another scheme (for rules)."""
         sub = SchemeContext(scheme, self.found, self.embedding_std, self.sigma_b2, self.chain, self.packed,
                             self.scales, self.mha_out, self.modules)
-        sub._gains, sub._critical = self._gains, self._critical
+        sub._gains, sub._critical, sub._aliases = self._gains, self._critical, self._aliases
         return sub
 
     def scale(self, module: str, part: str = "weight") -> LayerScale | None:
-        """The propagated scale of ``part`` of ``module`` under this scheme, if the graph has it."""
+        """The propagated scale of ``part`` of ``module`` under this scheme, if the graph has it; for
+        a module the forward never calls whose ``weight`` is tied to one it does (T5's and BART's
+        ``shared`` table, called as ``encoder.embed_tokens``), the called module's scale."""
         plan = self.scales.get(self.scheme)
-        return plan.scales.get((module, part)) if plan is not None else None
+        if plan is None:
+            return None
+        found = plan.scales.get((module, part))
+        if found is None and part == "weight":
+            for alias in self._tied_weights().get(module, ()):
+                if (found := plan.scales.get((alias, part))) is not None:
+                    break
+        return found
+
+    def _tied_weights(self) -> dict[str, tuple[str, ...]]:
+        """Module name -> the other modules of the same class whose ``weight`` is the same parameter
+        (computed once). Of another class (a head tied to an embedding table) it is no alias: the
+        head's scale is not the table's."""
+        if self._aliases is None:
+            by_id: dict[tuple[int, type], list[str]] = {}
+            for q, m in self.modules.items():
+                w = getattr(m, "weight", None)
+                if isinstance(w, nn.Parameter):
+                    by_id.setdefault((id(w), type(m)), []).append(q)
+            self._aliases = {q: tuple(o for o in names if o != q)
+                             for names in by_id.values() if len(names) > 1 for q in names}
+        return self._aliases
 
     def param_shift(self, name: str) -> bool:
         """Whether the forward adds parameter ``name`` to the data with one value per feature (a

@@ -14,9 +14,9 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.fans import Fans, compute_fans
-from initlab.graph import Graph, Kind, Node, producers, residual_adds
+from initlab.graph import Graph, Kind, Node, producers
 from initlab.graph.queries import Residual, ancestors
-from initlab.model.classify import LAYER_TYPES, conv1d_types
+from initlab.model.classify import LAYER_TYPES, LOOKUP_TYPES, block_adds, conv1d_types
 from initlab.model.handlers.linear import layer_fans, packed_by_structure
 from initlab.model.propagation import LayerScale, PropagationPlan, plan_scales
 
@@ -34,6 +34,9 @@ SKIP_GATE = "skip_gate"
 #: dropout, norms (QK-norm), and the sums and products of rotary embeddings.
 _OPERAND_PASS = frozenset({Kind.RESHAPE, Kind.SCALE, Kind.DROPOUT, Kind.NORM, Kind.ADD, Kind.SUB,
                            Kind.MUL, Kind.CONCAT})
+#: Kinds walked through from a cross-attention's key or value back to the projection that made it
+#: (a concatenation: a key/value cache joined to the new keys).
+_FEED_PASS = frozenset({Kind.RESHAPE, Kind.SCALE, Kind.DROPOUT, Kind.CONCAT})
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,7 @@ def residual_branches(model: nn.Module, g: Graph, scheme: str = "fixup") -> Bran
     >>> len(br.adds), ("blocks.0.conv2", "weight") in br.ends, br.inner[("blocks.0.conv1", "weight")]
     (9, True, 2)
     """
-    lookups = (nn.Embedding, nn.EmbeddingBag)  # a sum of embeddings (BART's positions) is no block
-    adds = tuple(r for r in residual_adds(g)
-                 if any(g[i].module is not None and not isinstance(_module(model, g[i]), lookups)
-                        for i in r.layers))
+    adds = tuple(block_adds(model, g))  # a sum of embeddings (BART's positions) is no block
     if not adds:
         raise InitlabError(
             f"scheme {scheme!r} scales residual branches, and {type(model).__name__} has none (no residual "
@@ -385,7 +385,7 @@ def plan_skip_gates(model: nn.Module, g: Graph, opts: FamilyOptions | None = Non
     n_gates = _require_gates(model, opts.scheme)
     plan = plan_scales(model, residual_growth=None, tied=False, embedding_second=opts.embedding_second,
                        kept=opts.kept, graph=g)
-    n_adds = len(residual_adds(g))
+    n_adds = len(block_adds(model, g))
     plan.notes.append(f"{opts.scheme}: {n_gates} skip_gate(s) 0 at init ({n_adds} residual adds in the "
                       "graph; weights by the variance propagation)")
     return plan
@@ -444,7 +444,8 @@ class Stacks:
         m: blocks of the decoder (self-attention + cross-attention + MLP: 3 adds each), ``None`` with
             one stack.
         decoder: ids of the decoder's residual adds (empty with one stack).
-        owner: ``(module, part)`` on a branch -> the id of the innermost residual add over it.
+        owner: ``(module, part)`` on a branch -> the id of the innermost residual add over it; a
+            cross-attention's key and value projections belong to its branch.
         note: why an encoder-decoder was counted as one stack (its adds did not split as 2 per
             encoder block and 3 per decoder block), else ``None``.
     """
@@ -452,12 +453,17 @@ class Stacks:
     n: float
     m: int | None
     decoder: frozenset[int]
-    owner: dict[Key, int]
+    owner: dict[Key, int] = field(compare=False)
     note: str | None = None
 
     def in_decoder(self, key: Key) -> bool:
         """Whether ``(module, part)`` lies on a branch of the decoder's stack."""
         return self.owner.get(key) in self.decoder
+
+    def on_branch(self, key: Key) -> bool:
+        """Whether ``(module, part)`` lies on a residual branch, a cross-attention's key and value
+        projections (computed off the branch from the encoder's output) included."""
+        return key in self.owner
 
 
 def transformer_stacks(model: nn.Module, g: Graph, br: Branches) -> Stacks:
@@ -492,12 +498,29 @@ def transformer_stacks(model: nn.Module, g: Graph, br: Branches) -> Stacks:
 
     def projection(i: int) -> bool:  # a weighted layer that is not a lookup table
         m = _module(model, g[i]) if g[i].kind is Kind.LAYER else None
-        return m is not None and not isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+        return m is not None and not isinstance(m, LOOKUP_TYPES)
 
-    def memory_of(r: Residual) -> list[int]:
-        """The nodes from outside ``r``'s stream that its branch attends to (empty: self-attention)."""
+    def feeders(x: int) -> list[int]:
+        """The projections that made ``x``, back through reshapes, scales and dropout (the keys
+        and values of a cross-attention, computed off the branch from the memory); one whose output
+        has other readers (an encoder's last layer, read by every decoder block) is not one."""
+        stack, seen, found = [x], set(), []
+        while stack:
+            j = stack.pop()
+            if j not in seen:
+                seen.add(j)
+                if projection(j):
+                    if len(g.users(j)) == 1:
+                        found.append(j)
+                elif g[j].kind in _FEED_PASS:
+                    stack.extend(g[j].inputs)
+        return found
+
+    def memory_of(r: Residual) -> tuple[list[int], list[int]]:
+        """The nodes from outside ``r``'s stream that its branch attends to (empty: self-attention),
+        and the projections off the branch that made them."""
         fork, below = 1 << r.fork, anc[r.branch] | 1 << r.branch
-        found = []
+        found, made = [], []
         for i in range(r.fork + 1, r.branch + 1):
             if not (anc[i] & fork and below >> i & 1):
                 continue  # not on the branch
@@ -505,24 +528,31 @@ def transformer_stacks(model: nn.Module, g: Graph, br: Branches) -> Stacks:
             for x in data:
                 if x == r.fork or anc[x] & fork:
                     continue
-                if (anc[x] | 1 << x) & adds_bits or projection(x) or projection(i):
+                by = feeders(x)
+                if (anc[x] | 1 << x) & adds_bits or by or projection(i):
                     found.append(x)  # the encoder's stream, its keys / values, or a layer reading it
-        return found
+                    made += by
+        return found, made
 
     memory, cross = 0, 0
+    owner = _owners(model, g, br)
+    packed = packed_by_structure(model)
     for r in br.adds:
-        if outside := memory_of(r):
+        outside, made = memory_of(r)
+        if outside:
             cross += 1
             for x in outside:
                 memory |= anc[x] | 1 << x
-    owner = _owners(model, g, br)
+            for j in made:  # a cross-attention's key and value projections belong to its branch
+                owner.update({(p.module, p.part): r.add for p in _parts(model, g[j], packed)})
     if not cross:
         return Stacks(len(br.adds) / 2.0, None, frozenset(), owner)
     encoder = [r.add for r in br.adds if memory >> r.add & 1]
     decoder = frozenset(r.add for r in br.adds) - set(encoder)
     if len(encoder) % 2 or len(decoder) != 3 * cross:
-        note = (f"{cross} cross-attention branches, but {len(encoder)} encoder and {len(decoder)} decoder "
-                f"adds (not 2 per encoder block and 3 per decoder block): counted as one stack")
+        note = (f"{cross} residual branches read a tensor from outside their stream (cross-attention?), "
+                f"but the {len(encoder)} adds before it and the {len(decoder)} others do not split as 2 per "
+                "encoder block and 3 per decoder block: counted as one stack")
         return Stacks(len(br.adds) / 2.0, None, frozenset(), owner, note)
     return Stacks(len(encoder) / 2.0, cross, decoder, owner)
 
@@ -567,17 +597,21 @@ def causal_evidence(model: nn.Module, g: Graph) -> str | None:
 def plan_t_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) -> PropagationPlan:
     """``scheme="t_fixup"``: Xavier uniform for every weight; the value and output projections and
     the MLP weights (every layer on a residual branch but the query and key,
-    :func:`attention_roles`) scaled by ``c``; embedding tables :math:`N(0, d^{-1})` (std
-    :math:`d^{-1/2}`) scaled by :math:`(9N)^{-1/4}`:
+    :func:`attention_roles`; a cross-attention's value projection included) scaled by ``c``;
+    embedding tables :math:`N(0, d^{-1})` (std :math:`d^{-1/2}`) scaled by :math:`(9N)^{-1/4}`
+    (:math:`(9M)^{-1/4}` in an encoder-decoder):
 
     .. math::
         w \\sim U(\\pm a), \\quad a = c \\sqrt{\\frac{6}{fan_{in} + fan_{out}}}, \\qquad
         c = \\begin{cases} (9N)^{-1/4} & \\text{v, out, MLP of a decoder} \\\\
         0.67 N^{-1/4} & \\text{v, out, MLP of an encoder} \\\\
+        (9M)^{-1/4} & \\text{v, out, MLP of an encoder-decoder's decoder} \\\\
         1 & \\text{q, k; off the branches} \\end{cases}, \\qquad
-        \\sigma_{emb} = d^{-1/2} (9N)^{-1/4}
+        \\sigma_{emb} = d^{-1/2} (9N)^{-1/4}\\ \\text{or}\\ d^{-1/2} (9M)^{-1/4}
 
-    ``N`` = residual adds / 2 (blocks of attention + MLP), ``d`` the table's width. The decoder form
+    ``N`` = residual adds / 2 (blocks of attention + MLP; the encoder's in an encoder-decoder),
+    ``M`` the decoder blocks of an encoder-decoder (:func:`transformer_stacks`), ``d`` the table's
+    width. The decoder form
     applies when the model's attention is causal (:func:`causal_evidence`: ``is_causal=True``, a
     ``tril`` mask, a decoder layer or config), the encoder form otherwise; the plan's note says which
     and why. An encoder-decoder (:func:`transformer_stacks`: ``N`` encoder blocks, ``M`` decoder
@@ -622,7 +656,7 @@ def plan_t_fixup(model: nn.Module, g: Graph, opts: FamilyOptions | None = None) 
             second = c_emb**2 / p.dim
             role = f"t_fixup: embedding N(0, 1/d) x {emb[0]}, d={p.dim}, {emb[1]}"
             plan.scales[key] = _scale(p, second, role, "t_fixup")
-        elif br.on_branch(key) and key not in qk:
+        elif st.on_branch(key) and key not in qk:
             c, factor = decoder if st.in_decoder(key) or (st.m is None and why is not None) else encoder
             role = f"t_fixup: Xavier uniform x {factor}"
             plan.scales[key] = _scale(p, c**2 * _xavier_second(p.fans), role, "t_fixup", uniform=True)
@@ -716,7 +750,7 @@ def plan_deepnorm(model: nn.Module, g: Graph, opts: FamilyOptions | None = None)
     for key, p in _layer_parts(model, g).items():
         if p.fans is None:
             continue
-        if br.on_branch(key) and key not in qk:
+        if st.on_branch(key) and key not in qk:
             beta, factor = gains[m is not None and st.in_decoder(key)]
             second, role = _xavier_second(p.fans, beta), f"deepnorm: Xavier normal, gain {factor}"
         else:

@@ -21,8 +21,9 @@ from torch.utils.hooks import RemovableHandle
 from initlab.errors import InitlabError
 from initlab.graph.hook_ops import HookOp, declare_graph_ops
 from initlab.graph.nodes import Graph, Kind, Node
-from initlab.graph.queries import PASS, Residual, ancestors, residual_adds
+from initlab.graph.queries import PASS, Residual, ancestors
 from initlab.graph.trace import trace
+from initlab.model.classify import block_adds
 
 __all__ = [
     "SKIP_GATE",
@@ -280,7 +281,7 @@ def _graph(model: nn.Module, example_inputs: Any, transform: str, names: tuple[s
                            f"{', '.join(held[:3])}{' ...' if len(held) > 3 else ''}); undo the first "
                            "transform (report.undo()) or use the model as it is")
     g = trace(model, example_inputs)
-    residuals = residual_adds(g)
+    residuals = block_adds(model, g)  # a sum of embeddings (BART's positions) gets no gate
     if not residuals:
         raise InitlabError(f"{transform}: model {type(model).__name__} has no residual add (x + f(x)) in "
                            f"its graph; {why}")
@@ -330,7 +331,8 @@ def add_skip_gates(model: nn.Module, *, example_inputs: Any = None, verbose: boo
     .. math::
         y = x + \\alpha \\, F(x), \\qquad \\alpha = 0 \\text{ at init}
 
-    For each residual add of the traced graph (:func:`initlab.graph.residual_adds`) the gate sits
+    For each residual add of the traced graph (:func:`initlab.model.classify.block_adds`: a sum of
+    embeddings is no block) the gate sits
     on the module nearest the add on the branch whose output reaches the add only through ops that
     commute with a scalar multiple (reshape, dropout, pooling, scaling by a constant) and that
     nothing else reads; a module called more than once is passed over (a gate would scale every
