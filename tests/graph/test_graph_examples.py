@@ -1,7 +1,12 @@
-"""example_inputs: built from the first weighted layer, seeded, never from the global RNG."""
+"""example_inputs: built from the first weighted layer (or a Hugging Face model's dummy inputs or
+config), seeded, never from the global RNG."""
 
 from __future__ import annotations
 
+import re
+import types
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -46,6 +51,81 @@ def test_batch_sets_the_batch_dim(model, shape):
 def test_bad_batch_is_refused_naming_it(batch):
     with pytest.raises(InitlabError, match=f"batch={batch!r}"):
         example_inputs(nn.Linear(3, 4), batch=batch)
+
+
+def test_a_numpy_integer_batch_is_accepted():
+    x, desc = example_inputs(nn.Linear(5, 3), batch=np.int64(16))
+    assert x.shape == (16, 5) and desc == "built from Linear '' in_features=5: randn(16, 5)"
+
+
+@pytest.mark.parametrize("batch", [np.int64(0), np.float64(16.0), np.bool_(True)])
+def test_a_bad_numpy_batch_is_refused_naming_it(batch):
+    with pytest.raises(InitlabError, match=re.escape(f"batch={batch!r}")):
+        example_inputs(nn.Linear(3, 4), batch=batch)
+
+
+def _gpt2(n_positions: int = 8):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=n_positions,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def test_hf_default_batch_keeps_the_dummy_inputs():
+    gpt2 = _gpt2()
+    inputs, how = example_inputs(gpt2)
+    assert how == "model.dummy_inputs" and set(inputs) == set(gpt2.dummy_inputs)
+    assert all(torch.equal(v, gpt2.dummy_inputs[k]) for k, v in inputs.items())
+
+
+@pytest.mark.parametrize("batch", [16, np.int64(16), 5])
+def test_hf_another_batch_builds_token_ids_from_the_config(batch):
+    """GPT-2's dummy inputs are 3 x 5 tokens whatever the batch; the config builds ``batch`` rows of
+    min(16, n_positions) tokens below vocab_size, which the model runs on."""
+    gpt2 = _gpt2(n_positions=8)
+    inputs, how = example_inputs(gpt2, batch=batch)
+    ids = inputs["input_ids"]
+    assert set(inputs) == {"input_ids"} and ids.shape == (int(batch), 8) and ids.dtype == torch.int64
+    assert 0 <= int(ids.min()) and int(ids.max()) < 64
+    assert how == f"built from config: input_ids randint(64, ({int(batch)}, 8))"
+    with torch.no_grad():
+        assert gpt2(**inputs).logits.shape == (int(batch), 8, 64)
+    again, _ = example_inputs(gpt2, batch=batch)
+    assert torch.equal(again["input_ids"], ids)  # seeded
+
+
+def test_hf_bert_at_batch_16_reads_max_position_embeddings():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    bert = transformers.BertModel(config).eval()
+    inputs, how = example_inputs(bert, batch=16)
+    assert inputs["input_ids"].shape == (16, min(16, 32))
+    assert how == "built from config: input_ids randint(64, (16, 16))"
+    with torch.no_grad():
+        assert bert(**inputs).last_hidden_state.shape == (16, 16, 16)
+
+
+def test_hf_encoder_decoder_gets_decoder_ids_of_the_batch_too():
+    """T5's decoder needs ``decoder_input_ids`` (its dummy inputs hold them): built alongside."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.T5Config(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    t5 = transformers.T5ForConditionalGeneration(config).eval()
+    inputs, how = example_inputs(t5, batch=16)
+    assert set(inputs) == {"input_ids", "decoder_input_ids"}
+    assert all(v.shape == (16, 16) and int(v.max()) < 64 for v in inputs.values())
+    assert how == "built from config: input_ids, decoder_input_ids randint(64, (16, 16))"
+    with torch.no_grad():
+        assert t5(**inputs).logits.shape == (16, 16, 64)
+
+
+def test_hf_dummy_inputs_are_the_fallback_when_the_config_builds_nothing(monkeypatch):
+    gpt2 = _gpt2()
+    rows = gpt2.dummy_inputs["input_ids"].shape[0]
+    monkeypatch.setattr(gpt2, "config", types.SimpleNamespace(n_positions=8))  # no vocab_size
+    inputs, how = example_inputs(gpt2, batch=16)
+    assert torch.equal(inputs["input_ids"], gpt2.dummy_inputs["input_ids"])
+    assert how == f"model.dummy_inputs (batch {rows}: the config gives no sizes to build batch 16 from)"
 
 
 def test_tokens_are_below_the_vocabulary():

@@ -141,3 +141,118 @@ def test_diverged_runs_are_marked_on_the_ceiling_at_their_x(drawn, tmp_path):
     labels = [ln.get_label() for ln in marks if not ln.get_label().startswith("_")]
     assert labels == ["diverged (no value): 2 runs"]
     assert ax.get_xlim()[1] >= 1.0  # the x range reaches the lost runs
+
+
+def _diverged(points: list[dict], lost) -> list[dict]:
+    """:func:`_records` with the value of every point where ``lost(point)`` NaN (a diverged run)."""
+    recs = _records(points)
+    for r in recs:
+        if lost(r):
+            r["value"] = float("nan")
+    return recs
+
+
+def _marks(ax) -> list:
+    from initlab.report import style
+
+    return [ln for ln in ax.get_lines() if ln.get_marker() == style.DIVERGED_MARKER]
+
+
+def _lines(ax) -> list:
+    from initlab.report import style
+
+    return [ln for ln in ax.get_lines() if ln.get_marker() != style.DIVERGED_MARKER]
+
+
+def _legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_the_x_scale_and_ticks_come_from_every_run_diverged_or_not(drawn, tmp_path):
+    """lr 1e-3 and 3e-3 survive, 0.1 and 1 diverged: the axis spans 1e-3..1, a factor 1000, so it
+    is a log axis (not linear 0..1 with the lines squashed left); a depth that diverged for every
+    start still gets its tick."""
+    lrs = [1e-3, 3e-3, 0.1, 1.0]
+    points = [{"lr": lr, "init": init, "seed": 0} for lr in lrs for init in ("auto", "he_normal")]
+    sweep_figures.fig_by_axis(_diverged(points, lambda r: r["lr"] >= 0.1), ["lr", "init", "seed"],
+                              "final_accuracy", tmp_path)
+    (ax,) = drawn["by_lr_final_accuracy.png"]
+    assert ax.get_xscale() == "log"
+    low, high = ax.get_xlim()
+    assert low <= min(lrs) and high >= max(lrs)
+    assert [list(ln.get_xdata()) for ln in _lines(ax)] == [[1e-3, 3e-3]] * 2
+    assert sorted(float(ln.get_xdata()[0]) for ln in _marks(ax)) == [0.1, 0.1, 1.0, 1.0]
+
+    depths = [4, 8, 16, 32]
+    points = [{"depth": d, "init": init, "seed": 0} for d in depths for init in ("auto", "he_normal")]
+    sweep_figures.fig_by_axis(_diverged(points, lambda r: r["depth"] == 32), ["depth", "init", "seed"],
+                              "final_accuracy", tmp_path)
+    (ax,) = drawn["by_depth_final_accuracy.png"]
+    assert _ticks(ax) == [float(d) for d in depths]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(d) for d in depths]
+
+
+def test_a_panel_whose_every_run_diverged_keeps_its_panel(drawn, tmp_path):
+    """Every run with optimizer adam diverged: its panel is still drawn (markers, no line) and the
+    sgd panel gets none of its markers; each start there is named by its own legend entry."""
+    from initlab.report import style
+    from initlab.report.figure_common import scheme_label
+
+    lrs = [1e-3, 1e-2, 1e-1]
+    points = [{"lr": lr, "init": init, "optimizer": opt, "seed": 0}
+              for lr in lrs for init in ("auto", "he_normal") for opt in ("adam", "sgd")]
+    recs = _diverged(points, lambda r: r["optimizer"] == "adam")
+    sweep_figures.fig_by_axis(recs, ["lr", "init", "optimizer", "seed"], "final_accuracy", tmp_path)
+    adam, sgd = drawn["by_lr_final_accuracy.png"]
+    assert (adam.get_title(), sgd.get_title()) == ("optimizer=adam", "optimizer=sgd")
+    assert _lines(adam) == [] and len(_marks(adam)) == len(lrs) * 2
+    assert sorted({float(ln.get_xdata()[0]) for ln in _marks(adam)}) == lrs
+    colors = {style.scheme_color("auto"), style.scheme_color("he_normal")}
+    assert {ln.get_color() for ln in _marks(adam)} == colors
+    assert sorted(_legend(adam)) == sorted(f"{scheme_label(s)}: diverged (no value), {len(lrs)} runs"
+                                           for s in ("auto", "he_normal"))
+    assert len(_lines(sgd)) == 2 and _marks(sgd) == []
+
+
+def test_a_numeric_axis_whose_every_run_diverged_stays_on_the_heat_map(drawn, tmp_path):
+    """Width 512 diverged at every lr: lr x width is still a grid (a heat map, not lr alone), its
+    512 row blank and marked at each lr."""
+    lrs, widths = [1e-3, 1e-2, 1e-1], [64, 512]
+    points = [{"lr": lr, "width": w, "seed": 0} for lr in lrs for w in widths]
+    recs = _diverged(points, lambda r: r["width"] == 512)
+    infos = sweep_figures.sweep_figures(recs, ["lr", "width", "seed"], ["final_accuracy"], tmp_path)
+    assert [i.file for i in infos] == [f"{tmp_path.name}/heatmap_final_accuracy.png"]
+    assert sweep_figures.fig_by_axis(recs, ["lr", "width", "seed"], "final_accuracy", tmp_path) is None
+    (ax,) = drawn["heatmap_final_accuracy.png"]
+    (mark,) = _marks(ax)
+    assert list(mark.get_xdata()) == lrs and list(mark.get_ydata()) == [512] * len(lrs)
+    assert [float(t) for t in ax.get_yticks()] == [64.0, 512.0]
+    assert _legend(ax) == [f"diverged (no value) at every seed: {len(lrs)} points"]
+
+
+def test_one_surviving_x_still_gets_its_figure(drawn, tmp_path):
+    """Only lr 1e-3 survived: the figure shows it as a point and the diverged lrs on the ceiling."""
+    lrs = [1e-3, 0.1, 1.0]
+    points = [{"lr": lr, "init": init, "seed": 0} for lr in lrs for init in ("auto", "he_normal")]
+    info = sweep_figures.fig_by_axis(_diverged(points, lambda r: r["lr"] >= 0.1), ["lr", "init", "seed"],
+                                     "final_accuracy", tmp_path)
+    assert info is not None and (tmp_path / "by_lr_final_accuracy.png").is_file()
+    (ax,) = drawn["by_lr_final_accuracy.png"]
+    assert [list(ln.get_xdata()) for ln in _lines(ax)] == [[1e-3]] * 2
+    assert sorted(float(ln.get_xdata()[0]) for ln in _marks(ax)) == [0.1, 0.1, 1.0, 1.0]
+    assert ax.get_xscale() == "log" and ax.get_xlim()[1] >= 1.0
+
+
+def test_a_series_with_only_diverged_runs_is_named_in_the_legend(drawn, tmp_path):
+    """Every tanh run diverged: its markers take the colour tanh has among the series (the third of
+    relu, sigmoid, tanh), which no line has, and a legend entry of their own names it."""
+    points = [{"depth": d, "activation": a, "seed": 0}
+              for d in (4, 8, 16) for a in ("relu", "tanh", "sigmoid")]
+    recs = _diverged(points, lambda r: r["activation"] == "tanh")
+    sweep_figures.fig_by_axis(recs, ["depth", "activation", "seed"], "final_accuracy", tmp_path)
+    (ax,) = drawn["by_depth_final_accuracy.png"]
+    assert [(ln.get_label(), ln.get_color()) for ln in _lines(ax)] == [("activation=relu", "C0"),
+                                                                     ("activation=sigmoid", "C1")]
+    assert {ln.get_color() for ln in _marks(ax)} == {"C2"}
+    assert _legend(ax) == ["activation=relu", "activation=sigmoid",
+                           "activation=tanh: diverged (no value), 3 runs"]

@@ -60,13 +60,54 @@ def test_a_bad_value_is_refused_at_expansion_naming_the_cell():
         expand(parse_spec({"sweep": {"experiment": "train"}, "fixed": {"init": "nope"}}))
 
 
-def test_a_grid_over_the_cell_cap_is_refused_before_any_cell_is_built():
+def _refuse_to_build(monkeypatch):
+    """Make drawing a ``[random]`` point or building a cell fail the test: the cap is checked first."""
+    from initlab.sweep import grid
+    from initlab.sweep.random_search import RandomSearch
+
+    def called(*_args, **_kwargs):
+        raise AssertionError("points were drawn or a cell was built before the cell cap was checked")
+
+    monkeypatch.setattr(RandomSearch, "points", called)
+    monkeypatch.setattr(grid, "_make", called)
+
+
+def test_a_grid_over_the_cell_cap_is_refused_before_any_cell_is_built(monkeypatch):
     from initlab.sweep.grid import MAX_CELLS
 
     n = math.isqrt(MAX_CELLS) + 1  # n * n > MAX_CELLS; at 0.5 ms a cell, building them would take ~1 min
     spec = parse_spec(_spec(grid={"depth": list(range(1, n + 1)), "width": list(range(1, n + 1))}))
-    with pytest.raises(InitlabError, match=rf"makes {n * n:,} cells \({n} depth x {n} width x 1 seeds\), "
+    _refuse_to_build(monkeypatch)
+    with pytest.raises(InitlabError, match=rf"makes {n * n:,} cells \({n} depth x {n} width x 1 seed\), "
                                            rf"more than {MAX_CELLS:,}: narrow the grid"):
+        expand(spec)
+
+
+def test_random_samples_over_the_cell_cap_are_refused_before_any_point_is_drawn(monkeypatch):
+    """The grid's product x ``samples`` x seeds is counted from the sizes: drawing 100,000 points
+    alone takes seconds, so the spec is refused before :meth:`RandomSearch.points` runs."""
+    from initlab.sweep.grid import MAX_CELLS
+    from initlab.sweep.random_search import MAX_SAMPLES
+
+    spec = parse_spec(_spec(sweep={"seeds": [0, 1]}, grid={"depth": [2, 4, 8]},
+                            random={"samples": MAX_SAMPLES, "sigma_w2": {"uniform": [1.0, 2.0]}}))
+    n = 3 * MAX_SAMPLES * 2
+    assert n > MAX_CELLS
+    _refuse_to_build(monkeypatch)
+    with pytest.raises(InitlabError, match=rf"makes {n:,} cells \(3 depth x {MAX_SAMPLES:,} random points "
+                                           rf"x 2 seeds\), more than {MAX_CELLS:,}"):
+        expand(spec)
+
+
+def test_the_cap_message_counts_one_random_point_in_the_singular(monkeypatch):
+    from initlab.sweep import grid
+
+    monkeypatch.setattr(grid, "MAX_CELLS", 3)
+    spec = parse_spec(_spec(sweep={"seeds": [0, 1]}, grid={"depth": [2, 4]},
+                            random={"samples": 1, "sigma_w2": {"uniform": [1.0, 2.0]}}))
+    _refuse_to_build(monkeypatch)
+    with pytest.raises(InitlabError, match=r"makes 4 cells \(2 depth x 1 random point x 2 seeds\), "
+                                           r"more than 3"):
         expand(spec)
 
 

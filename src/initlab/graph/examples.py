@@ -4,6 +4,7 @@ or config, else from its first weighted layer. Seeded; the global RNG is never r
 
 from __future__ import annotations
 
+import numbers
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -53,18 +54,24 @@ def _is_hf(model: nn.Module) -> bool:
     return isinstance(model, PreTrainedModel)
 
 
-def _from_hf(model: nn.Module, batch: int) -> tuple[Any, str] | None:
-    """``model.dummy_inputs`` when they hold the model's main input (``model.main_input_name``),
-    else pixel values / input ids built from ``model.config``."""
+def _hf_dummy(model: nn.Module) -> dict[str, Any] | None:
+    """``model.dummy_inputs`` moved to the model's device, when they hold its main input."""
     main = getattr(model, "main_input_name", "input_ids")
     try:
         dummy = model.dummy_inputs
     except Exception:  # a model class whose dummy_inputs property fails
-        dummy = None
-    if isinstance(dummy, dict) and main in dummy:
-        device = _place(model)[0]
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
-        return moved, "model.dummy_inputs"
+        return None
+    if not isinstance(dummy, dict) or main not in dummy:
+        return None
+    device = _place(model)[0]
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
+
+
+def _hf_config(model: nn.Module, batch: int, dummy: dict[str, Any] | None) -> tuple[Any, str] | None:
+    """Pixel values / input ids of ``batch`` rows built from ``model.config`` by the model's main
+    input name; input ids come with decoder ids of the same shape when ``dummy`` holds some (T5's
+    decoder needs them). ``None`` when the config lacks the sizes."""
+    main = getattr(model, "main_input_name", "input_ids")
     config = getattr(model, "config", None)
     size = getattr(config, "image_size", None)
     side = size if isinstance(size, int) else (tuple(size) if isinstance(size, (tuple, list)) else None)
@@ -73,12 +80,30 @@ def _from_hf(model: nn.Module, batch: int) -> tuple[Any, str] | None:
         shape = (batch, channels, *((side, side) if isinstance(side, int) else side))
         return {"pixel_values": _randn(model, *shape)}, f"built from config: pixel_values randn{shape}"
     vocab_size = getattr(config, "vocab_size", None)
-    if main == "input_ids" and isinstance(vocab_size, int):
-        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        length = min(SEQUENCE, positions) if isinstance(positions, int) else SEQUENCE
-        return ({"input_ids": _tokens(model, vocab_size, length, batch)},
-                f"built from config: input_ids randint({vocab_size}, ({batch}, {length}))")
-    return None
+    if main != "input_ids" or not isinstance(vocab_size, int):
+        return None
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    length = min(SEQUENCE, positions) if isinstance(positions, int) else SEQUENCE
+    names = ["input_ids", *sorted(k for k in dummy or {} if k.endswith("_input_ids"))]
+    gen, device = _generator(), _place(model)[0]
+    ids = {k: torch.randint(0, vocab_size, (batch, length), generator=gen).to(device) for k in names}
+    also = "".join(f", {k}" for k in names[1:])
+    return ids, f"built from config: input_ids{also} randint({vocab_size}, ({batch}, {length}))"
+
+
+def _from_hf(model: nn.Module, batch: int) -> tuple[Any, str] | None:
+    """At the default batch (:data:`BATCH`), ``model.dummy_inputs`` when they hold the model's main
+    input (``model.main_input_name``), else inputs built from ``model.config``; at another batch, the
+    config's first and the dummy inputs (which keep their own batch) only when it builds none."""
+    dummy = _hf_dummy(model)
+    if dummy is not None and batch == BATCH:
+        return dummy, "model.dummy_inputs"
+    built = _hf_config(model, batch, dummy)
+    if built is not None or dummy is None:
+        return built
+    rows = next((v.shape[0] for v in dummy.values() if isinstance(v, torch.Tensor) and v.dim() > 0), None)
+    return dummy, (f"model.dummy_inputs (batch {rows}: the config gives no sizes to build batch {batch} "
+                   "from)")
 
 
 def _conv(model: nn.Module, m: nn.Module, batch: int) -> tuple[Any, str]:
@@ -138,7 +163,10 @@ def example_inputs(model: nn.Module, batch: int = BATCH) -> tuple[Any, str]:
     * a Hugging Face ``PreTrainedModel``: ``model.dummy_inputs`` when they hold its
       ``main_input_name``, else from ``model.config`` by that name: ``pixel_values``
       ``(2, num_channels, image_size, image_size)``, ``input_ids``
-      ``(2, min(16, max_position_embeddings))`` below ``vocab_size``;
+      ``(2, min(16, max_position_embeddings))`` below ``vocab_size`` (with ``decoder_input_ids`` of
+      that shape when the dummy inputs hold them: T5). At a ``batch`` other than :data:`BATCH` the
+      config's inputs come first (the dummy ones have a batch of their own, 3 x 5 tokens for GPT-2),
+      and the dummy inputs, as they are, only when the config gives no sizes to build them from;
     * else the first weighted leaf (in module order; a model that is itself a layer counts):
       ``Linear`` -> ``randn(2, in_features)``; ``Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` ->
       ``randn(2, in_channels, 32[, 32[, 16, ...]])`` (16 per side in 3-D; at least the dilated kernel);
@@ -154,7 +182,8 @@ def example_inputs(model: nn.Module, batch: int = BATCH) -> tuple[Any, str]:
 
     Args:
         model: any ``nn.Module``; nothing in it changes.
-        batch: examples per built input, an int >= 1 (Hugging Face's own ``dummy_inputs`` keep theirs).
+        batch: examples per built input, an integer >= 1 (a Python or NumPy int; not a bool). A
+            Hugging Face model's ``dummy_inputs``, used when the config cannot build inputs, keep theirs.
 
     Returns:
         ``(inputs, description)``: a tensor, a tuple or a dict of keyword inputs; the description
@@ -162,15 +191,16 @@ def example_inputs(model: nn.Module, batch: int = BATCH) -> tuple[Any, str]:
 
     Raises:
         InitlabError: nothing to build from (no weighted layer the vocabulary knows); the message
-            names the model and says to pass ``example_inputs``. ``batch`` not an int >= 1. A lazy
+            names the model and says to pass ``example_inputs``. ``batch`` not an integer >= 1. A lazy
             module not materialised yet (its sizes are unknown: ``LazyLinear`` has ``in_features=0``).
 
     >>> x, how = example_inputs(nn.Sequential(nn.Linear(784, 10)))
     >>> x.shape, how
     (torch.Size([2, 784]), "built from Linear '0' in_features=784: randn(2, 784)")
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
         raise InitlabError(f"example_inputs batch={batch!r} is invalid: pass an int >= 1")
+    batch = int(batch)
     refuse_lazy(model, f"cannot build example inputs for {type(model).__name__}")
     if _is_hf(model) and (built := _from_hf(model, batch)) is not None:
         return built

@@ -7,7 +7,8 @@ that number against the one numeric axis (a depth study), one panel per value of
 averaged over seeds; a random search's drawn values fill no grid, so with two numeric axes that
 do not either, that number against each of them (a scatter); and curves (train: the evaluated
 metric against the step; training: test accuracy against the step; phase: accuracy against depth;
-probe: each layer's activation std). An axis of integers (depth, width, steps, layer index) is ticked
+probe: each layer's activation std). A run without a finite value (diverged) keeps its place on the
+axes and panels and is marked there. An axis of integers (depth, width, steps, layer index) is ticked
 at integers. The table gives, per grid point, the median and the min-max over seeds of every headline
 number, and how many seeds reached the target.
 """
@@ -185,21 +186,36 @@ def _edges(values: list[float], log: bool) -> list[float]:
     return [math.exp(x) for x in e] if log else e
 
 
+def _mark_lost_points(ax, points: Sequence[tuple[float, float]]) -> None:
+    """Mark the grid points ``(x, y)`` of a heat map whose every run diverged (blank cells), with
+    one legend entry."""
+    if points:
+        n = len(points)
+        ax.plot([p[0] for p in points], [p[1] for p in points], style.DIVERGED_MARKER, color="white", ms=8,
+                markeredgecolor="black", ls="none", zorder=5,
+                label=f"diverged (no value) at every seed: {n} point{'s' if n != 1 else ''}")
+        style.legend(ax)
+
+
 @style.styled
 def fig_heatmaps(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat: str,
                  directory: Path) -> FigureInfo | None:
     """``stat`` (once per cell; mean over seeds) over the first two numeric axes with two or more
-    values, one panel per combination of the other axes; ``None`` without two such axes."""
-    rows = [r for r in per_cell(records, stat) if _finite(r.get("value"))]
-    varying = grid_axes(rows, axes)
-    numeric = [a for a in varying if all(_finite(r.get(a)) for r in rows)]
-    if len(numeric) < 2:
+    values, one panel per combination of the other axes; ``None`` without two such axes or without
+    a finite value. The axes and panels come from every run, diverged (no finite value) or not; a
+    grid point whose every run diverged is left blank and marked by
+    :data:`~initlab.report.style.DIVERGED_MARKER`."""
+    cells = per_cell(records, stat)
+    rows = [r for r in cells if _finite(r.get("value"))]
+    varying = grid_axes(cells, axes)
+    numeric = [a for a in varying if all(_finite(r.get(a)) for r in cells)]
+    if len(numeric) < 2 or not rows:
         return None
     x_axis, y_axis = numeric[0], numeric[1]
-    xs, ys = _values(rows, x_axis), _values(rows, y_axis)
-    if 2 * len({(r[x_axis], r[y_axis]) for r in rows}) < len(xs) * len(ys):
+    xs, ys = _values(cells, x_axis), _values(cells, y_axis)
+    if 2 * len({(r[x_axis], r[y_axis]) for r in cells}) < len(xs) * len(ys):
         return None  # most of the grid empty: drawn values (a random search), not a grid
-    panels = _panels(rows, [a for a in varying if a not in (x_axis, y_axis)])
+    panels = _panels(cells, [a for a in varying if a not in (x_axis, y_axis)])
     log_x = _spread_wide(xs)
     fig, panes = _subplots(len(panels))
     lo = min(r["value"] for r in rows)
@@ -207,7 +223,8 @@ def fig_heatmaps(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat
     for ax, (title, group) in zip(panes, panels, strict=True):
         sums: dict[tuple, list[float]] = defaultdict(list)
         for r in group:
-            sums[(r[x_axis], r[y_axis])].append(r["value"])
+            if _finite(r.get("value")):
+                sums[(r[x_axis], r[y_axis])].append(r["value"])
         grid = [[statistics.fmean(sums[(x, y)]) if (x, y) in sums else math.nan for x in xs] for y in ys]
         mesh = ax.pcolormesh(_edges(xs, log_x), _edges(ys, False), grid, cmap="viridis", vmin=lo, vmax=hi)
         if len(xs) * len(ys) <= 36:
@@ -216,6 +233,7 @@ def fig_heatmaps(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat
                     if math.isfinite(grid[i][j]):
                         ax.text(x, y, f"{grid[i][j]:.2g}", ha="center", va="center", color="white",
                                 fontsize=style.FONT_PT["annotation"])
+        _mark_lost_points(ax, sorted({(r[x_axis], r[y_axis]) for r in group} - set(sums)))
         if log_x:
             ax.set_xscale("log")
             ax.minorticks_off()
@@ -239,27 +257,34 @@ def fig_by_axis(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
     first other axis), one panel per combination of the rest; ``None`` unless exactly one numeric
     axis varies. A run without a finite ``stat`` (diverged: its loss turned NaN) is drawn as
     :data:`~initlab.report.style.DIVERGED_MARKER` on the panel's ceiling at its x, in its series'
-    colour, so a learning rate that killed runs shows where the line stops."""
+    colour, so a learning rate that killed runs shows where the line stops. The axes, the panels,
+    the x range, its log scale and its ticks come from every run, diverged or not (a learning rate
+    that killed every run is still on the axis, a width whose runs all diverged still has its
+    panel); the lines from the finite ones; a series with no finite run in a panel is named by its
+    markers' legend entry."""
     cells = per_cell(records, stat)
-    rows = [r for r in cells if _finite(r.get("value"))]
-    varying = grid_axes(rows, axes)
-    numeric = [a for a in varying if all(_finite(r.get(a)) for r in rows)]
+    varying = grid_axes(cells, axes)
+    numeric = [a for a in varying if all(_finite(r.get(a)) for r in cells)]
     if len(numeric) != 1:
         return None
     x = numeric[0]
     others = [a for a in varying if a != x]
     ser = _start_axis(others) or (others[0] if others else None)
-    by_panel = [a for a in others if a != ser]
-    lost = [r for r in cells if not _finite(r.get("value")) and _finite(r.get(x))]
-    panels = _panels(rows, by_panel)
+    by_series = [ser] if ser else []
+    order = list(_group(cells, by_series))  # one colour per series in every panel
+    panels = _panels(cells, [a for a in others if a != ser])
     fig, panes = _subplots(len(panels))
     for ax, (title, group) in zip(panes, panels, strict=True):
-        _plot_series(ax, group, x, ser)
-        here = tuple(group[0].get(a) for a in by_panel)
-        _mark_lost(ax, [r for r in lost if tuple(r.get(a) for a in by_panel) == here], group, x, ser)
-        if _spread_wide(r[x] for r in group):  # a learning rate, a width 16 to 512
+        alive = [r for r in group if _finite(r.get("value"))]
+        _plot_series(ax, alive, x, ser, order)
+        _mark_lost(ax, [r for r in group if not _finite(r.get("value"))], set(_group(alive, by_series)), x,
+                   ser, order)
+        if not alive:
+            ax.set_yticks([])  # no value to put on a scale: every run of the panel diverged
+        xs = [r[x] for r in group]
+        if _spread_wide(xs):  # a learning rate, a width 16 to 512
             style.log_scale(ax, "x")
-        _integer_ticks(ax, [r[x] for r in group])
+        _integer_ticks(ax, xs)
         ax.set_xlabel(x)
         ax.set_ylabel(f"{stat}, mean over seeds")
         if title:
@@ -303,39 +328,58 @@ def fig_scatter(records: Sequence[Mapping[str, Any]], axes: Sequence[str], stat:
                      f"{stat} (mean over seeds) of each drawn point against {', '.join(numeric)}")
 
 
-def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None) -> None:
+def _series_style(ser: str | None, skey: tuple, order: Sequence[tuple]) -> tuple[str | None, str]:
+    """The legend label and colour of series ``skey`` (a key of ``_group(rows, [ser])``): a start
+    (:data:`_START_AXES`) takes the scheme's label and colour, another axis ``"ser=value"`` and the
+    ``k``-th colour of the cycle, ``k`` its place in ``order``; no label when ``ser`` is ``None``."""
+    k = order.index(skey) if skey in order else len(order)
+    if not ser:
+        return None, f"C{k % 10}"
+    if ser in _START_AXES:
+        return scheme_label(str(skey[0])), style.scheme_color(str(skey[0]))
+    return f"{ser}={_fmt(skey[0])}", f"C{k % 10}"
+
+
+def _plot_series(ax, group: Sequence[Mapping[str, Any]], x: str, ser: str | None,
+                 order: Sequence[tuple] | None = None) -> None:
     """One line per value of the series axis ``ser`` (all rows one line when ``None``): the mean
-    over seeds of ``value`` against ``x``; a series of starts (:data:`_START_AXES`) takes the
-    scheme's colour and label."""
-    start = ser in _START_AXES
-    for k, (skey, srows) in enumerate(_group(group, [ser] if ser else []).items()):
+    over seeds of ``value`` against ``x``, labelled and coloured by :func:`_series_style` (the
+    colour by the series' place in ``order``, default the series of ``group``)."""
+    groups = _group(group, [ser] if ser else [])
+    order = list(groups) if order is None else order
+    for skey, srows in groups.items():
         pts: dict[float, list[float]] = defaultdict(list)
         for r in srows:
             pts[r[x]].append(r["value"])
         xs = sorted(pts)
-        label = None
-        if ser:
-            label = scheme_label(str(skey[0])) if start else f"{ser}={_fmt(skey[0])}"
-        color = style.scheme_color(str(skey[0])) if start else f"C{k % 10}"
+        label, color = _series_style(ser, skey, order)
         ax.plot(xs, [statistics.fmean(pts[v]) for v in xs], marker="o", color=color, label=label)
 
 
-def _mark_lost(ax, lost: Sequence[Mapping[str, Any]], group: Sequence[Mapping[str, Any]], x: str,
-               ser: str | None) -> None:
+def _lost_label(n: int, name: str | None = None) -> str:
+    runs = f"{n} run{'s' if n != 1 else ''}"
+    return f"{name}: diverged (no value), {runs}" if name else f"diverged (no value): {runs}"
+
+
+def _mark_lost(ax, lost: Sequence[Mapping[str, Any]], drawn: set[tuple], x: str, ser: str | None,
+               order: Sequence[tuple]) -> None:
     """Mark the runs of ``lost`` (no finite value: diverged) on the ceiling of ``ax`` at their ``x``,
-    in the colour :func:`_plot_series` gives their series; one legend entry."""
-    if not lost:
-        return
-    start = ser in _START_AXES
-    order = list(_group(group, [ser] if ser else []))
-    label = f"diverged (no value): {len(lost)} run{'s' if len(lost) > 1 else ''}"
-    for r in lost:
-        skey = (r.get(ser),) if ser else ()
-        k = order.index(skey) if skey in order else len(order)
-        color = style.scheme_color(str(skey[0])) if start and ser else f"C{k % 10}"
-        ax.plot([r[x]], [0.97], style.DIVERGED_MARKER, color=color, ms=8, markeredgecolor="black", ls="none",
-                transform=ax.get_xaxis_transform(), clip_on=False, zorder=5, label=label)
-        label = None
+    in the colour :func:`_series_style` gives their series. The runs of series drawn as a line in
+    the panel (``drawn``: their keys) share one legend entry; a series with no line gets its own,
+    naming it (its colour would be in no other entry)."""
+    groups = _group(lost, [ser] if ser else [])
+    unnamed = [k for k in groups if k in drawn or not ser]
+    shared = _lost_label(sum(len(groups[k]) for k in unnamed)) if unnamed else None
+    for skey, rows in groups.items():
+        name, color = _series_style(ser, skey, order)
+        if skey in unnamed:
+            label, shared = shared, None
+        else:
+            label = _lost_label(len(rows), name)
+        for r in rows:
+            ax.plot([r[x]], [0.97], style.DIVERGED_MARKER, color=color, ms=8, markeredgecolor="black",
+                    ls="none", transform=ax.get_xaxis_transform(), clip_on=False, zorder=5, label=label)
+            label = None
 
 
 #: What the curves figure draws per experiment: (y stat or prefix, x field, series axis, y label).

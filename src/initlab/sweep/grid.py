@@ -135,6 +135,29 @@ def _check_choices(exp: SweepExperiment, spec: SweepSpec, first: dict[str, Any])
                                    f"invalid: {_first_line(exc)}: fix or remove it") from None
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 seed``, ``2 seeds``: ``n`` and ``noun``, plural unless ``n`` is 1."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def _check_count(spec: SweepSpec) -> None:
+    """Refuse a spec of more than :data:`MAX_CELLS` cells (grid product x ``[random] samples`` x
+    seeds), counted from the sizes alone: before any point is drawn or cell built.
+
+    Raises:
+        InitlabError: naming the count, each axis's size and the fix.
+    """
+    samples = spec.random.samples if spec.random is not None else 1
+    n = math.prod(len(values) for values in spec.grid.values()) * samples * len(spec.seeds)
+    if n <= MAX_CELLS:
+        return
+    drawn = [_count(samples, "random point")] if spec.random is not None else []
+    grid = [f"{len(v):,} {a}" for a, v in spec.grid.items()]
+    shape = " x ".join([*grid, *drawn, _count(len(spec.seeds), "seed")])
+    raise InitlabError(f"the spec makes {n:,} cells ({shape}), more than {MAX_CELLS:,}: "
+                       "narrow the grid, or split it into several specs")
+
+
 def expand(spec: SweepSpec) -> list[Cell]:
     """Every cell of ``spec``: the product of the grid's lists (in spec order, the last varying
     fastest) times the ``[random]`` points (in draw order, :meth:`SweepSpec.random_points`) times
@@ -146,7 +169,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
     Raises:
         InitlabError: a cell whose config is invalid (the message names the cell and the value); a
             ``choice`` value that makes an invalid config (the message names the key and the value);
-            more than :data:`MAX_CELLS` cells (counted before any is built).
+            more than :data:`MAX_CELLS` cells (counted from the sizes, before any point is drawn or
+            cell built).
 
     >>> from initlab.sweep.spec import parse_spec
     >>> cells = expand(parse_spec({"sweep": {"experiment": "phase", "seeds": [0, 1]},
@@ -158,13 +182,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
     versions = code_versions()
     axes = list(spec.grid)
     cells: dict[str, Cell] = {}
+    _check_count(spec)
     points = spec.random_points()
-    sizes = [len(spec.grid[a]) for a in axes] + [len(points), len(spec.seeds)]
-    if math.prod(sizes) > MAX_CELLS:
-        drawn = [f"{len(points)} random points"] if spec.random is not None else []
-        shape = " x ".join([*(f"{len(spec.grid[a])} {a}" for a in axes), *drawn, f"{len(spec.seeds)} seeds"])
-        raise InitlabError(f"the spec makes {math.prod(sizes):,} cells ({shape}), more than {MAX_CELLS:,}: "
-                           "narrow the grid, or split it into several specs")
     first = {**spec.fixed, **{a: spec.grid[a][0] for a in axes}, **points[0], "seed": spec.seeds[0],
              "threads": spec.threads}
     _check_choices(exp, spec, first)
