@@ -256,3 +256,32 @@ def test_plan_sigma_b2_needs_the_critical_scheme(tmp_path, capsys):
     assert main(["plan", target, "--input-shape", "2,10", "--sigma-b2", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--scheme critical" in err, err
+
+
+SEQ2SEQ_PY = """
+import torch.nn as nn
+
+
+def build():
+    return nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=32,
+                          batch_first=True)
+"""
+
+
+def test_several_input_shapes_feed_a_forward_of_several_tensors(tmp_path, capsys):
+    """nn.Transformer takes src and tgt: '--input-shape 2,7,16;2,5,16' plans and probes it under
+    t_fixup (its branches need the graph); a bad list is one line, exit 2."""
+    (tmp_path / "s.py").write_text(SEQ2SEQ_PY)
+    target = f"{tmp_path / 's.py'}:build"
+    assert main(["plan", target, "--scheme", "t_fixup", "--input-shape", "2,7,16;2,5,16"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder-decoder" in out and "N=1" in out and "M=2" in out
+    shapes = "4,7,16; 4,5,16"
+    assert main(["probe", target, "--scheme", "t_fixup", "--input-shape", shapes, "--bins", "0"]) == 0
+    assert "inputs float32 4x7x16 and 4x5x16" in capsys.readouterr().out
+    for bad in ("2,7,16 2,5,16", "2,7,16;;0,5"):
+        assert main(["plan", target, "--input-shape", bad]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "separate the shapes of several inputs by ';'" in err
+    assert main(["plan", target, "--input-shape", "2,7,16;2,5,17"]) == 2  # the forward refuses it
+    assert "the model's forward failed" in capsys.readouterr().err

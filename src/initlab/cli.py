@@ -126,10 +126,12 @@ _TRANSFORMS = {"skip_gates": _add_skip_gates, "fixup_scalars": _add_fixup_scalar
 @cli.command("plan")
 @click.argument("target", metavar="FILE.py:FUNCTION")
 @click.option("--input-shape", default=None,
-              help="Shape of an example input, e.g. 1,3,32,32 (if the model's forward fails on it, exit "
-                   "2). It finds the activations when fx cannot trace the model, and gives the shapes the "
-                   "propagated scales of 'auto' and 'variance' depend on (zero padding, pooling). Without "
-                   "it, an input is built from the model's first layer or its Hugging Face config.")
+              help="Shape of an example input, e.g. 1,3,32,32; several for a forward of several tensors, "
+                   "separated by ';' (nn.Transformer's src and tgt: '2,7,32;2,5,32'). If the model's forward "
+                   "fails on it, exit 2. It finds the activations when fx cannot trace the model, and gives "
+                   "the shapes the propagated scales of 'auto' and 'variance' depend on (zero padding, "
+                   "pooling). Without it, an input is built from the model's first layer or its Hugging Face "
+                   "config.")
 @click.option("--input-dtype", type=click.Choice(["float32", "float64", "int64", "long", "int32"]),
               default="float32", show_default=True,
               help="dtype of that example input: floats are N(0, 1); int64/long/int32 are token ids drawn "
@@ -158,10 +160,9 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
 
     import torch
 
-    from initlab.cli_helpers import parse_shape
     from initlab.model import DetectionFallbackWarning, fallback_message, init_model
 
-    shape = parse_shape(input_shape) if input_shape is not None else None
+    shape = _shapes(input_shape)
     if input_dtype != "float32" and shape is None:
         raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
     if save is not None and not do_apply:
@@ -176,20 +177,8 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
             f"directory {Path(save).parent} of --save {save} does not exist: create it first")
     model = _build_model(target)
     example = None
-    if shape is not None:
-        example_gen = torch.Generator().manual_seed(seed)  # the weights depend on --seed, not on the input
-        dtype = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64,
-                 "long": torch.int64, "int32": torch.int32}[input_dtype]
-        try:
-            if dtype.is_floating_point:
-                example = torch.randn(shape, generator=example_gen, dtype=dtype)
-            else:  # token ids: valid for every Embedding (num_embeddings >= 1)
-                high = min([m.num_embeddings for m in model.modules()
-                            if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))] or [2])
-                example = torch.randint(0, max(high, 1), shape, generator=example_gen, dtype=dtype)
-        except RuntimeError as exc:
-            raise InitlabError(f"--input-shape {input_shape}: cannot make an example input of shape {shape} "
-                               f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
+    if shape is not None:  # the weights depend on --seed, not on the input
+        example = _make_inputs(model, shape, input_shape, input_dtype, torch.Generator().manual_seed(seed))
     if example is not None:  # an input the user chose must fit, whatever the detection needs
         _check_forward(model, example, input_shape, shape, input_dtype)
     notes = _transform(model, scheme, transform, example)
@@ -359,6 +348,7 @@ _PROBE_BATCH = 16
 @click.argument("target", metavar="[FILE.py:FUNCTION]", required=False)
 @click.option("--input-shape", default=None,
               help="With FILE.py:FUNCTION: shape of the input batch, batch first, e.g. 64,3,32,32 "
+                   "(several inputs separated by ';', e.g. 64,7,32;64,5,32) "
                    "[default: the inputs initlab.graph.example_inputs builds from the model's first layer, "
                    f"batch {_PROBE_BATCH}].")
 @click.option("--input-dtype", type=click.Choice(_PROBE_DTYPES), default="float32", show_default=True,
@@ -467,7 +457,7 @@ def _init_target(model, inputs, scheme: str | None, transform: str | None, seed:
     from initlab.graph.record import call_model
     from initlab.model import init_model
 
-    example = inputs if isinstance(inputs, torch.Tensor) else None
+    example = inputs  # a tensor, a tuple of them (several --input-shape) or HF keyword inputs
     if any(is_lazy(p) for p in model.parameters()):  # materialise lazy layers, so init_model sees them
         with torch.no_grad():
             call_model(model, inputs)
@@ -620,10 +610,9 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
     ``gen`` (integer ones — token ids, masks — as built)."""
     import torch
 
-    from initlab.cli_helpers import parse_shape
     from initlab.graph import example_inputs
 
-    shape = parse_shape(input_shape) if input_shape is not None else None
+    shape = _shapes(input_shape)
     if input_dtype != "float32" and shape is None:
         raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
     with torch.random.fork_rng(devices=[]):
@@ -638,19 +627,42 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
             raise InitlabError(f"{why}; pass --input-shape (and --input-dtype for token ids)") from None
         floats = any(t.is_floating_point() for t in _tensors(built))
         return model, _redraw_floats(built, gen), f"{name}, inputs {how}" + (" (redrawn)" if floats else "")
+    inputs = _make_inputs(model, shape, input_shape, input_dtype, gen)
+    shown = " and ".join("x".join(map(str, one)) for one in (shape if isinstance(shape, list) else [shape]))
+    return model, inputs, f"{name}, inputs {input_dtype} {shown}"
+
+
+def _shapes(input_shape: str | None):
+    """``--input-shape`` parsed: ``None``; one shape (a tuple); or several (a list of tuples: the
+    forward's positional inputs, ``"2,7,32;2,5,32"``)."""
+    from initlab.cli_helpers import parse_shapes
+
+    if input_shape is None:
+        return None
+    shapes = parse_shapes(input_shape)
+    return shapes[0] if len(shapes) == 1 else shapes
+
+
+def _make_inputs(model, shape, input_shape: str, input_dtype: str, gen):
+    """The example input(s) of ``shape`` (a tuple, or a list of them: a tuple of tensors, the forward's
+    positional inputs): N(0, 1) floats, or token ids below every Embedding's ``num_embeddings``."""
+    import torch
+
     dtype = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "long": torch.int64,
              "int32": torch.int32}[input_dtype]
-    try:
+
+    def one(s):
         if dtype.is_floating_point:
-            inputs = torch.randn(shape, generator=gen, dtype=dtype)
-        else:  # token ids: valid for every Embedding
-            sizes = [m.num_embeddings for m in model.modules()
-                     if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))]
-            inputs = torch.randint(0, max(min(sizes or [2]), 1), shape, generator=gen, dtype=dtype)
+            return torch.randn(s, generator=gen, dtype=dtype)
+        high = min([m.num_embeddings for m in model.modules()  # token ids: valid for every Embedding
+                    if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))] or [2])
+        return torch.randint(0, max(high, 1), s, generator=gen, dtype=dtype)
+
+    try:
+        return tuple(one(s) for s in shape) if isinstance(shape, list) else one(shape)
     except RuntimeError as exc:
         raise InitlabError(f"--input-shape {input_shape}: cannot make an input of shape {shape} "
                            f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
-    return model, inputs, f"{name}, inputs {input_dtype} {'x'.join(map(str, shape))}"
 
 
 def _tensors(obj) -> list:

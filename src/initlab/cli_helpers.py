@@ -35,6 +35,28 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """Parse one input shape or several, for a forward that takes several positional tensors:
+    ``"2,7,32"`` -> ``[(2, 7, 32)]``; ``"2,7,32;2,5,32"`` (``nn.Transformer``'s ``src`` and ``tgt``)
+    -> ``[(2, 7, 32), (2, 5, 32)]``.
+
+    Raises:
+        InitlabError: empty text, or a shape :func:`parse_shape` refuses (the message quotes it).
+
+    >>> parse_shapes("2,7,32; 2,5,32")
+    [(2, 7, 32), (2, 5, 32)]
+    """
+    parts = [t for t in str(text).split(";") if t.strip()]
+    if not parts:
+        raise InitlabError(f"--input-shape {text!r} is invalid: pass positive integers, e.g. 1,3,32,32 "
+                           "(several inputs: 2,7,32;2,5,32)")
+    try:
+        return [parse_shape(t) for t in parts]
+    except InitlabError:
+        raise InitlabError(f"--input-shape {text!r} is invalid: pass positive integers, e.g. 1,3,32,32, and "
+                           "separate the shapes of several inputs by ';' (2,7,32;2,5,32)") from None
+
+
 def load_factory(target: str) -> Callable[[], nn.Module]:
     """Load ``"path/to/file.py:build_model"``: import the file by path and return the function.
 
