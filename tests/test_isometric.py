@@ -14,6 +14,7 @@ from torch import nn
 from initlab import schemes
 from initlab.errors import InitlabError
 from initlab.model import init_model
+from initlab.model.chain import UnmirroredWarning
 from initlab.models import mlp
 from initlab.theory import CHI_1_TARGET, isometric_point, odd_part_slope
 
@@ -242,7 +243,8 @@ def test_odd_width_link_is_orthogonal_at_the_variance_point():
     """A 7-unit ReLU layer cannot be mirrored: orthogonal at ReLU's variance point (q = 1,
     sigma_w2 = 2), so the hidden block's gain is sqrt(q / (q / 2)) = sqrt(2)."""
     net = nn.Sequential(nn.Linear(8, 7), nn.ReLU(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 3))
-    plan = init_model(net, generator=_gen())
+    with pytest.warns(UnmirroredWarning, match=r"'0' \(7\), '2' \(7\): an odd number of outputs.*even width"):
+        plan = init_model(net, generator=_gen())
     assert [plan[f"{i}.weight"].scheme for i in (0, 2, 4)] == ["orthogonal"] * 3
     assert plan["0.weight"].gain == pytest.approx(1.0)
     assert plan["2.weight"].gain == pytest.approx(math.sqrt(2), rel=1e-9)

@@ -5,6 +5,7 @@ isometry (:func:`plan_chain`)."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -176,6 +177,12 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
         q = chain[k]
         note = unmirrored_note(_dims(modules[q])[0], points[k])
         roles[q] = replace(roles[q], note=f"{roles[q].note}; {note}")
+    if unmirrored:
+        layers = ", ".join(f"{chain[k]!r} ({_dims(modules[chain[k]])[0]})" for k in unmirrored)
+        warnings.warn(f"auto: {layers}: an odd number of outputs, so the "
+                      f"{points[unmirrored[0]].activation} after each is not looks-linear (orthogonal at its "
+                      "near-critical point instead, not an exact isometry): use an even width for the "
+                      "looks-linear start", UnmirroredWarning, stacklevel=2)
     for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
         if found[before].next_via:
             roles[q] = replace(roles[q], note=f"{roles[q].note}; reads {' -> '.join(found[before].next_via)}")
@@ -221,6 +228,11 @@ def _link_points(
             return None
         points.append(pt)
     return points, unmirrored
+
+
+class UnmirroredWarning(UserWarning):
+    """A ReLU-like link of a plain chain under ``"auto"`` is not looks-linear because its layer has
+    an odd number of outputs (:func:`plan_chain`)."""
 
 
 def unmirrored_note(width: int, point: Any) -> str:
