@@ -213,9 +213,9 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
     if unmirrored:
         names = ", ".join(f"{links[k].module!r} ({layers[k].kernel.shape[-1]})" for k in sorted(unmirrored))
         warnings.warn(f"auto: {names}: an odd number of outputs, so the "
-                      f"{points[min(unmirrored)].activation} after each is not looks-linear (orthogonal at its "
-                      "near-critical point instead, not an exact isometry): use an even width for the "
-                      "looks-linear start", UnmirroredWarning, stacklevel=2)
+                      f"{points[min(unmirrored)].activation} after each is not looks-linear "
+                      "(orthogonal at its near-critical point instead, not an exact isometry): use an even "
+                      "width for the looks-linear start", UnmirroredWarning, stacklevel=2)
     roles = {}
     for k, link in enumerate(links):
         role = chain_role(_torch_twin(layers[k]), points[k - 1] if k else None, points[k])

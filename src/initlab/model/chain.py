@@ -180,9 +180,9 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
     if unmirrored:
         layers = ", ".join(f"{chain[k]!r} ({_dims(modules[chain[k]])[0]})" for k in unmirrored)
         warnings.warn(f"auto: {layers}: an odd number of outputs, so the "
-                      f"{points[unmirrored[0]].activation} after each is not looks-linear (orthogonal at its "
-                      "near-critical point instead, not an exact isometry): use an even width for the "
-                      "looks-linear start", UnmirroredWarning, stacklevel=2)
+                      f"{points[unmirrored[0]].activation} after each is not looks-linear "
+                      "(orthogonal at its near-critical point instead, not an exact isometry): use an even "
+                      "width for the looks-linear start", UnmirroredWarning, stacklevel=2)
     for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
         if found[before].next_via:
             roles[q] = replace(roles[q], note=f"{roles[q].note}; reads {' -> '.join(found[before].next_via)}")
