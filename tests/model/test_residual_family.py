@@ -433,6 +433,9 @@ def test_t_fixup_gives_each_stack_of_an_encoder_decoder_its_form():
     net, x = seq2seq(n, m)
     plan = init_model(net, "t_fixup", example_inputs=x, dry_run=True)
     enc_c, dec_c = 0.67 * n**-0.25, (9 * m) ** -0.25
+    v_std = xavier(8, 8) * enc_c  # the std of the scaled Xavier uniform
+    note = plan["encoder.layers.0.self_attn.in_proj_weight"].note  # the packed row names V's scale
+    assert f"V: std {v_std:.4g} (t_fixup: Xavier uniform x 0.67 N^(-1/4), N=2)" in note
     assert plan["encoder.layers.1.linear2.weight"].std == pytest.approx(xavier(16, 8) * enc_c, rel=REL)
     assert plan["decoder.layers.2.linear1.weight"].std == pytest.approx(xavier(8, 16) * dec_c, rel=REL)
     assert plan["decoder.layers.0.multihead_attn.out_proj.weight"].std == pytest.approx(xavier(8, 8) * dec_c,

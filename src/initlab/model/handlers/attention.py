@@ -51,7 +51,11 @@ def _plan_in_proj_weight(ctx: SchemeContext, row: PlanRow, q: str) -> None:
         set_spec(row, "keras_default", schemes.glorot_uniform(fans), chunks=3)
     elif (parts := [ctx.scale(q, p) for p in ("query", "key", "value")]) and all(parts):
         set_propagated(row, parts[0], 3, chunk_scales=parts)
-        row.note = "per chunk (Q, K, V); " + row.note
+        if len({(p.std, p.role) for p in parts}) == 1:
+            row.note = "per chunk (Q, K, V); " + row.note
+        else:  # the spec column shows Q's: say each chunk's (T-Fixup, DeepNorm scale V alone)
+            row.note = "per chunk: " + "; ".join(f"{c}: std {p.std:.4g} ({p.role})"
+                                                 for c, p in zip("QKV", parts, strict=True))
     else:
         label, spec, g = ctx.weight_spec(fans, "linear", None)
         set_spec(row, label, spec, chunks=3, gain=g)
