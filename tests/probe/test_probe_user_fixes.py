@@ -143,6 +143,29 @@ def test_logits_verdict_for_a_weight_layer_output_through_reshapes_only(gen, bac
     assert output_from_layer(changed) is None and "logits" not in kinds(changed)
 
 
+class BiasedHead(nn.Module):
+    """A Linear head plus a constant buffer (BART's ``final_logits_bias``), or plus a learned input."""
+
+    def __init__(self, learned: bool = False):
+        super().__init__()
+        self.fc, self.learned = nn.Linear(8, 12), learned
+        self.register_buffer("shift", torch.zeros(12))
+        with torch.no_grad():
+            self.fc.weight.mul_(0.01)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y + (self.fc(x) if self.learned else self.shift)
+
+
+def test_logits_verdict_through_a_constant_bias_added_to_the_head(gen):
+    x = torch.randn(16, 8, generator=gen)
+    res = probe(BiasedHead(), x)
+    assert output_from_layer(res) == "fc" and "logits" in kinds(res)
+    both = probe(BiasedHead(learned=True), x)  # a sum of two computed tensors: not one layer's output
+    assert output_from_layer(both) is None
+
+
 def test_records_without_from_layer_keep_the_logits_verdict(gen):
     """Records written before ``from_layer`` existed are checked as before."""
     res = probe(Head(), torch.randn(16, 8, generator=gen))

@@ -184,15 +184,19 @@ class _Session:
 
     def output_source(self, t: torch.Tensor) -> str | None:
         """The weight layer whose output ``t`` is, as returned or rearranged (views, copies, casts,
-        slices: :data:`_REARRANGING_NODES`), else ``None``. With autograd's record of ``t``, walked
-        back through rearranging nodes to a weight layer's node (an in-place op on the layer's
-        output, a ReLU(inplace=True), is a node of its own); without (no grad), ``t`` must share
-        the storage of a weight layer's output that no in-place op has changed since."""
+        slices: :data:`_REARRANGING_NODES`; a constant added, as BART's ``final_logits_bias``),
+        else ``None``. With autograd's record of ``t``, walked back through rearranging nodes to a
+        weight layer's node (an in-place op on the layer's output, a ReLU(inplace=True), is a node
+        of its own); without (no grad), ``t`` must share the storage of a weight layer's output that
+        no in-place op has changed since."""
         node = t.grad_fn
         if node is not None:
             made = {id(fn): name for _, name, _, fn in self.weight_outputs if fn is not None}
             while node is not None and id(node) not in made:
-                if type(node).__name__.rstrip("0123456789") not in _REARRANGING_NODES:
+                kind = type(node).__name__.rstrip("0123456789")
+                live = [fn for fn, _ in node.next_functions if fn is not None]
+                shift = kind in ("AddBackward", "SubBackward") and len(live) == 1  # plus a buffer
+                if kind not in _REARRANGING_NODES and not shift:
                     return None
                 inputs = [fn for fn, _ in node.next_functions if fn is not None]
                 node = inputs[0] if len(inputs) == 1 else None
