@@ -389,7 +389,9 @@ def test_deepnorm_plans_beta_and_names_alpha():
             want = xavier(m.in_features, m.out_features, beta if on_branch else 1.0)
             assert plan[f"{name}.weight"].std == pytest.approx(want, rel=REL), name
             assert plan[f"{name}.weight"].bound is None  # normal
-    assert plan["wte.weight"].scheme == "embedding"  # left to the embedding handler
+    d = net.wte.weight.shape[1]  # fairseq's embedding, N(0, 1/d), as DeepNet trained with
+    assert plan["wte.weight"].scheme == "deepnorm"
+    assert plan["wte.weight"].std == pytest.approx(d**-0.5, rel=REL)
     assert f"alpha = (2N)^(1/4) = {alpha:.4g}" in plan.propagation
 
 

@@ -705,8 +705,10 @@ def plan_deepnorm(model: nn.Module, g: Graph, opts: FamilyOptions | None = None)
     :math:`\\beta_d = (12M)^{-1/4}` on the decoder's (:math:`\\alpha_e = 0.81 (N^4 M)^{1/16}`,
     :math:`\\alpha_d = (3M)^{1/4}`). DeepNorm's residual multiplier :math:`\\alpha = (2N)^{1/4}`
     (:math:`x_{l+1} = \\mathrm{LN}(\\alpha x_l + G(x_l))`) is an architecture choice: initlab does not
-    change the forward, and the plan's note gives its value. Embedding tables are left to their
-    handler (``embedding_std``).
+    change the forward, and the plan's note gives its value. Embedding tables get
+    :math:`N(0, 1/d)` (``d`` the table's width): fairseq's embedding, on which DeepNet was trained
+    (``embedding_std`` does not apply), so a head tied to the table starts with logits of unit scale
+    rather than :math:`\\sqrt{d}`.
 
     Returns:
         :class:`~initlab.model.propagation.PropagationPlan` (label ``"deepnorm"``).
@@ -748,7 +750,9 @@ def plan_deepnorm(model: nn.Module, g: Graph, opts: FamilyOptions | None = None)
     qk, _ = attention_roles(model, g)
     plan = PropagationPlan(g.fresh(), residual=len(br.adds))
     for key, p in _layer_parts(model, g).items():
-        if p.fans is None:
+        if p.fans is None:  # fairseq's embedding, which DeepNet trained with: N(0, 1/d)
+            plan.scales[key] = _scale(p, 1.0 / p.dim, f"deepnorm: embedding N(0, 1/d), d={p.dim} (fairseq's)",
+                                      "deepnorm")
             continue
         if st.on_branch(key) and key not in qk:
             beta, factor = gains[m is not None and st.in_decoder(key)]
@@ -757,6 +761,7 @@ def plan_deepnorm(model: nn.Module, g: Graph, opts: FamilyOptions | None = None)
             why = "query/key" if key in qk else "not on a residual branch"
             second, role = _xavier_second(p.fans), f"deepnorm: Xavier normal, gain 1 ({why})"
         plan.scales[key] = _scale(p, second, role, "deepnorm")
+    _tie_heads(model, plan)
     plan.notes.append(f"{note} (LN(alpha x + f(x))): the multiplier is the model's, initlab does not change "
                       "the forward")
     if st.note:
