@@ -1,5 +1,5 @@
 """Time to accuracy across architectures: ``init_model(..., "auto")`` against each family's usual
-initializations, on real data (issue 13).
+initializations, on real data.
 
 Every run (family, depth, variant, start, seed) is one cell of ``initlab sweep``'s ``train``
 experiment (:class:`initlab.experiments.train.TrainConfig`, :func:`~initlab.experiments.train.run_train`:
@@ -52,7 +52,7 @@ windows (gpt; the byte bigram model scores 3.84; the pre-LN GPT-6 gets there in 
 (``--quick``: the images' on the evaluation set; the GPT's still on its 256 windows); ``time`` —
 wall seconds of the cell. Per task, the medians over seeds (never reached, or diverged = infinitely
 many steps; a diverged final is the worst value) and ``auto / best peer``: auto's steps over the
-fewest of any peer (< 1: auto is faster). Then the issue's goals as PASS / FAIL / SKIP lines: auto
+fewest of any peer (< 1: auto is faster). Then the benchmark's goals as PASS / FAIL / SKIP lines: auto
 reaches the target on every task; auto is never slower than the best peer; the no-norm ResNet-56
 under auto within 1 point of the BatchNorm ResNet-56's final accuracy; the plain CNN-128 under auto
 within 2 points of the CNN-8. ``--json PATH`` writes every run as a tidy record (family, depth,
@@ -397,7 +397,7 @@ def _goal(ok: bool | None, text: str) -> str:
 
 
 def goal_lines(records: list[dict], fam: Family, depths: list[int], variants: list[str]) -> list[str]:
-    """The issue's goals for one family, as ``PASS`` / ``FAIL`` / ``SKIP`` lines with the numbers."""
+    """The benchmark's goals for one family, as ``PASS`` / ``FAIL`` / ``SKIP`` lines with the numbers."""
     inits = sorted({r["init"] for r in records if r["family"] == fam.name})
     missed, slower, compared, lines = [], [], 0, []
     for d in depths:
@@ -455,7 +455,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None,
                    help="cnn: 0.005 up to depth 32, then x 32/depth; resnet: 0.05 (SGD), gpt: 3e-3 (AdamW)")
     p.add_argument("--batch", type=int, default=None, help="cnn/resnet: 128 images, gpt: 32 x 128 bytes")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="images for cnn and resnet")
+    p.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help=f"images for cnn and resnet (default: {DEFAULT_DATASET}; mnist5k when Debian's "
+                        "dataset-fashion-mnist package is absent)")
     p.add_argument("--json", default=None, help="also write the records here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
@@ -594,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print()
     print_runs(rows, shown)
-    quick_note = ["SKIP  the issue's goals: --quick runs too few steps to reach the targets; run without "
+    quick_note = ["SKIP  the benchmark's goals: --quick runs too few steps to reach the targets; run without "
                   "--quick to judge them"]
     report = ["\n".join([family_tables([r for r in rows if r["family"] == fam.name], fam, depths, variants,
                                        inits),

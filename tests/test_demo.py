@@ -80,10 +80,11 @@ def test_xavier_and_he_beat_zeros_small_large(quick, activation):
     tanh/large the highest); Xavier and He reach 0.78-0.83 with tanh, He 0.70-0.83 and Xavier
     0.28-0.54 with ReLU. The gap, the worse of Xavier and He minus the best of the three, was
     0.58-0.67 (tanh) and 0.18-0.44 (ReLU; seed 0: 0.33), so a margin of 0.1 holds for every seed
-    and thread count tried."""
+    and thread count tried. A start whose run diverged (seed 0: ReLU / large) has no accuracy
+    (null) and is left out of the three."""
     acc = {r["scheme"]: r["value"] for r in quick["records"] if r["experiment"] == "training"
            and r["activation"] == activation and r["stat"] == "final_test_accuracy"}
-    worst = max(acc["zeros"], acc["small"], acc["large"])
+    worst = max(acc[s] for s in ("zeros", "small", "large") if acc[s] is not None)
     assert min(acc["xavier_normal"], acc["he_normal"]) > worst + 0.1, acc
 
 

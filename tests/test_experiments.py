@@ -151,10 +151,55 @@ def test_training_is_seeded_and_records_steps(digits):
     assert epochs == [0, 1, 2, 3]
 
 
-def test_training_marks_divergence(digits):
-    cfg = TrainingConfig(schemes=("large",), activations=("relu",), depth=8, width=64, epochs=1, lr=1.0)
-    get = {r["stat"]: r["value"] for r in run_training(digits, cfg).records if r["layer"] is None}
-    assert get["diverged"] == 1.0
+@pytest.fixture(scope="module")
+def diverged_run(digits):
+    """The records of a run whose loss becomes non-finite within its first epoch (N(0, 1) weights,
+    8 ReLU layers, lr 1: the logits overflow after a step or two)."""
+    cfg = TrainingConfig(schemes=("large",), activations=("relu",), depth=8, width=64, epochs=2, lr=1.0)
+    return run_training(digits, cfg).records
+
+
+def test_training_marks_divergence_and_measures_nothing_after_it(diverged_run):
+    """A diverged run's final and mean accuracy, and the test numbers of the epoch it diverged in,
+    are NaN (as the train experiment's final accuracy), not the accuracy of a net that gives NaN;
+    the evaluations before the non-finite loss stay, and the run stops in that epoch."""
+    get = {r["stat"]: r for r in diverged_run if r["layer"] is None}
+    assert get["diverged"]["value"] == 1.0
+    step = get["diverged"]["step"]
+    assert isinstance(step, int) and step >= 1
+    assert math.isnan(get["final_test_accuracy"]["value"]) and math.isnan(get["mean_test_accuracy"]["value"])
+    last = {r["stat"]: r["value"] for r in diverged_run if r["epoch"] == 1 and r["stat"] != "train_loss"}
+    assert math.isnan(last["test_accuracy"]) and math.isnan(last["test_loss"])
+    assert not any(r["epoch"] == 2 for r in diverged_run if r["stat"] in ("test_accuracy", "train_loss"))
+    curve = [r for r in diverged_run if r["stat"] == "test_accuracy_at_step"]
+    assert curve and all(r["step"] < step and 0.0 <= r["value"] <= 1.0 for r in curve)
+
+
+def test_reports_say_diverged_where_a_run_has_no_accuracy(diverged_run, digits):
+    """The demo's training and depth tables and its narrative read a diverged run's NaN accuracy as
+    "diverged", not as a number, and the summary ranks only the runs that have an accuracy."""
+    from types import SimpleNamespace
+
+    from initlab.report import narrative
+    from initlab.report.figure_common import scheme_label
+    from initlab.report.tables import depth_table, training_table
+
+    fine = run_training(digits, TrainingConfig(schemes=("he_normal",), activations=("relu",), depth=2,
+                                               width=8, epochs=1)).records
+    both = diverged_run + fine
+    large, he = scheme_label("large"), scheme_label("he_normal")
+    rows = {row[1]: row for row in training_table(both)["rows"]}
+    assert rows[large][2:4] == ["– (diverged)", "– (diverged)"] and rows[large][5].startswith("yes, at step ")
+    assert rows[he][5] == "no" and 0.0 <= float(rows[he][2]) <= 1.0
+    depth = depth_table([{**r, "experiment": "depth", "depth": 8} for r in both])
+    assert depth["header"][2:] == [large, he]
+    assert depth["rows"][0][2].startswith("diverged / ") and not depth["rows"][0][3].startswith("diverged")
+    cfg = SimpleNamespace(depth=8, width=64, epochs=2, lr=1.0, momentum=0.9, batch_size=64, evals_per_epoch=4,
+                          activations=("relu",), target_accuracy=0.85, pretrain_epochs_per_layer=1)
+    text = " ".join(narrative.training(both, cfg, {"name": "digits", "n_train": 400, "n_test": 100}))
+    assert f"Final accuracy: {large} – (diverged), {he} 0." in text
+    row = summarize(both).rows[0]
+    assert row["ranking"] == ["he_normal"] and row["best_scheme"] == "he_normal"
 
 
 def test_training_unknown_scheme_raises(digits):

@@ -139,6 +139,12 @@ def _cell_value(rows: list[dict[str, Any]]) -> str:
     return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}→{fmt(values[-1])}"
 
 
+def _status(stats: dict[str, list[dict[str, Any]]]) -> str:
+    """A stored cell's status: ``diverged`` when its run's loss became non-finite (a ``diverged``
+    record of value 1: train, training, phase), else ``done``."""
+    return "diverged" if any(r.get("value") for r in stats.get("diverged", [])) else "done"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
@@ -174,13 +180,15 @@ def show_command(directory: str, records: bool) -> None:
     rows = []
     for c in sorted(cells, key=lambda c: tuple(_order(c.params.get(a)) for a in axes)):
         stats = by_cell.get(c.key, {})
-        rows.append([str(c.params.get(a, "")) for a in axes] + ["done"]
+        rows.append([str(c.params.get(a, "")) for a in axes] + [_status(stats)]
                     + [_cell_value(stats[s]) if s in stats else "–" for s in headline] + [c.key[:12]])
     rows += [[str(f.params.get(a, "")) for a in axes] + ["FAILED"] + ["–"] * len(headline) + [f.key[:12]]
              for f in failures]
     pending = int(m.get("n_cells", 0)) - len(cells) - len(failures)
+    diverged = sum(row[len(axes)] == "diverged" for row in rows)
     click.echo(f"{directory}: {m['experiment']} sweep {m.get('name') or ''}".rstrip() + f"; {len(cells)} of "
-               f"{m.get('n_cells')} cells stored, {len(failures)} failed, {pending} not run yet")
+               f"{m.get('n_cells')} cells stored" + (f" ({diverged} diverged)" if diverged else "")
+               + f", {len(failures)} failed, {pending} not run yet")
     if rows:
         click.echo(_table([*axes, "status", *headline, "cell"], rows))
     for f in failures:

@@ -130,7 +130,8 @@ def _row(activation: str, evidence: str, best: str, best_value: float | None, be
 
 
 def _accuracies(records: list[dict[str, Any]], experiment: str, depth: int | None = None) -> dict[str, dict]:
-    """Per activation: ``final``, ``mean`` and ``steps`` (incl. the start's own) per scheme, ``n_test``."""
+    """Per activation: ``final``, ``mean`` and ``steps`` (incl. the start's own) per scheme, ``n_test``;
+    a diverged run's accuracies (NaN: it has none) are left out."""
     out: dict[str, dict] = defaultdict(lambda: {"final": {}, "mean": {}, "steps": {}, "n_test": None,
                                                 "chance": None})
     for r in records:
@@ -139,10 +140,11 @@ def _accuracies(records: list[dict[str, Any]], experiment: str, depth: int | Non
         acc = out[r["activation"]]
         if r.get("chance_loss"):
             acc["chance"] = 1.0 / round(math.exp(float(r["chance_loss"])))
-        if r["stat"] == "final_test_accuracy" and r["value"] is not None:
+        finite = r["value"] is not None and math.isfinite(r["value"])
+        if r["stat"] == "final_test_accuracy" and finite:
             acc["final"][r["scheme"]] = float(r["value"])
             acc["n_test"] = int(r["n_test"]) if r.get("n_test") else acc["n_test"]
-        elif r["stat"] == "mean_test_accuracy" and r["value"] is not None:
+        elif r["stat"] == "mean_test_accuracy" and finite:
             acc["mean"][r["scheme"]] = float(r["value"])
         elif r["stat"] == "steps_to_target":
             acc["steps"][r["scheme"]] = (math.inf if r["value"] is None

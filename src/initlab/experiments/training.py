@@ -139,7 +139,8 @@ class TrainingResult:
     learning fast as well as ending high; extras ``n_test``, ``evaluations``), ``"steps_to_target"``
     (``None`` if never reached; extras ``target``, ``steps_per_epoch`` and ``init_steps``, the SGD
     steps the start itself took: layer-wise pretraining's, 0 for the others), ``"diverged"`` (1.0
-    if the loss became non-finite; extra ``step``, the SGD step whose loss it was), ``"seconds"``;
+    if the loss became non-finite; extra ``step``, the SGD step whose loss it was; the numbers measured
+    after it are NaN: :func:`fit`), ``"seconds"``;
     loss records carry ``chance_loss`` (``ln(n_classes)``, the loss of a uniform guess); for
     ``"pretrain"`` the pretraining records with experiment ``"pretrain"`` (stat
     ``"reconstruction_loss"`` per layer and epoch) and for ``"lsuv"`` the LSUV records, as those
@@ -232,7 +233,10 @@ def fit(model: nn.Module, dataset: Any, common: dict[str, Any], *, epochs: int, 
     The test set is evaluated before training, every ``steps_per_epoch // evals_per_epoch`` steps
     and after each epoch; ``steps_to_target`` is the first evaluated step with test accuracy
     :math:`\\ge` ``target_accuracy`` (``None`` if never). A non-finite loss stops the run
-    (``diverged`` 1.0; the last accuracy is kept for the rest of the curve).
+    (``diverged`` 1.0, extra ``step``): the net that gave it is not evaluated again, so that
+    epoch's ``test_loss`` and ``test_accuracy``, ``final_test_accuracy`` and ``mean_test_accuracy``
+    are NaN (as :func:`initlab.experiments.train.run_train`'s ``final_accuracy``); the evaluations
+    before it and ``steps_to_target`` stay.
     """
     x, y, n = dataset.x_train, dataset.y_train, dataset.x_train.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -260,20 +264,20 @@ def fit(model: nn.Module, dataset: Any, common: dict[str, Any], *, epochs: int, 
                 curve.append(_evaluate_at(model, dataset, common, step, step / steps_per_epoch, records))
                 if steps_to_target is None and curve[-1] >= target_accuracy:
                     steps_to_target = step
-        test_loss, acc = _evaluate(model, dataset.x_test, dataset.y_test)
+        # the net that gave a non-finite loss is no longer measured: its test numbers are NaN
+        test_loss, acc = (math.nan, math.nan) if diverged else _evaluate(model, dataset.x_test,
+                                                                         dataset.y_test)
         records += [make_record(**common, stat="train_loss", value=total / count if count else float("nan"),
                                 epoch=epoch, chance_loss=chance),
                     make_record(**common, stat="test_loss", value=test_loss, epoch=epoch, chance_loss=chance),
                     make_record(**common, stat="test_accuracy", value=acc, epoch=epoch)]
         if diverged:
             break
-    planned = 1 + (steps_per_epoch * epochs) // eval_every
-    curve += [acc] * max(0, planned - len(curve))  # a diverged run keeps its last accuracy
-    n_test = int(dataset.x_test.shape[0])
+    n_test, mean_acc = int(dataset.x_test.shape[0]), math.nan if diverged else sum(curve) / len(curve)
     return records + [
         make_record(**common, stat="final_test_accuracy", value=acc, epoch=epochs, n_test=n_test),
-        make_record(**common, stat="mean_test_accuracy", value=sum(curve) / len(curve), epoch=epochs,
-                    n_test=n_test, evaluations=len(curve)),
+        make_record(**common, stat="mean_test_accuracy", value=mean_acc, epoch=epochs, n_test=n_test,
+                    evaluations=len(curve)),
         make_record(**common, stat="steps_to_target", value=steps_to_target, epoch=None,
                     target=target_accuracy, steps_per_epoch=steps_per_epoch, init_steps=init_steps),
         make_record(**common, stat="diverged", value=float(diverged), epoch=None,
@@ -433,7 +437,7 @@ def run_training(dataset: Any, config: TrainingConfig | None = None, *, on_step:
     Each run trains ``mlp(n_features, width, depth, n_classes, activation)`` with
     ``SGD(lr, momentum)`` on the mean cross-entropy over mini-batches of ``batch_size``,
     stopping early if the loss becomes non-finite (the run is then marked ``diverged`` and its
-    last accuracy kept). ``steps_to_target`` is the first evaluated step ``s`` with
+    final and mean accuracy are NaN: :func:`fit`). ``steps_to_target`` is the first evaluated step ``s`` with
     test accuracy :math:`\\ge` ``target_accuracy`` (resolution ``steps_per_epoch / evals_per_epoch``).
 
     Args:

@@ -226,8 +226,8 @@ def vanishing(fw: dict, records: list[dict[str, Any]], cfg: Any) -> list[str]:
     tr = training_stats(records)
     for act in ("tanh", "relu"):
         if (act, "small") in tr:
-            best = max((v.get("final_test_accuracy") or 0, k[1]) for k, v in tr.items() if k[0] == act)
-            small = fmt(tr[(act, "small")].get("final_test_accuracy"))
+            best = max((_final_or_zero(v), k[1]) for k, v in tr.items() if k[0] == act)
+            small = _final_text(tr[(act, "small")])
             out.append(f"In training ({_act(act)}), small init ended at {small} test accuracy; the best "
                        f"start, {scheme_label(best[1])}, at {fmt(best[0])}.")
     return out if len(out) > 1 else ["The forward experiment did not include the small scheme."]
@@ -388,6 +388,17 @@ def he(fw: dict, cfg: Any = None) -> list[str]:
 # ---- sections 6-7: training ----------------------------------------------------------------------
 
 
+def _final_or_zero(run: dict[str, Any]) -> float:
+    """A run's final test accuracy for ranking: 0 when it has none (a diverged run's is NaN)."""
+    final = run.get("final_test_accuracy")
+    return float(final) if final is not None and math.isfinite(final) else 0.0
+
+
+def _final_text(run: dict[str, Any]) -> str:
+    """A run's final test accuracy as text, ``– (diverged)`` for a run whose loss became non-finite."""
+    return "– (diverged)" if run.get("diverged") else fmt(run.get("final_test_accuracy"))
+
+
 def _diverged_text(label: str, run: dict[str, Any]) -> str:
     step = run.get("diverged_step")
     return f"{label} at step {step}" if step is not None else label
@@ -420,8 +431,7 @@ def training(records: list[dict[str, Any]], cfg: Any, ds: dict[str, Any]) -> lis
         if diverged:
             text += f"Diverged (the loss became NaN or infinite): {', '.join(diverged)}. "
         text += "Final accuracy: " + ", ".join(
-            f"{scheme_label(s)} {'– (diverged)' if v.get('diverged') else fmt(v.get('final_test_accuracy'))}"
-            for s, v in rows.items()) + "."
+            f"{scheme_label(s)} {_final_text(v)}" for s, v in rows.items()) + "."
         out.append(text)
     default = _default_at_chance(tr, records, cfg)
     if default:
@@ -442,7 +452,7 @@ def _default_at_chance(tr: dict, records: list[dict[str, Any]], cfg: Any) -> str
 
     run, chance = tr.get(("relu", "torch_default")), _chance(records)
     final = (run or {}).get("final_test_accuracy")
-    if final is None or chance is None or final > chance + 0.02:
+    if final is None or not math.isfinite(final) or chance is None or final > chance + 0.02:
         return None
     var = cfg.width * scheme_spec("torch_default", (cfg.width, cfg.width)).expected_std ** 2  # fan_in Var(W)
     shrink = math.sqrt(2 / var)
@@ -473,7 +483,7 @@ def depth(records: list[dict[str, Any]], grid: dict[str, Any], claim_section: in
         at = {k[2]: v for k, v in runs.items() if k[0] == act and k[1] == deepest}
         trained = [s for s, v in at.items() if v.get("steps_to_target") is not None]
         text = (f"{_act(act, start=True)} at depth {deepest}: "
-                + ", ".join(f"{scheme_label(s)} {fmt(v.get('final_test_accuracy'))}" for s, v in at.items())
+                + ", ".join(f"{scheme_label(s)} {_final_text(v)}" for s, v in at.items())
                 + " final accuracy; ")
         if trained:
             text += "reached the target: " + ", ".join(

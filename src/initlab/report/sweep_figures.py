@@ -126,7 +126,10 @@ def summary_table(records: Sequence[Mapping[str, Any]], axes: Sequence[str],
                   stats: Sequence[str]) -> dict[str, Any] | None:
     """Per grid point (every axis but ``seed``): seeds, then for each stat of ``stats`` recorded
     once per cell its median and min-max over seeds; ``steps_to_target`` also counts the seeds that
-    reached the target (a seed that never did is not in its median). ``None`` without such stats.
+    reached the target (a seed that never did is not in its median). When the cells record
+    ``diverged`` (train, training, phase), a ``diverged`` column counts the seeds whose loss became
+    non-finite (their accuracies are NaN, so not in the medians), and a stat with no finite value at
+    a point where every seed diverged reads ``diverged``, not ``–``. ``None`` without such stats.
 
     >>> t = summary_table([{"cell": "a", "depth": 2, "seed": 0, "stat": "steps_to_target", "value": 40.0},
     ...                    {"cell": "b", "depth": 2, "seed": 1, "stat": "steps_to_target", "value": None}],
@@ -139,20 +142,23 @@ def summary_table(records: Sequence[Mapping[str, Any]], axes: Sequence[str],
         return None
     keep = [a for a in axes if a != "seed"]
     cells = {s: _group(per_cell(records, s), keep) for s in present}
+    diverged = _group(per_cell(records, "diverged"), keep)
     points = sorted({p for g in cells.values() for p in g}, key=lambda p: tuple(_sort_key(v) for v in p))
-    header = [*keep, "seeds"]
+    header = [*keep, "seeds"] + (["diverged"] if diverged else [])
     for s in present:
         header += ([f"{s}: reached", "median", "min–max"] if s == "steps_to_target"
                    else [f"{s}: median", "min–max"])
     rows = []
     for p in points:
         n = max(len(g.get(p, [])) for g in cells.values())
-        row = [_fmt(v) for v in p] + [str(n)]
+        lost = sum(bool(r.get("value")) for r in diverged.get(p, []))
+        row = [_fmt(v) for v in p] + [str(n)] + ([f"{lost}/{len(diverged.get(p, []))}"] if diverged else [])
         for s in present:
             vals = [r.get("value") for r in cells[s].get(p, [])]
             if s == "steps_to_target":
                 row.append(f"{sum(_finite(v) for v in vals)}/{len(vals)}")
-            row += list(_spread(vals, 4))
+            all_lost = lost and lost == len(vals) and not any(_finite(v) for v in vals)
+            row += ["diverged", "–"] if all_lost else list(_spread(vals, 4))
         rows.append(row)
     return {"header": header, "rows": rows}
 

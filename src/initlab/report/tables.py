@@ -189,7 +189,8 @@ def depth_table(records: list[dict[str, Any]]) -> dict[str, Any]:
                 run = runs.get((act, depth, scheme), {})
                 steps = run.get("steps_to_target")
                 reached = "never" if steps is None else str(int(steps))
-                cells.append(f"{fmt(run.get('final_test_accuracy'))} / {reached}")
+                final = "diverged" if run.get("diverged") else fmt(run.get("final_test_accuracy"))
+                cells.append(f"{final} / {reached}")
             rows.append([act, str(depth), *cells])
     return {"caption": f"Depth: final test accuracy / steps to {fmt(target)} test accuracy, per start",
             "header": ["activation", "depth", *[scheme_label(s) for s in schemes]],

@@ -31,6 +31,10 @@ class SweepExperiment:
             config does not check itself but a sweep cell needs (:func:`check_dataset`: a cell
             that loads its data set by name); ``None``: nothing more.
         description: one line for ``--help`` and errors.
+        records_version: bump it when this experiment's records change meaning (a diverged
+            ``training`` run's accuracies became NaN: 2), so a sweep directory made before does not
+            pass its old cells off as new ones; it enters the cell key (:attr:`key_name`) from 2 on,
+            and the other experiments' keys stay as they were.
     """
 
     name: str
@@ -40,6 +44,12 @@ class SweepExperiment:
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     description: str = ""
     check: Callable[[Any], None] | None = None
+    records_version: int = 1
+
+    @property
+    def key_name(self) -> str:
+        """The experiment's part of a cell key: its name, with ``/records-vN`` from version 2 on."""
+        return self.name if self.records_version == 1 else f"{self.name}/records-v{self.records_version}"
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -125,7 +135,7 @@ def _registry() -> dict[str, SweepExperiment]:
                                     ("final_test_accuracy", "mean_test_accuracy", "steps_to_target",
                                      "seconds"),
                                     description="the demo's training run: one MLP from one start",
-                                    check=check_dataset),
+                                    check=check_dataset, records_version=2),
     }
 
 

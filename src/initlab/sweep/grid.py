@@ -190,7 +190,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
     for *combo, point, seed in itertools.product(*(spec.grid[a] for a in axes), points, spec.seeds):
         params = {**dict(zip(axes, combo, strict=True)), **point, "seed": seed}
         config = _make(exp, {**spec.fixed, **params, "threads": spec.threads}, params)
-        key = cell_key(exp.name, config, versions)
+        key = cell_key(exp.key_name, config, versions)
         cells.setdefault(key, Cell(key, exp.name, params, config))
     return list(cells.values())
 
