@@ -21,7 +21,8 @@ families, as cells (starts: :mod:`initlab.experiments.starts`; models:
   128), the same for every start: at a critical start every layer of a plain chain adds the same
   amount to the neural tangent kernel, so one SGD step moves the function ~depth times as far
   (CNN-128 under auto at 0.005 rose to 0.58 by step 140 and crashed to 0.28 by step 180; at 0.00125
-  it reached 75 % at step 320 and ended at 0.773, seed 0), batch 128, 500 steps. Starts:
+  it reached 75 % at steps 320 / 300 / 340 and ended at 0.773 / 0.801 / 0.785, seeds 0-2: the
+  CNN-8's median is 0.779), batch 128, 500 steps. Starts:
   ``torch_default`` (as constructed), ``he_fan_out`` (torchvision's
   ``kaiming_normal_(mode="fan_out")``), ``lsuv`` (on 512 training images), ``delta_orthogonal``
   (at the activation's critical ``sigma_w``), ``auto``.
