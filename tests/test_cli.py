@@ -215,7 +215,9 @@ def test_probe_file_function_token_ids_and_the_logits_verdict(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, match", [
     (["--input-shape", "2,x"], "--input-shape '2,x' is invalid"),
-    (["--input-shape", "2,7"], "the forward of .* failed on its inputs \\(RuntimeError: mat1 and mat2"),
+    (["--input-shape", "2,7"],
+     "--input-shape 2,7: the model.s forward failed on an input of shape \\(2, 7\\) "
+     "\\(RuntimeError: mat1 and mat2"),
     (["--input-dtype", "int64"], "--input-dtype int64 needs --input-shape"),
     (["--depth", "3"], "--depth builds the built-in MLP"),
     (["--batch", "8"], "--batch builds the built-in MLP"),

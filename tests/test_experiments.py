@@ -177,7 +177,7 @@ def test_training_marks_divergence_and_measures_nothing_after_it(diverged_run):
 
 def test_reports_say_diverged_where_a_run_has_no_accuracy(diverged_run, digits):
     """The demo's training and depth tables and its narrative read a diverged run's NaN accuracy as
-    "diverged", not as a number, and the summary ranks only the runs that have an accuracy."""
+    "diverged", not as a number, and the summary ranks a diverged run as a guess (at chance), last."""
     from types import SimpleNamespace
 
     from initlab.report import narrative
@@ -198,8 +198,8 @@ def test_reports_say_diverged_where_a_run_has_no_accuracy(diverged_run, digits):
                           activations=("relu",), target_accuracy=0.85, pretrain_epochs_per_layer=1)
     text = " ".join(narrative.training(both, cfg, {"name": "digits", "n_train": 400, "n_test": 100}))
     assert f"Final accuracy: {large} – (diverged), {he} 0." in text
-    row = summarize(both).rows[0]
-    assert row["ranking"] == ["he_normal"] and row["best_scheme"] == "he_normal"
+    row = summarize(both).rows[0]  # the diverged run ranks as a guess, last
+    assert row["ranking"] == ["he_normal", "large"] and row["best_scheme"] == "he_normal"
 
 
 def test_training_unknown_scheme_raises(digits):
@@ -475,3 +475,21 @@ def test_pretraining_steps_count_in_steps_to_target(digits):
     steps = next(r for r in run_training(digits, cfg).records if r["stat"] == "steps_to_target")
     # 2 pretrained hidden layers x 2 epochs x ceil(n / 64) mini-batches
     assert steps["init_steps"] == 2 * 2 * math.ceil(digits.x_train.shape[0] / 64)
+
+
+def test_summary_keeps_an_activation_whose_rule_start_diverged():
+    """He (ReLU's rule) diverged: the summary still has ReLU's training row, He ranked as a guess."""
+    from initlab.data import load_dataset
+    from initlab.experiments.summary import summarize
+    from initlab.experiments.training import TrainingConfig, run_training
+
+    ds = load_dataset("digits", seed=0, limit=400)
+    bad = run_training(ds, TrainingConfig(schemes=("large",), activations=("relu",), depth=8, width=64,
+                                          epochs=1, lr=1.0)).records
+    assert any(r["stat"] == "diverged" and r["value"] == 1.0 for r in bad)
+    bad = [{**r, "scheme": "he_normal"} for r in bad]
+    fine = run_training(ds, TrainingConfig(schemes=("xavier_normal", "small"), activations=("relu",), depth=2,
+                                           width=8, epochs=1)).records
+    rows = [r for r in summarize(bad + fine).rows
+            if r["activation"] == "relu" and r["evidence"] == "training"]
+    assert len(rows) == 1 and rows[0]["best_scheme"] != "he_normal"

@@ -243,7 +243,8 @@ def test_odd_width_link_is_orthogonal_at_the_variance_point():
     """A 7-unit ReLU layer cannot be mirrored: orthogonal at ReLU's variance point (q = 1,
     sigma_w2 = 2), so the hidden block's gain is sqrt(q / (q / 2)) = sqrt(2)."""
     net = nn.Sequential(nn.Linear(8, 7), nn.ReLU(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 3))
-    with pytest.warns(UnmirroredWarning, match=r"'0' \(7\), '2' \(7\): an odd number of outputs.*even width"):
+    both = r"'0' \(7 outputs, then relu\), '2' \(7 outputs, then relu\): an odd number.*even width"
+    with pytest.warns(UnmirroredWarning, match=both):
         plan = init_model(net, generator=_gen())
     assert [plan[f"{i}.weight"].scheme for i in (0, 2, 4)] == ["orthogonal"] * 3
     assert plan["0.weight"].gain == pytest.approx(1.0)

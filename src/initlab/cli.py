@@ -127,7 +127,7 @@ _TRANSFORMS = {"skip_gates": _add_skip_gates, "fixup_scalars": _add_fixup_scalar
 @click.argument("target", metavar="FILE.py:FUNCTION")
 @click.option("--input-shape", default=None,
               help="Shape of an example input, e.g. 1,3,32,32; several for a forward of several tensors, "
-                   "separated by ';' (nn.Transformer's src and tgt: '2,7,32;2,5,32'). If the model's forward "
+                   "separated by ';', quoted (nn.Transformer's src and tgt: '2,7,32;2,5,32'). If the forward "
                    "fails on it, exit 2. It finds the activations when fx cannot trace the model, and gives "
                    "the shapes the propagated scales of 'auto' and 'variance' depend on (zero padding, "
                    "pooling). Without it, an input is built from the model's first layer or its Hugging Face "
@@ -348,7 +348,7 @@ _PROBE_BATCH = 16
 @click.argument("target", metavar="[FILE.py:FUNCTION]", required=False)
 @click.option("--input-shape", default=None,
               help="With FILE.py:FUNCTION: shape of the input batch, batch first, e.g. 64,3,32,32 "
-                   "(several inputs separated by ';', e.g. 64,7,32;64,5,32) "
+                   "(several inputs: shapes separated by ';', quoted, e.g. '64,7,32;64,5,32') "
                    "[default: the inputs initlab.graph.example_inputs builds from the model's first layer, "
                    f"batch {_PROBE_BATCH}].")
 @click.option("--input-dtype", type=click.Choice(_PROBE_DTYPES), default="float32", show_default=True,
@@ -414,6 +414,8 @@ def probe_command(target: str | None, input_shape: str | None, input_dtype: str,
         header = f"{header}, seed {seed}"
     else:
         model, inputs, header = _probe_target(target, input_shape, input_dtype, seed, gen)
+        if input_shape is not None:  # an input the user chose must fit: one line, exit 2
+            _check_forward(model, inputs, input_shape, _shapes(input_shape), input_dtype)
         if scheme is not None or transform is not None:
             header += _init_target(model, inputs, scheme, transform, seed)
         header = f"{header}, seed {seed}"
@@ -598,9 +600,11 @@ def _check_forward(model, example, input_shape: str, shape, input_dtype: str) ->
     except Exception as exc:  # noqa: BLE001  (the user's forward: any error is a bad input)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         ids = " (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""
+        several = ("; a forward of several tensors takes their shapes separated by ';', quoted: "
+                   "'2,7,32;2,5,32'") if isinstance(exc, TypeError) else ""
         raise InitlabError(f"--input-shape {input_shape}: the model's forward failed on an input of shape "
                            f"{tuple(shape)} ({type(exc).__name__}: {text}): pass the shape of the model's "
-                           f"input{ids}") from None
+                           f"input{ids}{several}") from None
 
 
 def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: int, gen):
@@ -660,7 +664,7 @@ def _make_inputs(model, shape, input_shape: str, input_dtype: str, gen):
 
     try:
         return tuple(one(s) for s in shape) if isinstance(shape, list) else one(shape)
-    except RuntimeError as exc:
+    except (RuntimeError, OverflowError, ValueError, TypeError) as exc:
         raise InitlabError(f"--input-shape {input_shape}: cannot make an input of shape {shape} "
                            f"({str(exc).strip().splitlines()[0]}): pass a smaller shape") from None
 

@@ -46,10 +46,10 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     >>> parse_shapes("2,7,32; 2,5,32")
     [(2, 7, 32), (2, 5, 32)]
     """
-    parts = [t for t in str(text).split(";") if t.strip()]
-    if not parts:
-        raise InitlabError(f"--input-shape {text!r} is invalid: pass positive integers, e.g. 1,3,32,32 "
-                           "(several inputs: 2,7,32;2,5,32)")
+    parts = str(text).split(";")
+    if not any(t.strip() for t in parts) or (len(parts) > 1 and not all(t.strip() for t in parts)):
+        raise InitlabError(f"--input-shape {text!r} is invalid: pass positive integers, e.g. 1,3,32,32, and "
+                           "separate the shapes of several inputs by ';' (2,7,32;2,5,32)")
     try:
         return [parse_shape(t) for t in parts]
     except InitlabError:

@@ -164,6 +164,25 @@ def test_logits_verdict_through_a_constant_bias_added_to_the_head(gen):
     assert output_from_layer(res) == "fc" and "logits" in kinds(res)
     both = probe(BiasedHead(learned=True), x)  # a sum of two computed tensors: not one layer's output
     assert output_from_layer(both) is None
+    net = BiasedHead()
+    net.shift.normal_(generator=gen)  # a non-zero bias, the same for every example: still the head's
+    assert output_from_layer(probe(net, x)) == "fc"
+
+
+class InputPlusHead(nn.Module):
+    """``5 x + fc(x)``: a term without grad that varies with the input is no constant shift."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return 5 * x + self.fc(x)
+
+
+def test_an_input_term_added_to_the_head_hides_its_output(gen):
+    res = probe(InputPlusHead(), torch.randn(16, 8, generator=gen))
+    assert output_from_layer(res) is None and "logits" not in kinds(res)
 
 
 def test_records_without_from_layer_keep_the_logits_verdict(gen):

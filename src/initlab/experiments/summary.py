@@ -131,7 +131,8 @@ def _row(activation: str, evidence: str, best: str, best_value: float | None, be
 
 def _accuracies(records: list[dict[str, Any]], experiment: str, depth: int | None = None) -> dict[str, dict]:
     """Per activation: ``final``, ``mean`` and ``steps`` (incl. the start's own) per scheme, ``n_test``;
-    a diverged run's accuracies (NaN: it has none) are left out."""
+    a diverged run (NaN accuracies: it has none) ranks as a guess, at chance (0 when the chance level
+    is unknown), so the rule whose own start diverged is still judged, as losing."""
     out: dict[str, dict] = defaultdict(lambda: {"final": {}, "mean": {}, "steps": {}, "n_test": None,
                                                 "chance": None})
     for r in records:
@@ -141,14 +142,19 @@ def _accuracies(records: list[dict[str, Any]], experiment: str, depth: int | Non
         if r.get("chance_loss"):
             acc["chance"] = 1.0 / round(math.exp(float(r["chance_loss"])))
         finite = r["value"] is not None and math.isfinite(r["value"])
-        if r["stat"] == "final_test_accuracy" and finite:
-            acc["final"][r["scheme"]] = float(r["value"])
+        value = float(r["value"]) if finite else None  # None: diverged, filled in below
+        if r["stat"] == "final_test_accuracy":
+            acc["final"][r["scheme"]] = value
             acc["n_test"] = int(r["n_test"]) if r.get("n_test") else acc["n_test"]
-        elif r["stat"] == "mean_test_accuracy" and finite:
-            acc["mean"][r["scheme"]] = float(r["value"])
+        elif r["stat"] == "mean_test_accuracy":
+            acc["mean"][r["scheme"]] = value
         elif r["stat"] == "steps_to_target":
             acc["steps"][r["scheme"]] = (math.inf if r["value"] is None
                                          else float(r["value"]) + float(r.get("init_steps") or 0))
+    for acc in out.values():
+        guess = acc["chance"] if acc["chance"] is not None else 0.0
+        for which in ("final", "mean"):
+            acc[which] = {k: guess if v is None else v for k, v in acc[which].items()}
     return out
 
 

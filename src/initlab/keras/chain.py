@@ -8,7 +8,6 @@ in the ``Flatten``'s order (:func:`head_orders`): the mirrored channel halves st
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.graph import Graph, Kind, Node
 from initlab.keras.graph import KerasGraph
-from initlab.model.chain import ChainRole, UnmirroredWarning, chain_role, unmirrored_note
+from initlab.model.chain import ChainRole, chain_role, unmirrored_note, warn_unmirrored
 
 __all__ = ["ChainLink", "plain_chain", "chain_roles", "head_orders"]
 
@@ -211,11 +210,8 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
             return None
         points.append(pt)
     if unmirrored:
-        names = ", ".join(f"{links[k].module!r} ({layers[k].kernel.shape[-1]})" for k in sorted(unmirrored))
-        warnings.warn(f"auto: {names}: an odd number of outputs, so the "
-                      f"{points[min(unmirrored)].activation} after each is not looks-linear "
-                      "(orthogonal at its near-critical point instead, not an exact isometry): use an even "
-                      "width for the looks-linear start", UnmirroredWarning, stacklevel=2)
+        warn_unmirrored([(links[k].module, layers[k].kernel.shape[-1], points[k].activation)
+                         for k in sorted(unmirrored)])
     roles = {}
     for k, link in enumerate(links):
         role = chain_role(_torch_twin(layers[k]), points[k - 1] if k else None, points[k])

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from initlab import schemes
-from initlab.errors import InitlabError
+from initlab.errors import InitlabError, outside_stacklevel
 from initlab.model.classify import LINEAR
 from initlab.model.found import Found
 
@@ -178,11 +178,7 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
         note = unmirrored_note(_dims(modules[q])[0], points[k])
         roles[q] = replace(roles[q], note=f"{roles[q].note}; {note}")
     if unmirrored:
-        layers = ", ".join(f"{chain[k]!r} ({_dims(modules[chain[k]])[0]})" for k in unmirrored)
-        warnings.warn(f"auto: {layers}: an odd number of outputs, so the "
-                      f"{points[unmirrored[0]].activation} after each is not looks-linear "
-                      "(orthogonal at its near-critical point instead, not an exact isometry): use an even "
-                      "width for the looks-linear start", UnmirroredWarning, stacklevel=2)
+        warn_unmirrored([(chain[k], _dims(modules[chain[k]])[0], points[k].activation) for k in unmirrored])
     for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
         if found[before].next_via:
             roles[q] = replace(roles[q], note=f"{roles[q].note}; reads {' -> '.join(found[before].next_via)}")
@@ -233,6 +229,16 @@ def _link_points(
 class UnmirroredWarning(UserWarning):
     """A ReLU-like link of a plain chain under ``"auto"`` is not looks-linear because its layer has
     an odd number of outputs (:func:`plan_chain`)."""
+
+
+def warn_unmirrored(layers: list[tuple[str, int, str]]) -> None:
+    """Warn (:class:`UnmirroredWarning`, at the caller's line outside initlab) that the ReLU-like
+    links after ``layers`` — ``(name, outputs, activation)`` each — are not looks-linear, and why."""
+    which = ", ".join(f"{name!r} ({n} outputs, then {act})" for name, n, act in layers)
+    warnings.warn(f"auto: {which}: an odd number of outputs, so the activation after it is not "
+                  "looks-linear (orthogonal at its near-critical point instead, not an exact isometry): "
+                  "use an even width for the looks-linear start", UnmirroredWarning,
+                  stacklevel=outside_stacklevel())
 
 
 def unmirrored_note(width: int, point: Any) -> str:

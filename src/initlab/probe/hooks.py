@@ -103,6 +103,8 @@ class _Session:
         self.sources: dict[int, tuple[weakref.ref, str]] = {}
         # each weight layer's output as it returned it: (tensor, layer, version, autograd node)
         self.weight_outputs: list[tuple[weakref.ref, str, int | None, Any]] = []
+        # the last weight layer's output, held (a head's output may be freed once a bias is added)
+        self.last_weight_output: tuple[Any, torch.Tensor] | None = None
         self.stack: list[tuple[str, nn.Module]] = []
         self.fn_counts: dict[tuple[str, str], int] = {}
         self.busy = False
@@ -114,7 +116,7 @@ class _Session:
     def release(self) -> None:
         """Drop everything but the layers (what the result's records are built from)."""
         self.fwd, self.bwd, self.producers, self.model = [], [], {}, None
-        self.sources, self.weight_outputs = {}, []
+        self.sources, self.weight_outputs, self.last_weight_output = {}, [], None
         self.scratch, self.weights, self.projections, self.pgrads = {}, [], [], {}
         self.grad_targets = []
 
@@ -179,6 +181,7 @@ class _Session:
             if layer.layer_type in _WEIGHT_TYPES:
                 self.sources[id(out)] = (weakref.ref(out), layer.name)
                 self.weight_outputs.append((weakref.ref(out), layer.name, _version(out), out.grad_fn))
+                self.last_weight_output = (out.grad_fn, out.detach())
         except TypeError:  # pragma: no cover - tensors support weakrefs
             pass
 
@@ -192,21 +195,38 @@ class _Session:
         node = t.grad_fn
         if node is not None:
             made = {id(fn): name for _, name, _, fn in self.weight_outputs if fn is not None}
+            shifted = False
             while node is not None and id(node) not in made:
                 kind = type(node).__name__.rstrip("0123456789")
                 live = [fn for fn, _ in node.next_functions if fn is not None]
-                shift = kind in ("AddBackward", "SubBackward") and len(live) == 1  # plus a buffer
+                shift = kind in ("AddBackward", "SubBackward") and len(live) == 1  # plus a tensor, no grad
                 if kind not in _REARRANGING_NODES and not shift:
                     return None
-                inputs = [fn for fn, _ in node.next_functions if fn is not None]
-                node = inputs[0] if len(inputs) == 1 else None
-            return None if node is None else made[id(node)]
+                shifted = shifted or shift
+                node = live[0] if len(live) == 1 else None
+            if node is None:
+                return None
+            name = made[id(node)]
+            return name if not shifted or self._constant_shift(t, node) else None
         for ref, name, version, _ in self.weight_outputs:
             out = ref()
             if out is not None and version is not None and _storage_of(out) is _storage_of(t) \
                     and _version(out) == version:
                 return name
         return None
+
+    def _constant_shift(self, t: torch.Tensor, node: Any) -> bool:
+        """Whether ``t`` is the output of the layer whose autograd node is ``node`` plus the same
+        values for every example (a bias buffer: BART's ``final_logits_bias``), not plus a term
+        that varies with the input (``5 * x + fc(h)``, whose std is not the head's)."""
+        last = self.last_weight_output
+        out = last[1] if last is not None and last[0] is node else None
+        if out is None or out.shape != t.shape or t.dim() == 0 or t.shape[0] < 2 or not t.is_floating_point():
+            return False
+        with torch.no_grad():  # t - out = the shift, up to the rounding of the add: a few ulps of t
+            diff = t.detach().double() - out.detach().double()
+            ulp = torch.finfo(t.dtype).eps * float(t.detach().abs().max().double())
+            return bool((diff - diff[:1]).abs().max() <= 4 * ulp)
 
     def record_output_stats(self, layer: _Layer, out: torch.Tensor) -> None:
         """The partials and sample of a non-empty ``out``, with the saturation thresholds of a

@@ -128,8 +128,9 @@ def summary_table(records: Sequence[Mapping[str, Any]], axes: Sequence[str],
     once per cell its median and min-max over seeds; ``steps_to_target`` also counts the seeds that
     reached the target (a seed that never did is not in its median). When the cells record
     ``diverged`` (train, training, phase), a ``diverged`` column counts the seeds whose loss became
-    non-finite (their accuracies are NaN, so not in the medians), and a stat with no finite value at
-    a point where every seed diverged reads ``diverged``, not ``–``. ``None`` without such stats.
+    non-finite (train's and training's accuracies are then NaN, so not in the medians; phase scores
+    the broken net's outputs as wrong, 0), and a stat with no finite value at a point where every
+    seed diverged reads ``diverged``, not ``–``. ``None`` without such stats.
 
     >>> t = summary_table([{"cell": "a", "depth": 2, "seed": 0, "stat": "steps_to_target", "value": 40.0},
     ...                    {"cell": "b", "depth": 2, "seed": 1, "stat": "steps_to_target", "value": None}],

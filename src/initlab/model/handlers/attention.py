@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from initlab import schemes
@@ -51,7 +53,8 @@ def _plan_in_proj_weight(ctx: SchemeContext, row: PlanRow, q: str) -> None:
         set_spec(row, "keras_default", schemes.glorot_uniform(fans), chunks=3)
     elif (parts := [ctx.scale(q, p) for p in ("query", "key", "value")]) and all(parts):
         set_propagated(row, parts[0], 3, chunk_scales=parts)
-        if len({(p.std, p.role) for p in parts}) == 1:
+        same = all(math.isclose(p.std, parts[0].std, rel_tol=1e-6) for p in parts)
+        if same:
             row.note = "per chunk (Q, K, V); " + row.note
         else:  # the spec column shows Q's: say each chunk's (T-Fixup, DeepNorm scale V alone)
             row.note = "per chunk: " + "; ".join(f"{c}: std {p.std:.4g} ({p.role})"
