@@ -535,8 +535,8 @@ def transformer_stacks(model: nn.Module, g: Graph, br: Branches) -> Stacks:
         return found, made
 
     memory, cross = 0, 0
-    owner = _owners(model, g, br)
     packed = packed_by_structure(model)
+    owner = _owners(model, g, br, packed)
     for r in br.adds:
         outside, made = memory_of(r)
         if outside:
@@ -557,9 +557,9 @@ def transformer_stacks(model: nn.Module, g: Graph, br: Branches) -> Stacks:
     return Stacks(len(encoder) / 2.0, cross, decoder, owner)
 
 
-def _owners(model: nn.Module, g: Graph, br: Branches) -> dict[Key, int]:
-    """``(module, part)`` on a branch -> the id of the innermost residual add whose branch holds it."""
-    packed = packed_by_structure(model)
+def _owners(model: nn.Module, g: Graph, br: Branches, packed: dict[str, int]) -> dict[Key, int]:
+    """``(module, part)`` on a branch -> the id of the innermost residual add whose branch holds it
+    (``packed``: :func:`~initlab.model.handlers.linear.packed_by_structure` of ``model``)."""
     owner: dict[Key, int] = {}
     for r in sorted(br.adds, key=lambda r: -len(r.layers)):  # inner (shorter) branches last: they win
         for i in r.layers:
