@@ -4,6 +4,7 @@ init_model(..., "auto") on plain MLPs (looks-linear and near-critical orthogonal
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -255,6 +256,16 @@ def test_odd_width_link_is_orthogonal_at_the_variance_point():
     for name in ("0.weight", "2.weight"):  # the plan says why: the odd width, and the fix
         assert "7 outputs, an odd number" in plan[name].note and "an even number" in plan[name].note
     assert "odd" not in plan["4.weight"].note
+
+
+def test_no_odd_width_warning_for_a_layer_a_rule_plans_otherwise():
+    """The warning names the layers the chain's rule planned; one a rule gives He is not warned of."""
+    net = nn.Sequential(nn.Linear(8, 15), nn.ReLU(), nn.Linear(15, 16), nn.ReLU(), nn.Linear(16, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = init_model(net, "auto", rules=[(r"^0\.weight$", "he_normal")], dry_run=True)
+    assert plan["0.weight"].scheme == "he_normal"
+    assert not [w for w in caught if issubclass(w.category, UnmirroredWarning)]
 
 
 def test_rules_override_chain_rows_and_seed_gives_same_bits():

@@ -12,7 +12,7 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.graph import Graph
-from initlab.model.chain import plain_chain, plan_chain
+from initlab.model.chain import plain_chain, plan_chain, warn_unmirrored
 from initlab.model.detect import DetectionFallbackWarning, detect, fallback_message, lazy_modules
 from initlab.model.found import Found
 from initlab.model.handlers.linear import packed_by_structure
@@ -152,6 +152,7 @@ def init_model(
                                      lazy)
     rows, skipped, use = plan_rows(model, ctx, checked_rules)
     warn_unused_rules(checked_rules, use)
+    _warn_unmirrored(ctx, rows)
     _warn_left_alone(model, rows, skipped, method, why)
     graph_note = (f"not traced: lazy module {lazy[0]!r} is not materialised (run one forward first)"
                   if lazy else predict_moments(model, rows, graph, why, skip=set(ctx.chain),
@@ -215,6 +216,16 @@ def _context(
     ctx = SchemeContext(scheme, found, embedding_std, sigma_b2, roles, packed_by_structure(model), scales,
                         mha_out, dict(model.named_modules()))
     return ctx, propagation_note
+
+
+def _warn_unmirrored(ctx: SchemeContext, rows: list[PlanRow]) -> None:
+    """Warn about the layers of a plain chain whose ReLU-like link is not looks-linear for an odd
+    width, among those the chain's rule actually planned (a rule's other scheme is not warned)."""
+    notes = {r.module: r.note for r in rows if r.name.endswith("weight")}
+    odd = [(q, *role.unmirrored) for q, role in ctx.chain.items()
+           if role.unmirrored is not None and role.note in notes.get(q, "")]
+    if odd:
+        warn_unmirrored(odd)
 
 
 def _warn_left_alone(

@@ -27,6 +27,7 @@ class ChainRole:
     shift: float  # phi(0) of the activation the layer reads: the bias subtracts shift * W 1
     note: str
     scheme: str = "orthogonal"  # the plan row's label: orthogonal, looks_linear, delta_orthogonal
+    unmirrored: tuple[int, str] | None = None  # (outputs, activation): an odd width left unmirrored
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -132,7 +133,9 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
       did not reach 80 % in 1 epoch, 3 seeds; tanh 100 steps against 80). Blocks that expand
       (rows > cols) are scaled by :math:`\\sqrt{rows/cols}` so each unit keeps the variance.
     * A link that cannot be mirrored (odd width; the model's last activation) takes the
-      near-critical point, or for the last activation the variance point ``q = 1``.
+      near-critical point, or for the last activation the variance point ``q = 1``; an odd width
+      is noted on the role (``unmirrored``), and :func:`initlab.init_model` warns for the layers it
+      planned so (:func:`warn_unmirrored`; not for one a rule gives another scheme).
     * A conv (a plain CNN) gets a **delta kernel** (Xiao et al. 2018; :class:`~initlab.schemes.Delta`):
       zero but the spatial centre tap, which holds the block a Linear with ``(rows, cols) =
       (out_channels, in_channels)`` gets (orthogonal, delta-orthogonal at the near-critical point;
@@ -176,9 +179,8 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
     for k in unmirrored:
         q = chain[k]
         note = unmirrored_note(_dims(modules[q])[0], points[k])
-        roles[q] = replace(roles[q], note=f"{roles[q].note}; {note}")
-    if unmirrored:
-        warn_unmirrored([(chain[k], _dims(modules[chain[k]])[0], points[k].activation) for k in unmirrored])
+        roles[q] = replace(roles[q], note=f"{roles[q].note}; {note}",
+                           unmirrored=(_dims(modules[q])[0], points[k].activation))
     for before, q in zip(chain, chain[1:], strict=False):  # the head of a CNN: say what its link averages
         if found[before].next_via:
             roles[q] = replace(roles[q], note=f"{roles[q].note}; reads {' -> '.join(found[before].next_via)}")
