@@ -556,3 +556,21 @@ def test_same_seed_same_bits(scheme):
     init_model(b, scheme, generator=gen(), **kw)
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_auto_on_a_gated_resnet_lets_the_gates_start_the_branches():
+    """After add_skip_gates, "auto" gives SkipInit's start: gates 0, branch weights by the variance
+    rule, ends not zeroed (a zero end behind a zero gate would never train), and says so."""
+    from initlab.transforms import add_skip_gates
+
+    x = torch.randn(2, 3, 32, 32)
+    net = zoo.build("resnet20_nonorm")
+    add_skip_gates(net, example_inputs=x, verbose=False)
+    auto = init_model(net, "auto", example_inputs=x, dry_run=True)
+    skip = init_model(net, "skipinit", example_inputs=x, dry_run=True)
+    for name in ("blocks.0.conv1.weight", "blocks.0.conv2.weight", "blocks.4.conv2.weight"):
+        assert auto[name].std == pytest.approx(skip[name].std, rel=1e-12) and auto[name].std > 0
+    assert auto["blocks.0.bn2.skip_gate"].std == 0.0
+    assert "skip_gate parameters found" in auto.propagation
+    bare = init_model(zoo.build("resnet20_nonorm"), "auto", example_inputs=x, dry_run=True)
+    assert bare["blocks.0.conv2.weight"].std == 0.0  # without gates: the ends start at 0

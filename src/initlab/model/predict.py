@@ -43,7 +43,12 @@ def propagation_plans(
       :math:`q_{skip} (2^{1/L} - 1)` with ``L`` such branches: the stream's second moment doubles
       over the whole depth rather than per block (Radford et al. 2019; Zhang et al. 2019); in a
       network without any normalization layer it starts at 0 (Zhang et al. 2019; De & Smith 2020:
-      measured faster, :data:`initlab.model.propagation.ZERO_ENDS_WITHOUT_NORM`);
+      measured faster, :data:`initlab.model.propagation.ZERO_ENDS_WITHOUT_NORM`) — unless the
+      model holds SkipInit gates (:func:`initlab.transforms.add_skip_gates`): they start the branches
+      at 0 (set by the gate's own rule), and the weights follow the variance rule, ends not zeroed
+      (a zero end behind a zero gate never trains; on the no-norm ResNet-56 of
+      ``benchmarks/time_to_accuracy_arch.py`` SkipInit reached 80 % in a median 240 steps, the
+      zeroed, Fixup-scaled ends in 320);
     * an ``Embedding`` tied to an output head (GPT-2's ``lm_head``) gets
       :math:`\\mathbb{E}[w^2] = 1 / (d\\,\\mathbb{E}[h^2])`, ``h`` the head's input, so the logits
       start at unit second moment when ``h`` does not scale with the table (a final norm, as
@@ -62,7 +67,14 @@ def propagation_plans(
     if graph is None and wanted & {"auto", "variance"}:
         return {}, f"not propagated (not traced: {why}): the per-layer rule decides every layer"
     try:
-        if "auto" in wanted and not chain:
+        if "auto" in wanted and not chain and _has_skip_gates(model):
+            # SkipInit's gates start the branches at 0: weights by the variance rule, ends not zeroed
+            # (a zero end behind a zero gate never trains); measured faster than zeroed ends
+            plans["auto"] = plan_scales(model, residual_growth=None, embedding_second=embedding_std**2,
+                                        kept=kept, graph=graph)
+            plans["auto"].notes.append("auto: skip_gate parameters found: the gates start the residual "
+                                       "branches at 0 and the branch weights follow the variance rule")
+        elif "auto" in wanted and not chain:
             plans["auto"] = plan_scales(model, embedding_second=embedding_std**2, kept=kept, graph=graph)
         if "variance" in wanted:
             plans["variance"] = plan_scales(model, residual_growth=None, tied=False,
@@ -77,7 +89,15 @@ def propagation_plans(
     how = p.graph.method + (f" ({p.graph.reason})" if p.graph.reason else "")
     note = (f"{how}; inputs {p.graph.inputs_from}" if p.graph.inputs_from else how) + (
         f"; {p.residual} residual branches scaled" if p.residual else "")
-    return plans, "; ".join(filter(None, [note, family_note]))
+    auto_notes = [n for n in plans["auto"].notes if n.startswith("auto:")] if "auto" in plans else []
+    return plans, "; ".join(filter(None, [note, *auto_notes, family_note]))
+
+
+def _has_skip_gates(model: nn.Module) -> bool:
+    """Whether ``model`` holds SkipInit / ReZero gates (:func:`initlab.transforms.add_skip_gates`)."""
+    from initlab.model.residual_family import SKIP_GATE
+
+    return any(name.rsplit(".", 1)[-1] == SKIP_GATE for name, _ in model.named_parameters())
 
 
 def _kept_layers(model: nn.Module, rules: list[tuple[Any, Any]]) -> set[str]:
