@@ -162,9 +162,7 @@ def plan_command(target: str, input_shape: str | None, input_dtype: str, scheme:
 
     from initlab.model import DetectionFallbackWarning, fallback_message, init_model
 
-    shape = _shapes(input_shape)
-    if input_dtype != "float32" and shape is None:
-        raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
+    shape = _shapes(input_shape, input_dtype)
     if save is not None and not do_apply:
         raise InitlabError(f"--save {save} needs --apply: add --apply to write initialized weights")
     if sigma_b2 is not None and scheme != "critical":
@@ -616,9 +614,7 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
 
     from initlab.graph import example_inputs
 
-    shape = _shapes(input_shape)
-    if input_dtype != "float32" and shape is None:
-        raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. --input-shape 2,16")
+    shape = _shapes(input_shape, input_dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _build_model(target)
@@ -636,12 +632,15 @@ def _probe_target(target: str, input_shape: str | None, input_dtype: str, seed: 
     return model, inputs, f"{name}, inputs {input_dtype} {shown}"
 
 
-def _shapes(input_shape: str | None):
+def _shapes(input_shape: str | None, input_dtype: str = "float32"):
     """``--input-shape`` parsed: ``None``; one shape (a tuple); or several (a list of tuples: the
-    forward's positional inputs, ``"2,7,32;2,5,32"``)."""
+    forward's positional inputs, ``"2,7,32;2,5,32"``). A token-id ``--input-dtype`` needs a shape."""
     from initlab.cli_helpers import parse_shapes
 
     if input_shape is None:
+        if input_dtype != "float32":
+            raise InitlabError(f"--input-dtype {input_dtype} needs --input-shape: pass e.g. "
+                               "--input-shape 2,16")
         return None
     shapes = parse_shapes(input_shape)
     return shapes[0] if len(shapes) == 1 else shapes
