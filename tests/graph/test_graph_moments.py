@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -247,7 +248,41 @@ def test_grouped_padded_conv_uses_true_fans_and_coverage(gen):
     c = g.add(Kind.LAYER, "Conv2d", [i.id], module="0", shape=(64, 64, 10, 10))
     pred = propagate(g, model=model)[c.id]
     assert g[c.id].meta["layer_stats"]["weight"].fan_in == 4 * 9
-    assert g[c.id].meta["coverage"] == pytest.approx((28 / 30) ** 2, rel=1e-12)  # 8 full rows of 3, 2 of 2
+    # tap (i, j) reads real entries at a_i a_j of the outputs: 9 of 10 rows for an edge offset, all for 0
+    a = np.array([0.9, 1.0, 0.9])
+    energy = model[0].weight.detach().double().square().sum((0, 1)).numpy()
+    real = np.outer(a, a)
+    assert g[c.id].meta["coverage"] == pytest.approx(float((energy * real).sum() / energy.sum()), rel=1e-12)
+    with torch.no_grad():
+        assert_close(pred, maps(model(x)))
+    # an iid draw's expectation (every tap alike): 8 full rows of 3 and 2 of 2 per dimension
+    propagate(g, model=model, tap_energy=lambda node: None)
+    assert g[c.id].meta["coverage"] == pytest.approx((28 / 30) ** 2, rel=1e-12)
+
+
+def test_delta_kernel_reads_no_zero_padding(gen):
+    """A delta kernel (Xiao et al. 2018: the centre tap only) never reads the padding, so a chain of
+    them keeps the second moment the propagation predicts at every depth (it predicted the
+    padding loss of an iid kernel, (28/30)^2 per conv, before the taps' energy was read)."""
+    torch.manual_seed(3)
+    depth, ch = 12, 32
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        conv = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
+        with torch.no_grad():
+            conv.weight.zero_()
+            q, _ = torch.linalg.qr(torch.randn(ch, ch, generator=gen, dtype=torch.float64))
+            conv.weight[:, :, 1, 1] = q.float()
+        layers.append(conv)
+    model = nn.Sequential(*layers)
+    x = torch.randn(32, ch, 10, 10, generator=gen)
+    g = Graph()
+    prev = g.add(Kind.INPUT, "x", shape=tuple(x.shape))
+    for k in range(depth):
+        prev = g.add(Kind.LAYER, "Conv2d", [prev.id], module=str(k), shape=tuple(x.shape))
+    pred = propagate(g, model=model)[prev.id]
+    assert g[prev.id].meta["coverage"] == pytest.approx(1.0, rel=1e-12)
+    assert pred.second == pytest.approx(1.0, rel=1e-5)  # orthogonal centre taps (float32) keep q = 1
     with torch.no_grad():
         assert_close(pred, maps(model(x)))
 

@@ -63,6 +63,7 @@ __all__ = [
     "dense_moments",
     "layer_fans",
     "model_layer_stats",
+    "model_tap_energy",
     "moments_table",
     "propagate",
     "solve_layer_scale",
@@ -269,6 +270,7 @@ class PropagationContext:
     layer_stats: LayerStatsFn | None = None
     train: bool = False
     inputs: Mapping[int, Moments] | Moments = field(default_factory=lambda: Moments(0.0, 1.0))
+    tap_energy: Callable[[Node], np.ndarray | None] | None = None
 
     def maybe_input(self, node: Node, i: int = 0) -> Moments | None:
         """The moments of ``node``'s ``i``-th input, ``None`` if unknown."""
@@ -322,9 +324,10 @@ Rule = Callable[[Node, PropagationContext], Moments]
 
 
 def _geometry(node: Node, ctx: PropagationContext) -> ConvGeometry | None:
-    """A convolution's :func:`~initlab.graph.spatial.conv_geometry` from its input's profile and its
-    own padding, stride, dilation and transposition; ``None`` for a dense map or when every tap reads
-    a stationary input (uniform profile, no zero padding, not transposed)."""
+    """A convolution's :func:`~initlab.graph.spatial.conv_geometry` from its input's profile, its own
+    padding, stride, dilation and transposition, and how its weight spreads over its taps
+    (``ctx.tap_energy``; ``None``: evenly, an iid draw); ``None`` for a dense map or when every tap
+    reads a stationary input (uniform profile, no zero padding, not transposed)."""
     kernel = ctx.attr(node, "kernel_size")
     if kernel is None:
         return None
@@ -340,9 +343,10 @@ def _geometry(node: Node, ctx: PropagationContext) -> ConvGeometry | None:
     if profile is None and not transposed and not padded:
         return None
     try:
+        energy = ctx.tap_energy(node) if ctx.tap_energy is not None else None
         return _spatial.conv_geometry(
-            profile, shape[-dims:], tuple(kernel), stride=ctx.attr(node, "stride", 1), padding=padding,
-            dilation=ctx.attr(node, "dilation", 1), transposed=transposed,
+            profile, shape[-dims:], tuple(kernel), energy, stride=ctx.attr(node, "stride", 1),
+            padding=padding, dilation=ctx.attr(node, "dilation", 1), transposed=transposed,
             output_padding=ctx.attr(node, "output_padding", 0), padding_mode=mode,
         )
     except (RuntimeError, ValueError, TypeError) as exc:  # arguments torch's convolution refuses
@@ -856,6 +860,7 @@ def propagate(
     model: nn.Module | None = None,
     layer_stats: LayerStatsFn | None = None,
     train: bool = False,
+    tap_energy: Callable[[Node], np.ndarray | None] | None = None,
 ) -> dict[int, Moments | None]:
     """Propagate every tensor's :class:`Moments` through ``graph``, in execution order.
 
@@ -892,6 +897,10 @@ def propagate(
         layer_stats: the :data:`LayerStatsFn` deciding each weighted part (e.g. :class:`LayerSolver`
             to choose each layer's scale from its own input); default :func:`model_layer_stats`.
         train: train-mode statistics (dropout scales ``q``, BatchNorm normalises); default eval.
+        tap_energy: how each convolution's weight spreads over its kernel taps
+            (:func:`model_tap_energy`; :func:`initlab.graph.spatial.tap_energy`), which decides how much
+            zero padding it reads; default: the model's weights when ``layer_stats`` reads them (it is
+            not given), else even (an iid draw, as a solved or planned scale is).
 
     Returns:
         ``{node.id: Moments or None}``.
@@ -908,7 +917,8 @@ def propagate(
     """
     if layer_stats is None and model is not None:
         layer_stats = model_layer_stats(model)
-    ctx = PropagationContext(graph, {}, model, layer_stats, train, input_moments)
+        tap_energy = tap_energy or model_tap_energy(model)
+    ctx = PropagationContext(graph, {}, model, layer_stats, train, input_moments, tap_energy)
     for node in graph:
         for k in ("moments", "moments_unknown", "moments_note", "layer_stats", "coverage", "profile"):
             node.meta.pop(k, None)
@@ -925,6 +935,20 @@ def propagate(
             carry = _spatial.PROFILE_RULES.get(node.kind)
             node.meta["profile"] = carry(node, ctx) if carry is not None else None
     return ctx.results
+
+
+def model_tap_energy(model: nn.Module) -> Callable[[Node], np.ndarray | None]:
+    """The ``tap_energy`` of :func:`propagate` that reads ``model``'s current convolution weights
+    (:func:`initlab.graph.spatial.tap_energy`; ``None`` for a node without a kernel weight)."""
+
+    def read(node: Node) -> np.ndarray | None:
+        try:
+            p = part_params(model, node, "weight")
+        except InitlabError:
+            return None
+        return None if p is None or p.lookup else _spatial.tap_energy(p.weight)
+
+    return read
 
 
 def moments_table(graph: Graph, digits: int = 4) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "ConvGeometry",
     "conv_geometry",
     "normalised",
+    "tap_energy",
     "tap_maps",
     "zero_padded",
 ]
@@ -131,20 +132,25 @@ def _pair_mean(v: np.ndarray) -> float:
 
 
 def conv_geometry(
-    profile: np.ndarray | None, spatial: Sequence[int], kernel: Sequence[int], **conv: Any
+    profile: np.ndarray | None, spatial: Sequence[int], kernel: Sequence[int],
+    tap_energy: np.ndarray | None = None, **conv: Any,
 ) -> ConvGeometry:
     r"""The factors by which a convolution's taps see its input, from the tap maps ``A_t(p)``
     (:func:`tap_maps`) of the amplitude ``a = sqrt(pi)`` (``pi``: the input's profile, ``None`` uniform)
-    over the ``spatial`` input positions; ``K = prod(kernel)`` taps, ``P`` output positions.
+    over the ``spatial`` input positions; ``K = prod(kernel)`` taps, ``P`` output positions, ``e_t``
+    the share of the weight's energy on tap ``t`` (``tap_energy``, :func:`tap_energy`: mean 1 over the
+    taps; ``None``: 1 for every tap, an iid draw).
 
     .. math::
-        f_q = \frac{\sum_{t,p} A_t(p)^2}{K P}, \qquad
-        f_m = \frac{\sum_{t,p} A_t(p)}{K P\, \bar a}, \qquad
-        f_c = \frac{\sum_t \big[(\sum_p A_t(p))^2 - \sum_p A_t(p)^2\big]}{K P (P - 1)\, G(a)}
+        f_q = \frac{\sum_{t,p} e_t A_t(p)^2}{K P}, \qquad
+        f_m = \frac{\sum_{t,p} e_t A_t(p)}{K P\, \bar a}, \qquad
+        f_c = \frac{\sum_t e_t \big[(\sum_p A_t(p))^2 - \sum_p A_t(p)^2\big]}{K P (P - 1)\, G(a)}
 
     with ``bar a`` the mean amplitude and ``G(a)`` its mean over pairs of different positions; the
-    output's profile is ``sum_t A_t(p)^2 / (K f_q)``. For zero-mean weights
-    ``E[y(p)^2] = Var(w) C sum_t E[x(p + t)^2]`` exactly, so ``f_q`` and the profile are exact; the
+    output's profile is ``sum_t e_t A_t(p)^2 / (K f_q)``. For zero-mean weights independent across
+    entries ``E[y(p)^2] = C sum_t Var(w_t) E[x(p + t)^2]`` exactly (``Var(w_t) = e_t Var(w)``), so
+    ``f_q`` and the profile are exact: a delta kernel (Xiao et al. 2018: the centre tap only) reads no
+    zero padding, ``f_q = 1``; the
     cross moment (pairs of positions, both taps real) and the mean assume the input has the form
     ``a(u) x~(u)``. Uniform input without padding: all 1. Zero padding alone: ``f_q`` is the mean
     fraction of real taps and ``f_c`` about its square (a pair needs both taps real). Transposed with
@@ -159,15 +165,25 @@ def conv_geometry(
     True
     >>> conv_geometry(None, (4, 4), (2, 2), stride=2, transposed=True).second  # one tap of four
     0.25
+    >>> conv_geometry(None, (8, 8), (3, 3), np.eye(9)[4] * 9, padding=1).second  # the centre tap only
+    1.0
+
+    Raises:
+        ValueError: ``tap_energy`` without one entry per tap.
     """
     amp = np.ones(tuple(spatial)) if profile is None else np.sqrt(np.asarray(profile, dtype=np.float64))
+    n_taps = math.prod(kernel)
+    e = np.ones(n_taps) if tap_energy is None else np.asarray(tap_energy, dtype=np.float64).reshape(-1)
+    if e.size != n_taps:
+        raise ValueError(f"tap_energy has {e.size} entries for a kernel of {n_taps} taps: give one per tap")
     k, s1, s2, pairs, out = 0, 0.0, 0.0, 0.0, None
     for chunk in _tap_chunks(amp, kernel, **conv):
         taps = chunk.reshape(chunk.shape[0], -1)
+        et = e[k : k + taps.shape[0], None]
         sq = np.square(taps)
-        k, s1, s2 = k + taps.shape[0], s1 + float(taps.sum()), s2 + float(sq.sum())
-        pairs += float((taps.sum(1) ** 2 - sq.sum(1)).sum())
-        out = sq.sum(0) if out is None else out + sq.sum(0)
+        k, s1, s2 = k + taps.shape[0], s1 + float((et * taps).sum()), s2 + float((et * sq).sum())
+        pairs += float((et[:, 0] * (taps.sum(1) ** 2 - sq.sum(1))).sum())
+        out = (et * sq).sum(0) if out is None else out + (et * sq).sum(0)
         spatial_out = chunk.shape[1:]
     p = int(np.prod(spatial_out))
     if p == 0 or s2 <= 0.0:
@@ -177,6 +193,26 @@ def conv_geometry(
     # no pairs of positions: the cross moment is across examples, scaled as the second moment
     f_c = pairs / (k * p * (p - 1)) / _pair_mean(amp) if p > 1 and amp.size > 1 else f_q
     return ConvGeometry(f_m, f_q, f_c, normalised(out.reshape(spatial_out) / (k * f_q)))  # type: ignore[union-attr]
+
+
+def tap_energy(weight: torch.Tensor | None) -> np.ndarray | None:
+    """The share of a convolution weight's energy on each kernel tap, mean 1 over the taps (the
+    ``tap_energy`` of :func:`conv_geometry`): ``e_t = K sum_{o,i} w[o, i, t]^2 / sum w^2`` over a
+    weight of shape ``(out, in / groups, *kernel)`` (transposed: ``(in, out / groups, *kernel)``),
+    ``K = prod(kernel)``, taps in the kernel's row-major order. ``None`` for a weight with no kernel
+    (fewer than 3 dims) or no finite energy.
+
+    >>> w = torch.zeros(4, 4, 3, 3); w[:, :, 1, 1] = 1.0  # a delta kernel (Xiao et al. 2018)
+    >>> float(tap_energy(w).reshape(3, 3)[1, 1])
+    9.0
+    """
+    if weight is None or weight.ndim < 3:
+        return None
+    per_tap = weight.detach().double().square().sum((0, 1)).reshape(-1)
+    total = float(per_tap.sum())
+    if not (math.isfinite(total) and total > 0.0):
+        return None
+    return (per_tap * (per_tap.numel() / total)).cpu().numpy()
 
 
 def normalised(profile: np.ndarray | None) -> np.ndarray | None:

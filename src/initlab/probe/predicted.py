@@ -35,7 +35,7 @@ def _predict(model: nn.Module, inputs: Any, session: _Session, fwd_values: list[
     if any(e[1] in ("forward", "weight") and e[3][4] != 0 for e in fwd_values):
         return {}, ["prediction: none (a layer's output or weight has NaN/inf entries)"]
     try:
-        from initlab.graph.moments import propagate  # noqa: PLC0415  (scipy: imported when used)
+        from initlab.graph.moments import model_tap_energy, propagate  # noqa: PLC0415  (scipy: when used)
 
         inputs = dict(inputs) if isinstance(inputs, Mapping) else inputs
         graph = _trace_for_prediction(model, inputs)
@@ -47,7 +47,9 @@ def _predict(model: nn.Module, inputs: Any, session: _Session, fwd_values: list[
                                      and isinstance(w := _weight_of(session.layers[e[0]]), nn.Parameter)})
         x = _input_moments(graph, model, inputs)
         try:
-            pure, failed = propagate(graph, x, model=model, layer_stats=stats, train=train), {}
+            pure = propagate(graph, x, model=model, layer_stats=stats, train=train,
+                             tap_energy=model_tap_energy(model))
+            failed = {}
         except InitlabError:  # one node's rule failed: node by node, that node and its consumers unknown
             pure, _, failed = _stepwise(graph, x, model, stats, train, {}, write_meta=True)
         anchors = {nodes[name]: measured[name] for name in nodes if name in measured}
@@ -362,9 +364,9 @@ def _stepwise(graph: Any, x: Mapping[int, Any], model: nn.Module, stats: Callabl
         (:func:`_reads_cross`) between them and the measurements; ``{node id: why}`` of the nodes
         whose rule raised.
     """
-    from initlab.graph.moments import Moments, MomentsUnknown, PropagationContext  # noqa: PLC0415
+    from initlab.graph.moments import Moments, MomentsUnknown, PropagationContext, model_tap_energy  # noqa: PLC0415
 
-    ctx = PropagationContext(graph, {}, model, stats, train, x)
+    ctx = PropagationContext(graph, {}, model, stats, train, x, model_tap_energy(model))
     local: dict[int, Any] = {}
     failed: dict[int, str] = {}
     measured: dict[int, bool] = {}  # the node's output is measured, or predicted from measured ones
