@@ -153,6 +153,20 @@ def test_without_normalization_the_layers_before_a_zeroed_end_follow_fixup(block
     assert seen[0] == pytest.approx(1 / blocks, rel=0.05)  # the last inner layer: L^(-(m-1)/(m-1))
 
 
+def test_inner_exponent_scales_fixups_targets(monkeypatch):
+    """``INNER_EXPONENT`` (the measured choice is Fixup's, 1) multiplies the exponent of the inner
+    layers' targets, ``L^(-e k/(m-1))``; the plan's note names SkipInit's gates, measured faster."""
+    import initlab.model.propagation as propagation
+
+    monkeypatch.setattr(propagation, "INNER_EXPONENT", 1.5)
+    torch.manual_seed(0)
+    blocks = 4
+    plan = plan_scales(Residual(64, blocks), torch.randn(4, 64))
+    for i in range(blocks):
+        assert plan.scales[(f"w1.{i}", "weight")].q_out == pytest.approx(blocks ** -1.5, rel=1e-12)
+    assert any("add_skip_gates" in n for n in plan.notes)
+
+
 def test_without_normalization_branch_ends_start_at_zero():
     """No norm anywhere: each branch's last layer starts at 0, so the stream is its shortcut at init
     (every add keeps the stream's second moment) and the head reads the input's."""

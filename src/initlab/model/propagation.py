@@ -21,15 +21,26 @@ from initlab.graph.moments import (
     solve_layer_scale,
 )
 
-__all__ = ["RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "LayerScale", "PropagationPlan", "plan_scales",
-           "branch_end_targets"]
+__all__ = ["INNER_EXPONENT", "RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "LayerScale", "PropagationPlan",
+           "plan_scales", "branch_end_targets"]
 
 #: In a network without any normalization layer, ``"auto"`` starts the last layer of every residual
 #: branch at 0 (the stream is its shortcut at init, as under Fixup and SkipInit) instead of scaling
 #: it: on the no-norm ResNet-20 of ``benchmarks/time_to_accuracy_arch.py`` (Fashion-MNIST, SGD lr
 #: 0.05, 250 steps, seeds 0-2) zeroed ends reached a median test accuracy of 0.776 (worst seed 0.744)
-#: against 0.740 (worst 0.593) for the scaled branches, Fixup 0.753 and SkipInit 0.677.
+#: against 0.740 (worst 0.593) for the scaled branches, Fixup 0.753 and SkipInit 0.677. The layers
+#: before a zeroed end take Fixup's exponent (:data:`INNER_EXPONENT`). On the no-norm ResNet-56 at 500
+#: steps SkipInit's gates train faster than any zeroed-end start measured (80 % at a median 240
+#: steps against 320), so the plan's note points to :func:`initlab.transforms.add_skip_gates`.
 ZERO_ENDS_WITHOUT_NORM = True
+
+#: Before a zeroed branch end, the ``k``-th of a branch's ``m - 1`` inner layers targets
+#: ``L^(-INNER_EXPONENT * k / (m - 1))`` (1: Fixup's ``L^(-1/(2m-2))`` per layer). Measured on the
+#: no-norm ResNet-56 of ``benchmarks/time_to_accuracy_arch.py`` (500 steps, SGD lr 0.05; steps to 80 %,
+#: final accuracy, by seed): 1 reached 400 / 300 / 320 (0.817 / 0.843 / 0.838, seeds 0-2); 0.5 (larger
+#: inner layers) never / 360 (0.675 / 0.840, seeds 0-1: the accuracy fell back to chance around step
+#: 100); 1.5 (smaller) 420 / 340 (0.816 / 0.828, seeds 0-1).
+INNER_EXPONENT = 1.0
 
 #: Over all its residual adds, a stream's second moment grows by this factor at init: each branch
 #: adds ``q_skip * (RESIDUAL_GROWTH ** (1 / L) - 1)`` for ``L`` residual adds, so the stream's
@@ -201,7 +212,9 @@ def branch_end_targets(g: Graph, growth: float, notes: list[str],
     if zero:
         notes.append(f"no normalization: the last layer of each of the {len(ends)} residual branches starts "
                      "at 0 and the layers before it on the branch target L^(-1/(m-1)) each (Fixup's rule; "
-                     "measured faster than branch scaling without norms)")
+                     "measured faster than branch scaling without norms; SkipInit's gates, added by "
+                     "initlab.transforms.add_skip_gates before init_model, trained a no-norm ResNet-56 "
+                     "faster still)")
 
     def target(skip: int) -> Any:
         def q() -> float:
@@ -236,7 +249,7 @@ def _inner_targets(g: Graph, ends: set[int], n_branches: int) -> dict[int, Any]:
 
     def target(m: int, k: int) -> Any:
         def q() -> float:
-            return float(n_branches) ** (-k / (m - 1))
+            return float(n_branches) ** (-INNER_EXPONENT * k / (m - 1))
         q.role = f"residual branch, no norm: L^(-{k}/(m-1)), L={n_branches}, m={m}"  # type: ignore[attr-defined]
         q.inner = True  # type: ignore[attr-defined]
         return q
