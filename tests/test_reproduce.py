@@ -227,6 +227,20 @@ def test_bengio_verdicts_say_when_the_baseline_did_not_learn():
     assert rbm_tanh["value"] == 1.0 and rbm_tanh["word"] == "agrees"  # a baseline that learned
 
 
+def test_he_verdict_counts_a_diverged_run_as_chance():
+    """Every Xavier run diverged (final accuracy nan): the verdict reads chance, never "nan %"."""
+    cfg = REPRODUCTIONS["he2015"].config.quick()
+    recs = [{"experiment": "he2015", "scheme": s, "activation": "relu", "layer": None, "stat": stat,
+             "value": v, "epoch": None, "seed": seed, "source": "ours"}
+            for seed in range(int(cfg.seeds))
+            for s, stat, v in (("he_normal", "steps_to_target", 40), ("he_normal", "final_test_accuracy", 0.9),
+                               ("xavier_normal", "steps_to_target", None),
+                               ("xavier_normal", "final_test_accuracy", float("nan")))]
+    verdict = next(r for r in REPRODUCTIONS["he2015"].conclude(cfg, recs) if r["stat"] == "verdict")
+    assert "nan" not in verdict["text"]
+    assert verdict["value"] == 1.0 and "Xavier 10.0%" in verdict["text"], verdict["text"]
+
+
 def test_verdict_record_values():
     assert [verdict_record("x", "c", a, "t")["value"] for a in (True, False, None)] == [1.0, 0.0, None]
 

@@ -197,13 +197,19 @@ def train_records(config: Any, ds: Any, scheme: str, activation: str, seed: int,
     return run_training(ds, train_cfg).records
 
 
-def seed_stats(values: Iterable[float | None]) -> tuple[float, float, float, int]:
+def seed_stats(values: Iterable[float | None],
+               diverged: float | None = None) -> tuple[float, float, float, int]:
     """Median, minimum and maximum over seeds of the finite values, and how many there were;
-    ``(nan, nan, nan, 0)`` when none is finite.
+    ``(nan, nan, nan, 0)`` when none is finite. ``diverged``: the value a non-finite one (a run whose
+    loss diverged, its final metric ``nan``) counts as, e.g. chance error; ``None`` (missing) values
+    are left out either way.
 
     >>> seed_stats([3.0, 1.0, None, 2.0])
     (2.0, 1.0, 3.0, 3)
+    >>> seed_stats([float("nan"), 4.0], diverged=90.0)
+    (47.0, 4.0, 90.0, 2)
     """
+    values = [x if x is None or math.isfinite(float(x)) or diverged is None else diverged for x in values]
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
     if not v:
         return math.nan, math.nan, math.nan, 0

@@ -114,7 +114,11 @@ def conclude(config: He2015Config, records: list[dict[str, Any]]) -> list[dict[s
     The claim holds when He reaches ``target_accuracy`` in at least half the seeds and Xavier in
     fewer than half, and Xavier "stalls" as in the paper: its median final accuracy stays within
     5 points of chance (``1 / n_classes``). When Xavier learns, slowly, instead, the verdict is
-    "partly agrees" (:data:`~initlab.experiments.reproduce.common.PARTLY`).
+    "partly agrees" (:data:`~initlab.experiments.reproduce.common.PARTLY`). A run whose loss
+    diverged (final accuracy ``nan``) counts as chance.
+
+    Raises:
+        DataError: the data set (its number of classes) cannot be loaded.
     """
     out = [paper_record(NAME, "xavier_normal", "relu", "finding", None, where="Fig. 3 (right), sec. 2.2",
                         text="stalls: the 30-layer net's error does not go down (its gradients diminish)"),
@@ -122,7 +126,8 @@ def conclude(config: He2015Config, records: list[dict[str, Any]]) -> list[dict[s
                         text="converges")]
     n = int(config.seeds)
     reached = {s: [v for v in _per_seed(records, s, "steps_to_target") if v is not None] for s in SCHEMES}
-    final = {s: seed_stats(_per_seed(records, s, "final_test_accuracy")) for s in SCHEMES}
+    chance = 1.0 / int(dataset(config.dataset, config.data_dir, config.seed, config.n_train).n_classes)
+    final = {s: seed_stats(_per_seed(records, s, "final_test_accuracy"), diverged=chance) for s in SCHEMES}
     target = f"{config.target_accuracy:.0%}"
     he_ok = 2 * len(reached["he_normal"]) >= n
     xavier_ok = 2 * len(reached["xavier_normal"]) >= n
@@ -136,7 +141,6 @@ def conclude(config: He2015Config, records: list[dict[str, Any]]) -> list[dict[s
               "(medians)")
     agrees: bool | float | None
     if he_ok and not xavier_ok:
-        chance = 1.0 / int(dataset(config.dataset, config.data_dir, config.seed, config.n_train).n_classes)
         if final["xavier_normal"][0] <= chance + 0.05:
             agrees, text = True, (f"agrees: {he_text}; {x_text}; {finals}. Xavier stays near chance "
                                   f"({chance:.0%}): it stalls, as in the paper's Fig. 3.")
