@@ -233,7 +233,8 @@ def test_he_verdict_counts_a_diverged_run_as_chance():
     recs = [{"experiment": "he2015", "scheme": s, "activation": "relu", "layer": None, "stat": stat,
              "value": v, "epoch": None, "seed": seed, "source": "ours"}
             for seed in range(int(cfg.seeds))
-            for s, stat, v in (("he_normal", "steps_to_target", 40), ("he_normal", "final_test_accuracy", 0.9),
+            for s, stat, v in (("he_normal", "steps_to_target", 40),
+                               ("he_normal", "final_test_accuracy", 0.9),
                                ("xavier_normal", "steps_to_target", None),
                                ("xavier_normal", "final_test_accuracy", float("nan")))]
     verdict = next(r for r in REPRODUCTIONS["he2015"].conclude(cfg, recs) if r["stat"] == "verdict")

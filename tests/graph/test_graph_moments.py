@@ -287,6 +287,48 @@ def test_delta_kernel_reads_no_zero_padding(gen):
         assert_close(pred, maps(model(x)))
 
 
+def test_a_kernel_whose_weighted_taps_read_only_padding_outputs_its_bias():
+    """Every tap with weight reads zero padding (tap (0, 0), dilation 4, padding 4 on a 4x4 map): the
+    conv outputs its bias alone, E[y^2] = E[b^2], not an impossible mean without a second moment."""
+    from initlab.graph.spatial import conv_geometry
+
+    conv = nn.Conv2d(8, 8, 3, padding=4, dilation=4)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :, 0, 0] = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) / 8**0.5
+        conv.bias.normal_(0.3, 0.1, generator=torch.Generator().manual_seed(1))
+    model = nn.Sequential(conv)
+    g = Graph()
+    i = g.add(Kind.INPUT, "x", shape=(16, 8, 4, 4))
+    c = g.add(Kind.LAYER, "Conv2d", [i.id], module="0", shape=(16, 8, 4, 4))
+    pred = propagate(g, Moments(0.5, 1.0), model=model)[c.id]
+    b = conv.bias.detach().double()
+    assert pred.second == pytest.approx(float(b.square().mean()), rel=1e-9)
+    assert pred.mean == pytest.approx(float(b.mean()), rel=1e-9)
+    energy = np.zeros(9)
+    energy[0] = 9.0
+    assert conv_geometry(None, (4, 4), (3, 3), energy, padding=4, dilation=4).second == 0.0
+
+
+@pytest.mark.parametrize("energy", [np.full(9, -1.0), np.zeros(9), np.full(9, np.nan), np.ones(4)])
+def test_conv_geometry_refuses_bad_tap_energy(energy):
+    from initlab.graph.spatial import conv_geometry
+
+    with pytest.raises(ValueError, match="tap_energy"):
+        conv_geometry(None, (8, 8), (3, 3), energy, padding=1)
+
+
+def test_conv_geometry_reads_tap_energy_as_shares():
+    """Only the shares matter: energies 2 everywhere are the even kernel, a raw one-hot centre the delta."""
+    from initlab.graph.spatial import conv_geometry
+
+    def second(energy):
+        return conv_geometry(None, (8, 8), (3, 3), energy, padding=1).second
+
+    assert second(np.full(9, 2.0)) == pytest.approx(second(None), rel=1e-12)
+    assert second(np.eye(9)[4]) == pytest.approx(1.0, rel=1e-12)
+
+
 def test_embedding_table_moments(gen):
     torch.manual_seed(2)
     model = nn.Sequential(nn.Embedding(1000, 128))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from initlab import init_model
 from initlab.errors import InitlabError
 from initlab.model import RESIDUAL_GROWTH, plan_scales
 
@@ -165,6 +166,33 @@ def test_inner_exponent_scales_fixups_targets(monkeypatch):
     for i in range(blocks):
         assert plan.scales[(f"w1.{i}", "weight")].q_out == pytest.approx(blocks ** -1.5, rel=1e-12)
     assert any("add_skip_gates" in n for n in plan.notes)
+
+
+def test_a_kept_delta_chain_is_propagated_with_its_own_taps():
+    """Layers a ``"keep"`` rule leaves alone enter the solve with their own taps' weights: behind a
+    kept chain of delta kernels (the centre tap only, no padding read), the solved head starts the
+    logits at E[y^2] = 1 (measured on 256 inputs: 2000 logits per input, so within 15 %; the
+    even-tap assumption put the head's input at 0.06 against a measured 0.38, and the logits at 6)."""
+    from initlab.init import delta_orthogonal_
+    from initlab.zoo import plain_cnn
+
+    torch.manual_seed(0)
+    net = plain_cnn(16, 32, classes=2000)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in net.features:
+            if isinstance(m, nn.Conv2d):
+                if m.in_channels == 1:
+                    nn.init.kaiming_normal_(m.weight, generator=gen)
+                else:
+                    delta_orthogonal_(m.weight, gain=2**0.5, generator=gen)
+                m.bias.zero_()
+    x = torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    init_model(net, "variance", rules=[(r"^features\.", "keep")], example_inputs=x[:4],
+               generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = net(x)
+    assert y.square().mean().item() == pytest.approx(1.0, rel=0.15)
 
 
 def test_without_normalization_branch_ends_start_at_zero():

@@ -1,7 +1,7 @@
 """The probe's prediction through delta kernels (Xiao et al. 2018: the centre tap only), the start
 ``"auto"`` gives a plain CNN: the centre tap never reads zero padding, so the predicted std stays
 flat down the chain as the measured one does (it used to lose the padding of an iid 3x3 kernel,
-about 7 % per conv at 7x7, and read 0.19 against a measured 0.97 after 32 convs)."""
+about 10 % of q per conv at 7x7, and read 0.19 against a measured 0.97 after 32 convs)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ DEPTH = 16
 # positively homogeneous: the pooled q is the mean field's, up to the sample and the orthogonal draw
 # (1 % over seeds 0-2). tanh is concave in q: Jensen's gap puts the measured std up to 17 % below
 # the mean-field one at q* = 0.11 (seeds 0-2: the prediction 19-21 % above it), and the heavy-tailed
-# per-position norms move a layer's sample std by a few %. An iid kernel's padding loss compounds to
-# (28 / 30) ** 13 ~ 0.41 of q by the last ReLU conv (std 0.64).
+# per-position norms move a layer's sample std by a few %. An iid kernel's padding loss at 7x7 (a
+# factor ~0.90 on q per conv) compounds to ~0.23 of q by the last ReLU conv (std ~0.48).
 REL_TOL = {"relu": 0.05, "tanh": 0.3}
 
 

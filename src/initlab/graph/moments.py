@@ -342,8 +342,12 @@ def _geometry(node: Node, ctx: PropagationContext) -> ConvGeometry | None:
     padded = mode == "zeros" and _spatial.zero_padded(padding)
     if profile is None and not transposed and not padded:
         return None
+    energy = None
     try:
         energy = ctx.tap_energy(node) if ctx.tap_energy is not None else None
+    except (RuntimeError, ValueError, TypeError) as exc:  # a weight that cannot be read here (MPS float64)
+        ctx.note(node, f"taps' weights not read ({type(exc).__name__}): taken as even")
+    try:
         return _spatial.conv_geometry(
             profile, shape[-dims:], tuple(kernel), energy, stride=ctx.attr(node, "stride", 1),
             padding=padding, dilation=ctx.attr(node, "dilation", 1), transposed=transposed,
@@ -897,10 +901,11 @@ def propagate(
         layer_stats: the :data:`LayerStatsFn` deciding each weighted part (e.g. :class:`LayerSolver`
             to choose each layer's scale from its own input); default :func:`model_layer_stats`.
         train: train-mode statistics (dropout scales ``q``, BatchNorm normalises); default eval.
-        tap_energy: how each convolution's weight spreads over its kernel taps
-            (:func:`model_tap_energy`; :func:`initlab.graph.spatial.tap_energy`), which decides how much
-            zero padding it reads; default: the model's weights when ``layer_stats`` reads them (it is
-            not given), else even (an iid draw, as a solved or planned scale is).
+        tap_energy: how each convolution's weight spreads over its kernel taps, ``node -> shares or
+            None`` (:func:`model_tap_energy`; :func:`initlab.graph.spatial.tap_energy`; ``None`` from it:
+            even, an iid draw), which decides how much zero padding it reads; not given: the model's
+            weights when ``layer_stats`` is not given either (it reads them), else even for every conv
+            (pass ``lambda node: None`` for even taps over the model's own weights).
 
     Returns:
         ``{node.id: Moments or None}``.

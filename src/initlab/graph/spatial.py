@@ -169,13 +169,17 @@ def conv_geometry(
     1.0
 
     Raises:
-        ValueError: ``tap_energy`` without one entry per tap.
+        ValueError: ``tap_energy`` without one entry per tap, or with a negative or non-finite entry,
+            or all zero (it is rescaled to mean 1 otherwise).
     """
     amp = np.ones(tuple(spatial)) if profile is None else np.sqrt(np.asarray(profile, dtype=np.float64))
     n_taps = math.prod(kernel)
     e = np.ones(n_taps) if tap_energy is None else np.asarray(tap_energy, dtype=np.float64).reshape(-1)
     if e.size != n_taps:
         raise ValueError(f"tap_energy has {e.size} entries for a kernel of {n_taps} taps: give one per tap")
+    if not (np.isfinite(e).all() and (e >= 0).all() and e.sum() > 0):
+        raise ValueError(f"tap_energy={e.tolist()!r} is invalid: give finite shares >= 0, not all 0")
+    e = e * (n_taps / e.sum())
     k, s1, s2, pairs, out = 0, 0.0, 0.0, 0.0, None
     for chunk in _tap_chunks(amp, kernel, **conv):
         taps = chunk.reshape(chunk.shape[0], -1)
@@ -186,8 +190,8 @@ def conv_geometry(
         out = (et * sq).sum(0) if out is None else out + (et * sq).sum(0)
         spatial_out = chunk.shape[1:]
     p = int(np.prod(spatial_out))
-    if p == 0 or s2 <= 0.0:
-        return ConvGeometry(1.0, 0.0, 0.0, None) if p else _UNIFORM
+    if p == 0 or s2 <= 0.0:  # no output, or every tap with weight reads padding: the bias alone
+        return ConvGeometry(0.0, 0.0, 0.0, None) if p else _UNIFORM
     f_q = s2 / (k * p)
     f_m = s1 / (k * p) / float(amp.mean())
     # no pairs of positions: the cross moment is across examples, scaled as the second moment

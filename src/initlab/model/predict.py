@@ -133,7 +133,8 @@ def predict_moments(
     by_name = {r.name: r for r in rows}
     try:
         graph = next(iter(scales.values())).graph if scales else graph.fresh()
-        propagate(graph, model=model, layer_stats=planned_stats(model, by_name))
+        stats = planned_stats(model, by_name)
+        propagate(graph, model=model, layer_stats=stats, tap_energy=stats.tap_energy)
     except Exception as exc:  # noqa: BLE001  (a prediction never stops an init)
         return f"no predicted moments ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     for node in graph:
@@ -183,6 +184,29 @@ class _PlannedStats:
         b = row_of(node.module, "out_proj.bias" if part == "out" else "bias")
         bias_second = b.std**2 if b is not None and b.std is not None and part in ("weight", "out") else 0.0
         return LayerStats(p.fan_in, r.std**2, bias_second=bias_second)
+
+    def tap_energy(self, node: Any) -> Any:
+        """How the conv at ``node`` will spread its weight over its taps (the ``tap_energy`` of
+        :func:`initlab.graph.moments.propagate`): a planned delta kernel (``delta_*``: the centre tap,
+        ``k // 2``), a planned iid draw ``None`` (even), a weight the plan leaves alone its own."""
+        import numpy as np
+
+        from initlab.graph import spatial
+        from initlab.graph.layer_stats import part_params
+
+        p = part_params(self.model, node, "weight") if node.module is not None else None
+        if p is None or p.lookup or p.weight is None or p.weight.ndim < 3:
+            return None
+        rows = (self.row_of(node.module, n) for n in self._PARTS["weight"])
+        r = next((row for row in rows if row is not None), None)
+        if r is None or r.std is None:
+            return spatial.tap_energy(p.weight)
+        if str(r.spec).startswith("delta_"):
+            kernel = tuple(p.weight.shape[2:])
+            energy = np.zeros(kernel)
+            energy[tuple(k // 2 for k in kernel)] = 1.0
+            return energy.reshape(-1)
+        return None
 
     def row_of(self, module: str, pname: str) -> PlanRow | None:
         """The row of ``module``'s parameter ``pname``; a tied row resolves to the one it is tied to."""

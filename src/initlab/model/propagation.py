@@ -16,6 +16,7 @@ from initlab.graph.moments import (
     LayerStats,
     Moments,
     model_layer_stats,
+    model_tap_energy,
     part_params,
     propagate,
     solve_layer_scale,
@@ -29,9 +30,10 @@ __all__ = ["INNER_EXPONENT", "RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "Layer
 #: it: on the no-norm ResNet-20 of ``benchmarks/time_to_accuracy_arch.py`` (Fashion-MNIST, SGD lr
 #: 0.05, 250 steps, seeds 0-2) zeroed ends reached a median test accuracy of 0.776 (worst seed 0.744)
 #: against 0.740 (worst 0.593) for the scaled branches, Fixup 0.753 and SkipInit 0.677. The layers
-#: before a zeroed end take Fixup's exponent (:data:`INNER_EXPONENT`). On the no-norm ResNet-56 at 500
-#: steps SkipInit's gates train faster than any zeroed-end start measured (80 % at a median 240
-#: steps against 320), so the plan's note points to :func:`initlab.transforms.add_skip_gates`.
+#: before a zeroed end take Fixup's exponent (:data:`INNER_EXPONENT`). Deeper and longer, SkipInit's
+#: gates caught up and passed: on the no-norm ResNet-56 at 500 steps they reached 80 % in a median 240
+#: steps against 320 for every zeroed-end start measured, so the plan's note points to
+#: :func:`initlab.transforms.add_skip_gates` (new parameters, which ``init_model`` does not add).
 ZERO_ENDS_WITHOUT_NORM = True
 
 #: Before a zeroed branch end, the ``k``-th of a branch's ``m - 1`` inner layers targets
@@ -211,7 +213,8 @@ def branch_end_targets(g: Graph, growth: float, notes: list[str],
                            else zero_ends)
     if zero:
         notes.append(f"no normalization: the last layer of each of the {len(ends)} residual branches starts "
-                     "at 0 and the layers before it on the branch target L^(-1/(m-1)) each (Fixup's rule; "
+                     f"at 0 and the layers before it on the branch target L^(-{INNER_EXPONENT:g}/(m-1)) each "
+                     "(Fixup's rule; "
                      "measured faster than branch scaling without norms; SkipInit's gates, added by "
                      "initlab.transforms.add_skip_gates before init_model, trained a no-norm ResNet-56 "
                      "faster still)")
@@ -234,9 +237,10 @@ def branch_end_targets(g: Graph, growth: float, notes: list[str],
 def _inner_targets(g: Graph, ends: set[int], n_branches: int) -> dict[int, Any]:
     """Fixup's scaling of the layers before a zeroed branch end, as targets: on a branch of ``m``
     weighted layers in a network of ``L`` branches, the ``k``-th layer's output targets
-    ``c^(2k)`` with ``c = L^(-1/(2m-2))`` (each layer's own scale times ``c``, compounding as
-    Fixup's He x ``c`` does), so that one SGD step changes the output by ``O(lr)`` whatever ``L``
-    (Zhang et al. 2019, sec. 3). A layer on nested branches takes its innermost (fewest layers)."""
+    ``c^(2k)`` with ``c = L^(-e/(2m-2))``, ``e`` = :data:`INNER_EXPONENT` (1: Fixup's; each layer's own
+    scale times ``c``, compounding as Fixup's He x ``c`` does), so that one SGD step changes the output
+    by ``O(lr)`` whatever ``L`` (Zhang et al. 2019, sec. 3). A layer on nested branches takes its
+    innermost (fewest layers)."""
     best: dict[int, tuple[int, int]] = {}  # node id -> (m, k)
     for r in residual_adds(g):
         layers = sorted(i for i in r.layers if g[i].module is not None)
@@ -250,7 +254,8 @@ def _inner_targets(g: Graph, ends: set[int], n_branches: int) -> dict[int, Any]:
     def target(m: int, k: int) -> Any:
         def q() -> float:
             return float(n_branches) ** (-INNER_EXPONENT * k / (m - 1))
-        q.role = f"residual branch, no norm: L^(-{k}/(m-1)), L={n_branches}, m={m}"  # type: ignore[attr-defined]
+        power = f"{k}" if INNER_EXPONENT == 1.0 else f"{INNER_EXPONENT:g}*{k}"
+        q.role = f"residual branch, no norm: L^(-{power}/(m-1)), L={n_branches}, m={m}"  # type: ignore[attr-defined]
         q.inner = True  # type: ignore[attr-defined]
         return q
 
@@ -450,7 +455,12 @@ def plan_scales(
     ends = branch_end_targets(g, residual_growth, plan.notes, zero_ends) if residual_growth else {}
     plan.residual = sum(1 for t in ends.values() if not getattr(t, "inner", False))
     solver = _Solver(model, ends, float(embedding_second), frozenset(kept))
-    propagate(g, input_moments, model=model, layer_stats=solver)
+    read_taps = model_tap_energy(model)
+
+    def taps(node: Any) -> Any:  # a kept layer spreads its weight as it does now; a solved one evenly
+        return read_taps(node) if node.module in solver.kept else None
+
+    propagate(g, input_moments, model=model, layer_stats=solver, tap_energy=taps)
     again = False
     for embs, head, node in _tied_heads(model, g) if tied else ():
         x = g[node.inputs[0]].meta.get("moments") if node.inputs else None
@@ -476,7 +486,7 @@ def plan_scales(
             break
         again = False
         solver.scales.clear()
-        propagate(g, input_moments, model=model, layer_stats=solver)
+        propagate(g, input_moments, model=model, layer_stats=solver, tap_energy=taps)
     plan.scales = dict(solver.scales)
     for key, (second, role) in solver.fixed.items():  # tied owners the forward never calls (BART's shared)
         plan.scales.setdefault(key, LayerScale(key[0], key[1], second, None, second, role))
