@@ -287,3 +287,15 @@ def test_several_input_shapes_feed_a_forward_of_several_tensors(tmp_path, capsys
         assert len(err.strip().splitlines()) == 1 and "separate the shapes of several inputs by ';'" in err
     assert main(["plan", target, "--input-shape", "2,7,16;2,5,17"]) == 2  # the forward refuses it
     assert "the model's forward failed" in capsys.readouterr().err
+
+
+def test_a_forward_that_fails_on_integer_ids_names_the_dtype(tmp_path, capsys):
+    """A conv net probed with --input-dtype int64: the shape is right, the dtype is not, and the one
+    line says so (it used to ask for the model's shape only)."""
+    (tmp_path / "c.py").write_text("import torch.nn as nn\n\n\ndef build():\n"
+                                   "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())\n")
+    assert main(["probe", f"{tmp_path / 'c.py'}:build", "--input-dtype", "int64",
+                 "--input-shape", "2,3,32,32"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "and its dtype (--input-dtype int64 gave integer ids; leave it out for floats)" in err

@@ -597,7 +597,8 @@ def _check_forward(model, example, input_shape: str, shape, input_dtype: str) ->
         _echo_warnings(caught)
     except Exception as exc:  # noqa: BLE001  (the user's forward: any error is a bad input)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        ids = " (with --input-dtype int64 for token ids)" if input_dtype == "float32" else ""
+        ints = f" and its dtype (--input-dtype {input_dtype} gave integer ids; leave it out for floats)"
+        ids = {"float32": " (with --input-dtype int64 for token ids)", "float64": ""}.get(input_dtype, ints)
         several = ("; a forward of several tensors takes their shapes separated by ';', quoted: "
                    "'2,7,32;2,5,32'") if isinstance(exc, TypeError) else ""
         raise InitlabError(f"--input-shape {input_shape}: the model's forward failed on an input of shape "
