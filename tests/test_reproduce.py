@@ -182,6 +182,19 @@ def test_glorot_verdicts_use_two_standard_errors():
     assert sigmoid["value"] == 1.0 and sigmoid["word"] == "agrees"  # worst, and it learned
 
 
+def test_glorot_verdicts_count_a_diverged_arm_as_chance():
+    """Every sigmoid run diverged (error nan, 10 classes): it reads 90 % (a guess), never "nan %"."""
+    cfg = REPRODUCTIONS["glorot2010"].config.quick()
+    base = {("softsign", "torch_default"): 5.0, ("softsign", "xavier_uniform"): 5.0,
+            ("tanh", "xavier_uniform"): 5.0, ("tanh", "torch_default"): 6.0,
+            ("sigmoid", "torch_default"): float("nan")}
+    recs = [dict(r, n_classes=10) for r in _glorot_records(base, 1_000)]
+    verdicts = [r for r in REPRODUCTIONS["glorot2010"].conclude(cfg, recs) if r["stat"] == "verdict"]
+    assert verdicts and not any("nan" in r["text"] for r in verdicts)
+    sigmoid = next(r for r in verdicts if r["claim"].startswith("sigmoid"))
+    assert "90.0 %" in sigmoid["text"], sigmoid["text"]
+
+
 def test_saxe_verdicts_from_learning_times():
     cfg = REPRODUCTIONS["saxe2013"].config.quick(depths=(1, 2, 8, 32), max_steps=100)
 

@@ -32,6 +32,7 @@ from initlab.experiments.reproduce.common import (
     PARTLY,
     Reproduction,
     ReproductionConfig,
+    chance_error_pct,
     dataset,
     error_se_pct,
     paper_record,
@@ -159,7 +160,7 @@ def run_cell(cell: Bengio2007Cell) -> list[dict[str, Any]]:
                             epoch=r["epoch"]) for r in fitted if r["stat"] == "test_accuracy"]
     final = next(r for r in fitted if r["stat"] == "final_test_accuracy")
     records.append(make_record(**common, stat="test_error_pct", value=100.0 * (1.0 - final["value"]),
-                               epoch=c.epochs, n_test=int(ds.x_test.shape[0])))
+                               epoch=c.epochs, n_test=int(ds.x_test.shape[0]), n_classes=int(ds.n_classes)))
     return records
 
 
@@ -169,7 +170,8 @@ def _medians(records: list[dict[str, Any]], activation: str) -> dict[str, tuple[
         rows = [r for r in records if r["stat"] == "test_error_pct" and r.get("source") == "ours"
                 and r["activation"] == activation and r["scheme"] == arm]
         if rows:
-            out[arm] = (seed_stats(r["value"] for r in rows)[0], int(rows[0]["n_test"]))
+            chance = chance_error_pct(rows[0])  # a diverged run (error nan) counts as a guess
+            out[arm] = (seed_stats((r["value"] for r in rows), diverged=chance)[0], int(rows[0]["n_test"]))
     return out
 
 

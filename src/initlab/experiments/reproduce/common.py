@@ -22,8 +22,8 @@ from initlab.errors import InitlabError
 from initlab.experiments.common import check_ints
 
 __all__ = ["Reproduction", "ReproductionConfig", "train_records", "seeds_of", "seeds_text", "dataset",
-           "subset", "seed_stats", "paper_record", "verdict_record", "error_se_pct", "retag",
-           "check_positive", "SOURCE_OURS", "SOURCE_PAPER", "PARTLY", "VERDICT_WORDS"]
+           "subset", "seed_stats", "chance_error_pct", "paper_record", "verdict_record", "error_se_pct",
+           "retag", "check_positive", "SOURCE_OURS", "SOURCE_PAPER", "PARTLY", "VERDICT_WORDS"]
 
 #: ``source`` extra of a measured record and of a number quoted from the paper.
 SOURCE_OURS = "ours"
@@ -214,6 +214,17 @@ def seed_stats(values: Iterable[float | None],
     if not v:
         return math.nan, math.nan, math.nan, 0
     return float(np.median(v)), min(v), max(v), len(v)
+
+
+def chance_error_pct(row: dict[str, Any]) -> float | None:
+    """The test error (%) of a guess, ``100 (1 - 1 / n_classes)``, from a ``test_error_pct`` record's
+    ``n_classes`` (``None`` for a record without it): what a diverged run counts as in a verdict.
+
+    >>> chance_error_pct({"n_classes": 10})
+    90.0
+    """
+    n = row.get("n_classes")
+    return None if not n else 100.0 * (1.0 - 1.0 / int(n))
 
 
 def error_se_pct(error_pct: float, n_test: int) -> float:

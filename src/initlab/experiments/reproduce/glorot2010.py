@@ -24,6 +24,7 @@ from initlab.experiments.reproduce.common import (
     PARTLY,
     Reproduction,
     ReproductionConfig,
+    chance_error_pct,
     dataset,
     error_se_pct,
     paper_record,
@@ -122,7 +123,8 @@ def run_cell(cell: Glorot2010Cell) -> list[dict[str, Any]]:
     n_test = int(ds.x_test.shape[0])
     records.append({**{k: records[-1][k] for k in ("experiment", "scheme", "activation", "layer", "seed")},
                     "stat": "test_error_pct", "value": 100.0 * (1.0 - acc), "epoch": c.epochs,
-                    "source": "ours", "dataset": ds.name, "init": INIT_LABELS[cell.scheme], "n_test": n_test})
+                    "source": "ours", "dataset": ds.name, "init": INIT_LABELS[cell.scheme], "n_test": n_test,
+                    "n_classes": int(ds.n_classes)})
     return records
 
 
@@ -134,7 +136,8 @@ def _errors(records: list[dict[str, Any]], ds: str) -> dict[tuple[str, str], tup
         rows = [r for r in records if r["stat"] == "test_error_pct" and r.get("source") == "ours"
                 and r.get("dataset") == ds and (r["activation"], r["scheme"]) == key]
         if rows:
-            out[key] = (seed_stats(r["value"] for r in rows)[0], int(rows[0]["n_test"]))
+            chance = chance_error_pct(rows[0])  # a diverged run (error nan) counts as a guess
+            out[key] = (seed_stats((r["value"] for r in rows), diverged=chance)[0], int(rows[0]["n_test"]))
     return out
 
 
