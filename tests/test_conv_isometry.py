@@ -1,7 +1,8 @@
 """Tests of the isometric rule for plain CNNs (issue 13): delta kernels under init_model(..., "auto")
 (looks-linear centre taps for ReLU-like links, delta-orthogonal at the near-critical point for
-tanh-like ones), strided / channel-changing convs and pooled heads, what is not a chain, and the
-Delta samplers (schemes.Delta, init.delta_looks_linear_, numpy_init.delta_looks_linear).
+sigmoid; iid kernels at the depth-aware q* for tanh-like ones), strided / channel-changing convs and
+pooled heads, what is not a chain, and the Delta samplers (schemes.Delta, init.delta_looks_linear_,
+numpy_init.delta_looks_linear).
 
 Exact algebra uses ``atol=1e-6, rtol=0`` in float32 (the orthogonal tests' tolerance) and ``1e-9``
 in float64; statistical checks state their tolerance and seed next to the assertion.
@@ -84,37 +85,83 @@ def test_relu_cnn_under_he_spreads_its_jacobian_over_decades():
     assert float(s.max() / s.min()) > 100.0
 
 
-def test_tanh_cnn_under_auto_spreads_far_less_than_he_and_glorot():
-    """Bound: max/min singular value < 1e3 under auto, > 1e6 under He and Glorot. Why: auto is
-    delta-orthogonal at tanh's near-critical point (chi_1 = 1.01), so the mean squared singular
-    value drifts by chi_1^31 ~ 1.36 over the 31 links (computed below), and the spread comes only from
-    tanh'(h)^2 fluctuating at q* = 0.111: the mean-field variance of the normalised J J^T spectrum
-    with orthogonal weights is (L - 1)(mu_2 / mu_1^2 - 1), mu_k = E[tanh'(sqrt(q*) z)^(2k)]
-    (Pennington, Schoenholz & Ganguli 2017), about 1.4 here (computed below): O(1), so a spread of a
-    few decades at most. He and Glorot give tanh sigma_w^2 = (5/3)^2 > 1 at zero bias: the chaotic
-    phase, whose spread grows exponentially with depth. A 6x6 input keeps the three Jacobians fast."""
-    p = isometric_point("tanh")
-    z, w = np.polynomial.hermite_e.hermegauss(120)
-    d2 = np.cosh(math.sqrt(p.q_star) * z) ** -4  # tanh'(h)^2
-    mu1, mu2 = float(w @ d2 / w.sum()), float(w @ d2**2 / w.sum())
-    assert p.chi_1 ** 31 < 1.4 and 31 * (mu2 / mu1**2 - 1) < 1.5
-    x = torch.randn(8, 6, 6, generator=_gen(2), dtype=torch.float64)
-    spread = {}
-    for scheme in ("auto", "he_normal", "glorot_normal"):
-        net = _plain_cnn(32, nn.Tanh)
-        plan = init_model(net, scheme, generator=_gen())
-        s = _svdvals(net, x)
-        spread[scheme] = float(s.max() / s.min())
-    assert plan["2.weight"].scheme == "glorot_normal"
-    assert spread["auto"] < 1e3 < 1e6 < min(spread["he_normal"], spread["glorot_normal"])
+def _circular_cnn(depth: int, act: type[nn.Module], c_in: int = 8, width: int = 16) -> nn.Sequential:
+    """:func:`_plain_cnn` with circular padding: every tap reads data, so the mean field of an iid
+    kernel holds at every position."""
+    net = _plain_cnn(depth, act, c_in, width)
+    for m in net:
+        if isinstance(m, nn.Conv2d):
+            m.padding_mode = "circular"
+    return net
 
 
-def test_tanh_cnn_rows_are_delta_orthogonal_at_the_near_critical_point():
+def test_tanh_cnn_under_auto_grows_the_gradient_by_depth_point_growth():
+    """A 32-layer tanh CNN under auto: iid kernels at depth_point's q* (CONV_DEPTH_NOTE), so each of
+    the 31 links multiplies the Jacobian's mean squared singular value by chi_1(q*) and the whole
+    chain by chi_1^31 = DEPTH_GROWTH (4); the first conv maps unit data to q* and the last (the
+    output, target 1) reads tanh at q* with sigma^2 = 1 / E[tanh^2], which cancels the q*: mean
+    s^2 = (16 / 8 channels) chi_1^31 = 8 (mean field, circular padding). Bound: the geometric mean
+    over seeds 0-3 within a factor 2 of it (a product of 32 random maps: one draw's log mean s^2
+    has std ~0.06 sqrt(31) ~ 0.35, the mean of four 0.17; a factor 2 is 4 of those). He (tanh gain
+    5/3: sigma_w^2 = 2.78, chaotic) grows it over 10x more (mean field: 2 prod chi_1 ~ 190)."""
+    from initlab.model.chain import CONV_DEPTH_NOTE
+    from initlab.theory import DEPTH_GROWTH, depth_point
+
+    p = depth_point("tanh", 31)
+    assert p.chi_1 ** 31 == pytest.approx(DEPTH_GROWTH, rel=1e-9)
+    expected = 16 / 8 * p.chi_1 ** 31
+    logs = []
+    for seed in range(4):
+        net = _circular_cnn(32, nn.Tanh)
+        plan = init_model(net, generator=_gen(seed))
+        assert plan["30.weight"].scheme == "propagated" and plan["30.weight"].spec.startswith("normal")
+        assert CONV_DEPTH_NOTE.split("{")[0] in plan.propagation
+        x = torch.randn(8, 6, 6, generator=_gen(2 + seed), dtype=torch.float64)
+        logs.append(math.log(float(_svdvals(net, x).pow(2).mean())))
+    auto = math.exp(sum(logs) / len(logs))
+    assert expected / 2 <= auto <= expected * 2
+    net = _circular_cnn(32, nn.Tanh)
+    init_model(net, "he_normal", generator=_gen())
+    he = float(_svdvals(net, torch.randn(8, 6, 6, generator=_gen(2), dtype=torch.float64)).pow(2).mean())
+    assert he > 10 * auto
+
+
+def test_tanh_cnn_rows_target_the_depth_point():
+    """Each hidden conv of a tanh CNN under auto is iid normal on every tap, solved so that its
+    pre-activation second moment is depth_point's q* for the chain's links (the plan's E[y^2] out;
+    3 links here: q* = 1, the variance rule); the last conv, the output, targets 1. A 12-link chain
+    reads q* < 1, and its pre-activations measure it (circular padding, batch 64 at 8x8: n = 64 x 64
+    x 16 entries, whose mean square has a relative std ~ sqrt(2 / n) ~ 0.5 %; the sampled weights'
+    E[w^2] over 2304 entries adds 3 %: within 10 %)."""
+    from initlab.theory import depth_point
+
     net = _plain_cnn(4, nn.Tanh)
     plan = init_model(net, generator=_gen())
-    p = isometric_point("tanh")
+    assert [plan[f"{i}.weight"].scheme for i in (0, 2, 4, 6)] == ["propagated"] * 4
+    assert all(plan[f"{i}.weight"].q_out == pytest.approx(1.0, rel=1e-6) for i in (0, 2, 4, 6))
+    assert _off_centre_max(net[2].weight) > 0.0
+    deep = _circular_cnn(13, nn.Tanh)
+    plan = init_model(deep, generator=_gen(1))
+    q_star = depth_point("tanh", 12).q_star
+    assert q_star < 0.8
+    assert plan["2.weight"].q_out == pytest.approx(q_star, rel=1e-6)
+    assert plan["24.weight"].q_out == pytest.approx(1.0, rel=1e-6)
+    h = torch.randn(64, 8, 8, 8, generator=_gen(2), dtype=torch.float64)
+    with torch.no_grad():
+        for i, m in enumerate(deep):
+            h = m(h)
+            if isinstance(m, nn.Conv2d) and i < 24:
+                assert float(h.pow(2).mean()) == pytest.approx(q_star, rel=0.1), i
+
+
+def test_sigmoid_cnn_rows_are_delta_orthogonal_at_the_near_critical_point():
+    """A sigmoid CNN keeps the isometric chain (only its biases centre sigmoid(0) = 1/2): delta-
+    orthogonal kernels at the near-critical point."""
+    net = _plain_cnn(4, nn.Sigmoid)
+    plan = init_model(net, generator=_gen())
+    p = isometric_point("sigmoid")
     row = plan["2.weight"]
-    assert row.scheme == "delta_orthogonal" and "near-critical tanh" in row.note
+    assert row.scheme == "delta_orthogonal" and "near-critical sigmoid" in row.note
     assert "delta kernel" in row.note
     assert row.gain == pytest.approx(p.sigma_w, rel=1e-12)
     c = _centre(net[2].weight.detach()).double()
@@ -161,17 +208,20 @@ def test_strided_and_channel_changing_relu_chain_keeps_the_second_moment():
 
 def test_channel_changes_are_semi_orthogonal_centre_taps():
     """Fewer channels: W W^T = g^2 I (orthonormal rows); more: W^T W = g^2 (rows / cols) I, the
-    Linear rule's per-unit correction; tanh, so nothing is mirrored."""
-    net = nn.Sequential(nn.Conv1d(8, 32, 3, padding=1), nn.Tanh(), nn.Conv1d(32, 16, 5, stride=2, padding=2),
-                        nn.Tanh(), nn.Conv1d(16, 16, 3, padding=1))
+    Linear rule's per-unit correction; sigmoid, so nothing is mirrored (and the chain is isometric:
+    a tanh CNN gets iid kernels, CONV_DEPTH_NOTE)."""
+    net = nn.Sequential(nn.Conv1d(8, 32, 3, padding=1), nn.Sigmoid(),
+                        nn.Conv1d(32, 16, 5, stride=2, padding=2), nn.Sigmoid(),
+                        nn.Conv1d(16, 16, 3, padding=1))
     plan = init_model(net, generator=_gen())
     assert [plan[f"{i}.weight"].scheme for i in (0, 2, 4)] == ["delta_orthogonal"] * 3
-    p = isometric_point("tanh")
+    p = isometric_point("sigmoid")
     wide, narrow = _centre(net[0].weight.detach()), _centre(net[2].weight.detach())
     g0 = plan["0.weight"].gain
     assert g0 == pytest.approx(math.sqrt(p.q_star), rel=1e-12)
     assert torch.allclose(wide.T @ wide, g0**2 * 32 / 8 * torch.eye(8), atol=1e-6, rtol=0)
-    assert torch.allclose(narrow @ narrow.T, p.sigma_w2 * torch.eye(16), atol=1e-6, rtol=0)
+    # float32 entries of size sigma_w: the products carry sigma_w^2 (19) times the 1e-6 tolerance
+    assert torch.allclose(narrow @ narrow.T, p.sigma_w2 * torch.eye(16), atol=1e-6 * p.sigma_w2, rtol=0)
     assert _off_centre_max(net[2].weight) == 0.0 and "stride 2" in plan["2.weight"].note
 
 

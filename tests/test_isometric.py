@@ -17,7 +17,7 @@ from initlab.errors import InitlabError
 from initlab.model import init_model
 from initlab.model.chain import UnmirroredWarning
 from initlab.models import mlp
-from initlab.theory import CHI_1_TARGET, isometric_point, odd_part_slope
+from initlab.theory import CHI_1_TARGET, DEPTH_GROWTH, depth_point, isometric_point, odd_part_slope
 
 
 def _gauss(f, q: float) -> float:
@@ -87,6 +87,44 @@ def test_isometric_point_kinds():
 def test_isometric_point_rejects_bad_chi_target(bad):
     with pytest.raises(InitlabError, match="chi_target"):
         isometric_point("tanh", chi_target=bad)
+
+
+def _chi_tanh(q: float) -> tuple[float, float]:
+    """(sigma_w2, chi_1) of the zero-bias tanh fixed point q, by scipy quadrature."""
+    sw2 = q / _gauss(lambda u: math.tanh(u) ** 2, q)
+    return sw2, sw2 * _gauss(lambda u: (1 - math.tanh(u) ** 2) ** 2, q)
+
+
+@pytest.mark.parametrize("depth", [9, 32, 128])
+def test_depth_point_spends_the_growth_over_the_depth(depth):
+    """chi_1(q*)^L = DEPTH_GROWTH at the point, recomputed by quadrature; q* < 1 and it falls with depth."""
+    p = depth_point("tanh", depth)
+    sw2, chi = _chi_tanh(p.q_star)
+    assert p.kind == "near_critical" and p.q_star < 1.0
+    assert p.sigma_w2 == pytest.approx(sw2, rel=1e-7)
+    assert chi ** depth == pytest.approx(DEPTH_GROWTH, rel=1e-6)
+    assert depth_point("tanh", 2 * depth).q_star < p.q_star
+
+
+def test_depth_point_is_the_variance_point_while_chi_1_of_1_fits():
+    """tanh's chi_1 at q = 1 is ~1.178 (recomputed): 1.178^8 = 3.7 <= 4, so depth 8 keeps q* = 1."""
+    _, chi = _chi_tanh(1.0)
+    assert chi ** 8 <= DEPTH_GROWTH < chi ** 9
+    p = depth_point("tanh", 8)
+    assert (p.kind, p.q_star) == ("variance", 1.0)
+    variance = isometric_point("tanh", looks_linear=False, near_critical=False)
+    assert p.sigma_w2 == pytest.approx(variance.sigma_w2, rel=1e-12)
+    assert depth_point("tanh", 8, growth=2.0).q_star < 1.0  # a tighter budget moves it
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"depth": 0}, "depth"), ({"depth": 2.5}, "depth"), ({"depth": True}, "depth"),
+    ({"depth": 8, "growth": 1.0}, "growth"), ({"depth": 8, "growth": float("nan")}, "growth"),
+    ({"depth": 8, "growth": "4"}, "growth"),
+])
+def test_depth_point_rejects_bad_arguments(kw, match):
+    with pytest.raises(InitlabError, match=match):
+        depth_point("tanh", **kw)
 
 
 # ---- init_model on plain chains -------------------------------------------------------------------

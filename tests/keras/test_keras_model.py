@@ -22,6 +22,7 @@ import initlab.keras as ik
 from initlab.errors import InitlabError
 from initlab.model.chain import UnmirroredWarning
 from initlab.model.traverse import SkippedParameterWarning
+from initlab.theory import depth_point
 
 
 def numpy(v):
@@ -87,10 +88,10 @@ def test_odd_width_relu_mlp_gets_the_torch_front_ends_rows_and_note():
 def test_plain_cnn_auto_plan_is_the_torch_front_ends():
     """A plain CNN (odd kernels, a Dense head behind global average pooling) gets delta kernels."""
     knet = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(8, 3, padding="same", activation="relu"),
-                             L.Conv2D(8, 3, strides=2, padding="same", activation="tanh"),
+                             L.Conv2D(8, 3, strides=2, padding="same", activation="gelu"),
                              L.GlobalAveragePooling2D(), L.Dense(10)])
     tnet = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.Tanh(),
+                               torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.GELU(),
                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
     krows = [r for r in ik.init_model(knet, "auto", seed=0) if r.name.endswith("kernel")]
     trows = [r for r in initlab.init_model(tnet, "auto", dry_run=True) if r.name.endswith("weight")]
@@ -99,6 +100,29 @@ def test_plain_cnn_auto_plan_is_the_torch_front_ends():
     assert [r.std for r in krows] == pytest.approx([r.std for r in trows], rel=1e-12)
     centre = numpy(knet.layers[0].kernel)
     assert not centre[[0, 2]].any() and not centre[:, [0, 2]].any()  # zero but the centre tap
+
+
+def test_tanh_cnn_auto_solves_the_torch_front_ends_depth_point():
+    """A tanh CNN gets iid kernels at the depth-aware q* (initlab.model.chain.CONV_DEPTH_NOTE), the
+    same stds and note as the torch front end (the same moment propagation, same geometry)."""
+    knet = keras.Sequential([keras.Input((12, 12, 3))]
+                            + [L.Conv2D(8, 3, padding="same", activation="tanh") for _ in range(10)]
+                            + [L.GlobalAveragePooling2D(), L.Dense(10)])
+    layers: list[torch.nn.Module] = []
+    for i in range(10):
+        layers += [torch.nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1), torch.nn.Tanh()]
+    tnet = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(8, 10))
+    kplan = ik.init_model(knet, "auto", seed=0)
+    tplan = initlab.init_model(tnet, "auto", dry_run=True, example_inputs=torch.zeros(2, 3, 12, 12))
+    krows = [r for r in kplan if r.name.endswith("kernel")]
+    trows = [r for r in tplan if r.name.endswith("weight")]
+    assert [r.scheme for r in krows] == ["propagated"] * 11 == [r.scheme for r in trows]
+    assert [r.std for r in krows] == pytest.approx([r.std for r in trows], rel=1e-9)
+    q_star = depth_point("tanh", 10).q_star
+    assert q_star < 1 and f"q*={q_star:.3g}" in kplan.propagation and f"q*={q_star:.3g}" in tplan.propagation
+    kernel = numpy(knet.layers[3].kernel)
+    assert kernel[0, 0].any()  # every tap drawn, not a delta kernel
 
 
 def test_sigmoid_chain_biases_centre_phi_of_zero():

@@ -17,9 +17,9 @@ from torch import nn
 from initlab.errors import InitlabError
 from initlab.graph import Graph, Kind, Node
 from initlab.keras.graph import KerasGraph
-from initlab.model.chain import ChainRole, chain_role, unmirrored_note, warn_unmirrored
+from initlab.model.chain import ChainRole, chain_role, conv_depth_targets, unmirrored_note, warn_unmirrored
 
-__all__ = ["ChainLink", "plain_chain", "chain_roles", "head_orders"]
+__all__ = ["ChainLink", "plain_chain", "chain_roles", "chain_targets", "head_orders"]
 
 _LINEAR = (None, "linear", "identity")
 
@@ -181,12 +181,10 @@ def _torch_twin(layer: Any) -> nn.Module:
     return conv(kernel[-2], kernel[-1], tuple(layer.kernel_size), stride=tuple(layer.strides), device="meta")
 
 
-def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] | None:
-    """The isometric role of each layer of a plain chain (:func:`initlab.model.chain.plan_chain`'s rule:
-    :func:`initlab.theory.isometric_point` per link, looks-linear where the activation's odd part is
-    linear and the width even, else orthogonal at the near-critical point; delta kernels for convs;
-    a bias that centres ``phi(0)`` after a sigmoid), or ``None`` when a link cannot be planned (an
-    activation the theory refuses, a sigmoid link into a layer without a bias)."""
+def _link_points(kg: KerasGraph, links: list[ChainLink]) -> tuple[list[Any], list[Any], set[int]] | None:
+    """The chain's layers, the :func:`~initlab.theory.isometric_point` of the link after each
+    (``None``: no activation) and the positions left unmirrored for an odd width; ``None`` when a link
+    cannot be planned (the torch front end's ``initlab.model.chain._link_points``)."""
     from initlab.theory import isometric_point
 
     layers = [kg.calls[link.module].layer for link in links]
@@ -209,6 +207,31 @@ def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] 
         if pt.shift != 0.0 and not last and getattr(layers[k + 1], "bias", None) is None:
             return None
         points.append(pt)
+    return layers, points, unmirrored
+
+
+def chain_targets(kg: KerasGraph, links: list[ChainLink]) -> tuple[dict[str, float], str] | None:
+    """``({module key: q*}, note)`` for a plain CNN whose links are not looks-linear (the torch front
+    end's rule, :func:`initlab.model.chain.conv_depth_targets`: its hidden kernels are solved by the
+    propagated variance rule at the depth-aware ``q*``), or ``None``: the isometric chain decides."""
+    planned = _link_points(kg, links)
+    if planned is None:
+        return None
+    layers, points, unmirrored = planned
+    out = conv_depth_targets([_kind(layer) != "dense" for layer in layers], points, sorted(unmirrored))
+    return None if out is None else ({links[k].module: q for k, q in out[0].items()}, out[1])
+
+
+def chain_roles(kg: KerasGraph, links: list[ChainLink]) -> dict[str, ChainRole] | None:
+    """The isometric role of each layer of a plain chain (:func:`initlab.model.chain.plan_chain`'s rule:
+    :func:`initlab.theory.isometric_point` per link, looks-linear where the activation's odd part is
+    linear and the width even, else orthogonal at the near-critical point; delta kernels for convs;
+    a bias that centres ``phi(0)`` after a sigmoid), or ``None`` when a link cannot be planned (an
+    activation the theory refuses, a sigmoid link into a layer without a bias)."""
+    planned = _link_points(kg, links)
+    if planned is None:
+        return None
+    layers, points, unmirrored = planned
     if unmirrored:
         warn_unmirrored([(links[k].module, layers[k].kernel.shape[-1], points[k].activation)
                          for k in sorted(unmirrored)])

@@ -16,7 +16,7 @@ from initlab import schemes
 from initlab.errors import InitlabError
 from initlab.graph import consuming_activation, feeding_activation
 from initlab.graph.moments import LayerStats
-from initlab.keras.chain import chain_roles, head_orders, plain_chain
+from initlab.keras.chain import chain_roles, chain_targets, head_orders, plain_chain
 from initlab.keras.graph import KerasGraph, keras_graph, subclassed_message
 from initlab.keras.initializers import seed_sequence
 from initlab.keras.kernels import Slot, call_key, has_graph, layer_slots, variable_names, walk_layers
@@ -46,7 +46,9 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
     * ``"auto"``: a plain chain (:func:`initlab.keras.chain.plain_chain`: Dense layers, or odd-kernel
       convs and a Dense head, linked by activations) starts at dynamical isometry: looks-linear kernels
       for ReLU/GELU/SiLU-like links, orthogonal at the near-critical point otherwise, delta kernels for
-      convs; a head behind Keras's position-major ``Flatten`` reads the mirrored channels where the
+      convs — but a CNN with tanh-like links gets iid kernels solved at the depth-aware ``q*``
+      (:data:`initlab.model.chain.CONV_DEPTH_NOTE`); a head behind Keras's position-major
+      ``Flatten`` reads the mirrored channels where the
       ``Flatten`` puts them (:func:`initlab.keras.chain.head_orders`). Any other model: every kernel
       :math:`N(0, q_{target} / (fan_{in}\\,\\mathbb{E}[x^2]))` from the second moment of its own input
       propagated from standardised data
@@ -115,7 +117,8 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
     decider = RowDecider(ctx, found, names=names)
     notes: list[str] = list(kg.notes)
     links = _chain(kg, planned) if scheme == "auto" else None
-    roles = chain_roles(kg, links) if links else None
+    conv_targets = chain_targets(kg, links) if links else None  # a tanh CNN: the depth-aware q*
+    roles = chain_roles(kg, links) if links and conv_targets is None else None
     if roles is not None:
         decider.roles, decider.orders = roles, head_orders(kg, links)  # type: ignore[arg-type]
         notes.insert(0, "plain chain: isometric rule")
@@ -124,7 +127,10 @@ def init_model(model: Any, scheme: str = "auto", *, seed: int | np.random.Genera
     if solve:
         fixed = _stats_fn(kg, [r for r, _, _ in decided], names)
         decider.scales, solve_notes = solve_scales(kg, _fan_ins(kg, planned), fixed,
-                                                   residual=scheme == "auto")
+                                                   residual=scheme == "auto",
+                                                   layer_targets=conv_targets[0] if conv_targets else None)
+        if conv_targets:
+            solve_notes.append(conv_targets[1])
         notes = solve_notes + notes
         decided = _decide_all(decider, kg, planned)
     rows = [r for r, _, _ in decided]

@@ -11,7 +11,7 @@ from initlab.errors import InitlabError
 from initlab.graph import Node
 from initlab.graph.moments import LayerStats, Moments, MomentsUnknown, propagate, solve_layer_scale
 from initlab.keras.graph import KerasGraph
-from initlab.model.propagation import RESIDUAL_GROWTH, LayerScale, branch_end_targets
+from initlab.model.propagation import DEPTH_ROLE, RESIDUAL_GROWTH, LayerScale, branch_end_targets
 
 __all__ = ["StatsFn", "solve_scales", "predict"]
 
@@ -26,8 +26,10 @@ class _Solver:
     """The ``layer_stats`` callback that solves each kernel's ``E[w^2]`` for its target output second
     moment from its own input's moments (:class:`initlab.model.propagation._Solver`, for Keras calls)."""
 
-    def __init__(self, fan_ins: dict[str, int], fixed: StatsFn, targets: dict[int, Any]) -> None:
+    def __init__(self, fan_ins: dict[str, int], fixed: StatsFn, targets: dict[int, Any],
+                 layer_targets: dict[str, float] | None = None) -> None:
         self.fan_ins, self.fixed, self.targets = fan_ins, fixed, targets
+        self.layer_targets = dict(layer_targets or {})
         self.scales: dict[str, LayerScale] = {}
 
     def __call__(self, node: Node, part: str, x: Moments) -> LayerStats | None:
@@ -39,6 +41,8 @@ class _Solver:
         fan_in = self.fan_ins[node.module]
         if node.module not in self.scales:
             target, role = 1.0, "pre-activation"
+            if node.module in self.layer_targets:
+                target, role = self.layer_targets[node.module], DEPTH_ROLE
             end = self.targets.get(node.id)
             if end is not None:
                 target, role = end(), end.role
@@ -50,8 +54,8 @@ class _Solver:
         return LayerStats(fan_in, self.scales[node.module].weight_second)
 
 
-def solve_scales(kg: KerasGraph, fan_ins: dict[str, int], fixed: StatsFn, *, residual: bool
-                 ) -> tuple[dict[str, LayerScale], list[str]]:
+def solve_scales(kg: KerasGraph, fan_ins: dict[str, int], fixed: StatsFn, *, residual: bool,
+                 layer_targets: dict[str, float] | None = None) -> tuple[dict[str, LayerScale], list[str]]:
     """Every kernel's scale from the second moment of its own input, propagated from standardised data:
 
     .. math::
@@ -65,13 +69,15 @@ def solve_scales(kg: KerasGraph, fan_ins: dict[str, int], fixed: StatsFn, *, res
     Args:
         kg: the model's graph. fan_ins: module key -> fan_in (connection count) of each kernel to solve.
         fixed: the statistics of the parts the plan fixes. residual: apply the residual-branch rule.
+        layer_targets: module key -> output second moment targeted instead of 1 (a tanh CNN's
+            depth-aware ``q*``: :func:`initlab.keras.chain.chain_targets`).
 
     Returns:
         ``(module key -> LayerScale, notes)``.
     """
     notes: list[str] = []
     ends = branch_end_targets(kg.graph, RESIDUAL_GROWTH, notes) if residual else {}
-    solver = _Solver(fan_ins, fixed, ends)
+    solver = _Solver(fan_ins, fixed, ends, layer_targets)
     propagate(kg.graph, _STANDARDISED, layer_stats=solver)
     n_ends = sum(not getattr(t, "inner", False) for t in ends.values())
     if n_ends:

@@ -12,7 +12,7 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.graph import Graph
-from initlab.model.chain import plain_chain, plan_chain, warn_unmirrored
+from initlab.model.chain import conv_chain_targets, plain_chain, plan_chain, warn_unmirrored
 from initlab.model.detect import DetectionFallbackWarning, detect, fallback_message, lazy_modules
 from initlab.model.found import Found
 from initlab.model.handlers.linear import packed_by_structure
@@ -62,7 +62,9 @@ def init_model(
 
     Args:
         model: the ``nn.Module``; its parameters are written in place (not with ``dry_run``).
-        scheme: ``"auto"`` (a plain MLP or CNN: the isometric rule, delta kernels for convs;
+        scheme: ``"auto"`` (a plain MLP or CNN: the isometric rule, delta kernels for convs; a
+            plain CNN with tanh-like links: iid kernels at the depth-aware ``q*`` of
+            :func:`initlab.theory.depth_point`, :data:`initlab.model.chain.CONV_DEPTH_NOTE`;
             otherwise the propagation with the residual-branch, tied-embedding and
             joined-parameter rules), ``"variance"`` (the
             propagation alone, for every model; both use the per-layer rule when the graph cannot be
@@ -202,13 +204,14 @@ def _context(
     and how the graph was built."""
     wants_auto = scheme == "auto" or any(isinstance(t, str) and t == "auto" for _, t in rules)
     chain = plain_chain(model, found, method) if wants_auto else None
-    roles = plan_chain(model, chain, found) if chain else None  # None: a link cannot be planned
+    conv_targets = conv_chain_targets(model, chain, found) if chain else None  # a tanh CNN: depth q*
+    roles = plan_chain(model, chain, found) if chain and conv_targets is None else None  # None: not planned
     if lazy:  # tracing would run the forward: the per-layer rule decides, nothing is materialised
         scales: dict = {}
         propagation_note = f"not traced: lazy module {lazy[0]!r} is not materialised (run one forward first)"
     else:
         scales, propagation_note = propagation_plans(model, graph, why, scheme, rules, roles,
-                                                     embedding_std)
+                                                     embedding_std, conv_targets)
     mha_out = frozenset(
         f"{q}.out_proj" if q else "out_proj"
         for q, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)

@@ -1,11 +1,13 @@
 """The isometric rule for plain MLPs and CNNs: which models are plain chains (:func:`plain_chain`)
 and the looks-linear or orthogonal weights (delta kernels for convs) that start them at dynamical
-isometry (:func:`plan_chain`)."""
+isometry (:func:`plan_chain`); and the depth-aware targets of a CNN with tanh-like links, which
+``"auto"`` solves by propagation instead (:func:`conv_chain_targets`)."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,6 +105,65 @@ def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[
     return chain if _links_fit(dict(model.named_modules()), chain, found) else None
 
 
+#: Under ``"auto"`` the hidden layers of a plain CNN whose links are not looks-linear (tanh, softsign,
+#: SELU, ...) get iid weights on every tap by the propagated variance rule, each targeting the
+#: pre-activation second moment ``q*`` of :func:`initlab.theory.depth_point` for the chain's depth, not
+#: the isometric chain's delta kernels. Measured on ``zoo.plain_cnn``, tanh, 32 channels, Fashion-MNIST,
+#: SGD lr 0.005 (times 32/depth beyond 32 layers), 500 steps, steps to 75 % test accuracy and final
+#: accuracy (``benchmarks/time_to_accuracy_arch.py``): delta kernels at the near-critical point
+#: (q* = 0.11) never reached 75 % at depth 8 / 32 / 64 / 128 (median final 0.646 / 0.740 / 0.747 /
+#: 0.746, 3 seeds), and not at chi_1 = 1.09 or q* = 1 at depth 8 either (0.71-0.72): a delta kernel
+#: starts every conv as a 1x1 one. iid taps: at q = 1 (the variance rule), 60 / 80 steps at depth 8
+#: and 140 / 100 at 32 (seeds 0 / 1), but never at 64 (0.69 / 0.64: chi_1(1)^64 = 3.5e4); at
+#: q = 0.111, 360 / 160 at depth 8 (0.77 / 0.81), 140 / 100 at 32, 120 / 40 at 64 (0.82 / 0.84).
+CONV_DEPTH_NOTE = ("plain CNN with {act} links: iid weights on every tap (the variance rule) at the "
+                   "pre-activation q*={q:.3g} of its {depth} links (chi_1={chi:.4g}, "
+                   "initlab.theory.depth_point), not delta kernels (initlab.model.chain.CONV_DEPTH_NOTE)")
+
+
+def conv_depth_targets(convs: list[bool], points: list[Any], unmirrored: Sequence[int],
+                       ) -> tuple[dict[int, float], str] | None:
+    """The targets ``{position in the chain: q*}`` of a plain CNN's hidden layers under
+    :data:`CONV_DEPTH_NOTE`'s rule, with the plan note; ``None`` where the isometric chain keeps the
+    model (:func:`plan_chain`): no conv, or every link between two layers looks-linear (a ReLU-like
+    link left unmirrored for an odd width, in ``unmirrored``, does not count), or a link whose
+    activation is not 0 at 0 (sigmoid: only the isometric chain's bias centres it).
+
+    ``convs[k]`` says whether layer ``k`` of the chain is a conv, ``points[k]`` is the
+    :class:`~initlab.theory.IsometricPoint` of the link after it (``None``: no activation). The
+    layers before a link that is not looks-linear target :func:`initlab.theory.depth_point` of that
+    activation, ``L`` the number of such links; the others (ReLU-like links, the head) target 1.
+    Shared by the torch and Keras front ends.
+    """
+    from initlab.theory import depth_point
+
+    if not any(convs):
+        return None
+    bent = [k for k, pt in enumerate(points[:-1])
+            if pt is not None and pt.kind != "looks_linear" and k not in unmirrored]
+    if not bent or any(points[k].shift != 0.0 for k in bent):
+        return None
+    depth = len(bent)
+    targets: dict[int, float] = {}
+    for k in bent:
+        pt = depth_point(points[k].activation, depth, param=points[k].param)
+        targets[k] = pt.q_star
+    first = depth_point(points[bent[0]].activation, depth, param=points[bent[0]].param)
+    return targets, CONV_DEPTH_NOTE.format(act=first.activation, q=first.q_star, depth=depth, chi=first.chi_1)
+
+
+def conv_chain_targets(model: nn.Module, chain: list[str], found: dict[str, Found],
+                       ) -> tuple[dict[str, float], str] | None:
+    """:func:`conv_depth_targets` for the torch front end's plain chain ``chain``: ``({layer name:
+    q*}, note)`` or ``None``."""
+    modules = dict(model.named_modules())
+    planned = _link_points(modules, chain, found)
+    if planned is None:
+        return None
+    out = conv_depth_targets([type(modules[q]) is not nn.Linear for q in chain], *planned)
+    return None if out is None else ({chain[k]: q for k, q in out[0].items()}, out[1])
+
+
 def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> dict[str, ChainRole] | None:
     """The isometric rule for a plain chain (:func:`initlab.theory.isometric_point` per link):
     what ``scheme="auto"`` gives a plain MLP or CNN (:func:`plain_chain`), link by link.
@@ -139,7 +200,10 @@ def plan_chain(model: nn.Module, chain: list[str], found: dict[str, Found]) -> d
     * A conv (a plain CNN) gets a **delta kernel** (Xiao et al. 2018; :class:`~initlab.schemes.Delta`):
       zero but the spatial centre tap, which holds the block a Linear with ``(rows, cols) =
       (out_channels, in_channels)`` gets (orthogonal, delta-orthogonal at the near-critical point;
-      or mirrored channels, looks-linear). At every output position the conv is then the Linear
+      or mirrored channels, looks-linear). Not for a CNN with tanh-like links (not looks-linear,
+      ``phi(0) = 0``): ``"auto"`` does not call this for it but solves iid kernels at the depth-aware
+      ``q*`` (:data:`CONV_DEPTH_NOTE`, :func:`conv_chain_targets`), which trained far faster.
+      At every output position the conv is then the Linear
       of its centre tap applied to one input position (dilation does not move the centre), so
       the rule above holds position by position. Channel changes are the Linear's semi-orthogonal
       blocks: more channels, orthonormal columns scaled by :math:`\\sqrt{rows/cols}`; fewer,

@@ -19,6 +19,7 @@ from initlab.model.rows import spec_std_bound
 def propagation_plans(
     model: nn.Module, graph: Graph | None, why: str | None, scheme: str, rules: list[tuple[Any, Any]],
     chain: dict[str, Any] | None, embedding_std: float,
+    conv_targets: tuple[dict[str, float], str] | None = None,
 ) -> tuple[dict[str, PropagationPlan], str | None]:
     """The graph-wide plans the schemes in use need: ``"auto"`` (unless ``chain``, the isometric
     roles of a plain chain, decides every layer) with the residual-branch, tied-embedding and
@@ -49,6 +50,9 @@ def propagation_plans(
       (a zero end behind a zero gate never trains; on the no-norm ResNet-56 of
       ``benchmarks/time_to_accuracy_arch.py`` SkipInit reached 80 % in a median 240 steps, the
       zeroed, Fixup-scaled ends in 320);
+    * the hidden layers of a plain CNN whose links are not looks-linear (``conv_targets``:
+      :func:`initlab.model.chain.conv_chain_targets`) target the depth-aware ``q*`` of
+      :func:`initlab.theory.depth_point` (:data:`initlab.model.chain.CONV_DEPTH_NOTE`);
     * an ``Embedding`` tied to an output head (GPT-2's ``lm_head``) gets
       :math:`\\mathbb{E}[w^2] = 1 / (d\\,\\mathbb{E}[h^2])`, ``h`` the head's input, so the logits
       start at unit second moment when ``h`` does not scale with the table (a final norm, as
@@ -75,7 +79,10 @@ def propagation_plans(
             plans["auto"].notes.append("auto: skip_gate parameters found: the gates start the residual "
                                        "branches at 0 and the branch weights follow the variance rule")
         elif "auto" in wanted and not chain:
-            plans["auto"] = plan_scales(model, embedding_second=embedding_std**2, kept=kept, graph=graph)
+            plans["auto"] = plan_scales(model, embedding_second=embedding_std**2, kept=kept, graph=graph,
+                                        layer_targets=conv_targets[0] if conv_targets else None)
+            if conv_targets:
+                plans["auto"].notes.append(f"auto: {conv_targets[1]}")
         if "variance" in wanted:
             plans["variance"] = plan_scales(model, residual_growth=None, tied=False,
                                             embedding_second=embedding_std**2, kept=kept, graph=graph)

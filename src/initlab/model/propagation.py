@@ -22,8 +22,8 @@ from initlab.graph.moments import (
     solve_layer_scale,
 )
 
-__all__ = ["INNER_EXPONENT", "RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "LayerScale", "PropagationPlan",
-           "plan_scales", "branch_end_targets"]
+__all__ = ["DEPTH_ROLE", "INNER_EXPONENT", "RESIDUAL_GROWTH", "ZERO_ENDS_WITHOUT_NORM", "LayerScale",
+           "PropagationPlan", "plan_scales", "branch_end_targets"]
 
 #: In a network without any normalization layer, ``"auto"`` starts the last layer of every residual
 #: branch at 0 (the stream is its shortcut at init, as under Fixup and SkipInit) instead of scaling
@@ -48,6 +48,10 @@ INNER_EXPONENT = 1.0
 #: adds ``q_skip * (RESIDUAL_GROWTH ** (1 / L) - 1)`` for ``L`` residual adds, so the stream's
 #: second moment at the last add is ``RESIDUAL_GROWTH`` times that at the first.
 RESIDUAL_GROWTH = 2.0
+
+#: The role of a layer whose target comes from ``plan_scales(layer_targets=...)``: a plain CNN's
+#: depth-aware pre-activation ``q*`` (:data:`initlab.model.chain.CONV_DEPTH_NOTE`).
+DEPTH_ROLE = "depth q*"
 
 _STANDARDISED = Moments(0.0, 1.0)
 
@@ -111,8 +115,10 @@ class _Solver:
     ``E[w^2]`` for its target output second moment, given its own input's moments."""
 
     def __init__(self, model: nn.Module, targets: Mapping[int, Any], embedding_second: float,
-                 kept: frozenset[str] = frozenset()) -> None:
+                 kept: frozenset[str] = frozenset(), layer_targets: Mapping[str, float] | None = None,
+                 ) -> None:
         self.model, self.targets, self.embedding_second, self.kept = model, targets, embedding_second, kept
+        self.layer_targets = dict(layer_targets or {})
         self.fixed: dict[tuple[str, str], tuple[float, str]] = {}
         self.scales: dict[tuple[str, str], LayerScale] = {}
         self._read = model_layer_stats(model)
@@ -143,6 +149,8 @@ class _Solver:
             second = self.embedding_second
             return LayerScale(node.module, part, second, None, second, "embedding")
         target, role = 1.0, "pre-activation"
+        if node.module in self.layer_targets:
+            target, role = self.layer_targets[node.module], DEPTH_ROLE
         end = self.targets.get(node.id)
         if end is not None and part in ("weight", "out"):
             target, role = end(), end.role
@@ -373,6 +381,7 @@ def plan_scales(
     kept: frozenset[str] | set[str] = frozenset(),
     graph: Graph | None = None,
     zero_ends: bool | None = None,
+    layer_targets: Mapping[str, float] | None = None,
 ) -> PropagationPlan:
     r"""Choose every weighted layer's weight variance by propagating moments through ``model``'s graph.
 
@@ -389,7 +398,7 @@ def plan_scales(
     its input's spatial profile, ``prod(k_i / s_i)`` of ``prod(k_i)`` taps for a transposed one with
     stride ``s``: :func:`initlab.graph.spatial.conv_geometry`). Targets:
 
-    * ``1`` for a pre-activation (any layer not below);
+    * ``1`` for a pre-activation (any layer not below), or ``layer_targets[name]``;
     * the last layer of a residual branch (no norm between it and the add) targets
       ``q_skip (G^{1/L} - 1)`` with ``L`` such branches and ``G = residual_growth`` (2): the stream's
       second moment grows by ``G^{1/L}`` per add, ``G`` over the whole depth (branch and shortcut
@@ -424,6 +433,9 @@ def plan_scales(
             (``None``: when the graph has no normalization layer, :data:`ZERO_ENDS_WITHOUT_NORM`).
         graph: ``model``'s graph, already traced (:func:`initlab.graph.trace`); the plan works on a
             :meth:`~initlab.graph.Graph.fresh` copy. ``None``: traced here from ``example_inputs``.
+        layer_targets: ``{layer name: q}``: these layers' outputs target second moment ``q`` (finite,
+            ``> 0``) instead of 1, role :data:`DEPTH_ROLE` (a residual-branch target still wins): the
+            depth-aware ``q*`` ``"auto"`` gives a tanh CNN (:data:`initlab.model.chain.CONV_DEPTH_NOTE`).
 
     Returns:
         :class:`PropagationPlan`.
@@ -454,7 +466,10 @@ def plan_scales(
     plan = PropagationPlan(g)
     ends = branch_end_targets(g, residual_growth, plan.notes, zero_ends) if residual_growth else {}
     plan.residual = sum(1 for t in ends.values() if not getattr(t, "inner", False))
-    solver = _Solver(model, ends, float(embedding_second), frozenset(kept))
+    for name, t in (layer_targets or {}).items():
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+            raise InitlabError(f"layer_targets[{name!r}]={t!r} is invalid: pass a finite second moment > 0")
+    solver = _Solver(model, ends, float(embedding_second), frozenset(kept), layer_targets)
     read_taps = model_tap_energy(model)
 
     def taps(node: Any) -> Any:  # a kept layer spreads its weight as it does now; a solved one evenly
