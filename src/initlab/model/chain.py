@@ -115,7 +115,10 @@ def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[
 #: 0.746, 3 seeds), and not at chi_1 = 1.09 or q* = 1 at depth 8 either (0.71-0.72): a delta kernel
 #: starts every conv as a 1x1 one. iid taps: at q = 1 (the variance rule), 60 / 80 steps at depth 8
 #: and 140 / 100 at 32 (seeds 0 / 1), but never at 64 (0.69 / 0.64: chi_1(1)^64 = 3.5e4); at
-#: q = 0.111, 360 / 160 at depth 8 (0.77 / 0.81), 140 / 100 at 32, 120 / 40 at 64 (0.82 / 0.84).
+#: q = 0.111, 360 / 160 at depth 8 (0.77 / 0.81), 140 / 100 at 32, 120 / 40 at 64 (0.82 / 0.84), 120 /
+#: 40 at 128 (0.83 / 0.84). This rule (seeds 0 / 1 / 2): depth 8 (q* = 1) 60 / 80 / 80, 32 (0.31) 60 / 60 /
+#: 120, 64 (0.19) 80 / 60 / 60, 128 (0.12) 80 / 40 / 80, median final 0.830 / 0.844 / 0.840 / 0.832; LSUV
+#: and He fan_out did not reach 75 % at 64 or 128 (median final 0.600 / 0.136, 0.698 / 0.573).
 CONV_DEPTH_NOTE = ("plain CNN with {act} links: iid weights on every tap (the variance rule) at the "
                    "pre-activation q*={q:.3g} of its {depth} links (chi_1={chi:.4g}, "
                    "initlab.theory.depth_point), not delta kernels (initlab.model.chain.CONV_DEPTH_NOTE)")
