@@ -154,6 +154,52 @@ def test_tanh_cnn_rows_target_the_depth_point():
                 assert float(h.pow(2).mean()) == pytest.approx(q_star, rel=0.1), i
 
 
+def test_a_mixed_relu_tanh_cnn_keeps_the_isometric_chain():
+    """One tanh link among ReLU ones: the depth rule would draw the ReLU layers iid too, losing their
+    exact looks-linear links, so the whole chain stays isometric (delta kernels)."""
+    from initlab.model.chain import CONV_DEPTH_NOTE
+
+    layers: list[nn.Module] = [nn.Conv2d(8, 16, 3, padding=1)]
+    for i in range(7):
+        layers += [nn.Tanh() if i == 3 else nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)]
+    net = nn.Sequential(*layers)
+    plan = init_model(net, generator=_gen())
+    assert CONV_DEPTH_NOTE.split("{")[0] not in (plan.propagation or "")
+    assert plan["2.weight"].scheme != "propagated"
+    assert all(plan[f"{2 * k}.weight"].spec.startswith("delta_looks_linear") for k in range(8))
+    assert plan["6.weight"].spec.endswith(", cols)")  # reads mirrored ReLU channels, writes the tanh link
+    assert plan["8.weight"].spec.endswith(", rows)")  # reads the tanh link, writes mirrored channels
+
+
+def test_mixed_tanh_like_links_each_get_their_own_q_star():
+    """tanh and softsign links: each layer targets the depth_point of the link after it, and the
+    note names both."""
+    from initlab.theory import depth_point
+
+    layers: list[nn.Module] = [nn.Conv2d(8, 16, 3, padding=1)]
+    for i in range(11):
+        layers += [nn.Softsign() if i % 2 else nn.Tanh(), nn.Conv2d(16, 16, 3, padding=1)]
+    net = nn.Sequential(*layers)
+    plan = init_model(net, generator=_gen(), dry_run=True)
+    q_tanh, q_soft = depth_point("tanh", 11).q_star, depth_point("softsign", 11).q_star
+    assert plan["0.weight"].q_out == pytest.approx(q_tanh, rel=1e-6)
+    assert plan["2.weight"].q_out == pytest.approx(q_soft, rel=1e-6)
+    assert f"{q_tanh:.3g} (tanh)" in plan.propagation and f"{q_soft:.3g} (softsign)" in plan.propagation
+
+
+def test_a_cnn_without_a_depth_point_is_not_given_the_depth_rule():
+    """tanhshrink's chi_1 stays above 1.38 at every q* <= 1: depth_point raises, and auto keeps the
+    isometric chain rather than claim the rule."""
+    from initlab.model.chain import CONV_DEPTH_NOTE
+
+    layers: list[nn.Module] = [nn.Conv2d(8, 16, 3, padding=1)]
+    for _ in range(7):
+        layers += [nn.Tanhshrink(), nn.Conv2d(16, 16, 3, padding=1)]
+    plan = init_model(nn.Sequential(*layers), generator=_gen(), dry_run=True)
+    assert CONV_DEPTH_NOTE.split("{")[0] not in (plan.propagation or "")
+    assert plan["2.weight"].scheme != "propagated"
+
+
 def test_sigmoid_cnn_rows_are_delta_orthogonal_at_the_near_critical_point():
     """A sigmoid CNN keeps the isometric chain (only its biases centre sigmoid(0) = 1/2): delta-
     orthogonal kernels at the near-critical point."""

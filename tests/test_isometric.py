@@ -127,6 +127,22 @@ def test_depth_point_rejects_bad_arguments(kw, match):
         depth_point("tanh", **kw)
 
 
+def test_depth_point_raises_where_no_q_star_fits():
+    """tanhshrink: chi_1(q) = sigma_w^2 E[tanh(h)^4] / ... stays above 1 (recomputed: at q = 1e-4 and
+    q = 1 both above 1.09 = 4^(1/16)), so no q* <= 1 keeps chi_1^16 <= 4; a depth so large that
+    4^(1/L) rounds to 1 has none either."""
+    def chi_shrink(q: float) -> float:
+        f = lambda u: u - math.tanh(u)  # noqa: E731
+        sw2 = q / _gauss(lambda u: f(u) ** 2, q)
+        return sw2 * _gauss(lambda u: math.tanh(u) ** 4, q)
+
+    assert min(chi_shrink(1e-2), chi_shrink(1.0)) > DEPTH_GROWTH ** (1 / 16)
+    with pytest.raises(InitlabError, match="no q\\* <= 1 of 'tanhshrink'"):
+        depth_point("tanhshrink", 16)
+    with pytest.raises(InitlabError, match="depth=.* larger growth"):
+        depth_point("tanh", 10**300)
+
+
 # ---- init_model on plain chains -------------------------------------------------------------------
 
 

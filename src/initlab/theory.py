@@ -1452,9 +1452,9 @@ def depth_point(activation: Any, depth: int, *, param: float | None = None,
     criticality), while ``q*`` — how far into ``phi``'s nonlinear range the pre-activations reach —
     is as large as the depth allows: a shallow chain starts as nonlinear as the variance rule, a deep
     one near the dynamical-isometry point of Pennington et al. 2017 (tanh: ``q* = 1`` for
-    ``L <= 8``, 0.30 at 32, 0.19 at 64, 0.12 at 128). Meant for iid weights, where ``chi_1`` is the
+    ``L <= 8``, 0.31 at 32, 0.19 at 64, 0.12 at 128). Meant for iid weights, where ``chi_1`` is the
     mean squared singular value per layer; what ``"auto"`` gives plain CNNs whose links are not
-    looks-linear (:func:`initlab.model.chain.conv_chain_point`).
+    looks-linear (:func:`initlab.model.chain.conv_chain_targets`).
 
     Args:
         activation: name or elementwise torch callable; param: its parameter.
@@ -1465,8 +1465,9 @@ def depth_point(activation: Any, depth: int, *, param: float | None = None,
         :class:`IsometricPoint` of kind ``"near_critical"`` (``q* < 1``) or ``"variance"``.
 
     Raises:
-        InitlabError: ``depth`` not an integer ``>= 1``; ``growth`` not a real number ``> 1``; what
-        :func:`isometric_point` raises.
+        InitlabError: ``depth`` not an integer ``>= 1``; ``growth`` not a real number ``> 1``; no
+        ``q* <= 1`` with ``chi_1^L <= G`` (tanhshrink, whose ``chi_1`` stays above 1.38; a depth so
+        large that ``G^(1/L)`` rounds to 1); what :func:`isometric_point` raises.
 
     Source: Schoenholz, Gilmer, Ganguli & Sohl-Dickstein, "Deep information propagation", ICLR 2017;
     Pennington, Schoenholz & Ganguli, NeurIPS 2017; Xiao et al., ICML 2018.
@@ -1482,8 +1483,17 @@ def depth_point(activation: Any, depth: int, *, param: float | None = None,
     if isinstance(growth, bool) or not isinstance(growth, numbers.Real) or not math.isfinite(growth) \
             or not growth > 1:
         raise InitlabError(f"growth={growth!r} is invalid: pass the gradient growth (a real number > 1)")
-    point = isometric_point(activation, param=param, chi_target=float(growth) ** (1.0 / int(depth)),
-                            looks_linear=False)
-    if point.kind == "near_critical" and point.q_star < 1.0:
+    variance = isometric_point(activation, param=param, looks_linear=False, near_critical=False)
+    target = float(growth) ** (1.0 / int(depth))
+    if variance.chi_1 <= target:
+        return variance
+    if not target > 1.0:  # G^(1/L) rounds to 1: no chi_1 above 1 fits
+        raise InitlabError(f"depth={depth!r} with growth={growth!r} asks chi_1 <= {target!r}, which no "
+                           "q* > 0 gives: pass a smaller depth or a larger growth")
+    point = isometric_point(activation, param=param, chi_target=target, looks_linear=False)
+    if point.kind == "near_critical" and point.q_star <= 1.0:
         return point
-    return isometric_point(activation, param=param, looks_linear=False, near_critical=False)
+    raise InitlabError(
+        f"depth_point: no q* <= 1 of {variance.activation!r} keeps chi_1^{depth} <= {growth!r} (chi_1 stays "
+        f"above {target:.6g} on q* in [{_Q_SEARCH[0]:g}, 1]; chi_1(1) = {variance.chi_1:.4g}): pass a "
+        "larger growth or a shallower depth, or use the isometric_point of another activation")

@@ -244,6 +244,29 @@ def test_bad_residual_growth_is_refused(bad):
         plan_scales(Residual(4, 1), torch.randn(2, 4), residual_growth=bad)
 
 
+def test_layer_targets_set_a_layers_output_second_moment():
+    """A named layer solves for its target q (numpy floats included); the layer after it still for 1:
+    fan_in E[w^2] E[x^2] = q for a Linear reading unit data (exact for the planned E[w^2])."""
+    import numpy as np
+
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    plan = plan_scales(net, torch.randn(2, 8), layer_targets={"0": np.float32(0.3)})
+    s0, s2 = plan.scales[("0", "weight")], plan.scales[("2", "weight")]
+    assert s0.role == "depth q*" and s0.q_out == pytest.approx(0.3, rel=1e-6)
+    assert 8 * s0.weight_second * s0.q_in == pytest.approx(0.3, rel=1e-6)
+    assert s2.role == "pre-activation" and s2.q_out == 1.0
+
+
+@pytest.mark.parametrize(("bad", "match"), [
+    ({"0.weight": 0.3}, "no module"), ({"0": 0.0}, "finite second moment"), ({"0": True}, "finite"),
+    ({"0": math.nan}, "finite"), ([("0", 0.3)], "pass \\{module name"),
+])
+def test_bad_layer_targets_are_refused(bad, match):
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    with pytest.raises(InitlabError, match=match):
+        plan_scales(net, torch.randn(2, 8), layer_targets=bad)
+
+
 class TinyLM(nn.Module):
     """Token + position embeddings, pre-LN blocks, a head tied to the token embedding."""
 

@@ -120,7 +120,7 @@ def plain_chain(model: nn.Module, found: dict[str, Found], method: str) -> list[
 #: 120, 64 (0.19) 80 / 60 / 60, 128 (0.12) 80 / 40 / 80, median final 0.830 / 0.844 / 0.840 / 0.832; LSUV
 #: and He fan_out did not reach 75 % at 64 or 128 (median final 0.600 / 0.136, 0.698 / 0.573).
 CONV_DEPTH_NOTE = ("plain CNN with {act} links: iid weights on every tap (the variance rule) at the "
-                   "pre-activation q*={q:.3g} of its {depth} links (chi_1={chi:.4g}, "
+                   "pre-activation q*={q} of its {depth} links (chi_1={chi}, "
                    "initlab.theory.depth_point), not delta kernels (initlab.model.chain.CONV_DEPTH_NOTE)")
 
 
@@ -128,31 +128,46 @@ def conv_depth_targets(convs: list[bool], points: list[Any], unmirrored: Sequenc
                        ) -> tuple[dict[int, float], str] | None:
     """The targets ``{position in the chain: q*}`` of a plain CNN's hidden layers under
     :data:`CONV_DEPTH_NOTE`'s rule, with the plan note; ``None`` where the isometric chain keeps the
-    model (:func:`plan_chain`): no conv, or every link between two layers looks-linear (a ReLU-like
-    link left unmirrored for an odd width, in ``unmirrored``, does not count), or a link whose
-    activation is not 0 at 0 (sigmoid: only the isometric chain's bias centres it).
+    model (:func:`plan_chain`): no conv; a link between two layers that is looks-linear, or ReLU-like
+    and left unmirrored for an odd width (in ``unmirrored``) — a mixed chain keeps its looks-linear
+    links exact, which the variance rule would not (a ReLU CNN-64 under it measured q 0.001-0.5
+    against 1); a link whose activation is not 0 at 0 (sigmoid: only the isometric chain's bias
+    centres it); or an activation for which no ``q* <= 1`` keeps ``chi_1^L <= 4``
+    (:func:`initlab.theory.depth_point` raises: tanhshrink).
 
     ``convs[k]`` says whether layer ``k`` of the chain is a conv, ``points[k]`` is the
     :class:`~initlab.theory.IsometricPoint` of the link after it (``None``: no activation). The
-    layers before a link that is not looks-linear target :func:`initlab.theory.depth_point` of that
-    activation, ``L`` the number of such links; the others (ReLU-like links, the head) target 1.
-    Shared by the torch and Keras front ends.
+    layer before each link targets :func:`initlab.theory.depth_point` of that link's activation,
+    ``L`` the number of links; the last layer (the head) targets 1. Shared by the torch and Keras
+    front ends.
     """
     from initlab.theory import depth_point
 
     if not any(convs):
         return None
-    bent = [k for k, pt in enumerate(points[:-1])
-            if pt is not None and pt.kind != "looks_linear" and k not in unmirrored]
-    if not bent or any(points[k].shift != 0.0 for k in bent):
+    links = [k for k, pt in enumerate(points[:-1]) if pt is not None]
+    bent = [k for k in links if points[k].kind != "looks_linear" and k not in unmirrored]
+    if not bent or len(bent) != len(links) or any(points[k].shift != 0.0 for k in bent):
         return None
     depth = len(bent)
-    targets: dict[int, float] = {}
-    for k in bent:
-        pt = depth_point(points[k].activation, depth, param=points[k].param)
-        targets[k] = pt.q_star
-    first = depth_point(points[bent[0]].activation, depth, param=points[bent[0]].param)
-    return targets, CONV_DEPTH_NOTE.format(act=first.activation, q=first.q_star, depth=depth, chi=first.chi_1)
+    found: dict[tuple[str, float | None], Any] = {}
+    try:
+        for k in bent:
+            key = (points[k].activation, points[k].param)
+            if key not in found:
+                found[key] = depth_point(key[0], depth, param=key[1])
+    except InitlabError:
+        return None
+    targets = {k: found[(points[k].activation, points[k].param)].q_star for k in bent}
+    many = len(found) > 1
+
+    def each(fmt: str, attr: str) -> str:
+        return ", ".join(format(getattr(p, attr), fmt) + (f" ({p.activation})" if many else "")
+                         for p in found.values())
+
+    acts = ", ".join(dict.fromkeys(p.activation for p in found.values()))
+    return targets, CONV_DEPTH_NOTE.format(act=acts, q=each(".3g", "q_star"), depth=depth,
+                                           chi=each(".4g", "chi_1"))
 
 
 def conv_chain_targets(model: nn.Module, chain: list[str], found: dict[str, Found],

@@ -4,6 +4,7 @@ moment of its own input, with the residual-stream and tied-embedding rules."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -369,6 +370,26 @@ def _plan_joined(g: Graph, joined: list[tuple[Node, int]], plan: PropagationPlan
     return changed
 
 
+def _check_layer_targets(model: nn.Module, targets: Any) -> dict[str, float]:
+    """``targets`` as ``{module name: float}``; raise :class:`InitlabError` for a non-mapping, a name
+    that is no module of ``model`` or a value that is not a finite real number ``> 0``."""
+    if targets is None:
+        return {}
+    if not isinstance(targets, Mapping):
+        raise InitlabError(f"layer_targets={targets!r} is invalid: pass {{module name: second moment}}")
+    names = dict(model.named_modules())
+    out: dict[str, float] = {}
+    for name, t in targets.items():
+        if name not in names:
+            raise InitlabError(f"layer_targets names {name!r}, which is no module of the model: use module "
+                               "names as model.named_modules() gives them (e.g. 'features.0', not "
+                               "'features.0.weight')")
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (math.isfinite(t) and t > 0):
+            raise InitlabError(f"layer_targets[{name!r}]={t!r} is invalid: pass a finite second moment > 0")
+        out[name] = float(t)
+    return out
+
+
 def plan_scales(
     model: nn.Module,
     example_inputs: Any = None,
@@ -466,9 +487,7 @@ def plan_scales(
     plan = PropagationPlan(g)
     ends = branch_end_targets(g, residual_growth, plan.notes, zero_ends) if residual_growth else {}
     plan.residual = sum(1 for t in ends.values() if not getattr(t, "inner", False))
-    for name, t in (layer_targets or {}).items():
-        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
-            raise InitlabError(f"layer_targets[{name!r}]={t!r} is invalid: pass a finite second moment > 0")
+    layer_targets = _check_layer_targets(model, layer_targets)
     solver = _Solver(model, ends, float(embedding_second), frozenset(kept), layer_targets)
     read_taps = model_tap_energy(model)
 
