@@ -6,7 +6,7 @@ input (:class:`LayerSolver`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -26,9 +26,11 @@ __all__ = [
     "LayerStatsFn",
     "PartParams",
     "layer_fans",
+    "mirrored_halves",
     "model_layer_stats",
     "part_params",
     "solve_layer_scale",
+    "with_mirrors",
 ]
 
 #: Gates of a packed recurrent weight, in torch's row order, by ``module.mode``: the blocks that the
@@ -46,6 +48,12 @@ class LayerStats:
         weight_second: ``E[w^2]`` over the weight's entries (``Var(w)`` for zero-mean weights).
         weight_mean: ``E[w]``.
         bias_mean, bias_second: ``E[b]`` and ``E[b^2]`` (0 without a bias).
+        mirrored_inputs: the weight's input columns come in negated pairs, ``W = [U, -U]`` along the
+            input axis (the whole kernel of a convolution): the layer reads ``x_i - x_{n/2 + i}``
+            (:func:`mirrored_halves`; the propagation then reads a looks-linear pair exactly,
+            :mod:`initlab.graph.mirrored`).
+        mirrored_outputs: rows and bias in negated pairs, ``W = [A; -A]``, ``b = [c; -c]``: output
+            unit ``m/2 + j`` is exactly ``-(unit j)``.
     """
 
     fan_in: int
@@ -53,6 +61,8 @@ class LayerStats:
     weight_mean: float = 0.0
     bias_mean: float = 0.0
     bias_second: float = 0.0
+    mirrored_inputs: bool = False
+    mirrored_outputs: bool = False
 
     @classmethod
     def from_tensors(cls, weight: torch.Tensor | None, bias: torch.Tensor | None, fan_in: int) -> LayerStats:
@@ -196,9 +206,72 @@ def model_layer_stats(model: nn.Module) -> LayerStatsFn:
 
     def read(node: Node, part: str, x: Moments) -> LayerStats | None:
         p = part_params(model, node, part)
-        return None if p is None else LayerStats.from_tensors(p.weight, p.bias, p.fan_in)
+        if p is None:
+            return None
+        return with_mirrors(LayerStats.from_tensors(p.weight, p.bias, p.fan_in), model, node, part, p)
 
     return read
+
+
+def _negated_halves(t: torch.Tensor, dim: int) -> bool:
+    """Whether the second half of ``t`` along ``dim`` is exactly minus the first (an even size >= 2)."""
+    n = t.shape[dim] if t.ndim > dim else 0
+    if n < 2 or n % 2:
+        return False
+    a, b = t.detach().narrow(dim, 0, n // 2), t.detach().narrow(dim, n // 2, n // 2)
+    with torch.no_grad():  # one pair first: a random weight fails there, without a copy of half of it
+        return bool(torch.equal(b.select(dim, 0), -a.select(dim, 0)) and torch.equal(b, -a))
+
+
+def mirrored_halves(module: nn.Module | None, weight: torch.Tensor | None, bias: torch.Tensor | None
+                    ) -> tuple[bool, bool]:
+    r"""``(inputs, outputs)``: whether ``weight`` (of ``module``) has mirrored input columns and
+    whether its rows and ``bias`` are mirrored — the looks-linear structure (Balduzzi et al. 2017).
+
+    .. math::
+        \text{inputs: } W_{:, n/2 + i} = -W_{:, i}\ (i < n/2), \qquad
+        \text{outputs: } W_{m/2 + j} = -W_j,\ b_{m/2 + j} = -b_j\ (j < m/2)
+
+    compared exactly (``torch.equal``), along dim 1 (Linear's ``in_features``; a convolution's
+    ``in_channels``, every tap of the kernel) and dim 0 (``out_features`` / ``out_channels``). Only
+    for ``nn.Linear`` and non-transposed convolutions with ``groups == 1`` (for which these dims are
+    the input and output axes); anything else, an odd size, or a weight that cannot be compared (on the
+    meta device, not yet materialised): ``(False, False)``.
+
+    Source: Balduzzi et al. (2017), "The Shattered Gradients Problem: If resnets are the answer, then
+    what is the question?" (the looks-linear initialization).
+
+    >>> u = torch.randn(3, 2)
+    >>> mirrored_halves(nn.Linear(4, 3), torch.cat([u, -u], 1), None)
+    (True, False)
+    """
+    conv = isinstance(module, nn.modules.conv._ConvNd)
+    if weight is None or not (isinstance(module, nn.Linear) or conv):
+        return False, False
+    if conv and (module.transposed or module.groups != 1):  # type: ignore[union-attr]
+        return False, False
+    try:
+        if weight.ndim < 2:
+            return False, False
+        inputs = _negated_halves(weight, 1)
+        outputs = _negated_halves(weight, 0) and (bias is None or _negated_halves(bias, 0))
+    except (RuntimeError, ValueError, NotImplementedError):  # meta or uninitialised tensors
+        return False, False
+    return inputs, outputs
+
+
+def with_mirrors(st: LayerStats, model: nn.Module, node: Node, part: str, p: PartParams) -> LayerStats:
+    """``st`` with :attr:`LayerStats.mirrored_inputs` / ``mirrored_outputs`` read from the tensors
+    ``p`` of ``part`` of the module ``node`` calls (:func:`mirrored_halves`; only the ``"weight"``
+    part of a Linear or convolution can be mirrored)."""
+    if part != "weight" or p.lookup or node.module is None:
+        return st
+    try:
+        module = model.get_submodule(node.module)
+    except AttributeError:
+        return st
+    inputs, outputs = mirrored_halves(module, p.weight, p.bias)
+    return replace(st, mirrored_inputs=inputs, mirrored_outputs=outputs) if inputs or outputs else st
 
 
 class LayerSolver:

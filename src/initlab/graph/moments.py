@@ -7,7 +7,8 @@ writes ``node.meta["moments"]``; weighted layers take their statistics from a ca
 the idea of AutoInit (Bingham & Miikkulainen 2023). Families with their own modules register their
 rules here on import: :mod:`~initlab.graph.attention`, :mod:`~initlab.graph.recurrent`,
 :mod:`~initlab.graph.skip_sum`, :mod:`~initlab.graph.resample` (single ops: :data:`OP_RULES`);
-:mod:`~initlab.graph.spatial` carries feature maps' spatial profiles.
+:mod:`~initlab.graph.spatial` carries feature maps' spatial profiles; :mod:`~initlab.graph.mirrored`
+reads looks-linear pairs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -39,9 +40,11 @@ from initlab.graph.layer_stats import (
     LayerStatsFn,
     PartParams,
     layer_fans,
+    mirrored_halves,
     model_layer_stats,
     part_params,
     solve_layer_scale,
+    with_mirrors,
 )
 from initlab.graph.nodes import Graph, Kind, Node
 from initlab.graph.spatial import ConvGeometry
@@ -62,11 +65,13 @@ __all__ = [
     "attention_average",  # noqa: F822  (from initlab.graph.attention, through __getattr__)
     "dense_moments",
     "layer_fans",
+    "mirrored_halves",
     "model_layer_stats",
     "model_tap_energy",
     "moments_table",
     "propagate",
     "solve_layer_scale",
+    "with_mirrors",
 ]
 
 _TOL = 1e-9
@@ -358,20 +363,34 @@ def _geometry(node: Node, ctx: PropagationContext) -> ConvGeometry | None:
         return None
 
 
+def _tapped(x: Moments, geo: ConvGeometry | None) -> Moments:
+    """What one tap of a convolution reads of an input of moments ``x``: its factors from ``geo``."""
+    if geo is None:
+        return x
+    m, q = geo.mean * x.mean, geo.second * x.second
+    return Moments(m, q, min(max(geo.cross * x.cross, m * m), q))  # type: ignore[operator]
+
+
 def _dense_layer(node: Node, ctx: PropagationContext) -> Moments:
     """``y = W x + b`` (:func:`dense_moments`); a convolution first takes what its taps read
     (:func:`~initlab.graph.spatial.conv_geometry`: zero padding, the input's spatial profile, a
     transposed convolution's ``k / s`` taps per output) and writes its output's profile
-    (``node.meta["profile"]``; the bias is uniform)."""
+    (``node.meta["profile"]``; the bias is uniform). A weight with mirrored input columns reading a
+    looks-linear pair reads ``s a`` over half its fan_in instead
+    (:func:`initlab.graph.mirrored.mirrored_input`; noted)."""
     x, geo = ctx.input(node), _geometry(node, ctx)
     node.meta["profile"] = None
+    if geo is not None:
+        node.meta["coverage"] = geo.second
+    st = ctx.stats(node, "weight", _tapped(x, geo))
+    pair = _mirrored.mirrored_input(node, ctx) if st.mirrored_inputs else None
+    if pair is not None:
+        ctx.note(node, f"mirrored columns read the looks-linear pair of {pair[1]}: s a over fan_in / 2")
+        y = dense_moments(_tapped(pair[0], geo), replace(st, fan_in=st.fan_in // 2))
+    else:
+        y = dense_moments(_tapped(x, geo), st)
     if geo is None:
-        return dense_moments(x, ctx.stats(node, "weight", x))
-    node.meta["coverage"] = geo.second
-    m, q = geo.mean * x.mean, geo.second * x.second
-    x = Moments(m, q, min(max(geo.cross * x.cross, m * m), q))  # type: ignore[operator]
-    st = ctx.stats(node, "weight", x)
-    y = dense_moments(x, st)
+        return y
     pr = geo.profile
     if pr is not None and node.shape is not None and tuple(node.shape[-pr.ndim :]) == pr.shape:
         weights = max(y.second - st.bias_second, 0.0)
@@ -877,8 +896,9 @@ def propagate(
     * input: ``input_moments`` (one for all, or by node id); token ids read by an embedding: none;
     * layer: ``y = W x + b`` with the callback's statistics (:func:`dense_moments`; a convolution reads
       what its taps see: zero padding, its input's spatial profile, a transposed convolution's ``k / s``
-      taps per output, :mod:`initlab.graph.spatial`); embedding: its table's moments, rows shared by
-      positions as often as the ids repeat (random ids, or a fixed buffer's);
+      taps per output, :mod:`initlab.graph.spatial`; mirrored input columns reading a looks-linear pair:
+      the linear map ``s U a`` it is, :mod:`initlab.graph.mirrored`); embedding: its table's moments,
+      rows shared by positions as often as the ids repeat (random ids, or a fixed buffer's);
       MultiheadAttention: projections, :func:`attention_average`, out_proj; Elman RNN: mean-field
       recursion over the sequence; LSTM / GRU: per gate, two steps at a time (``E[h_t h_s]``);
     * activation: Gaussian pre-activation, quadrature (of a sum that holds another activation's
@@ -971,6 +991,7 @@ def moments_table(graph: Graph, digits: int = 4) -> str:
 # ---- rules in their own modules, registered on import ------------------------------------------------
 
 from initlab.graph import attention as _attention_rules  # noqa: E402  (after the names they import from here)
+from initlab.graph import mirrored as _mirrored  # noqa: E402  (read by _dense_layer)
 from initlab.graph import recurrent as _recurrent  # noqa: E402
 from initlab.graph import resample as _resample  # noqa: E402,F401  (its OP_RULES)
 from initlab.graph import skip_sum as _skip_sum  # noqa: E402,F401  (its ACTIVATION rule, into RULES)

@@ -241,7 +241,10 @@ def _match_nodes(graph: Any, layers: list[_Layer], functional_order: bool) -> di
 def _layer_stats(model: nn.Module, weights: dict[int, tuple[float, float]]) -> Callable:
     """A :data:`initlab.graph.moments.LayerStatsFn`: a weight the probe measured takes its exact
     ``(E[w], E[w^2])`` from ``weights`` (by ``id``; no second pass over it), anything else is read
-    from the model (:func:`initlab.graph.moments.model_layer_stats`); each part read once."""
+    from the model (:func:`initlab.graph.moments.model_layer_stats`); each part read once. Either
+    way, whether the weight's columns or rows come in mirrored (looks-linear) pairs is read from the
+    tensors themselves (:func:`initlab.graph.layer_stats.with_mirrors`)."""
+    from initlab.graph.layer_stats import with_mirrors  # noqa: PLC0415
     from initlab.graph.moments import LayerStats, model_layer_stats, part_params  # noqa: PLC0415
 
     read = model_layer_stats(model)
@@ -261,7 +264,7 @@ def _layer_stats(model: nn.Module, weights: dict[int, tuple[float, float]]) -> C
                 else:
                     b = p.bias.detach().double() if p.bias is not None and p.bias.numel() else None
                     bm, b2 = (float(b.mean()), float(b.square().mean())) if b is not None else (0.0, 0.0)
-                    cache[key] = LayerStats(p.fan_in, w[1], w[0], bm, b2)
+                    cache[key] = with_mirrors(LayerStats(p.fan_in, w[1], w[0], bm, b2), model, node, part, p)
             except InitlabError:  # weights whose fans cannot be read: no statistics, unknown
                 cache[key] = None
         return cache[key]

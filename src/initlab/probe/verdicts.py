@@ -232,7 +232,10 @@ def _live_input(result: ProbeResult, layer: str) -> bool:
 def _logits(result: ProbeResult, th: Thresholds) -> Verdict | None:
     """The model output's std outside ``[th.logits_low, th.logits_high]``, when the output is a
     weight layer's (its records' ``from_layer``; records without the field, written before it
-    existed, are checked): an activation's or a norm's output is no logits."""
+    existed, are checked): an activation's or a norm's output is no logits. A small std that the
+    propagation predicts too (a ``predicted_std`` in ``(0, th.logits_low)``) is said to be expected:
+    it follows from the weights, e.g. global average pooling of a looks-linear net's zero-mean
+    features (:func:`initlab.graph.mirrored.mirrored_input`)."""
     v = result._index.get((OUTPUT_LAYER, "output", "std"))
     if v is None or not math.isfinite(v) or th.logits_low <= v <= th.logits_high:
         return None
@@ -241,6 +244,11 @@ def _logits(result: ProbeResult, th: Thresholds) -> Verdict | None:
     if v > th.logits_high:
         why = ("if these are logits, the softmax starts saturated (near one-hot guesses, a first "
                "cross-entropy far above log(classes)): scale the head's weights down, or zero them")
+    elif 0.0 < (p := result._index.get((OUTPUT_LAYER, "output", "predicted_std")) or 0.0) < th.logits_low:
+        why = (f"the output barely varies with the input, as the propagation predicts ({p:.3g}): expected "
+               "from the weights (e.g. global average pooling of a looks-linear net's zero-mean features "
+               "averages the positions out; pred_std shows where it shrinks); scale the head up if logits "
+               "of std ~1 are wanted")
     else:
         why = ("the output barely varies with the input (intended after a zeroed head; else the "
                "signal shrank on its way: see the std column)")
