@@ -149,6 +149,18 @@ def test_fx_shapes_from_example_inputs():
     assert [n.shape for n in g.of_kind(Kind.LAYER)] == [(3, 16), (3, 16), (3, 3)]
 
 
+def test_example_inputs_that_do_not_fit_are_named_with_the_forwards_error():
+    """Channels-last images for a Conv2d: the graph has no shapes, and where the inputs came from says
+    why and what to pass (the plan's graph note shows it)."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 2))
+    g = trace(net, torch.randn(2, 8, 8, 1))
+    assert g.inputs_from.startswith("given, which do not fit the forward (")
+    assert "channels" in g.inputs_from and "shaped like your data" in g.inputs_from
+    assert all(n.shape is None for n in g)
+    assert trace(net, torch.randn(2, 1, 8, 8)).inputs_from == "given"
+
+
 def test_fx_without_shapes_and_factors_from_shapes():
     class Scaled(nn.Module):
         def __init__(self):
@@ -162,7 +174,8 @@ def test_fx_without_shapes_and_factors_from_shapes():
     g = trace(Scaled())
     assert g.of_kind(Kind.SCALE)[0].params["factor"] == 0.25
     g = trace(Scaled(), randn(2, 5))  # inputs that do not fit: the graph, without shapes
-    assert g.method == "fx" and g.inputs_from is None and all(n.shape is None for n in g)
+    assert g.method == "fx" and g.inputs_from.startswith("given, which do not fit")
+    assert all(n.shape is None for n in g)
     assert g.of_kind(Kind.SCALE)[0].params["factor"] is None
 
 

@@ -104,7 +104,8 @@ class Graph:
         reason: why fx was not used (the tracing error), ``None`` for fx.
         inputs_from: where the example inputs came from (the recorded forward's, or those fx's
             shape propagation ran on): ``"given"``, or how they were built (``"Linear
-            in_features=784"``, ``"model.dummy_inputs"``); ``None`` when none were used.
+            in_features=784"``, ``"model.dummy_inputs"``); ``None`` when none were used; given
+            inputs that do not fit the forward: :data:`initlab.graph.trace.UNFIT_INPUTS` and why.
     """
 
     nodes: list[Node] = field(default_factory=list)

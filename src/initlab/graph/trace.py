@@ -129,9 +129,14 @@ class _Propagate(ShapeProp):
         return result
 
 
-def _propagate_shapes(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: dict[str, Any]) -> bool:
+#: How :attr:`Graph.inputs_from` starts for given example inputs that do not fit the forward (the graph
+#: has no shapes then; the rest says why and what to pass).
+UNFIT_INPUTS = "given, which do not fit the forward"
+
+
+def _propagate_shapes(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: dict[str, Any]) -> str | None:
     """Run :class:`ShapeProp` on the example inputs (arguments fixed at trace time take their fixed values);
-    ``False`` when they do not fit."""
+    the first line of the error when they do not fit, else ``None``."""
     try:
         sig = inspect.signature(model.forward)
         bound = (sig.bind_partial(**inputs) if isinstance(inputs, dict) else
@@ -142,12 +147,13 @@ def _propagate_shapes(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: 
         # ShapeProp prints the traceback of a failing node before it raises: keep stderr clean
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             _Propagate(fx.GraphModule(model, graph)).propagate(*values)
-    except Exception:  # the inputs do not fit the traced forward: no shapes, same graph
+    except Exception as exc:  # the inputs do not fit the traced forward: no shapes, same graph
         for node in graph.nodes:
             node.meta.pop("tensor_meta", None)
             node.meta.pop("value", None)
-        return False
-    return True
+        cause = exc.__cause__ or exc  # ShapeProp wraps the forward's own error
+        return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    return None
 
 
 def _fx_entry(node: fx.Node, modules: dict[str, nn.Module], named: dict[str, str], is_tensor: Callable,
@@ -167,21 +173,28 @@ def _fx_entry(node: fx.Node, modules: dict[str, nn.Module], named: dict[str, str
 def _shape_inputs(model: nn.Module, graph: fx.Graph, inputs: Any, concrete: dict[str, Any]) -> str | None:
     """Propagate shapes through the fx graph on ``inputs``, or on built ones
     (:func:`~initlab.graph.examples.example_inputs`) when none are given; returns where the inputs
-    came from, ``None`` when no shapes could be propagated."""
+    came from, ``None`` when no shapes could be propagated; given inputs that do not fit get a source
+    that says so (shown in the plan's graph note), and the graph has no shapes."""
     source = "given"
     if inputs is None:
         try:
             inputs, source = build_example_inputs(model)
         except InitlabError:  # nothing to build from: a graph without shapes
             return None
-    return source if _propagate_shapes(model, graph, inputs, concrete) else None
+    error = _propagate_shapes(model, graph, inputs, concrete)
+    if error is None:
+        return source
+    if source == "given":
+        return (f"{UNFIT_INPUTS} ({error}): no shapes, so no zero padding, pooling "
+                "or conv geometry in the moments; pass example_inputs shaped like your data")
+    return None
 
 
 def _fx_graph(model: nn.Module, inputs: Any, classify: Callable) -> Graph:
     concrete = _concrete_args(model, inputs)
     graph = _LeafTracer().trace(model, concrete_args=concrete or None)
     source = _shape_inputs(model, graph, inputs, concrete)
-    g = _convert(model, graph, concrete, source is not None, classify)
+    g = _convert(model, graph, concrete, source is not None and not source.startswith(UNFIT_INPUTS), classify)
     g.inputs_from = source
     return g
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.graph.hook_ops import module_output_node
+from initlab.graph.trace import UNFIT_INPUTS
 from initlab.probe.classify import _FUNCTIONAL_NAMES
 from initlab.probe.records import OUTPUT_LAYER
 from initlab.probe.tensors import _tensor_leaves
@@ -165,7 +166,8 @@ def _trace_for_prediction(model: nn.Module, inputs: Any) -> Any:
                 graph = trace(model, few, method="fx")
         except InitlabError:  # fx cannot trace it: one recorded forward on the whole batch
             return trace(model, inputs, method="recorded")
-        if graph.inputs_from is not None and _batch_free(graph, model):
+        if graph.inputs_from is not None and not graph.inputs_from.startswith(UNFIT_INPUTS) \
+                and _batch_free(graph, model):
             return graph
     return trace(model, inputs)
 

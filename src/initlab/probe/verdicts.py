@@ -245,10 +245,10 @@ def _logits(result: ProbeResult, th: Thresholds) -> Verdict | None:
         why = ("if these are logits, the softmax starts saturated (near one-hot guesses, a first "
                "cross-entropy far above log(classes)): scale the head's weights down, or zero them")
     elif 0.0 < (p := result._index.get((OUTPUT_LAYER, "output", "predicted_std")) or 0.0) < th.logits_low:
-        why = (f"the output barely varies with the input, as the propagation predicts ({p:.3g}): expected "
-               "from the weights (e.g. global average pooling of a looks-linear net's zero-mean features "
-               "averages the positions out; pred_std shows where it shrinks); scale the head up if logits "
-               "of std ~1 are wanted")
+        why = (f"the output barely varies with the input, as the propagation predicts ({p:.3g}): it follows "
+               "from these weights (global average pooling of zero-mean features averages the positions "
+               "out, as after a looks-linear start; or the signal shrank on its way: pred_std shows "
+               "where); scale the head up if logits of std ~1 are wanted")
     else:
         why = ("the output barely varies with the input (intended after a zeroed head; else the "
                "signal shrank on its way: see the std column)")
