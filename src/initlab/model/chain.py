@@ -150,22 +150,22 @@ def conv_depth_targets(convs: list[bool], points: list[Any], unmirrored: Sequenc
     if not bent or len(bent) != len(links) or any(points[k].shift != 0.0 for k in bent):
         return None
     depth = len(bent)
-    found: dict[tuple[str, float | None], Any] = {}
+    by_act: dict[tuple[str, float | None], Any] = {}
     try:
         for k in bent:
             key = (points[k].activation, points[k].param)
-            if key not in found:
-                found[key] = depth_point(key[0], depth, param=key[1])
+            if key not in by_act:
+                by_act[key] = depth_point(key[0], depth, param=key[1])
     except InitlabError:
         return None
-    targets = {k: found[(points[k].activation, points[k].param)].q_star for k in bent}
-    many = len(found) > 1
+    targets = {k: by_act[(points[k].activation, points[k].param)].q_star for k in bent}
+    many = len(by_act) > 1
 
     def each(fmt: str, attr: str) -> str:
         return ", ".join(format(getattr(p, attr), fmt) + (f" ({p.activation})" if many else "")
-                         for p in found.values())
+                         for p in by_act.values())
 
-    acts = ", ".join(dict.fromkeys(p.activation for p in found.values()))
+    acts = ", ".join(dict.fromkeys(p.activation for p in by_act.values()))
     return targets, CONV_DEPTH_NOTE.format(act=acts, q=each(".3g", "q_star"), depth=depth,
                                            chi=each(".4g", "chi_1"))
 
